@@ -1,0 +1,73 @@
+//! The error every command ends with, and the exit code it maps to.
+//!
+//! Lower layers (http, ufm, etcd, config) keep their own error types with the detail a caller
+//! may act on; at the command boundary each becomes one of these four kinds, shown to the user
+//! as a single line that names the input and the fix.
+
+use std::fmt;
+
+/// Exit code: success.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: the operation failed (network, authentication, API error).
+pub const EXIT_FAILED: i32 = 1;
+/// Exit code: usage or configuration error; nothing was attempted.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code: the PKey, GUID or etcd key asked for does not exist.
+pub const EXIT_NOT_FOUND: i32 = 3;
+
+/// A failed command, as the user sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// Bad command line or configuration: exit 2.
+    Usage(String),
+    /// The operation was attempted and failed: exit 1.
+    Failed(String),
+    /// The thing asked for does not exist: exit 3.
+    NotFound(String),
+}
+
+impl Error {
+    /// The documented exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) => EXIT_USAGE,
+            Error::Failed(_) => EXIT_FAILED,
+            Error::NotFound(_) => EXIT_NOT_FOUND,
+        }
+    }
+
+    /// Shorthand for a usage or configuration error.
+    pub fn usage(message: impl Into<String>) -> Error {
+        Error::Usage(message.into())
+    }
+
+    /// Shorthand for a failed operation.
+    pub fn failed(message: impl Into<String>) -> Error {
+        Error::Failed(message.into())
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Usage(m) | Error::Failed(m) | Error::NotFound(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<lexopt::Error> for Error {
+    fn from(e: lexopt::Error) -> Error {
+        Error::Usage(format!("{e} (see --help)"))
+    }
+}
+
+impl From<crate::model::ModelError> for Error {
+    fn from(e: crate::model::ModelError) -> Error {
+        Error::Usage(e.to_string())
+    }
+}
+
+/// Result of a command.
+pub type Result<T> = std::result::Result<T, Error>;

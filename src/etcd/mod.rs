@@ -1,0 +1,221 @@
+//! The etcd client: one interface over two backends, the v3 JSON gateway ([`v3`]) and the v2
+//! keys API ([`v2`]), with fail-over between endpoints.
+//!
+//! pcocc writes through v2, and the v2 and v3 keyspaces of one etcd are separate, so both are
+//! needed. The client returns typed data and errors; it prints nothing.
+
+mod v2;
+mod v3;
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+
+use crate::config::{EtcdApi, EtcdSettings};
+use crate::http::{HttpClient, HttpError, HttpOptions, Response};
+use crate::secret::Secret;
+
+/// One key and its value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// The v3 mod_revision or the v2 modifiedIndex of the key.
+    pub mod_revision: i64,
+}
+
+/// Every key under a prefix, and the store revision (v3) or index (v2) the read saw.
+#[derive(Clone, Debug, Default)]
+pub struct Listing {
+    pub kvs: Vec<KeyValue>,
+    pub revision: i64,
+}
+
+/// Why an etcd call failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EtcdError {
+    /// No endpoint answered.
+    Unreachable(String),
+    /// etcd refused our credentials or our permissions.
+    Auth(String),
+    /// The key does not exist (delete, or a get that must find something).
+    NotFound(String),
+    /// etcd answered with an error, or with something we cannot read.
+    Api(String),
+}
+
+impl fmt::Display for EtcdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EtcdError::Unreachable(m)
+            | EtcdError::Auth(m)
+            | EtcdError::NotFound(m)
+            | EtcdError::Api(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<HttpError> for EtcdError {
+    fn from(e: HttpError) -> EtcdError {
+        if e.is_unreachable() {
+            EtcdError::Unreachable(e.message)
+        } else {
+            EtcdError::Api(e.message)
+        }
+    }
+}
+
+impl From<EtcdError> for crate::error::Error {
+    fn from(e: EtcdError) -> crate::error::Error {
+        match e {
+            EtcdError::NotFound(m) => crate::error::Error::NotFound(m),
+            other => crate::error::Error::Failed(other.to_string()),
+        }
+    }
+}
+
+/// A client for one etcd cluster through one API.
+pub struct EtcdClient {
+    http: HttpClient,
+    endpoints: Vec<String>,
+    /// The endpoint that answered last; calls start there.
+    current: Cell<usize>,
+    api: EtcdApi,
+    user: Option<String>,
+    password: Option<Secret>,
+    /// The v3 auth token, acquired on first use and again when it expires.
+    token: RefCell<Option<Secret>>,
+}
+
+impl EtcdClient {
+    /// Builds a client; reads and checks the TLS files now.
+    pub fn new(settings: &EtcdSettings) -> Result<EtcdClient, String> {
+        let http = HttpClient::new(&HttpOptions {
+            service: "etcd",
+            tls: settings.tls.clone(),
+            timeout: settings.timeout,
+            proxy: settings.proxy.clone(),
+        })?;
+        Ok(EtcdClient {
+            http,
+            endpoints: settings.endpoints.clone(),
+            current: Cell::new(0),
+            api: settings.api,
+            user: settings.user.clone(),
+            password: settings.password.clone(),
+            token: RefCell::new(None),
+        })
+    }
+
+    /// The same cluster and credentials through the other API, for cross-keyspace hints.
+    pub fn with_api(settings: &EtcdSettings, api: EtcdApi) -> Result<EtcdClient, String> {
+        let mut other = settings.clone();
+        other.api = api;
+        EtcdClient::new(&other)
+    }
+
+    /// The API this client speaks.
+    pub fn api(&self) -> EtcdApi {
+        self.api
+    }
+
+    /// Every key whose name starts with `prefix` ("" for all keys), sorted by key.
+    pub fn list(&self, prefix: &str) -> Result<Listing, EtcdError> {
+        let mut listing = self.with_failover(|base| match self.api {
+            EtcdApi::V3 => v3::list(self, base, prefix),
+            EtcdApi::V2 => v2::list(self, base, prefix),
+        })?;
+        listing.kvs.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(listing)
+    }
+
+    /// One key, or `None` when it does not exist.
+    pub fn get(&self, key: &str) -> Result<Option<KeyValue>, EtcdError> {
+        self.with_failover(|base| match self.api {
+            EtcdApi::V3 => v3::get(self, base, key),
+            EtcdApi::V2 => v2::get(self, base, key),
+        })
+    }
+
+    /// Writes a key, with a time to live in seconds if given.
+    pub fn put(&self, key: &str, value: &[u8], ttl: Option<u64>) -> Result<(), EtcdError> {
+        self.with_failover(|base| match self.api {
+            EtcdApi::V3 => v3::put(self, base, key, value, ttl),
+            EtcdApi::V2 => v2::put(self, base, key, value, ttl),
+        })
+    }
+
+    /// Deletes a key; `NotFound` when it did not exist.
+    pub fn delete(&self, key: &str) -> Result<(), EtcdError> {
+        self.with_failover(|base| match self.api {
+            EtcdApi::V3 => v3::delete(self, base, key),
+            EtcdApi::V2 => v2::delete(self, base, key),
+        })
+    }
+
+    /// The etcd server version (`GET /version`), as a connectivity check.
+    pub fn version(&self) -> Result<String, EtcdError> {
+        self.with_failover(|base| {
+            let url = format!("{base}/version");
+            let response = self
+                .http
+                .send(&crate::http::Request::get(&url, crate::http::Auth::None))?;
+            let value: serde_json::Value = json_body(&response, &url)?;
+            Ok(value
+                .get("etcdserver")
+                .and_then(|v| v.as_str())
+                .unwrap_or("unknown")
+                .to_string())
+        })
+    }
+
+    /// Runs `call` against the current endpoint, moving on to the next ones when an endpoint
+    /// cannot be reached. Other errors are returned at once: another member would say the same.
+    fn with_failover<T>(
+        &self,
+        mut call: impl FnMut(&str) -> Result<T, EtcdError>,
+    ) -> Result<T, EtcdError> {
+        let count = self.endpoints.len();
+        let start = self.current.get();
+        let mut failures = Vec::new();
+        for offset in 0..count {
+            let index = (start + offset) % count;
+            let base = &self.endpoints[index];
+            match call(base) {
+                Err(EtcdError::Unreachable(message)) => {
+                    log::warn!("{message}");
+                    failures.push(message);
+                }
+                result => {
+                    if index != start {
+                        log::info!("etcd: now using {base}");
+                    }
+                    self.current.set(index);
+                    return result;
+                }
+            }
+        }
+        Err(EtcdError::Unreachable(if count == 1 {
+            failures.pop().unwrap_or_default()
+        } else {
+            format!(
+                "no etcd endpoint answered ({}): {}",
+                self.endpoints.join(", "),
+                failures.pop().unwrap_or_default()
+            )
+        }))
+    }
+}
+
+/// Parses a JSON answer, turning HTML or other text into a clear error.
+fn json_body<T: serde::de::DeserializeOwned>(
+    response: &Response,
+    url: &str,
+) -> Result<T, EtcdError> {
+    response.json().map_err(|_| {
+        EtcdError::Api(format!(
+            "etcd at {url} answered HTTP {} with something that is not JSON: {}",
+            response.status,
+            response.snippet()
+        ))
+    })
+}

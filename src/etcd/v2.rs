@@ -1,0 +1,217 @@
+//! The etcd v2 keys API (`/v2/keys/...`), the API pcocc writes through.
+//!
+//! v2 has directories instead of prefixes: a prefix is listed by reading its directory
+//! recursively and keeping the keys that start with it. Indexes are JSON numbers; the store
+//! index comes in the `X-Etcd-Index` header. Authentication is HTTP Basic against v2's own user
+//! database, which is separate from v3's.
+
+use serde::Deserialize;
+
+use super::{EtcdClient, EtcdError, KeyValue, Listing, json_body};
+use crate::http::{Auth, Request, Response, encode_form_value, encode_path};
+
+/// v2 error code: key not found.
+const KEY_NOT_FOUND: i64 = 100;
+/// v2 error code: the request requires user authentication (also: wrong password, no permission).
+const UNAUTHORIZED: i64 = 110;
+
+#[derive(Deserialize)]
+struct Node {
+    key: Option<String>,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    dir: bool,
+    #[serde(default)]
+    nodes: Vec<Node>,
+    #[serde(default, rename = "modifiedIndex")]
+    modified_index: i64,
+}
+
+#[derive(Deserialize)]
+struct NodeResponse {
+    node: Node,
+}
+
+#[derive(Deserialize)]
+struct V2Error {
+    #[serde(rename = "errorCode")]
+    error_code: i64,
+    #[serde(default)]
+    message: String,
+}
+
+pub(super) fn list(client: &EtcdClient, base: &str, prefix: &str) -> Result<Listing, EtcdError> {
+    let prefix = absolute(prefix);
+    // The directory holding the prefix: "/a/b/" lists /a/b, "/a/b/0x2" lists /a/b too.
+    let dir = &prefix[..prefix.rfind('/').map_or(0, |i| i + 1)];
+    let url = format!(
+        "{base}/v2/keys{}?recursive=true&sorted=true",
+        encode_path(dir)
+    );
+    let response = send(client, &Request::get(&url, auth(client)))?;
+    let revision = etcd_index(&response);
+    if !response.is_success() {
+        return match v2_error(&response) {
+            Some(e) if e.error_code == KEY_NOT_FOUND => Ok(Listing {
+                kvs: Vec::new(),
+                revision,
+            }),
+            _ => Err(classify(&url, &response)),
+        };
+    }
+    let root: NodeResponse = json_body(&response, &url)?;
+    let mut kvs = Vec::new();
+    collect_leaves(root.node, &mut kvs);
+    kvs.retain(|kv| kv.key.starts_with(prefix.as_str()));
+    Ok(Listing { kvs, revision })
+}
+
+pub(super) fn get(
+    client: &EtcdClient,
+    base: &str,
+    key: &str,
+) -> Result<Option<KeyValue>, EtcdError> {
+    let key = absolute(key);
+    let url = format!("{base}/v2/keys{}", encode_path(&key));
+    let response = send(client, &Request::get(&url, auth(client)))?;
+    if !response.is_success() {
+        return match v2_error(&response) {
+            Some(e) if e.error_code == KEY_NOT_FOUND => Ok(None),
+            _ => Err(classify(&url, &response)),
+        };
+    }
+    let node = json_body::<NodeResponse>(&response, &url)?.node;
+    if node.dir {
+        return Err(EtcdError::Api(format!(
+            "etcd key {key} is a v2 directory, not a key: use --list --prefix {key}/"
+        )));
+    }
+    Ok(Some(KeyValue {
+        key,
+        value: node.value.unwrap_or_default().into_bytes(),
+        mod_revision: node.modified_index,
+    }))
+}
+
+pub(super) fn put(
+    client: &EtcdClient,
+    base: &str,
+    key: &str,
+    value: &[u8],
+    ttl: Option<u64>,
+) -> Result<(), EtcdError> {
+    let key = absolute(key);
+    let text = std::str::from_utf8(value).map_err(|_| {
+        EtcdError::Api("the v2 API stores text only: the value is not UTF-8".into())
+    })?;
+    let url = format!("{base}/v2/keys{}", encode_path(&key));
+    let mut form = format!("value={}", encode_form_value(text));
+    if let Some(ttl) = ttl {
+        form.push_str(&format!("&ttl={ttl}"));
+    }
+    let request = Request {
+        method: "PUT",
+        url: &url,
+        auth: auth(client),
+        body: Some(("application/x-www-form-urlencoded", form.into_bytes())),
+    };
+    let response = send(client, &request)?;
+    if response.is_success() {
+        Ok(())
+    } else {
+        Err(classify(&url, &response))
+    }
+}
+
+pub(super) fn delete(client: &EtcdClient, base: &str, key: &str) -> Result<(), EtcdError> {
+    let key = absolute(key);
+    let url = format!("{base}/v2/keys{}", encode_path(&key));
+    let request = Request {
+        method: "DELETE",
+        url: &url,
+        auth: auth(client),
+        body: None,
+    };
+    let response = send(client, &request)?;
+    if response.is_success() {
+        return Ok(());
+    }
+    match v2_error(&response) {
+        Some(e) if e.error_code == KEY_NOT_FOUND => {
+            Err(EtcdError::NotFound(format!("etcd key {key} not found")))
+        }
+        _ => Err(classify(&url, &response)),
+    }
+}
+
+fn send(client: &EtcdClient, request: &Request<'_>) -> Result<Response, EtcdError> {
+    Ok(client.http.send(request)?)
+}
+
+fn auth(client: &EtcdClient) -> Auth<'_> {
+    match (&client.user, &client.password) {
+        (Some(user), Some(password)) => Auth::Basic(user, password),
+        _ => Auth::None,
+    }
+}
+
+/// v2 keys are absolute paths.
+fn absolute(key: &str) -> String {
+    if key.starts_with('/') {
+        key.to_string()
+    } else {
+        format!("/{key}")
+    }
+}
+
+fn etcd_index(response: &Response) -> i64 {
+    response
+        .header("x-etcd-index")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn v2_error(response: &Response) -> Option<V2Error> {
+    response.json().ok()
+}
+
+fn classify(url: &str, response: &Response) -> EtcdError {
+    match v2_error(response) {
+        Some(e) if e.error_code == UNAUTHORIZED => EtcdError::Auth(format!(
+            "etcd refused {url}: {} (wrong user or password, or no permission on this key): check --etcd-user and the password",
+            e.message
+        )),
+        Some(e) => EtcdError::Api(format!(
+            "etcd at {url} answered HTTP {}: {} (v2 error code {})",
+            response.status, e.message, e.error_code
+        )),
+        None if response.status == 404 => EtcdError::Api(format!(
+            "etcd at {url} does not serve the v2 API (HTTP 404): etcd 3.4 and 3.5 need --enable-v2, 3.6 has no v2; use --etcd-api v3"
+        )),
+        None if response.status >= 500 => EtcdError::Unreachable(format!(
+            "etcd at {url} failed: HTTP {} {}",
+            response.status,
+            response.snippet()
+        )),
+        None => EtcdError::Api(format!(
+            "etcd at {url} answered HTTP {}: {}",
+            response.status,
+            response.snippet()
+        )),
+    }
+}
+
+fn collect_leaves(node: Node, out: &mut Vec<KeyValue>) {
+    if node.dir {
+        for child in node.nodes {
+            collect_leaves(child, out);
+        }
+    } else if let Some(key) = node.key {
+        out.push(KeyValue {
+            key,
+            value: node.value.unwrap_or_default().into_bytes(),
+            mod_revision: node.modified_index,
+        });
+    }
+}

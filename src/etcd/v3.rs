@@ -1,0 +1,287 @@
+//! The etcd v3 JSON gateway (`/v3/kv/range|put|deleterange`, `/v3/lease/grant`,
+//! `/v3/auth/authenticate`).
+//!
+//! Keys and values travel as standard base64; every int64 is a JSON string; fields with default
+//! values are omitted. The auth token goes in a raw `Authorization` header and is re-acquired
+//! once when etcd says it expired (HTTP 401, gRPC code 16).
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{EtcdClient, EtcdError, KeyValue, Listing, json_body};
+use crate::http::{Auth, Request, Response};
+use crate::secret::Secret;
+
+/// gRPC status code for an invalid or expired auth token.
+const CODE_UNAUTHENTICATED: i64 = 16;
+/// gRPC status code for a permission denied.
+const CODE_PERMISSION_DENIED: i64 = 7;
+
+#[derive(Deserialize, Default)]
+struct Header {
+    #[serde(default)]
+    revision: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawKv {
+    key: String,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    mod_revision: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RangeResponse {
+    #[serde(default)]
+    header: Header,
+    #[serde(default)]
+    kvs: Vec<RawKv>,
+}
+
+#[derive(Deserialize)]
+struct GatewayError {
+    #[serde(default)]
+    code: Option<i64>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+pub(super) fn list(client: &EtcdClient, base: &str, prefix: &str) -> Result<Listing, EtcdError> {
+    let (key, range_end) = if prefix.is_empty() {
+        (vec![0u8], vec![0u8])
+    } else {
+        (
+            prefix.as_bytes().to_vec(),
+            prefix_range_end(prefix.as_bytes()),
+        )
+    };
+    let body = json!({"key": B64.encode(key), "range_end": B64.encode(range_end)});
+    let response = call(client, base, "/v3/kv/range", &body)?;
+    let range: RangeResponse = json_body(&response, base)?;
+    let kvs = range
+        .kvs
+        .into_iter()
+        .map(decode_kv)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Listing {
+        kvs,
+        revision: parse_int(range.header.revision.as_deref()),
+    })
+}
+
+pub(super) fn get(
+    client: &EtcdClient,
+    base: &str,
+    key: &str,
+) -> Result<Option<KeyValue>, EtcdError> {
+    let body = json!({"key": B64.encode(key)});
+    let response = call(client, base, "/v3/kv/range", &body)?;
+    let range: RangeResponse = json_body(&response, base)?;
+    range.kvs.into_iter().next().map(decode_kv).transpose()
+}
+
+pub(super) fn put(
+    client: &EtcdClient,
+    base: &str,
+    key: &str,
+    value: &[u8],
+    ttl: Option<u64>,
+) -> Result<(), EtcdError> {
+    let mut body = json!({"key": B64.encode(key), "value": B64.encode(value)});
+    if let Some(ttl) = ttl {
+        body["lease"] = json!(grant_lease(client, base, ttl)?);
+    }
+    call(client, base, "/v3/kv/put", &body).map(|_| ())
+}
+
+pub(super) fn delete(client: &EtcdClient, base: &str, key: &str) -> Result<(), EtcdError> {
+    let body = json!({"key": B64.encode(key)});
+    let response = call(client, base, "/v3/kv/deleterange", &body)?;
+    #[derive(Deserialize)]
+    struct Deleted {
+        #[serde(default)]
+        deleted: Option<String>,
+    }
+    let deleted: Deleted = json_body(&response, base)?;
+    if parse_int(deleted.deleted.as_deref()) == 0 {
+        return Err(EtcdError::NotFound(format!("etcd key {key} not found")));
+    }
+    Ok(())
+}
+
+/// Grants a lease of `ttl` seconds and returns its ID (an int64 as a string).
+fn grant_lease(client: &EtcdClient, base: &str, ttl: u64) -> Result<String, EtcdError> {
+    // The field names are exactly TTL and ID: `ttl` is silently ignored by the gateway.
+    let response = call(client, base, "/v3/lease/grant", &json!({"TTL": ttl}))?;
+    #[derive(Deserialize)]
+    struct Lease {
+        #[serde(rename = "ID")]
+        id: Option<String>,
+    }
+    let lease: Lease = json_body(&response, base)?;
+    lease
+        .id
+        .ok_or_else(|| EtcdError::Api(format!("etcd at {base} granted no lease")))
+}
+
+/// POSTs to a gateway path with the auth token, authenticating first when needed and once
+/// more when the token has expired.
+fn call(
+    client: &EtcdClient,
+    base: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> Result<Response, EtcdError> {
+    let url = format!("{base}{path}");
+    let mut retried = false;
+    loop {
+        let token = token(client, base)?;
+        let auth = token.as_ref().map_or(Auth::None, Auth::Header);
+        let response = client.http.send(&Request::json("POST", &url, auth, body))?;
+        if response.is_success() {
+            return Ok(response);
+        }
+        let error = gateway_error(&response);
+        if response.status == 401 && error.code == Some(CODE_UNAUTHENTICATED) && !retried {
+            log::debug!("etcd auth token expired; authenticating again");
+            client.token.replace(None);
+            retried = true;
+            continue;
+        }
+        return Err(classify(client, &url, &response, &error));
+    }
+}
+
+/// The current token, authenticating first when a user is configured and there is none.
+fn token(client: &EtcdClient, base: &str) -> Result<Option<Secret>, EtcdError> {
+    let (Some(user), Some(password)) = (&client.user, &client.password) else {
+        return Ok(None);
+    };
+    if let Some(token) = client.token.borrow().as_ref() {
+        return Ok(Some(token.clone()));
+    }
+    let url = format!("{base}/v3/auth/authenticate");
+    let body = json!({"name": user, "password": password.expose()});
+    let response = client
+        .http
+        .send(&Request::json("POST", &url, Auth::None, &body))?;
+    if !response.is_success() {
+        let error = gateway_error(&response);
+        return Err(EtcdError::Auth(format!(
+            "etcd at {base} rejected user {user:?}: {}: check --etcd-user and the password",
+            error_text(&response, &error)
+        )));
+    }
+    #[derive(Deserialize)]
+    struct Authenticated {
+        token: Option<String>,
+    }
+    let token = json_body::<Authenticated>(&response, base)?
+        .token
+        .map(Secret::new)
+        .ok_or_else(|| EtcdError::Api(format!("etcd at {base} returned no auth token")))?;
+    client.token.replace(Some(token.clone()));
+    Ok(Some(token))
+}
+
+fn gateway_error(response: &Response) -> GatewayError {
+    response.json().unwrap_or(GatewayError {
+        code: None,
+        message: None,
+        error: None,
+    })
+}
+
+fn error_text(response: &Response, error: &GatewayError) -> String {
+    error
+        .message
+        .clone()
+        .or_else(|| error.error.clone())
+        .unwrap_or_else(|| format!("HTTP {} {}", response.status, response.snippet()))
+}
+
+fn classify(
+    client: &EtcdClient,
+    url: &str,
+    response: &Response,
+    error: &GatewayError,
+) -> EtcdError {
+    let text = error_text(response, error);
+    let auth_problem = matches!(
+        error.code,
+        Some(CODE_UNAUTHENTICATED | CODE_PERMISSION_DENIED)
+    ) || text.contains("user name is empty");
+    if auth_problem {
+        let fix = if client.user.is_some() {
+            "check the user's permissions on this prefix"
+        } else {
+            "give --etcd-user and a password"
+        };
+        return EtcdError::Auth(format!("etcd refused {url}: {text}: {fix}"));
+    }
+    if response.status == 404 {
+        return EtcdError::Api(format!(
+            "etcd at {url} does not serve the v3 JSON gateway (HTTP 404): etcd 3.3 and older, or a gateway turned off; try --etcd-api v2"
+        ));
+    }
+    if response.status >= 500 {
+        // No quorum or a member in trouble: another member may do better.
+        return EtcdError::Unreachable(format!("etcd at {url} failed: {text}"));
+    }
+    EtcdError::Api(format!(
+        "etcd at {url} answered HTTP {}: {text}",
+        response.status
+    ))
+}
+
+fn decode_kv(raw: RawKv) -> Result<KeyValue, EtcdError> {
+    let bad = |what: &str| EtcdError::Api(format!("etcd sent a {what} that is not base64"));
+    let key = B64.decode(raw.key).map_err(|_| bad("key"))?;
+    let value = match raw.value {
+        Some(v) => B64.decode(v).map_err(|_| bad("value"))?,
+        None => Vec::new(),
+    };
+    Ok(KeyValue {
+        key: String::from_utf8_lossy(&key).into_owned(),
+        value,
+        mod_revision: parse_int(raw.mod_revision.as_deref()),
+    })
+}
+
+fn parse_int(text: Option<&str>) -> i64 {
+    text.and_then(|t| t.parse().ok()).unwrap_or(0)
+}
+
+/// The end of the range holding every key that starts with `prefix`: drop trailing 0xff bytes
+/// and add one to the last byte; an empty result means "to the end of the keyspace" ("\0").
+pub(crate) fn prefix_range_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_end_increments_the_last_byte() {
+        assert_eq!(
+            prefix_range_end(b"/pcocc/global/opensm/pkeys/"),
+            b"/pcocc/global/opensm/pkeys0".to_vec()
+        );
+        assert_eq!(prefix_range_end(b"a\xff\xff"), b"b".to_vec());
+        assert_eq!(prefix_range_end(b"\xff"), vec![0]);
+    }
+}

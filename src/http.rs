@@ -1,0 +1,549 @@
+//! The one HTTP layer that the UFM and etcd clients share: a configured `ureq` agent (rustls,
+//! CA bundle, client certificate, timeouts, proxy), requests that keep every status and body as
+//! a value, and errors that say in one line what went wrong with which URL.
+//!
+//! Nothing here knows UFM or etcd; nothing here logs secrets. The agent is built without a
+//! global or per-call timeout on purpose: ureq resolves names on a spawned thread when one is
+//! set, and the daemon is single-threaded. Connect and per-read timeouts bound every call.
+
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use ureq::tls::{ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
+
+use crate::secret::Secret;
+
+/// The most a response body may hold. A UFM list of 2,000 partitions of 64 GUIDs is ~10 MB.
+const MAX_BODY_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Where the system keeps its CA bundle, RHEL first. Used when no CA file is configured, so that
+/// certificates from a site CA installed with `update-ca-trust` are trusted as with curl.
+const SYSTEM_CA_BUNDLES: &[&str] = &[
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/certs/ca-certificates.crt",
+];
+
+/// How to set up TLS for one server.
+#[derive(Clone, Debug, Default)]
+pub struct TlsOptions {
+    /// PEM file of CA certificates to trust instead of the system bundle.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain and key (PEM), for servers that require mutual TLS.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Skip certificate and host name checks (UFM ships a self-signed certificate).
+    pub insecure: bool,
+}
+
+/// How to set up one HTTP client.
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    /// What the client talks to, for messages ("UFM", "etcd").
+    pub service: &'static str,
+    pub tls: TlsOptions,
+    /// Bounds the TCP and TLS connect, and each wait for response bytes.
+    pub timeout: Duration,
+    /// Proxy URL; `None` means direct, whatever `HTTPS_PROXY` says.
+    pub proxy: Option<String>,
+}
+
+/// A failure to get any HTTP answer at all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpError {
+    pub kind: HttpErrorKind,
+    /// One line: what failed, with which URL.
+    pub message: String,
+}
+
+/// What kind of failure, so callers can decide to fail over or retry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpErrorKind {
+    /// Could not connect: refused, unreachable, unknown host.
+    Connect,
+    /// No answer within the timeout.
+    Timeout,
+    /// TLS handshake or certificate problem.
+    Tls,
+    /// Anything else (malformed response, body too large, bad URL).
+    Other,
+}
+
+impl HttpError {
+    /// Whether another endpoint of the same service might answer.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self.kind, HttpErrorKind::Connect | HttpErrorKind::Timeout)
+    }
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// An HTTP answer of any status, with its body.
+#[derive(Clone, Debug)]
+pub struct Response {
+    pub status: u16,
+    pub content_type: String,
+    /// Headers with lowercase names.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// Whether the server sent a web page instead of an API answer (a login or error page).
+    pub fn is_html(&self) -> bool {
+        if self.content_type.to_ascii_lowercase().contains("html") {
+            return true;
+        }
+        let start = self
+            .body
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(self.body.len());
+        let head = &self.body[start..self.body.len().min(start + 15)];
+        head.first() == Some(&b'<')
+    }
+
+    /// The body as text, lossily, trimmed and cut to one short line for messages.
+    pub fn snippet(&self) -> String {
+        let text = String::from_utf8_lossy(&self.body);
+        let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if line.chars().count() > 200 {
+            format!("{}…", line.chars().take(200).collect::<String>())
+        } else {
+            line
+        }
+    }
+
+    /// The value of a header, by lowercase name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Parses the body as JSON.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.body)
+    }
+}
+
+/// How a request authenticates.
+#[derive(Clone, Copy, Debug)]
+pub enum Auth<'a> {
+    None,
+    /// HTTP Basic with user and password.
+    Basic(&'a str, &'a Secret),
+    /// A raw `Authorization` header value (UFM and etcd v3 tokens).
+    Header(&'a Secret),
+}
+
+/// One request to send.
+#[derive(Debug)]
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub url: &'a str,
+    pub auth: Auth<'a>,
+    /// Body and its content type.
+    pub body: Option<(&'a str, Vec<u8>)>,
+}
+
+impl<'a> Request<'a> {
+    /// A GET without a body.
+    pub fn get(url: &'a str, auth: Auth<'a>) -> Request<'a> {
+        Request {
+            method: "GET",
+            url,
+            auth,
+            body: None,
+        }
+    }
+
+    /// A request with a JSON body.
+    pub fn json(method: &'a str, url: &'a str, auth: Auth<'a>, body: &serde_json::Value) -> Self {
+        Request {
+            method,
+            url,
+            auth,
+            body: Some(("application/json", body.to_string().into_bytes())),
+        }
+    }
+}
+
+/// A configured HTTP client for one service.
+pub struct HttpClient {
+    agent: ureq::Agent,
+    service: &'static str,
+    timeout: Duration,
+}
+
+impl HttpClient {
+    /// Builds the client, reading and checking the CA and client certificate files now, so a
+    /// wrong file is reported at start-up and not at the first request.
+    pub fn new(options: &HttpOptions) -> Result<HttpClient, String> {
+        let tls = build_tls_config(options.service, &options.tls)?;
+        let proxy = match &options.proxy {
+            Some(url) => Some(ureq::Proxy::new(url).map_err(|e| {
+                format!(
+                    "invalid {} proxy {url:?}: {e}: use http://host:port",
+                    options.service
+                )
+            })?),
+            None => None,
+        };
+        let agent = ureq::Agent::config_builder()
+            .tls_config(tls)
+            .proxy(proxy)
+            .http_status_as_error(false)
+            .timeout_connect(Some(options.timeout))
+            .timeout_recv_response(Some(options.timeout))
+            .timeout_per_read(Some(options.timeout))
+            .timeout_per_write(Some(options.timeout))
+            .max_redirects(0)
+            .user_agent(concat!("ufm-pkeyd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .new_agent();
+        Ok(HttpClient {
+            agent,
+            service: options.service,
+            timeout: options.timeout,
+        })
+    }
+
+    /// The configured timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sends a request and reads the whole answer, whatever its status.
+    pub fn send(&self, request: &Request<'_>) -> Result<Response, HttpError> {
+        log::debug!("{} {} {}", self.service, request.method, request.url);
+        let mut response = self
+            .agent
+            .run(self.build(request)?)
+            .map_err(|e| self.error(request.url, &e))?;
+        let status = response.status().as_u16();
+        let headers: Vec<(String, String)> = response
+            .headers()
+            .iter()
+            .filter_map(|(name, value)| {
+                let value = value.to_str().ok()?;
+                Some((name.as_str().to_ascii_lowercase(), value.to_string()))
+            })
+            .collect();
+        let content_type = headers
+            .iter()
+            .find(|(n, _)| n == "content-type")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY_BYTES)
+            .read_to_vec()
+            .map_err(|e| self.error(request.url, &e))?;
+        log::debug!("{} answered {status} ({} bytes)", self.service, body.len());
+        Ok(Response {
+            status,
+            content_type,
+            headers,
+            body,
+        })
+    }
+
+    /// Sends a request and returns the status and a reader over the body, for streamed
+    /// answers (etcd watch and long poll). Each read waits at most `read_timeout`.
+    pub fn open_stream(
+        &self,
+        request: &Request<'_>,
+        read_timeout: Duration,
+    ) -> Result<(u16, Box<dyn Read + Send>), HttpError> {
+        let configured = self
+            .agent
+            .configure_request(self.build(request)?)
+            .timeout_recv_response(Some(read_timeout))
+            .timeout_per_read(Some(read_timeout))
+            .build();
+        let response = self
+            .agent
+            .run(configured)
+            .map_err(|e| self.error(request.url, &e))?;
+        let status = response.status().as_u16();
+        Ok((status, Box::new(response.into_body().into_reader())))
+    }
+
+    fn build(&self, request: &Request<'_>) -> Result<ureq::http::Request<Vec<u8>>, HttpError> {
+        let mut builder = ureq::http::Request::builder()
+            .method(request.method)
+            .uri(request.url)
+            .header("Accept", "application/json");
+        match request.auth {
+            Auth::None => {}
+            Auth::Basic(user, password) => {
+                builder = builder.header("Authorization", basic_auth_header(user, password));
+            }
+            Auth::Header(value) => builder = builder.header("Authorization", value.expose()),
+        }
+        let body = match &request.body {
+            Some((content_type, bytes)) => {
+                builder = builder.header("Content-Type", *content_type);
+                bytes.clone()
+            }
+            None => Vec::new(),
+        };
+        builder.body(body).map_err(|e| HttpError {
+            kind: HttpErrorKind::Other,
+            message: format!("invalid {} URL {}: {e}", self.service, request.url),
+        })
+    }
+
+    fn error(&self, url: &str, error: &ureq::Error) -> HttpError {
+        describe_error(self.service, url, self.timeout, error)
+    }
+}
+
+/// `Basic base64(user:password)`.
+pub fn basic_auth_header(user: &str, password: &Secret) -> String {
+    let pair = format!("{user}:{}", password.expose());
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
+}
+
+/// Turns a ureq error into one line naming the service, the URL and the likely fix.
+fn describe_error(service: &str, url: &str, timeout: Duration, error: &ureq::Error) -> HttpError {
+    let (kind, detail) = match error {
+        ureq::Error::Timeout(_) => (
+            HttpErrorKind::Timeout,
+            format!("no answer within {} s", timeout.as_secs_f64()),
+        ),
+        ureq::Error::HostNotFound => (HttpErrorKind::Connect, "host not found".to_string()),
+        ureq::Error::ConnectionFailed => (HttpErrorKind::Connect, "connection failed".to_string()),
+        ureq::Error::Io(io) => describe_io_error(io),
+        ureq::Error::BodyExceedsLimit(limit) => (
+            HttpErrorKind::Other,
+            format!("answer larger than {limit} bytes"),
+        ),
+        other => (HttpErrorKind::Other, other.to_string()),
+    };
+    HttpError {
+        kind,
+        message: format!("cannot reach {service} at {url}: {detail}"),
+    }
+}
+
+fn describe_io_error(io: &std::io::Error) -> (HttpErrorKind, String) {
+    use std::io::ErrorKind;
+    match io.kind() {
+        ErrorKind::ConnectionRefused => (HttpErrorKind::Connect, "connection refused".into()),
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => (HttpErrorKind::Timeout, "timed out".into()),
+        ErrorKind::InvalidData if is_tls_error(io) => (
+            HttpErrorKind::Tls,
+            format!(
+                "TLS error: {}: check the CA file, the client certificate, or use https/http as the server does",
+                io.get_ref().map(|e| e.to_string()).unwrap_or_default()
+            ),
+        ),
+        ErrorKind::ConnectionReset
+        | ErrorKind::ConnectionAborted
+        | ErrorKind::NotConnected
+        | ErrorKind::UnexpectedEof
+        | ErrorKind::HostUnreachable
+        | ErrorKind::NetworkUnreachable
+        | ErrorKind::AddrNotAvailable => (HttpErrorKind::Connect, io.to_string()),
+        _ => (HttpErrorKind::Other, io.to_string()),
+    }
+}
+
+fn is_tls_error(io: &std::io::Error) -> bool {
+    io.get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+}
+
+fn build_tls_config(service: &str, options: &TlsOptions) -> Result<TlsConfig, String> {
+    let mut builder = TlsConfig::builder().disable_verification(options.insecure);
+    let roots = match &options.ca_file {
+        Some(path) => {
+            let certs = read_certificates(service, "CA file", path)?;
+            RootCerts::new_with_certs(&certs)
+        }
+        None => system_roots(),
+    };
+    builder = builder.root_certs(roots);
+    if let Some((cert_path, key_path)) = &options.client_cert {
+        check_client_pair(service, cert_path, key_path)?;
+        let chain = read_certificates(service, "client certificate", cert_path)?;
+        let key_pem = read_file(service, "client key", key_path)?;
+        let key = PrivateKey::from_pem(&key_pem).map_err(|_| {
+            format!(
+                "{service} client key {}: no unencrypted PEM private key found",
+                key_path.display()
+            )
+        })?;
+        builder = builder.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
+    }
+    Ok(builder.build())
+}
+
+/// The system CA bundle, or the compiled-in Mozilla roots when the system has none.
+fn system_roots() -> RootCerts {
+    for path in SYSTEM_CA_BUNDLES {
+        if let Ok(pem) = std::fs::read(path) {
+            let certs = certificates_in(&pem);
+            if !certs.is_empty() {
+                return RootCerts::new_with_certs(&certs);
+            }
+        }
+    }
+    RootCerts::WebPki
+}
+
+fn read_file(service: &str, what: &str, path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {service} {what} {}: {e}", path.display()))
+}
+
+fn read_certificates(
+    service: &str,
+    what: &str,
+    path: &Path,
+) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
+    let certs = certificates_in(&read_file(service, what, path)?);
+    if certs.is_empty() {
+        return Err(format!(
+            "{service} {what} {} holds no PEM certificate",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+fn certificates_in(pem: &[u8]) -> Vec<ureq::tls::Certificate<'static>> {
+    ureq::tls::parse_pem(pem)
+        .filter_map(|item| match item {
+            Ok(PemItem::Certificate(cert)) => Some(cert),
+            _ => None,
+        })
+        .collect()
+}
+
+/// ureq panics at the first request when the client key does not match the certificate;
+/// rustls reports it as an error, so ask rustls first.
+fn check_client_pair(service: &str, cert_path: &Path, key_path: &Path) -> Result<(), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let cert_pem = read_file(service, "client certificate", cert_path)?;
+    let key_pem = read_file(service, "client key", key_path)?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .filter_map(|c| c.ok())
+        .collect();
+    if chain.is_empty() {
+        return Err(format!(
+            "{service} client certificate {} holds no PEM certificate",
+            cert_path.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| {
+        format!(
+            "{service} client key {}: no unencrypted PEM private key found",
+            key_path.display()
+        )
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS set-up failed: {e}"))?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_client_auth_cert(chain, key)
+        .map(|_| ())
+        .map_err(|e| {
+            format!(
+                "{service} client key {} does not match certificate {} ({e}): give the key that belongs to the certificate",
+                key_path.display(),
+                cert_path.display()
+            )
+        })
+}
+
+/// Percent-encodes one URL path segment (RFC 3986 unreserved characters stay as they are).
+pub fn encode_path_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Percent-encodes a path that may hold `/` separators, keeping them.
+pub fn encode_path(path: &str) -> String {
+    path.split('/')
+        .map(encode_path_segment)
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value.
+pub fn encode_form_value(value: &str) -> String {
+    encode_path_segment(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_auth_header_is_standard_base64() {
+        assert_eq!(
+            basic_auth_header("admin", &Secret::new("123456")),
+            "Basic YWRtaW46MTIzNDU2"
+        );
+    }
+
+    #[test]
+    fn html_is_recognised_by_type_or_content() {
+        let page = |ct: &str, body: &str| Response {
+            status: 200,
+            content_type: ct.into(),
+            headers: Vec::new(),
+            body: body.as_bytes().to_vec(),
+        };
+        assert!(page("text/html; charset=utf-8", "{}").is_html());
+        assert!(page("", "  \n<!DOCTYPE html><html>").is_html());
+        assert!(!page("application/json", "{\"a\":1}").is_html());
+    }
+
+    #[test]
+    fn paths_are_percent_encoded_but_keep_slashes() {
+        assert_eq!(encode_path("/a b/0x1a"), "/a%20b/0x1a");
+        assert_eq!(encode_form_value("{'a': 1}"), "%7B%27a%27%3A%201%7D");
+    }
+
+    #[test]
+    fn snippet_is_one_short_line() {
+        let response = Response {
+            status: 500,
+            content_type: String::new(),
+            headers: Vec::new(),
+            body: format!("line one\nline two {}", "x".repeat(500)).into_bytes(),
+        };
+        let snippet = response.snippet();
+        assert!(!snippet.contains('\n'));
+        assert!(snippet.chars().count() <= 201);
+    }
+}

@@ -1,0 +1,112 @@
+//! Logging set-up: `log` records to stderr through env_logger, suited to a terminal or to the
+//! systemd journal.
+//!
+//! ureq and rustls log at wire level (headers included, so credentials); their records are
+//! capped at `warn` whatever `RUST_LOG` or `--debug` say. Under systemd (stderr is the
+//! journal stream named by `JOURNAL_STREAM`) lines carry a `<N>` syslog priority and no
+//! timestamp, since the journal adds its own.
+
+use std::io::Write;
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+/// Targets whose records may carry secrets below `warn`.
+const WIRE_LEVEL_TARGETS: &[&str] = &["ureq", "rustls"];
+
+/// Installs the logger. `debug` raises ufm-pkeyd's own records to debug level; `RUST_LOG`
+/// still applies on top, except to the wire-level targets.
+pub fn init(debug: bool) {
+    let default = if debug {
+        "ufm_pkeyd=debug,info"
+    } else {
+        "info"
+    };
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default));
+    if debug && std::env::var_os("RUST_LOG").is_some() {
+        builder.filter_module("ufm_pkeyd", LevelFilter::Debug);
+    }
+    if stderr_is_journal() {
+        builder.format(|buf, record| {
+            writeln!(
+                buf,
+                "<{}>{}",
+                syslog_priority(record.level()),
+                record.args()
+            )
+        });
+    } else {
+        builder.format(|buf, record| {
+            writeln!(
+                buf,
+                "ufm-pkeyd: {}: {}",
+                record.level().as_str().to_ascii_lowercase(),
+                record.args()
+            )
+        });
+    }
+    let inner = builder.build();
+    let max = inner.filter();
+    if log::set_boxed_logger(Box::new(Redacting { inner })).is_ok() {
+        log::set_max_level(max);
+    }
+}
+
+/// Drops wire-level records from HTTP and TLS libraries.
+struct Redacting {
+    inner: env_logger::Logger,
+}
+
+impl Redacting {
+    fn allowed(metadata: &Metadata<'_>) -> bool {
+        let wire = WIRE_LEVEL_TARGETS
+            .iter()
+            .any(|t| metadata.target() == *t || metadata.target().starts_with(&format!("{t}::")));
+        !wire || metadata.level() <= Level::Warn
+    }
+}
+
+impl Log for Redacting {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        Self::allowed(metadata) && self.inner.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if Self::allowed(record.metadata()) {
+            self.inner.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        self.inner.flush();
+    }
+}
+
+fn syslog_priority(level: Level) -> u8 {
+    match level {
+        Level::Error => 3,
+        Level::Warn => 4,
+        Level::Info => 6,
+        Level::Debug | Level::Trace => 7,
+    }
+}
+
+/// Whether stderr is the journal stream systemd connected, by comparing its device and inode
+/// with `JOURNAL_STREAM`, so that a redirected stderr under systemd gets plain lines.
+fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let Ok(meta) = std::fs::File::from(fd).metadata() else {
+        return false;
+    };
+    dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
+}

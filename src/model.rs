@@ -1,0 +1,485 @@
+//! The domain values of ufm-pkeyd, with no I/O: partition keys, port GUIDs, membership, and
+//! the partition entries that pcocc writes into etcd.
+//!
+//! Outside text becomes one of these types at the edge of the program (command line, etcd
+//! value, UFM answer); past that point the code cannot hold an invalid PKey or GUID. Every
+//! parse error names the offending input.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+/// An InfiniBand partition key without its full-membership bit (0x0000–0x7fff).
+///
+/// Parses any `0x` hex spelling of 1–4 digits in either case (`0x1a`, `0X001A`), compares
+/// numerically, and prints as UFM does: lowercase, unpadded (`0x1a`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PKey(u16);
+
+impl PKey {
+    /// UFM's read-only default ("management") partition.
+    pub const DEFAULT: PKey = PKey(0x7fff);
+    /// The lowest key a partition we write may have.
+    pub const MIN_WRITABLE: u16 = 0x0001;
+    /// The highest key a partition we write may have (0x7fff is UFM's own).
+    pub const MAX_WRITABLE: u16 = 0x7ffe;
+
+    /// The numeric value.
+    pub fn value(self) -> u16 {
+        self.0
+    }
+
+    /// Whether ufm-pkeyd may create, change or delete this partition in UFM.
+    pub fn is_writable(self) -> bool {
+        (Self::MIN_WRITABLE..=Self::MAX_WRITABLE).contains(&self.0)
+    }
+
+    /// Parses a key that the tool is asked to write: the range 0x0001–0x7ffe.
+    pub fn parse_writable(text: &str) -> Result<PKey, ModelError> {
+        let pkey: PKey = text.parse()?;
+        if pkey.is_writable() {
+            Ok(pkey)
+        } else if pkey == PKey::DEFAULT {
+            Err(ModelError::new(format!(
+                "PKey {text:?} is UFM's read-only default partition: use a key from 0x1 to 0x7ffe"
+            )))
+        } else {
+            Err(ModelError::new(format!(
+                "PKey {text:?} is out of range: use a key from 0x1 to 0x7ffe"
+            )))
+        }
+    }
+}
+
+impl FromStr for PKey {
+    type Err = ModelError;
+
+    fn from_str(text: &str) -> Result<PKey, ModelError> {
+        let invalid = || {
+            ModelError::new(format!(
+                "invalid PKey {text:?}: expected 0x followed by 1 to 4 hex digits, e.g. 0x200e"
+            ))
+        };
+        let digits = strip_hex_prefix(text).ok_or_else(invalid)?;
+        if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid());
+        }
+        let value = u16::from_str_radix(digits, 16).map_err(|_| invalid())?;
+        if value > 0x7fff {
+            return Err(ModelError::new(format!(
+                "invalid PKey {text:?}: the highest partition key is 0x7fff (strip the 0x8000 full-membership bit)"
+            )));
+        }
+        Ok(PKey(value))
+    }
+}
+
+impl fmt::Display for PKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "0x{:x}", self.0)
+    }
+}
+
+/// An InfiniBand port GUID: 64 bits, written as 16 hex digits.
+///
+/// Parses 16 hex digits with an optional `0x` in either case; prints in UFM's canonical form,
+/// 16 lowercase digits without `0x`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Guid(u64);
+
+impl Guid {
+    /// The numeric value.
+    pub fn value(self) -> u64 {
+        self.0
+    }
+}
+
+impl FromStr for Guid {
+    type Err = ModelError;
+
+    fn from_str(text: &str) -> Result<Guid, ModelError> {
+        let digits = strip_hex_prefix(text).unwrap_or(text);
+        if digits.len() != 16 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ModelError::new(format!(
+                "invalid GUID {text:?}: expected 16 hex digits, optionally prefixed with 0x, e.g. 0x043f720300f55176"
+            )));
+        }
+        u64::from_str_radix(digits, 16)
+            .map(Guid)
+            .map_err(|_| ModelError::new(format!("invalid GUID {text:?}")))
+    }
+}
+
+impl fmt::Display for Guid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// Parses a comma-separated list of GUIDs, as given on the command line (`--guids a,b,c`).
+/// Blank items are ignored; every invalid item is reported.
+pub fn parse_guid_list(text: &str) -> Result<Vec<Guid>, ModelError> {
+    let mut guids = Vec::new();
+    let mut bad = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match item.parse::<Guid>() {
+            Ok(guid) => guids.push(guid),
+            Err(_) => bad.push(format!("{item:?}")),
+        }
+    }
+    if !bad.is_empty() {
+        return Err(ModelError::new(format!(
+            "invalid GUID{} {}: expected 16 hex digits each, optionally prefixed with 0x",
+            if bad.len() == 1 { "" } else { "s" },
+            bad.join(", ")
+        )));
+    }
+    if guids.is_empty() {
+        return Err(ModelError::new(format!("no GUID in {text:?}")));
+    }
+    Ok(guids)
+}
+
+/// How a port is a member of a partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Membership {
+    Full,
+    Limited,
+}
+
+impl Membership {
+    /// The spelling UFM uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Membership::Full => "full",
+            Membership::Limited => "limited",
+        }
+    }
+}
+
+impl FromStr for Membership {
+    type Err = ModelError;
+
+    fn from_str(text: &str) -> Result<Membership, ModelError> {
+        match text.to_ascii_lowercase().as_str() {
+            "full" => Ok(Membership::Full),
+            "limited" => Ok(Membership::Limited),
+            _ => Err(ModelError::new(format!(
+                "invalid membership {text:?}: use full or limited"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Membership {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One partition as pcocc describes it in etcd: the host port GUIDs and the virtual function
+/// GUIDs that belong to it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PcoccEntry {
+    pub host_guids: BTreeSet<Guid>,
+    pub vf_guids: BTreeSet<Guid>,
+}
+
+/// The largest etcd value we try to parse. etcd's own request limit is 1.5 MiB; a value larger
+/// than this is not a pcocc entry.
+pub const MAX_ENTRY_BYTES: usize = 1536 * 1024;
+
+/// The raw shape of an entry: both lists optional, items kept as text so that every invalid GUID
+/// can be reported by value instead of failing on the first.
+#[derive(serde::Deserialize)]
+struct RawEntry {
+    #[serde(default)]
+    host_guids: Vec<String>,
+    #[serde(default)]
+    vf_guids: Vec<String>,
+}
+
+impl PcoccEntry {
+    /// Parses an etcd value written by pcocc. pcocc stores `str(dict)`, a Python literal
+    /// (`{'host_guids': ['0x…'], 'vf_guids': []}`), not JSON; other writers use JSON. Both are
+    /// read: JSON first, then YAML, whose flow mappings read Python's single-quoted literal.
+    pub fn parse(value: &[u8]) -> Result<PcoccEntry, ModelError> {
+        if value.len() > MAX_ENTRY_BYTES {
+            return Err(ModelError::new(format!(
+                "value is {} bytes, larger than the {} bytes a PKey entry may have",
+                value.len(),
+                MAX_ENTRY_BYTES
+            )));
+        }
+        let text = std::str::from_utf8(value)
+            .map_err(|_| ModelError::new("value is not UTF-8 text".to_string()))?;
+        let raw = parse_raw_entry(text)?;
+        let mut bad = Vec::new();
+        let host_guids = collect_guids(&raw.host_guids, &mut bad);
+        let vf_guids = collect_guids(&raw.vf_guids, &mut bad);
+        if !bad.is_empty() {
+            return Err(ModelError::new(format!(
+                "invalid GUID{} {}: expected 16 hex digits, optionally prefixed with 0x",
+                if bad.len() == 1 { "" } else { "s" },
+                bad.join(", ")
+            )));
+        }
+        Ok(PcoccEntry {
+            host_guids,
+            vf_guids,
+        })
+    }
+
+    /// Every GUID of the entry, hosts and VFs together.
+    pub fn all_guids(&self) -> impl Iterator<Item = &Guid> {
+        self.host_guids.iter().chain(self.vf_guids.iter())
+    }
+
+    /// Renders the entry as JSON, the form `ufm-pkeyd` writes.
+    pub fn to_json(&self) -> String {
+        let hex = |set: &BTreeSet<Guid>| -> Vec<String> {
+            set.iter().map(|g| format!("0x{g}")).collect()
+        };
+        serde_json::json!({"host_guids": hex(&self.host_guids), "vf_guids": hex(&self.vf_guids)})
+            .to_string()
+    }
+}
+
+fn parse_raw_entry(text: &str) -> Result<RawEntry, ModelError> {
+    let trimmed = text.trim();
+    if !trimmed.starts_with('{') {
+        return Err(ModelError::new(
+            "value is not a mapping: expected {\"host_guids\": [...], \"vf_guids\": [...]}"
+                .to_string(),
+        ));
+    }
+    if let Ok(raw) = serde_json::from_str::<RawEntry>(trimmed) {
+        return Ok(raw);
+    }
+    serde_yaml::from_str::<RawEntry>(trimmed).map_err(|e| {
+        ModelError::new(format!(
+            "value is neither JSON nor a Python literal of the form {{'host_guids': [...], 'vf_guids': [...]}}: {}",
+            first_line(&e.to_string())
+        ))
+    })
+}
+
+fn collect_guids(items: &[String], bad: &mut Vec<String>) -> BTreeSet<Guid> {
+    let mut guids = BTreeSet::new();
+    for item in items {
+        match item.parse::<Guid>() {
+            Ok(guid) => {
+                guids.insert(guid);
+            }
+            Err(_) => bad.push(format!("{item:?}")),
+        }
+    }
+    guids
+}
+
+fn strip_hex_prefix(text: &str) -> Option<&str> {
+    text.strip_prefix("0x").or_else(|| text.strip_prefix("0X"))
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or(text)
+}
+
+/// An invalid value from outside, with a message that names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelError(String);
+
+impl ModelError {
+    fn new(message: String) -> ModelError {
+        ModelError(message)
+    }
+}
+
+impl fmt::Display for ModelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ModelError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkey(text: &str) -> Result<PKey, ModelError> {
+        text.parse()
+    }
+
+    #[test]
+    fn pkey_accepts_every_hex_spelling_and_prints_like_ufm() {
+        for text in ["0x1a", "0X1A", "0x001a", "0x01A", "0X001a"] {
+            assert_eq!(
+                pkey(text).map(|p| p.to_string()),
+                Ok("0x1a".into()),
+                "{text}"
+            );
+        }
+        assert_eq!(pkey("0x200e").map(|p| p.value()), Ok(0x200e));
+    }
+
+    #[test]
+    fn pkey_compares_numerically() {
+        assert_eq!(pkey("0x00ff"), pkey("0xFF"));
+        assert!(pkey("0x9").unwrap() < pkey("0x10").unwrap());
+    }
+
+    #[test]
+    fn pkey_rejects_bad_spellings_naming_them() {
+        for text in [
+            "", "0x", "1a", "0x12345", "0xg1", "0x-1", " 0x1", "0x1 ", "x1a",
+        ] {
+            let err = pkey(text).expect_err(text);
+            assert!(err.to_string().contains(&format!("{text:?}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn pkey_above_0x7fff_is_rejected_with_the_membership_hint() {
+        let err = pkey("0x8000").expect_err("0x8000");
+        assert!(err.to_string().contains("0x8000"));
+        assert!(err.to_string().contains("full-membership bit"));
+        assert!(pkey("0xffff").is_err());
+    }
+
+    #[test]
+    fn writable_range_excludes_zero_and_the_default_partition() {
+        assert!(PKey::parse_writable("0x0").is_err());
+        assert!(PKey::parse_writable("0x0000").is_err());
+        let err = PKey::parse_writable("0x7fff").expect_err("0x7fff");
+        assert!(err.to_string().contains("read-only"));
+        assert_eq!(PKey::parse_writable("0x1").map(|p| p.value()), Ok(1));
+        assert_eq!(
+            PKey::parse_writable("0x7ffe").map(|p| p.value()),
+            Ok(0x7ffe)
+        );
+        assert!(pkey("0x0").is_ok(), "0x0 parses, it is only not writable");
+    }
+
+    #[test]
+    fn guid_accepts_optional_prefix_and_either_case() {
+        let canonical = "043f720300f55176";
+        for text in [
+            "0x043f720300f55176",
+            "043F720300F55176",
+            "0X043f720300F55176",
+        ] {
+            assert_eq!(
+                text.parse::<Guid>().map(|g| g.to_string()),
+                Ok(canonical.into())
+            );
+        }
+    }
+
+    #[test]
+    fn guid_rejects_wrong_lengths_and_non_hex_naming_them() {
+        for text in [
+            "043f720300f5517",      // 15 digits
+            "043f720300f551760",    // 17 digits
+            "0x043f720300f5517",    // 15 after 0x
+            "043f720300f5517g",     // non-hex
+            "04:3f:72:03:00:f5:51", // colons
+            "",
+            "0x",
+        ] {
+            let err = text.parse::<Guid>().expect_err(text);
+            assert!(err.to_string().contains(&format!("{text:?}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn guid_list_reports_every_bad_item() {
+        let err = parse_guid_list("0x043f720300f55176,nothex,123").expect_err("bad");
+        assert!(err.to_string().contains("\"nothex\""), "{err}");
+        assert!(err.to_string().contains("\"123\""), "{err}");
+        assert_eq!(
+            parse_guid_list(" 043f720300f55176 , 0x043f720300f55177,").map(|g| g.len()),
+            Ok(2)
+        );
+        assert!(parse_guid_list(" , ").is_err());
+    }
+
+    #[test]
+    fn membership_parses_both_kinds() {
+        assert_eq!("FULL".parse(), Ok(Membership::Full));
+        assert_eq!("limited".parse(), Ok(Membership::Limited));
+        assert!("both".parse::<Membership>().is_err());
+    }
+
+    fn entry(text: &str) -> Result<PcoccEntry, ModelError> {
+        PcoccEntry::parse(text.as_bytes())
+    }
+
+    #[test]
+    fn entry_reads_pcocc_python_literal() {
+        let parsed = entry(
+            "{'host_guids': ['0x0002c903000e4c31', '0x0002c903000e4c51'], 'vf_guids': ['0xc0cc200000000000', '0xc0cc200000000100']}",
+        )
+        .expect("python literal");
+        assert_eq!(parsed.host_guids.len(), 2);
+        assert_eq!(parsed.vf_guids.len(), 2);
+        assert!(
+            parsed
+                .vf_guids
+                .contains(&"c0cc200000000100".parse().expect("guid"))
+        );
+    }
+
+    #[test]
+    fn entry_reads_json() {
+        let parsed =
+            entry(r#"{"host_guids": ["0x043f720300f55176"], "vf_guids": []}"#).expect("json");
+        assert_eq!(parsed.host_guids.len(), 1);
+        assert!(parsed.vf_guids.is_empty());
+    }
+
+    #[test]
+    fn entry_missing_list_is_empty() {
+        let parsed = entry(r#"{"vf_guids": ["0xc0cc200000000000"]}"#).expect("json");
+        assert!(parsed.host_guids.is_empty());
+        assert_eq!(parsed.vf_guids.len(), 1);
+        assert_eq!(entry("{}"), Ok(PcoccEntry::default()));
+    }
+
+    #[test]
+    fn entry_reports_every_invalid_guid_by_value() {
+        let err = entry("{'host_guids': ['0xbad', '0x043f720300f55176'], 'vf_guids': ['zz']}")
+            .expect_err("invalid");
+        let message = err.to_string();
+        assert!(message.contains("\"0xbad\""), "{message}");
+        assert!(message.contains("\"zz\""), "{message}");
+    }
+
+    #[test]
+    fn entry_rejects_values_that_are_not_mappings() {
+        for text in ["", "hello", "[1,2]", "{'host_guids': 'notalist'}", "{"] {
+            assert!(entry(text).is_err(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn entry_rejects_non_utf8() {
+        let err = PcoccEntry::parse(b"{'host_guids': ['\xff\xfe']}").expect_err("bytes");
+        assert!(err.to_string().contains("UTF-8"));
+    }
+
+    #[test]
+    fn entry_rejects_huge_values_without_parsing_them() {
+        let huge = format!("{{'host_guids': ['{}']}}", "a".repeat(2 * 1024 * 1024));
+        let err = entry(&huge).expect_err("huge");
+        assert!(err.to_string().contains("larger than"), "{err}");
+    }
+
+    #[test]
+    fn entry_json_round_trips() {
+        let original =
+            entry("{'host_guids': ['0x043f720300f55176'], 'vf_guids': ['0xC0CC200000000000']}")
+                .expect("literal");
+        assert_eq!(entry(&original.to_json()), Ok(original));
+    }
+}

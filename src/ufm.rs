@@ -1,0 +1,426 @@
+//! The NVIDIA UFM Enterprise REST client for partition keys (`/resources/pkeys`), following
+//! `shared/reference/ufm-api.md`.
+//!
+//! UFM's answers vary between versions, so the client is liberal in what it reads: a list is
+//! an array of keys or an object keyed by key; a missing PKey is a 404 or a 200 with `{}`; the
+//! body of a mutation is ignored. It is strict in what it sends: keys as `0x{:x}`, GUIDs as 16
+//! lowercase digits, no unknown fields. Any HTML answer on an API path is an authentication or
+//! URL problem, never data.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::{UfmAuth, UfmSettings};
+use crate::http::{Auth, HttpClient, HttpError, HttpOptions, Request, Response};
+use crate::model::{Guid, Membership, PKey};
+
+/// GUIDs per remove request: the GUIDs go in the URL, and UFM sits behind Apache, whose
+/// request line limit (8190 bytes) fits about 470 of them.
+pub const REMOVE_BATCH: usize = 200;
+
+/// One member of a partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub guid: Guid,
+    pub membership: Membership,
+    pub index0: bool,
+}
+
+/// One partition as UFM reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Partition {
+    pub pkey: PKey,
+    pub name: String,
+    pub ip_over_ib: bool,
+    pub members: Vec<Member>,
+}
+
+/// How GUIDs join a partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JoinOptions {
+    pub membership: Membership,
+    pub index0: bool,
+    pub ip_over_ib: bool,
+}
+
+/// Why a UFM call failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UfmError {
+    /// No UFM host answered.
+    Unreachable(String),
+    /// Wrong credentials, token or role, or an HTML page where JSON was due.
+    Auth(String),
+    /// The PKey does not exist.
+    NotFound(String),
+    /// The PKey already exists (create).
+    AlreadyExists(String),
+    /// UFM answered with an error status.
+    Api { status: u16, message: String },
+    /// UFM answered 2xx with something we cannot read.
+    BadAnswer(String),
+}
+
+impl fmt::Display for UfmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UfmError::Unreachable(m)
+            | UfmError::Auth(m)
+            | UfmError::NotFound(m)
+            | UfmError::AlreadyExists(m)
+            | UfmError::BadAnswer(m) => f.write_str(m),
+            UfmError::Api { message, .. } => f.write_str(message),
+        }
+    }
+}
+
+impl From<HttpError> for UfmError {
+    fn from(e: HttpError) -> UfmError {
+        if e.is_unreachable() {
+            UfmError::Unreachable(e.message)
+        } else {
+            UfmError::BadAnswer(e.message)
+        }
+    }
+}
+
+impl From<UfmError> for crate::error::Error {
+    fn from(e: UfmError) -> crate::error::Error {
+        match e {
+            UfmError::NotFound(m) => crate::error::Error::NotFound(m),
+            other => crate::error::Error::Failed(other.to_string()),
+        }
+    }
+}
+
+/// A client for one UFM (or an HA list of hosts tried in order).
+pub struct UfmClient {
+    http: HttpClient,
+    /// `https://host:port/ufmRest` or `…/ufmRestV3`, one per configured host.
+    bases: Vec<String>,
+    current: Cell<usize>,
+    auth: UfmAuth,
+}
+
+#[derive(Deserialize)]
+struct RawMember {
+    guid: String,
+    #[serde(default)]
+    membership: Option<String>,
+    #[serde(default)]
+    index0: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct RawPartition {
+    #[serde(default)]
+    partition: Option<String>,
+    #[serde(default)]
+    ip_over_ib: Option<bool>,
+    #[serde(default)]
+    guids: Vec<RawMember>,
+}
+
+impl UfmClient {
+    /// Builds a client; reads and checks the TLS files now.
+    pub fn new(settings: &UfmSettings) -> Result<UfmClient, String> {
+        let http = HttpClient::new(&HttpOptions {
+            service: "UFM",
+            tls: settings.tls.clone(),
+            timeout: settings.timeout,
+            proxy: settings.proxy.clone(),
+        })?;
+        let root = match settings.auth {
+            UfmAuth::Basic { .. } => "/ufmRest",
+            UfmAuth::Token(_) => "/ufmRestV3",
+        };
+        Ok(UfmClient {
+            http,
+            bases: settings.urls.iter().map(|u| format!("{u}{root}")).collect(),
+            current: Cell::new(0),
+            auth: settings.auth.clone(),
+        })
+    }
+
+    /// UFM's release version (`GET /app/ufm_version`); also proves the credentials work.
+    pub fn version(&self) -> Result<String, UfmError> {
+        let response = self.call("GET", "/app/ufm_version", None)?;
+        let value: serde_json::Value = self.json(&response, "/app/ufm_version")?;
+        value
+            .get("ufm_release_version")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                UfmError::BadAnswer(format!(
+                    "UFM answered /app/ufm_version without ufm_release_version: {}",
+                    response.snippet()
+                ))
+            })
+    }
+
+    /// The keys of every partition, default partition included.
+    pub fn list_pkeys(&self) -> Result<Vec<PKey>, UfmError> {
+        let response = self.call("GET", "/resources/pkeys", None)?;
+        let value: serde_json::Value = self.json(&response, "/resources/pkeys")?;
+        let mut keys: Vec<PKey> = match &value {
+            serde_json::Value::Array(items) => items
+                .iter()
+                .filter_map(|i| i.as_str())
+                .filter_map(|s| s.parse().ok())
+                .collect(),
+            // Keys that are not PKeys (e.g. `site_name`) are ignored.
+            serde_json::Value::Object(map) => map.keys().filter_map(|k| k.parse().ok()).collect(),
+            _ => return Err(self.unexpected("/resources/pkeys", &response)),
+        };
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    /// Every partition with its members (`?guids_data=true`), sorted by key.
+    pub fn list_partitions(&self) -> Result<Vec<Partition>, UfmError> {
+        let path = "/resources/pkeys?guids_data=true";
+        let response = self.call("GET", path, None)?;
+        let value: serde_json::Value = self.json(&response, path)?;
+        let map = match value {
+            serde_json::Value::Object(map) => map,
+            // An array of keys means this UFM ignored guids_data: nothing to read members from.
+            serde_json::Value::Array(items) if items.is_empty() => Default::default(),
+            _ => return Err(self.unexpected(path, &response)),
+        };
+        let mut partitions = Vec::new();
+        for (key, raw) in map {
+            let Ok(pkey) = key.parse::<PKey>() else {
+                continue;
+            };
+            let raw: RawPartition = serde_json::from_value(raw).map_err(|e| {
+                UfmError::BadAnswer(format!("UFM sent an unreadable partition {key}: {e}"))
+            })?;
+            partitions.push(convert_partition(pkey, raw)?);
+        }
+        partitions.sort_by_key(|p| p.pkey);
+        Ok(partitions)
+    }
+
+    /// One partition with its members; `None` when UFM does not have it (404, or 200 `{}`).
+    pub fn get(&self, pkey: PKey) -> Result<Option<Partition>, UfmError> {
+        let path = format!("/resources/pkeys/{pkey}?guids_data=true");
+        let response = match self.call("GET", &path, None) {
+            Err(UfmError::NotFound(_)) => return Ok(None),
+            other => other?,
+        };
+        let value: serde_json::Value = self.json(&response, &path)?;
+        if value.as_object().is_some_and(|m| m.is_empty()) {
+            return Ok(None);
+        }
+        let raw: RawPartition = serde_json::from_value(value).map_err(|e| {
+            UfmError::BadAnswer(format!("UFM sent an unreadable partition {pkey}: {e}"))
+        })?;
+        convert_partition(pkey, raw).map(Some)
+    }
+
+    /// Creates an empty partition (`POST /resources/pkeys/add`).
+    pub fn create(&self, pkey: PKey, index0: bool, ip_over_ib: bool) -> Result<(), UfmError> {
+        let body = json!({"pkey": pkey.to_string(), "index0": index0, "ip_over_ib": ip_over_ib});
+        match self.call("POST", "/resources/pkeys/add", Some(&body)) {
+            Err(UfmError::Api { status, message })
+                if status == 409 || (status == 400 && message.contains("exist")) =>
+            {
+                Err(UfmError::AlreadyExists(format!(
+                    "PKey {pkey} already exists in UFM"
+                )))
+            }
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Adds GUIDs to a partition, creating it when missing (`POST /resources/pkeys`). One
+    /// request for all GUIDs: the body has no length limit that matters here.
+    pub fn add_guids(
+        &self,
+        pkey: PKey,
+        guids: &[Guid],
+        options: JoinOptions,
+    ) -> Result<(), UfmError> {
+        if guids.is_empty() {
+            return Ok(());
+        }
+        let body = json!({
+            "pkey": pkey.to_string(),
+            "guids": guids.iter().map(Guid::to_string).collect::<Vec<_>>(),
+            "membership": options.membership.as_str(),
+            "index0": options.index0,
+            "ip_over_ib": options.ip_over_ib,
+        });
+        self.call("POST", "/resources/pkeys", Some(&body))
+            .map(|_| ())
+    }
+
+    /// Removes GUIDs from a partition, in batches that keep each URL short. UFM deletes a
+    /// partition whose last member is removed.
+    pub fn remove_guids(&self, pkey: PKey, guids: &[Guid]) -> Result<(), UfmError> {
+        for batch in guids.chunks(REMOVE_BATCH) {
+            let list: Vec<String> = batch.iter().map(Guid::to_string).collect();
+            let path = format!("/resources/pkeys/{pkey}/guids/{}", list.join(","));
+            self.call("DELETE", &path, None)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a partition with all its members.
+    pub fn delete(&self, pkey: PKey) -> Result<(), UfmError> {
+        self.call("DELETE", &format!("/resources/pkeys/{pkey}"), None)
+            .map(|_| ())
+    }
+
+    /// Sends one request, trying the next host when one cannot be reached, and maps every
+    /// non-2xx answer to an error.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Response, UfmError> {
+        let count = self.bases.len();
+        let start = self.current.get();
+        let mut last = None;
+        for offset in 0..count {
+            let index = (start + offset) % count;
+            let url = format!("{}{path}", self.bases[index]);
+            let auth = match &self.auth {
+                UfmAuth::Basic { user, password } => Auth::Basic(user, password),
+                UfmAuth::Token(token) => Auth::Header(token),
+            };
+            let request = match body {
+                Some(body) => Request::json(method, &url, auth, body),
+                None => Request {
+                    method,
+                    url: &url,
+                    auth,
+                    body: None,
+                },
+            };
+            match self.http.send(&request) {
+                Ok(response) => {
+                    self.current.set(index);
+                    return self.check(&url, response);
+                }
+                Err(e) if e.is_unreachable() => {
+                    log::warn!("{e}");
+                    last = Some(e);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last.map_or_else(
+            || UfmError::Unreachable("no UFM host configured".into()),
+            UfmError::from,
+        ))
+    }
+
+    fn check(&self, url: &str, response: Response) -> Result<Response, UfmError> {
+        let who = match &self.auth {
+            UfmAuth::Basic { user, .. } => format!("user {user:?}"),
+            UfmAuth::Token(_) => "the access token".to_string(),
+        };
+        match response.status {
+            401 => Err(UfmError::Auth(format!(
+                "UFM at {url} rejected {who} (HTTP 401): check the user and password (or token)"
+            ))),
+            403 => Err(UfmError::Auth(format!(
+                "UFM at {url} denied {who} (HTTP 403): the user needs a role that may manage PKeys"
+            ))),
+            _ if response.is_html() => Err(UfmError::Auth(format!(
+                "UFM at {url} answered with an HTML page (HTTP {}): wrong credentials or wrong URL?",
+                response.status
+            ))),
+            404 => Err(UfmError::NotFound(format!(
+                "UFM at {url}: not found: {}",
+                error_message(&response)
+            ))),
+            status if (200..300).contains(&status) => Ok(response),
+            status if status >= 500 => Err(UfmError::Api {
+                status,
+                message: format!(
+                    "UFM at {url} failed (HTTP {status}): {}; UFM may be starting or overloaded",
+                    error_message(&response)
+                ),
+            }),
+            status => Err(UfmError::Api {
+                status,
+                message: format!(
+                    "UFM at {url} refused the request (HTTP {status}): {}",
+                    error_message(&response)
+                ),
+            }),
+        }
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        response: &Response,
+        path: &str,
+    ) -> Result<T, UfmError> {
+        response.json().map_err(|_| self.unexpected(path, response))
+    }
+
+    fn unexpected(&self, path: &str, response: &Response) -> UfmError {
+        UfmError::BadAnswer(format!(
+            "UFM answered {path} with something unexpected: {}",
+            response.snippet()
+        ))
+    }
+}
+
+/// The message of an error answer: `{"error": …}`, `{"detail": …}`, or the text itself.
+fn error_message(response: &Response) -> String {
+    if let Ok(value) = response.json::<serde_json::Value>() {
+        for field in ["error", "detail", "message"] {
+            if let Some(text) = value.get(field).and_then(|v| v.as_str()) {
+                return text.to_string();
+            }
+        }
+    }
+    let snippet = response.snippet();
+    if snippet.is_empty() {
+        "no details".to_string()
+    } else {
+        snippet
+    }
+}
+
+fn convert_partition(pkey: PKey, raw: RawPartition) -> Result<Partition, UfmError> {
+    let mut members = Vec::with_capacity(raw.guids.len());
+    for member in raw.guids {
+        let guid = member
+            .guid
+            .parse::<Guid>()
+            .map_err(|e| UfmError::BadAnswer(format!("UFM sent partition {pkey} with {e}")))?;
+        let membership = match member.membership.as_deref() {
+            Some(text) => text
+                .parse()
+                .map_err(|e| UfmError::BadAnswer(format!("UFM sent partition {pkey} with {e}")))?,
+            None => Membership::Full,
+        };
+        members.push(Member {
+            guid,
+            membership,
+            index0: member.index0.unwrap_or(false),
+        });
+    }
+    members.sort_by_key(|m| m.guid);
+    Ok(Partition {
+        pkey,
+        name: raw.partition.unwrap_or_default(),
+        ip_over_ib: raw.ip_over_ib.unwrap_or(true),
+        members,
+    })
+}
+
+/// Partitions by key, for lookups.
+pub fn by_pkey(partitions: Vec<Partition>) -> BTreeMap<PKey, Partition> {
+    partitions.into_iter().map(|p| (p.pkey, p)).collect()
+}
