@@ -1,1 +1,389 @@
-fn main() {}
+//! `ufm-sim`: a stand-in for NVIDIA UFM Enterprise's PKey REST API, for tests.
+//!
+//! This file owns the command line, logging, the listening socket (plain TCP or rustls),
+//! and the per-connection loop (one thread per connection, keep-alive). Request handling
+//! lives in [`api`] and [`control`], the fabric model in [`state`], HTTP framing in
+//! [`http`]. Behaviour follows `/work/shared/reference/ufm-api.md`.
+
+mod api;
+mod control;
+mod http;
+mod state;
+
+use std::io::{self, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::{LevelFilter, Log, Metadata, Record, debug, error, info, warn};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
+
+use crate::control::{Modes, Settings, Sim, parse_mode};
+use crate::http::{ReadError, Request, Response};
+
+const USAGE: &str = "\
+usage: ufm-sim [options]
+  --listen ADDR              address to listen on (default 127.0.0.1:0)
+  --allow-non-loopback       allow a non-loopback listen address
+  --tls-cert FILE            PEM certificate chain: serve HTTPS (needs --tls-key)
+  --tls-key FILE             PEM private key (PKCS#8, PKCS#1 or SEC1)
+  --user NAME                Basic-auth user (default admin)
+  --password PW              Basic-auth password (default 123456)
+  --password-file FILE       read the password from FILE (first line)
+  --token TOKEN              accept TOKEN on /ufmRestV3 (repeatable)
+  --missing-pkey MODE        empty200 (default) | 404
+  --auth-failure MODE        401 (default) | login200
+  --unknown-guid MODE        accept (default) | reject404
+  --mutation-body MODE       empty (default) | {}
+  --version-string S         ufm_release_version (default 6.19.1-4)
+  --idle-timeout SECS        close idle keep-alive connections after SECS (default 300)
+  --exit-on-stdin-eof        exit when stdin reaches end of file
+  -v, --verbose              log every request to stderr
+  -h, --help                 show this help
+Prints `listening on http(s)://ADDR:PORT` on stdout once ready.";
+
+/// Parsed command line.
+struct Args {
+    listen: String,
+    allow_non_loopback: bool,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+    settings: Settings,
+    idle_timeout: Duration,
+    exit_on_stdin_eof: bool,
+    verbose: bool,
+}
+
+fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
+    let mut args = Args {
+        listen: "127.0.0.1:0".into(),
+        allow_non_loopback: false,
+        tls_cert: None,
+        tls_key: None,
+        settings: Settings {
+            user: "admin".into(),
+            password: "123456".into(),
+            version: "6.19.1-4".into(),
+            modes: Modes::default(),
+            tokens: Vec::new(),
+        },
+        idle_timeout: Duration::from_secs(300),
+        exit_on_stdin_eof: false,
+        verbose: false,
+    };
+    let mut password_file = None;
+    let mut password = None;
+    while let Some(arg) = argv.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = || -> Result<String, String> {
+            inline
+                .clone()
+                .or_else(|| argv.next())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        let s = &mut args.settings;
+        match name.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "-v" | "--verbose" => args.verbose = true,
+            "--allow-non-loopback" => args.allow_non_loopback = true,
+            "--exit-on-stdin-eof" => args.exit_on_stdin_eof = true,
+            "--listen" => args.listen = value()?,
+            "--tls-cert" => args.tls_cert = Some(value()?),
+            "--tls-key" => args.tls_key = Some(value()?),
+            "--user" => s.user = value()?,
+            "--password" => password = Some(value()?),
+            "--password-file" => password_file = Some(value()?),
+            "--token" => {
+                let token = value()?;
+                if token.is_empty() {
+                    return Err("--token must not be empty".into());
+                }
+                s.tokens.push(token);
+            }
+            "--missing-pkey" => s.modes.missing_pkey_404 = parse_mode("missing_pkey", &value()?)?,
+            "--auth-failure" => s.modes.auth_login200 = parse_mode("auth_failure", &value()?)?,
+            "--unknown-guid" => {
+                s.modes.unknown_guid_reject404 = parse_mode("unknown_guid", &value()?)?
+            }
+            "--mutation-body" => {
+                s.modes.mutation_body_json = parse_mode("mutation_body", &value()?)?
+            }
+            "--version-string" => s.version = value()?,
+            "--idle-timeout" => {
+                let secs: u64 = value()?
+                    .parse()
+                    .map_err(|_| "--idle-timeout needs a number of seconds".to_string())?;
+                args.idle_timeout = Duration::from_secs(secs.max(1));
+            }
+            other => return Err(format!("unknown argument '{other}'")),
+        }
+    }
+    match (password, password_file) {
+        (Some(_), Some(_)) => return Err("give --password or --password-file, not both".into()),
+        (Some(pw), None) => args.settings.password = pw,
+        (None, Some(file)) => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| format!("cannot read password file {file}: {e}"))?;
+            args.settings.password = text.lines().next().unwrap_or("").to_string();
+        }
+        (None, None) => {}
+    }
+    if args.tls_cert.is_some() != args.tls_key.is_some() {
+        return Err("--tls-cert and --tls-key go together".into());
+    }
+    Ok(Some(args))
+}
+
+/// Logs to stderr.
+struct StderrLogger;
+
+static LOGGER: StderrLogger = StderrLogger;
+
+impl Log for StderrLogger {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &Record) {
+        if self.enabled(record.metadata()) {
+            eprintln!("ufm-sim: {}: {}", record.level(), record.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+fn tls_config(cert: &str, key: &str) -> Result<Arc<ServerConfig>, String> {
+    let cert_pem = std::fs::read(cert).map_err(|e| format!("cannot read {cert}: {e}"))?;
+    let key_pem = std::fs::read(key).map_err(|e| format!("cannot read {key}: {e}"))?;
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("bad certificate in {cert}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("no certificate in {cert}"));
+    }
+    let key_der =
+        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| format!("bad key in {key}: {e}"))?;
+    let config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS setup: {e}"))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key_der)
+            .map_err(|e| format!("TLS certificate/key: {e}"))?;
+    Ok(Arc::new(config))
+}
+
+fn bind(args: &Args) -> Result<TcpListener, String> {
+    let addrs: Vec<SocketAddr> = args
+        .listen
+        .to_socket_addrs()
+        .map_err(|e| format!("bad --listen address '{}': {e}", args.listen))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("--listen '{}' resolves to nothing", args.listen));
+    }
+    if !args.allow_non_loopback
+        && let Some(addr) = addrs.iter().find(|a| !a.ip().is_loopback())
+    {
+        return Err(format!(
+            "refusing to listen on non-loopback address {addr} without --allow-non-loopback"
+        ));
+    }
+    TcpListener::bind(addrs.as_slice())
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))
+}
+
+/// A connection the server can talk HTTP over.
+trait Transport: Read + Write {
+    /// Ends the session politely (TLS close_notify).
+    fn finish(&mut self) {}
+}
+
+impl Transport for TcpStream {}
+
+impl Transport for StreamOwned<ServerConnection, TcpStream> {
+    fn finish(&mut self) {
+        self.conn.send_close_notify();
+        let _ = self.flush();
+    }
+}
+
+/// Answers requests on one connection until it closes or an error ends it.
+fn serve<S: Transport>(stream: S, sim: &Sim, peer: SocketAddr) {
+    let mut reader = BufReader::new(stream);
+    loop {
+        let request = http::read_request(&mut reader, |r| {
+            r.get_mut().write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+            r.get_mut().flush()
+        });
+        let (request, response) = match request {
+            Ok(request) => {
+                let response = api::handle(sim, &request);
+                (request, response)
+            }
+            Err(ReadError::Closed) => break,
+            Err(ReadError::Io(e)) => {
+                debug!("{peer}: connection ended: {e}");
+                return;
+            }
+            Err(ReadError::Malformed(msg)) => {
+                debug!("{peer}: bad request: {msg}");
+                let page = api::apache_page(
+                    400,
+                    "Your browser sent a request that this server could not understand.",
+                );
+                (Request::default(), page.closing())
+            }
+            Err(ReadError::LineTooLong) => {
+                let page = api::apache_page(
+                    414,
+                    "The requested URL's length exceeds the capacity\nlimit for this server.",
+                );
+                (Request::default(), page.closing())
+            }
+            Err(ReadError::BodyTooLarge) => {
+                let page = api::apache_page(413, "The request body is too large.");
+                (Request::default(), page.closing())
+            }
+        };
+        log_exchange(peer, &request, &response);
+        let keep_alive = !response.close && !request.method.is_empty() && request.keep_alive();
+        let head_only = request.method == "HEAD";
+        if let Err(e) = http::write_response(reader.get_mut(), &response, head_only, keep_alive) {
+            debug!("{peer}: write failed: {e}");
+            return;
+        }
+        if !keep_alive {
+            break;
+        }
+    }
+    reader.get_mut().finish();
+}
+
+fn log_exchange(peer: SocketAddr, request: &Request, response: &Response) {
+    if log::max_level() < LevelFilter::Debug {
+        return;
+    }
+    let mut target: String = request.target.chars().take(200).collect();
+    if target.len() < request.target.len() {
+        target.push('…');
+    }
+    debug!(
+        "{peer} {} {target} -> {} ({} bytes)",
+        request.method,
+        response.status,
+        response.body.len()
+    );
+}
+
+fn handle_connection(
+    tcp: TcpStream,
+    sim: &Sim,
+    tls: Option<Arc<ServerConfig>>,
+    idle_timeout: Duration,
+) {
+    let peer = tcp
+        .peer_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    if let Err(e) = tcp
+        .set_read_timeout(Some(idle_timeout))
+        .and_then(|()| tcp.set_write_timeout(Some(Duration::from_secs(60))))
+        .and_then(|()| tcp.set_nodelay(true))
+    {
+        debug!("{peer}: socket setup failed: {e}");
+        return;
+    }
+    match tls {
+        None => serve(tcp, sim, peer),
+        Some(config) => match ServerConnection::new(config) {
+            Ok(conn) => serve(StreamOwned::new(conn, tcp), sim, peer),
+            Err(e) => warn!("{peer}: TLS session setup failed: {e}"),
+        },
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
+        _ => None,
+    };
+    let listener = bind(&args)?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let sim = Arc::new(Sim::new(args.settings.clone()));
+
+    if args.exit_on_stdin_eof {
+        std::thread::spawn(|| {
+            let _ = io::copy(&mut io::stdin().lock(), &mut io::sink());
+            info!("stdin closed, exiting");
+            std::process::exit(0);
+        });
+    }
+
+    {
+        let mut stdout = io::stdout().lock();
+        writeln!(stdout, "listening on {scheme}://{addr}")
+            .and_then(|()| stdout.flush())
+            .map_err(|e| format!("cannot write to stdout: {e}"))?;
+    }
+    info!(
+        "serving UFM {} on {scheme}://{addr} (user {})",
+        args.settings.version, args.settings.user
+    );
+
+    for incoming in listener.incoming() {
+        let tcp = match incoming {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                warn!("accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        let sim = Arc::clone(&sim);
+        let tls = tls.clone();
+        let idle_timeout = args.idle_timeout;
+        let spawned = std::thread::Builder::new()
+            .name("ufm-sim-conn".into())
+            .spawn(move || handle_connection(tcp, &sim, tls, idle_timeout));
+        if let Err(e) = spawned {
+            error!("cannot start a connection thread: {e}");
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(LevelFilter::Info);
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(msg) => {
+            eprintln!("ufm-sim: {msg}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.verbose {
+        log::set_max_level(LevelFilter::Debug);
+    }
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            error!("{msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,568 @@
+//! The UFM REST API as seen by a client: the order of request handling (414 check,
+//! statistics, injected stalls and faults, authentication), the `/ufmRest` and
+//! `/ufmRestV3` prefixes, routing to route templates, request-body validation and the
+//! response of each endpoint on top of [`crate::state::Fabric`]. `/_sim/` requests are
+//! handed to [`crate::control`].
+
+use std::hash::{BuildHasher, RandomState};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::control::{self, Sim, Token, now_secs};
+use crate::http::{HTML, JSON, REQUEST_LINE_LIMIT, Request, Response, TEXT, reason};
+use crate::state::{
+    FabricError, MANAGEMENT_PKEY, Member, Membership, NewPartition, Qos, format_guid, parse_guid,
+    parse_guids, parse_pkey,
+};
+
+/// Which REST tree a request is under, which decides how it authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Prefix {
+    /// `/ufmRest`: HTTP Basic `user:password`.
+    Basic,
+    /// `/ufmRestV3`: `Authorization: Basic <access token>`.
+    Token,
+}
+
+/// Splits `/ufmRest…` and `/ufmRestV3…` paths into their prefix and the rest.
+fn split_prefix(path: &str) -> Option<(Prefix, &str)> {
+    for (name, prefix) in [("/ufmRestV3", Prefix::Token), ("/ufmRest", Prefix::Basic)] {
+        if let Some(rest) = path.strip_prefix(name)
+            && (rest.is_empty() || rest.starts_with('/'))
+        {
+            return Some((prefix, rest));
+        }
+    }
+    None
+}
+
+fn segments(rest: &str) -> Vec<&str> {
+    rest.split('/').filter(|s| !s.is_empty()).collect()
+}
+
+/// The route template of a path below the prefix, as used in the statistics.
+fn template(rest: &str) -> Option<&'static str> {
+    Some(match segments(rest).as_slice() {
+        ["app", "ufm_version"] => "/app/ufm_version",
+        ["app", "tokens"] => "/app/tokens",
+        ["app", "tokens", "revoke"] => "/app/tokens/revoke",
+        ["resources", "pkeys"] => "/resources/pkeys",
+        ["resources", "pkeys", "add"] => "/resources/pkeys/add",
+        ["resources", "pkeys", "qos_conf"] => "/resources/pkeys/qos_conf",
+        ["resources", "pkeys", "last_updated"] => "/resources/pkeys/last_updated",
+        ["resources", "pkeys", _] => "/resources/pkeys/{pkey}",
+        ["resources", "pkeys", _, "guids"] | ["resources", "pkeys", _, "guids", _] => {
+            "/resources/pkeys/{pkey}/guids"
+        }
+        ["actions", "remove_guids_from_pkey"] => "/actions/remove_guids_from_pkey",
+        ["actions", "add_guids_to_pkey"] => "/actions/add_guids_to_pkey",
+        ["actions", "get_all_pkeys"] => "/actions/get_all_pkeys",
+        _ => return None,
+    })
+}
+
+/// `"<METHOD> <route template>"`; paths that match no route count under themselves.
+fn stats_key(req: &Request) -> String {
+    let route = match split_prefix(&req.path) {
+        Some((_, rest)) => template(rest).map(str::to_string).unwrap_or_else(|| {
+            if rest.is_empty() {
+                "/".to_string()
+            } else {
+                rest.to_string()
+            }
+        }),
+        None => req.path.clone(),
+    };
+    format!("{} {route}", req.method)
+}
+
+/// An Apache-style error page.
+pub fn apache_page(status: u16, text: &str) -> Response {
+    let reason = reason(status);
+    let body = format!(
+        "<!DOCTYPE HTML PUBLIC \"-//IETF//DTD HTML 2.0//EN\">\n<html><head>\n<title>{status} {reason}</title>\n</head><body>\n<h1>{reason}</h1>\n<p>{text}</p>\n<hr>\n<address>Apache Server</address>\n</body></html>\n"
+    );
+    Response::new(status, HTML, body)
+}
+
+fn fault_page(status: u16) -> Response {
+    let text = match status {
+        503 => {
+            "The server is temporarily unable to service your\nrequest due to maintenance downtime or capacity\nproblems. Please try again later."
+        }
+        502 => "The proxy server received an invalid\nresponse from an upstream server.",
+        504 => {
+            "The gateway did not receive a timely response\nfrom the upstream server or application."
+        }
+        _ => {
+            "The server encountered an internal error or\nmisconfiguration and was unable to complete\nyour request."
+        }
+    };
+    apache_page(status, text)
+}
+
+fn unauthorized(sim: &Sim, prefix: Prefix) -> Response {
+    if sim.modes().auth_login200 {
+        let body = "<!DOCTYPE html>\n<html><head><title>UFM - Login</title></head>\n<body>\n<form method=\"post\" action=\"/dologin\">\n<label>Username <input type=\"text\" name=\"httpd_username\"></label>\n<label>Password <input type=\"password\" name=\"httpd_password\"></label>\n<input type=\"submit\" value=\"Log In\">\n</form>\n</body></html>\n";
+        return Response::new(200, HTML, body);
+    }
+    let page = apache_page(
+        401,
+        "Error 401: This server could not verify that you\nare authorized to access the document\nrequested.  Either you supplied the wrong\ncredentials (e.g., bad password), or your\nbrowser doesn't understand how to supply\nthe credentials required.",
+    );
+    match prefix {
+        Prefix::Basic => page.with_header("WWW-Authenticate", "Basic realm=\"UFM\""),
+        Prefix::Token => page,
+    }
+}
+
+/// Returns the authenticated user name, if the credentials are good.
+fn authenticate(sim: &Sim, prefix: Prefix, req: &Request) -> Option<String> {
+    let (scheme, credentials) = req.header("authorization")?.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let credentials = credentials.trim();
+    match prefix {
+        Prefix::Basic => {
+            let decoded = STANDARD.decode(credentials).ok()?;
+            let decoded = String::from_utf8(decoded).ok()?;
+            let (user, password) = decoded.split_once(':')?;
+            (user == sim.settings.user && password == sim.settings.password)
+                .then(|| user.to_string())
+        }
+        Prefix::Token => sim
+            .control()
+            .tokens
+            .iter()
+            .find(|t| !t.revoked && t.access_token == credentials)
+            .map(|t| t.username.clone()),
+    }
+}
+
+/// Handles any request: `/_sim/` control, or the UFM API.
+pub fn handle(sim: &Sim, req: &Request) -> Response {
+    let is_control = req.path == "/_sim" || req.path.starts_with("/_sim/");
+    if !is_control {
+        sim.record(stats_key(req));
+    }
+    if req.line_len > REQUEST_LINE_LIMIT {
+        return apache_page(
+            414,
+            "The requested URL's length exceeds the capacity\nlimit for this server.",
+        )
+        .closing();
+    }
+    if is_control {
+        return control::handle(sim, req);
+    }
+    if let Some(pause) = sim.take_stall() {
+        std::thread::sleep(pause);
+    }
+    if let Some(status) = sim.take_fail() {
+        return fault_page(status);
+    }
+    let Some((prefix, rest)) = split_prefix(&req.path) else {
+        return apache_page(
+            404,
+            &format!(
+                "The requested URL {} was not found on this server.",
+                html_escape(&req.path)
+            ),
+        );
+    };
+    let Some(user) = authenticate(sim, prefix, req) else {
+        return unauthorized(sim, prefix);
+    };
+    match route(sim, req, rest, &user) {
+        Ok(response) | Err(response) => response,
+    }
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn error(status: u16, msg: impl Into<String>) -> Response {
+    Response::json(status, &json!({ "error": msg.into() }))
+}
+
+impl From<FabricError> for Response {
+    fn from(e: FabricError) -> Self {
+        match e {
+            FabricError::BadRequest(m) => error(400, m),
+            FabricError::NotFound(m) => error(404, m),
+            FabricError::Conflict(m) => Response::json(409, &json!({ "detail": m })),
+        }
+    }
+}
+
+fn mutation_ok(sim: &Sim) -> Response {
+    if sim.modes().mutation_body_json {
+        Response::new(200, JSON, "{}")
+    } else {
+        Response::new(200, TEXT, "")
+    }
+}
+
+fn body<T: for<'de> Deserialize<'de>>(req: &Request) -> Result<T, Response> {
+    serde_json::from_slice(&req.body).map_err(|e| error(400, format!("Invalid request body: {e}")))
+}
+
+/// A boolean query flag: absent, empty or `false` is false, `true` is true (any case).
+fn flag(req: &Request, name: &str) -> Result<bool, Response> {
+    match req.query_param(name) {
+        None | Some("") => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(v) => Err(error(
+            400,
+            format!("Invalid value '{v}' for {name}: expected true or false"),
+        )),
+    }
+}
+
+/// With `unknown_guid=reject404`, refuses GUIDs missing from the known-GUID inventory.
+fn check_known(sim: &Sim, pkey: u16, guids: &[u64]) -> Result<(), Response> {
+    if pkey == MANAGEMENT_PKEY {
+        return Ok(()); // refused as read-only by the fabric
+    }
+    let control = sim.control();
+    if !control.modes.unknown_guid_reject404 {
+        return Ok(());
+    }
+    match guids.iter().find(|g| !control.known_guids.contains(g)) {
+        Some(g) => Err(error(
+            404,
+            format!("InfiniBand port {} does not exist", format_guid(*g)),
+        )),
+        None => Ok(()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddPartitionBody {
+    pkey: String,
+    partition_name: Option<String>,
+    index0: Option<bool>,
+    ip_over_ib: Option<bool>,
+    mtu_limit: Option<u64>,
+    service_level: Option<u64>,
+    rate_limit: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GuidsBody {
+    pkey: String,
+    guids: Vec<String>,
+    membership: Option<String>,
+    memberships: Option<Vec<String>>,
+    index0: Option<bool>,
+    ip_over_ib: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionsAddBody {
+    pkey: String,
+    guids: Vec<String>,
+    default_membership: Option<String>,
+    index0: Option<bool>,
+    ip_over_ib: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionsRemoveBody {
+    pkey: String,
+    guids: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QosBody {
+    pkey: String,
+    mtu_limit: Option<u64>,
+    service_level: Option<u64>,
+    rate_limit: Option<f64>,
+}
+
+fn membership(text: Option<&str>) -> Result<Membership, FabricError> {
+    text.map_or(Ok(Membership::Full), Membership::parse)
+}
+
+fn route(sim: &Sim, req: &Request, rest: &str, user: &str) -> Result<Response, Response> {
+    let segs = segments(rest);
+    let Some(template) = template(rest) else {
+        return Ok(error(404, format!("Resource {rest} not found")));
+    };
+    let response = match (req.method.as_str(), template) {
+        ("GET", "/app/ufm_version") => {
+            Response::json(200, &json!({ "ufm_release_version": sim.settings.version }))
+        }
+        ("POST", "/app/tokens") => {
+            let token = Token {
+                access_token: new_token(),
+                revoked: false,
+                issued_at: now_secs(),
+                username: user.to_string(),
+            };
+            let value = token.to_json();
+            sim.control().tokens.push(token);
+            Response::json(200, &value)
+        }
+        ("GET", "/app/tokens") => {
+            let control = sim.control();
+            let mine: Vec<Value> = control
+                .tokens
+                .iter()
+                .filter(|t| t.username == user)
+                .map(Token::to_json)
+                .collect();
+            Response::json(200, &Value::Array(mine))
+        }
+        ("POST", "/app/tokens/revoke") => {
+            let Some(wanted) = form_field(req, "token") else {
+                return Err(error(400, "missing form field 'token'"));
+            };
+            let mut control = sim.control();
+            match control
+                .tokens
+                .iter_mut()
+                .find(|t| t.access_token == wanted && t.username == user)
+            {
+                Some(token) => {
+                    token.revoked = true;
+                    drop(control);
+                    mutation_ok(sim)
+                }
+                None => error(404, "Token not found"),
+            }
+        }
+        ("GET", "/resources/pkeys" | "/actions/get_all_pkeys") => {
+            let guids_data = flag(req, "guids_data")?;
+            let qos_conf = flag(req, "qos_conf")?;
+            let fabric = sim.fabric();
+            match (guids_data, qos_conf) {
+                (true, true) => Response::new(
+                    400,
+                    TEXT,
+                    "guids_data and qos_conf together are not supported in current UFM version",
+                ),
+                (true, false) => Response::json(200, &fabric.list_guids()),
+                (false, true) => Response::json(200, &fabric.list_qos()),
+                (false, false) => Response::json(200, &fabric.list_names()),
+            }
+        }
+        ("GET", "/resources/pkeys/last_updated") => {
+            Response::json(200, &json!({ "last_updated": sim.fabric().last_updated() }))
+        }
+        ("GET", "/resources/pkeys/{pkey}") => {
+            let pkey = parse_pkey(segs[2])?;
+            let guids_data = flag(req, "guids_data")?;
+            let qos_conf = flag(req, "qos_conf")?;
+            let view = sim.fabric().view(pkey, guids_data, qos_conf);
+            match view {
+                Some(value) => Response::json(200, &value),
+                None if sim.modes().missing_pkey_404 => {
+                    FabricError::NotFound(format!("PKey {} not found", segs[2])).into()
+                }
+                None => Response::new(200, JSON, "{}"),
+            }
+        }
+        ("DELETE", "/resources/pkeys/{pkey}") => {
+            let pkey = parse_pkey(segs[2])?;
+            sim.fabric().delete(pkey)?;
+            mutation_ok(sim)
+        }
+        ("POST", "/resources/pkeys/add") => {
+            let b: AddPartitionBody = body(req)?;
+            let pkey = parse_pkey(&b.pkey)?;
+            // index0 is accepted; an empty partition has no member for it to apply to.
+            let _ = b.index0;
+            let qos = Qos::default().with(b.mtu_limit, b.service_level, b.rate_limit)?;
+            let spec = NewPartition {
+                name: b.partition_name,
+                ip_over_ib: b.ip_over_ib,
+                qos,
+            };
+            sim.fabric().create(pkey, spec)?;
+            mutation_ok(sim)
+        }
+        ("POST", "/resources/pkeys") => {
+            let b: GuidsBody = body(req)?;
+            let pkey = parse_pkey(&b.pkey)?;
+            let guids = parse_guids(&b.guids)?;
+            // UFM 6.19.1 ignores `memberships` on POST: only `membership` counts.
+            let member = Member {
+                membership: membership(b.membership.as_deref())?,
+                index0: b.index0.unwrap_or(false),
+            };
+            check_known(sim, pkey, &guids)?;
+            sim.fabric().add_guids(pkey, &guids, member, b.ip_over_ib)?;
+            mutation_ok(sim)
+        }
+        ("PUT", "/resources/pkeys") => {
+            let b: GuidsBody = body(req)?;
+            let pkey = parse_pkey(&b.pkey)?;
+            let guids = parse_guids(&b.guids)?;
+            let index0 = b.index0.unwrap_or(false);
+            let memberships = match (&b.membership, &b.memberships) {
+                (Some(_), Some(_)) => {
+                    return Err(error(400, "'membership' and 'memberships' are exclusive"));
+                }
+                (_, Some(list)) => {
+                    if list.len() != guids.len() {
+                        return Err(error(
+                            400,
+                            "'memberships' must have as many entries as 'guids'",
+                        ));
+                    }
+                    list.iter()
+                        .map(|m| Membership::parse(m))
+                        .collect::<Result<Vec<_>, _>>()?
+                }
+                (single, None) => vec![membership(single.as_deref())?; guids.len()],
+            };
+            let members: Vec<(u64, Member)> = guids
+                .iter()
+                .zip(memberships)
+                .map(|(g, membership)| (*g, Member { membership, index0 }))
+                .collect();
+            check_known(sim, pkey, &guids)?;
+            sim.fabric().set_guids(pkey, &members, b.ip_over_ib)?;
+            mutation_ok(sim)
+        }
+        ("PUT", "/resources/pkeys/qos_conf") => {
+            let b: QosBody = body(req)?;
+            let pkey = parse_pkey(&b.pkey)?;
+            sim.fabric()
+                .set_qos(pkey, b.mtu_limit, b.service_level, b.rate_limit)?;
+            mutation_ok(sim)
+        }
+        ("DELETE", "/resources/pkeys/{pkey}/guids") => {
+            let pkey = parse_pkey(segs[2])?;
+            let list = segs.get(4).copied().unwrap_or("");
+            if list.is_empty() {
+                return Err(error(400, "no GUIDs given"));
+            }
+            let guids = list
+                .split(',')
+                .map(parse_guid)
+                .collect::<Result<Vec<_>, _>>()?;
+            sim.fabric().remove_guids(pkey, &guids, false)?;
+            mutation_ok(sim)
+        }
+        ("POST", "/actions/remove_guids_from_pkey") => {
+            let b: ActionsRemoveBody = body(req)?;
+            let pkey = parse_pkey(&b.pkey)?;
+            let guids = parse_guids(&b.guids)?;
+            sim.fabric().remove_guids(pkey, &guids, true)?;
+            mutation_ok(sim)
+        }
+        ("POST", "/actions/add_guids_to_pkey") => {
+            let b: ActionsAddBody = body(req)?;
+            let pkey = parse_pkey(&b.pkey)?;
+            let guids = parse_guids(&b.guids)?;
+            let member = Member {
+                membership: membership(b.default_membership.as_deref())?,
+                index0: b.index0.unwrap_or(false),
+            };
+            check_known(sim, pkey, &guids)?;
+            sim.fabric().add_guids(pkey, &guids, member, b.ip_over_ib)?;
+            mutation_ok(sim)
+        }
+        (method, template) => error(405, format!("Method {method} not allowed on {template}")),
+    };
+    Ok(response)
+}
+
+/// A form field from a `multipart/form-data`, urlencoded or JSON body.
+fn form_field(req: &Request, name: &str) -> Option<String> {
+    let content_type = req.header("content-type").unwrap_or("");
+    let text = String::from_utf8_lossy(&req.body);
+    if content_type.starts_with("multipart/form-data") {
+        let boundary = content_type
+            .split(';')
+            .find_map(|p| p.trim().strip_prefix("boundary="))?
+            .trim_matches('"');
+        let delimiter = format!("--{boundary}");
+        return text.split(delimiter.as_str()).find_map(|part| {
+            let (head, value) = part.split_once("\r\n\r\n")?;
+            let wanted = format!("name=\"{name}\"");
+            head.contains(&wanted)
+                .then(|| value.trim_end_matches("\r\n").to_string())
+        });
+    }
+    if content_type.starts_with("application/json") {
+        let value: Value = serde_json::from_str(&text).ok()?;
+        return value.get(name)?.as_str().map(str::to_string);
+    }
+    text.split('&').find_map(|pair| {
+        let (n, v) = pair.split_once('=')?;
+        (n == name).then(|| crate::http::percent_decode(v, true))?
+    })
+}
+
+/// A fresh 30-character alphanumeric access token.
+fn new_token() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let rng = rustls::crypto::ring::default_provider().secure_random;
+    let mut token = String::with_capacity(30);
+    while token.len() < 30 {
+        let mut buf = [0u8; 64];
+        if rng.fill(&mut buf).is_err() {
+            // Not expected; fall back on std's randomly keyed hasher.
+            let state = RandomState::new();
+            for (i, chunk) in buf.chunks_mut(8).enumerate() {
+                chunk.copy_from_slice(&state.hash_one(i).to_le_bytes());
+            }
+        }
+        for b in buf {
+            // 248 = 4 * 62 keeps the distribution uniform.
+            if b < 248 && token.len() < 30 {
+                token.push(char::from(ALPHABET[usize::from(b % 62)]));
+            }
+        }
+    }
+    token
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates() {
+        assert_eq!(template("/resources/pkeys/"), Some("/resources/pkeys"));
+        assert_eq!(
+            template("/resources/pkeys/0x5/guids/a,b"),
+            Some("/resources/pkeys/{pkey}/guids")
+        );
+        assert_eq!(
+            template("/resources/pkeys/0x5"),
+            Some("/resources/pkeys/{pkey}")
+        );
+        assert_eq!(template("/resources/ports"), None);
+        assert_eq!(
+            split_prefix("/ufmRestV3/app/ufm_version"),
+            Some((Prefix::Token, "/app/ufm_version"))
+        );
+        assert_eq!(split_prefix("/ufmRestV2/x"), None);
+    }
+
+    #[test]
+    fn tokens_are_30_alphanumerics() {
+        let a = new_token();
+        assert_eq!(a.len(), 30);
+        assert!(a.bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert_ne!(a, new_token());
+    }
+}

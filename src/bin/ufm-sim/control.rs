@@ -1,0 +1,340 @@
+//! The simulator's shared state ([`Sim`]: fabric, request statistics, armed faults,
+//! behaviour modes, access tokens) and the test-control interface under `/_sim/`, which
+//! is not part of UFM: no auth, not counted in the statistics, never faulted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::http::{Request, Response};
+use crate::state::{Fabric, FabricError, format_guid, parse_guid};
+
+/// Behaviour where real UFM is unknown or varies (spec §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Modes {
+    /// GET of a missing pkey: `true` → 404, `false` → 200 `{}`.
+    pub missing_pkey_404: bool,
+    /// Bad credentials: `true` → 200 HTML login page, `false` → 401 HTML.
+    pub auth_login200: bool,
+    /// GUIDs not in the known-GUID inventory: `true` → 404 for the whole request.
+    pub unknown_guid_reject404: bool,
+    /// Successful mutations: `true` → body `{}`, `false` → empty body.
+    pub mutation_body_json: bool,
+}
+
+impl Modes {
+    pub fn to_json(self) -> Value {
+        json!({
+            "missing_pkey": if self.missing_pkey_404 { "404" } else { "empty200" },
+            "auth_failure": if self.auth_login200 { "login200" } else { "401" },
+            "unknown_guid": if self.unknown_guid_reject404 { "reject404" } else { "accept" },
+            "mutation_body": if self.mutation_body_json { "{}" } else { "empty" },
+        })
+    }
+}
+
+pub fn parse_mode(name: &str, value: &str) -> Result<bool, String> {
+    match (name, value) {
+        ("missing_pkey", "empty200") => Ok(false),
+        ("missing_pkey", "404") => Ok(true),
+        ("auth_failure", "401") => Ok(false),
+        ("auth_failure", "login200") => Ok(true),
+        ("unknown_guid", "accept") => Ok(false),
+        ("unknown_guid", "reject404") => Ok(true),
+        ("mutation_body", "empty") => Ok(false),
+        ("mutation_body", "{}") => Ok(true),
+        _ => Err(format!("invalid {name} mode '{value}'")),
+    }
+}
+
+/// An access token.
+#[derive(Debug, Clone)]
+pub struct Token {
+    pub access_token: String,
+    pub revoked: bool,
+    pub issued_at: u64,
+    pub username: String,
+}
+
+impl Token {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "access_token": self.access_token,
+            "revoked": self.revoked,
+            "issued_at": self.issued_at,
+            "expires_in": 315_360_000u64,
+            "username": self.username,
+        })
+    }
+}
+
+/// Settings fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub user: String,
+    pub password: String,
+    pub version: String,
+    pub modes: Modes,
+    pub tokens: Vec<String>,
+}
+
+/// Everything but the fabric that requests change.
+#[derive(Debug, Default)]
+pub struct Control {
+    pub total: u64,
+    pub requests: BTreeMap<String, u64>,
+    /// Next `fail_count` API requests are answered with `fail_status`.
+    pub fail_count: u64,
+    pub fail_status: u16,
+    /// Next `stall_count` API requests wait `stall_ms` first.
+    pub stall_count: u64,
+    pub stall_ms: u64,
+    pub modes: Modes,
+    pub tokens: Vec<Token>,
+    /// Port inventory for `unknown_guid=reject404`.
+    pub known_guids: BTreeSet<u64>,
+}
+
+/// The whole simulator, shared by the connection threads.
+pub struct Sim {
+    pub settings: Settings,
+    fabric: Mutex<Fabric>,
+    control: Mutex<Control>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking handler must not take the whole simulator down with it.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+impl Sim {
+    pub fn new(settings: Settings) -> Self {
+        let control = Control {
+            modes: settings.modes,
+            tokens: Self::cli_tokens(&settings),
+            ..Control::default()
+        };
+        Self {
+            fabric: Mutex::new(Fabric::new()),
+            control: Mutex::new(control),
+            settings,
+        }
+    }
+
+    fn cli_tokens(settings: &Settings) -> Vec<Token> {
+        let issued_at = now_secs();
+        settings
+            .tokens
+            .iter()
+            .map(|t| Token {
+                access_token: t.clone(),
+                revoked: false,
+                issued_at,
+                username: settings.user.clone(),
+            })
+            .collect()
+    }
+
+    pub fn fabric(&self) -> MutexGuard<'_, Fabric> {
+        lock(&self.fabric)
+    }
+
+    pub fn control(&self) -> MutexGuard<'_, Control> {
+        lock(&self.control)
+    }
+
+    /// Counts one API request under `key` (`"<METHOD> <route template>"`).
+    pub fn record(&self, key: String) {
+        let mut control = self.control();
+        control.total += 1;
+        *control.requests.entry(key).or_default() += 1;
+    }
+
+    /// Consumes one armed stall, returning how long to wait.
+    pub fn take_stall(&self) -> Option<Duration> {
+        let mut control = self.control();
+        (control.stall_count > 0).then(|| {
+            control.stall_count -= 1;
+            Duration::from_millis(control.stall_ms)
+        })
+    }
+
+    /// Consumes one armed failure, returning its status.
+    pub fn take_fail(&self) -> Option<u16> {
+        let mut control = self.control();
+        (control.fail_count > 0).then(|| {
+            control.fail_count -= 1;
+            control.fail_status
+        })
+    }
+
+    pub fn modes(&self) -> Modes {
+        self.control().modes
+    }
+}
+
+fn ok(value: Value) -> Response {
+    Response::json(200, &value)
+}
+
+fn error(status: u16, msg: impl Into<String>) -> Response {
+    Response::json(status, &json!({ "error": msg.into() }))
+}
+
+fn body<T: for<'de> Deserialize<'de>>(req: &Request) -> Result<T, Response> {
+    serde_json::from_slice(&req.body).map_err(|e| error(400, format!("Invalid body: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailBody {
+    count: Option<u64>,
+    status: Option<u16>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StallBody {
+    count: Option<u64>,
+    ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigBody {
+    missing_pkey: Option<String>,
+    auth_failure: Option<String>,
+    unknown_guid: Option<String>,
+    mutation_body: Option<String>,
+}
+
+fn apply_config(modes: &mut Modes, cfg: ConfigBody) -> Result<(), String> {
+    let mut next = *modes;
+    for (name, value, slot) in [
+        ("missing_pkey", cfg.missing_pkey, &mut next.missing_pkey_404),
+        ("auth_failure", cfg.auth_failure, &mut next.auth_login200),
+        (
+            "unknown_guid",
+            cfg.unknown_guid,
+            &mut next.unknown_guid_reject404,
+        ),
+        (
+            "mutation_body",
+            cfg.mutation_body,
+            &mut next.mutation_body_json,
+        ),
+    ] {
+        if let Some(value) = value {
+            *slot = parse_mode(name, &value)?;
+        }
+    }
+    *modes = next;
+    Ok(())
+}
+
+/// Handles a request under `/_sim/`.
+pub fn handle(sim: &Sim, req: &Request) -> Response {
+    match handle_inner(sim, req) {
+        Ok(response) | Err(response) => response,
+    }
+}
+
+fn handle_inner(sim: &Sim, req: &Request) -> Result<Response, Response> {
+    let path = req.path.trim_end_matches('/');
+    let response = match (req.method.as_str(), path) {
+        ("GET", "/_sim/stats") => {
+            let control = sim.control();
+            ok(json!({ "total": control.total, "requests": control.requests }))
+        }
+        ("POST", "/_sim/stats/reset") => {
+            let mut control = sim.control();
+            control.total = 0;
+            control.requests.clear();
+            ok(json!({}))
+        }
+        ("POST", "/_sim/fail") => {
+            let b: FailBody = body(req)?;
+            let status = b.status.unwrap_or(503);
+            if !(100..=599).contains(&status) {
+                return Err(error(400, "status must be 100-599"));
+            }
+            let mut control = sim.control();
+            control.fail_count = b.count.unwrap_or(1);
+            control.fail_status = status;
+            ok(json!({ "count": control.fail_count, "status": status }))
+        }
+        ("POST", "/_sim/stall") => {
+            let b: StallBody = body(req)?;
+            let mut control = sim.control();
+            control.stall_count = b.count.unwrap_or(1);
+            control.stall_ms = b.ms.unwrap_or(1000);
+            ok(json!({ "count": control.stall_count, "ms": control.stall_ms }))
+        }
+        ("GET", "/_sim/config") => ok(sim.modes().to_json()),
+        ("POST", "/_sim/config") => {
+            let b: ConfigBody = body(req)?;
+            let mut control = sim.control();
+            apply_config(&mut control.modes, b).map_err(|e| error(400, e))?;
+            ok(control.modes.to_json())
+        }
+        ("GET", "/_sim/state") => ok(sim.fabric().snapshot()),
+        ("POST", "/_sim/state") => {
+            let value: Value = body(req)?;
+            match sim.fabric().load(value) {
+                Ok(()) => ok(json!({})),
+                Err(FabricError::BadRequest(m) | FabricError::NotFound(m))
+                | Err(FabricError::Conflict(m)) => return Err(error(400, m)),
+            }
+        }
+        ("GET", "/_sim/known_guids") => {
+            let control = sim.control();
+            let guids: Vec<String> = control
+                .known_guids
+                .iter()
+                .map(|g| format_guid(*g))
+                .collect();
+            ok(json!(guids))
+        }
+        ("POST", "/_sim/known_guids") => {
+            let texts: Vec<String> = body(req)?;
+            let guids = texts
+                .iter()
+                .map(|t| parse_guid(t))
+                .collect::<Result<BTreeSet<u64>, _>>()
+                .map_err(|e| match e {
+                    FabricError::BadRequest(m)
+                    | FabricError::NotFound(m)
+                    | FabricError::Conflict(m) => error(400, m),
+                })?;
+            sim.control().known_guids = guids;
+            ok(json!({}))
+        }
+        ("POST", "/_sim/reset") => {
+            *sim.fabric() = Fabric::new();
+            let mut control = sim.control();
+            let tokens = std::mem::take(&mut control.tokens);
+            *control = Control {
+                modes: sim.settings.modes,
+                tokens,
+                ..Control::default()
+            };
+            ok(json!({}))
+        }
+        (_, "/_sim/stats" | "/_sim/stats/reset" | "/_sim/fail" | "/_sim/stall")
+        | (_, "/_sim/config" | "/_sim/state" | "/_sim/known_guids" | "/_sim/reset") => {
+            error(405, format!("{} not allowed on {path}", req.method))
+        }
+        _ => error(404, format!("no such control endpoint {path}")),
+    };
+    Ok(response)
+}
