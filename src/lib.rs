@@ -13,6 +13,7 @@ pub mod etcd;
 pub mod http;
 pub mod logging;
 pub mod model;
+pub mod plan;
 pub mod secret;
 pub mod ufm;
 

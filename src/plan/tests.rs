@@ -1,0 +1,541 @@
+//! Planner tests: one per rule, named after the behaviour it pins, then property tests that
+//! check the invariants on random desired, actual and owned states.
+
+use super::*;
+use crate::ufm::Member;
+
+fn pk(v: u16) -> PKey {
+    format!("0x{v:x}").parse().expect("pkey")
+}
+
+fn guid(v: u64) -> Guid {
+    format!("{v:016x}").parse().expect("guid")
+}
+
+const PREFIX: &str = "/pcocc/global/opensm/pkeys/";
+
+fn kv(name: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: format!("{PREFIX}{name}"),
+        value: value.as_bytes().to_vec(),
+        mod_revision: 1,
+    }
+}
+
+fn entry(hosts: &[u64], vfs: &[u64]) -> String {
+    let list = |g: &[u64]| {
+        g.iter()
+            .map(|v| format!("'0x{v:016x}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "{{'host_guids': [{}], 'vf_guids': [{}]}}",
+        list(hosts),
+        list(vfs)
+    )
+}
+
+fn desired(kvs: &[KeyValue]) -> Desired {
+    desired_from_listing(PREFIX, kvs, &Policy::default())
+}
+
+fn member(g: u64, index0: bool) -> Member {
+    Member {
+        guid: guid(g),
+        membership: Membership::Full,
+        index0,
+    }
+}
+
+fn partition(p: u16, members: Vec<Member>) -> (PKey, Partition) {
+    (
+        pk(p),
+        Partition {
+            pkey: pk(p),
+            name: format!("api_pkey_0x{p:x}"),
+            ip_over_ib: true,
+            members,
+        },
+    )
+}
+
+fn ufm(partitions: Vec<(PKey, Partition)>) -> BTreeMap<PKey, Partition> {
+    let mut map: BTreeMap<PKey, Partition> = partitions.into_iter().collect();
+    map.extend([partition(0x7fff, vec![])]);
+    map.entry(PKey::DEFAULT)
+        .and_modify(|p| p.name = "management".into());
+    map
+}
+
+fn owned(keys: &[u16]) -> BTreeSet<PKey> {
+    keys.iter().map(|k| pk(*k)).collect()
+}
+
+#[test]
+fn creates_missing_partition_with_vfs_at_index0_and_hosts_not() {
+    let want = desired(&[kv("0x200e", &entry(&[1], &[2, 3]))]);
+    let result = plan(&want, &ufm(vec![]), &owned(&[]), &DeleteGuard::default());
+    let spec = |index0| MemberSpec {
+        membership: Membership::Full,
+        index0,
+    };
+    assert_eq!(
+        result.actions,
+        vec![
+            Action::Add {
+                pkey: pk(0x200e),
+                guids: vec![guid(1)],
+                spec: spec(false),
+                ip_over_ib: true,
+                creates: true
+            },
+            Action::Add {
+                pkey: pk(0x200e),
+                guids: vec![guid(2), guid(3)],
+                spec: spec(true),
+                ip_over_ib: true,
+                creates: false
+            },
+        ]
+    );
+}
+
+#[test]
+fn in_sync_partition_needs_nothing_and_becomes_owned() {
+    let want = desired(&[kv("0x2000", &entry(&[1], &[2]))]);
+    let have = ufm(vec![partition(
+        0x2000,
+        vec![member(1, false), member(2, true)],
+    )]);
+    let result = plan(&want, &have, &owned(&[]), &DeleteGuard::default());
+    assert!(result.is_empty(), "{result:?}");
+    assert_eq!(result.in_sync, vec![pk(0x2000)]);
+}
+
+#[test]
+fn adds_before_removing() {
+    let want = desired(&[kv("0x2000", &entry(&[], &[2]))]);
+    let have = ufm(vec![partition(0x2000, vec![member(1, true)])]);
+    let result = plan(&want, &have, &owned(&[0x2000]), &DeleteGuard::default());
+    assert!(matches!(result.actions[0], Action::Add { ref guids, .. } if guids == &[guid(2)]));
+    assert!(matches!(result.actions[1], Action::Remove { ref guids, .. } if guids == &[guid(1)]));
+    assert_eq!(result.actions.len(), 2);
+}
+
+#[test]
+fn corrects_wrong_index0_by_re_adding() {
+    let want = desired(&[kv("0x2000", &entry(&[1], &[]))]);
+    let have = ufm(vec![partition(0x2000, vec![member(1, true)])]);
+    let result = plan(&want, &have, &owned(&[0x2000]), &DeleteGuard::default());
+    assert!(matches!(
+        result.actions.as_slice(),
+        [Action::Add {
+            spec: MemberSpec { index0: false, .. },
+            creates: false,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn corrects_wrong_ip_over_ib_flag() {
+    let want = desired(&[kv("0x2000", &entry(&[1], &[]))]);
+    let mut have = ufm(vec![partition(0x2000, vec![member(1, false)])]);
+    if let Some(p) = have.get_mut(&pk(0x2000)) {
+        p.ip_over_ib = false;
+    }
+    let result = plan(&want, &have, &owned(&[0x2000]), &DeleteGuard::default());
+    assert!(matches!(
+        result.actions.as_slice(),
+        [Action::Add {
+            ip_over_ib: true,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn deletes_owned_partition_whose_key_left_etcd() {
+    let want = desired(&[kv("0x2000", &entry(&[1], &[]))]);
+    let have = ufm(vec![
+        partition(0x2000, vec![member(1, false)]),
+        partition(0x2001, vec![member(5, false)]),
+    ]);
+    let result = plan(
+        &want,
+        &have,
+        &owned(&[0x2000, 0x2001]),
+        &DeleteGuard::default(),
+    );
+    assert_eq!(result.actions, vec![Action::Delete { pkey: pk(0x2001) }]);
+}
+
+#[test]
+fn keeps_unmanaged_partition() {
+    let want = desired(&[kv("0x2000", &entry(&[1], &[]))]);
+    let have = ufm(vec![
+        partition(0x2000, vec![member(1, false)]),
+        partition(0x10, vec![member(7, false)]),
+    ]);
+    let result = plan(&want, &have, &owned(&[0x2000]), &DeleteGuard::default());
+    assert!(result.actions.is_empty());
+    assert_eq!(result.unmanaged, vec![pk(0x10)]);
+}
+
+#[test]
+fn never_reports_or_touches_the_default_partition() {
+    let result = plan(
+        &desired(&[]),
+        &ufm(vec![]),
+        &owned(&[0x7fff]),
+        &DeleteGuard::default(),
+    );
+    assert!(result.actions.is_empty());
+    assert!(result.unmanaged.is_empty());
+}
+
+#[test]
+fn invalid_entry_leaves_its_partition_untouched() {
+    let want = desired(&[
+        kv("0x2000", "{'host_guids': ['0xnothex'], 'vf_guids': []}"),
+        kv("0x2001", "{'host_guids': [], 'vf_guids': []}"),
+        kv("0x2002", "not a dict"),
+    ]);
+    let have = ufm(vec![
+        partition(0x2000, vec![member(1, false)]),
+        partition(0x2001, vec![member(2, false)]),
+        partition(0x2002, vec![member(3, false)]),
+    ]);
+    let result = plan(
+        &want,
+        &have,
+        &owned(&[0x2000, 0x2001, 0x2002]),
+        &DeleteGuard::default(),
+    );
+    assert!(result.actions.is_empty(), "{:?}", result.actions);
+    assert_eq!(result.invalid.len(), 3);
+    assert!(result.invalid.iter().all(|i| i.pkey.is_some()));
+    assert!(result.invalid[0].reason.contains("0xnothex"));
+    assert!(result.forget.is_empty());
+}
+
+#[test]
+fn reports_bad_key_names() {
+    let want = desired(&[
+        kv("0x12345", &entry(&[1], &[])),
+        kv("notakey", &entry(&[1], &[])),
+        kv("0x7fff", &entry(&[1], &[])),
+        kv("0x0", &entry(&[1], &[])),
+        kv("sub/0x2000", &entry(&[1], &[])),
+    ]);
+    assert!(want.partitions.is_empty());
+    assert_eq!(want.invalid.len(), 5);
+}
+
+#[test]
+fn reads_unpadded_and_uppercase_key_names() {
+    let want = desired(&[kv("0x1a", &entry(&[1], &[])), kv("0X2B", &entry(&[2], &[]))]);
+    assert_eq!(
+        want.partitions.keys().copied().collect::<Vec<_>>(),
+        vec![pk(0x1a), pk(0x2b)]
+    );
+}
+
+#[test]
+fn two_spellings_of_one_key_leave_it_untouched() {
+    let want = desired(&[
+        kv("0x1a", &entry(&[1], &[])),
+        kv("0x001a", &entry(&[2], &[])),
+    ]);
+    assert!(want.partitions.is_empty());
+    assert_eq!(want.invalid.len(), 1);
+}
+
+#[test]
+fn refuses_mass_delete() {
+    let keep: Vec<KeyValue> = (0..5)
+        .map(|i| kv(&format!("0x{:x}", 0x100 + i), &entry(&[1], &[])))
+        .collect();
+    let mut have = Vec::new();
+    for i in 0..5 {
+        have.push(partition(0x100 + i, vec![member(1, false)]));
+    }
+    for i in 0..11 {
+        have.push(partition(0x200 + i, vec![member(1, false)]));
+    }
+    let all: Vec<u16> = (0..5)
+        .map(|i| 0x100 + i)
+        .chain((0..11).map(|i| 0x200 + i))
+        .collect();
+    let result = plan(
+        &desired(&keep),
+        &ufm(have.clone()),
+        &owned(&all),
+        &DeleteGuard::default(),
+    );
+    assert!(result.refusal.is_some());
+    assert_eq!(result.refused_deletes.len(), 11);
+    assert!(
+        !result
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Delete { .. }))
+    );
+
+    let allow = DeleteGuard {
+        allow_mass_delete: true,
+        ..DeleteGuard::default()
+    };
+    let result = plan(&desired(&keep), &ufm(have), &owned(&all), &allow);
+    assert_eq!(result.actions.len(), 11);
+}
+
+#[test]
+fn refuses_deleting_everything_when_the_prefix_reads_empty() {
+    let have = ufm(vec![
+        partition(0x2000, vec![member(1, false)]),
+        partition(0x2001, vec![member(2, false)]),
+    ]);
+    let result = plan(
+        &desired(&[]),
+        &have,
+        &owned(&[0x2000, 0x2001]),
+        &DeleteGuard::default(),
+    );
+    assert!(
+        result
+            .refusal
+            .as_deref()
+            .is_some_and(|r| r.contains("empty"))
+    );
+    assert!(result.actions.is_empty());
+}
+
+#[test]
+fn last_job_ending_deletes_its_one_partition() {
+    let have = ufm(vec![partition(0x2000, vec![member(1, false)])]);
+    let result = plan(
+        &desired(&[]),
+        &have,
+        &owned(&[0x2000]),
+        &DeleteGuard::default(),
+    );
+    assert_eq!(result.actions, vec![Action::Delete { pkey: pk(0x2000) }]);
+}
+
+#[test]
+fn forgets_owned_partitions_gone_from_both_sides() {
+    let result = plan(
+        &desired(&[]),
+        &ufm(vec![]),
+        &owned(&[0x2000]),
+        &DeleteGuard::default(),
+    );
+    assert_eq!(result.forget, vec![pk(0x2000)]);
+    let next = next_owned(
+        &owned(&[0x2000]),
+        &result,
+        &BTreeSet::new(),
+        &BTreeSet::new(),
+    );
+    assert!(next.is_empty());
+}
+
+#[test]
+fn ownership_follows_successes_and_deletions() {
+    let want = desired(&[
+        kv("0x2000", &entry(&[1], &[])),
+        kv("0x2001", &entry(&[2], &[])),
+    ]);
+    let have = ufm(vec![
+        partition(0x2001, vec![member(2, false)]),
+        partition(0x2002, vec![member(3, false)]),
+    ]);
+    let before = owned(&[0x2002]);
+    let result = plan(&want, &have, &before, &DeleteGuard::default());
+    let next = next_owned(&before, &result, &owned(&[0x2000]), &owned(&[0x2002]));
+    assert_eq!(next, owned(&[0x2000, 0x2001]));
+}
+
+// ---- Property tests -------------------------------------------------------------------------
+
+/// xorshift64*: deterministic, dependency-free randomness for the property tests.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// UFM's semantics, as the simulator implements them: add creates and overwrites, removing
+/// the last member deletes the partition.
+fn apply(actual: &BTreeMap<PKey, Partition>, actions: &[Action]) -> BTreeMap<PKey, Partition> {
+    let mut state = actual.clone();
+    for action in actions {
+        match action {
+            Action::Add {
+                pkey,
+                guids,
+                spec,
+                ip_over_ib,
+                ..
+            } => {
+                let p = state.entry(*pkey).or_insert_with(|| Partition {
+                    pkey: *pkey,
+                    name: format!("api_pkey_{pkey}"),
+                    ip_over_ib: *ip_over_ib,
+                    members: Vec::new(),
+                });
+                p.ip_over_ib = *ip_over_ib;
+                for g in guids {
+                    p.members.retain(|m| m.guid != *g);
+                    p.members.push(Member {
+                        guid: *g,
+                        membership: spec.membership,
+                        index0: spec.index0,
+                    });
+                }
+                p.members.sort_by_key(|m| m.guid);
+            }
+            Action::Remove { pkey, guids } => {
+                let p = state
+                    .get_mut(pkey)
+                    .expect("remove from an existing partition");
+                let before = p.members.len();
+                p.members.retain(|m| !guids.contains(&m.guid));
+                assert!(
+                    before == 0 || !p.members.is_empty(),
+                    "removing the last GUID of {pkey} would delete a partition that should stay"
+                );
+            }
+            Action::Delete { pkey } => {
+                state.remove(pkey);
+            }
+        }
+    }
+    state
+}
+
+fn random_state(rng: &mut Rng) -> (Vec<KeyValue>, BTreeMap<PKey, Partition>, BTreeSet<PKey>) {
+    let keys: Vec<u16> = (0..8).map(|i| 0x2000 + i).chain([0x7fff]).collect();
+    let mut kvs = Vec::new();
+    let mut actual = ufm(vec![]);
+    let mut owned = BTreeSet::new();
+    let pick =
+        |rng: &mut Rng| -> Vec<u64> { (0..rng.below(4)).map(|_| 1 + rng.below(6)).collect() };
+    for &k in &keys {
+        if rng.chance(60) {
+            let value = match rng.below(10) {
+                0 => "{'host_guids': ['0xbad'], 'vf_guids': []}".to_string(),
+                1 => "garbage".to_string(),
+                _ => entry(&pick(rng), &pick(rng)),
+            };
+            let name = if rng.chance(20) {
+                format!("0x{k:04X}")
+            } else {
+                format!("0x{k:x}")
+            };
+            kvs.push(kv(&name, &value));
+        }
+        if rng.chance(60) && k != 0x7fff {
+            let members = pick(rng)
+                .into_iter()
+                .map(|g| (g, member(g, rng.chance(50))))
+                .collect::<BTreeMap<_, _>>()
+                .into_values()
+                .collect();
+            let (pkey, mut p) = partition(k, members);
+            p.ip_over_ib = rng.chance(80);
+            actual.insert(pkey, p);
+        }
+        if rng.chance(50) {
+            owned.insert(pk(k));
+        }
+    }
+    (kvs, actual, owned)
+}
+
+#[test]
+fn property_plans_respect_ownership_and_converge() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for case in 0..5000 {
+        let (kvs, actual, owned) = random_state(&mut rng);
+        let want = desired(&kvs);
+        let guard = DeleteGuard {
+            allow_mass_delete: true,
+            ..DeleteGuard::default()
+        };
+        let result = plan(&want, &actual, &owned, &guard);
+        let invalid: BTreeSet<PKey> = want.invalid.iter().filter_map(|i| i.pkey).collect();
+        for action in &result.actions {
+            let pkey = action.pkey();
+            assert_ne!(pkey, PKey::DEFAULT, "case {case}: touched 0x7fff");
+            assert!(
+                !invalid.contains(&pkey),
+                "case {case}: touched invalid {pkey}"
+            );
+            let ours = owned.contains(&pkey) || want.partitions.contains_key(&pkey);
+            assert!(ours, "case {case}: touched unowned, unlisted {pkey}");
+        }
+        let after = apply(&actual, &result.actions);
+        for (pkey, partition) in &want.partitions {
+            let got = after
+                .get(pkey)
+                .expect("desired partition exists after apply");
+            let members: BTreeMap<Guid, MemberSpec> = got
+                .members
+                .iter()
+                .map(|m| {
+                    (
+                        m.guid,
+                        MemberSpec {
+                            membership: m.membership,
+                            index0: m.index0,
+                        },
+                    )
+                })
+                .collect();
+            assert_eq!(
+                &members, &partition.members,
+                "case {case}: {pkey} not converged"
+            );
+            assert_eq!(got.ip_over_ib, partition.ip_over_ib);
+        }
+        for pkey in actual.keys() {
+            let kept = !owned.contains(pkey)
+                || want.partitions.contains_key(pkey)
+                || invalid.contains(pkey);
+            if kept {
+                assert!(after.contains_key(pkey), "case {case}: {pkey} disappeared");
+            }
+        }
+        let owned_after = next_owned(
+            &owned,
+            &result,
+            &result.actions.iter().map(Action::pkey).collect(),
+            &result
+                .actions
+                .iter()
+                .filter(|a| matches!(a, Action::Delete { .. }))
+                .map(Action::pkey)
+                .collect(),
+        );
+        let again = plan(&want, &after, &owned_after, &guard);
+        assert!(
+            again.actions.is_empty(),
+            "case {case}: second plan not empty: {:?}",
+            again.actions
+        );
+    }
+}
