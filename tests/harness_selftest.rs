@@ -1,0 +1,250 @@
+//! Proves the test harness against real processes: each etcd flavour starts, its data helpers
+//! work, auth and TLS are really enforced, a restart keeps data, and the simulator starts.
+
+mod support;
+
+use serde_json::json;
+use support::*;
+
+/// A pkey entry as pcocc writes it.
+const KEY: &str = "/pcocc/global/opensm/pkeys/0x2000";
+/// Its value, a Python dict repr (pcocc stores `str(dict)`).
+const VALUE: &str = "{'host_guids': ['0x0002c903000e4c31'], 'vf_guids': ['0xc0cc200000000100']}";
+
+#[test]
+fn plain_etcd_stores_v3_data() {
+    let etcd = Etcd::plain();
+    assert_eq!(etcd.get_v3(KEY), None);
+    etcd.put_v3(KEY, VALUE);
+    assert_eq!(etcd.get_v3(KEY).as_deref(), Some(VALUE));
+    etcd.delete_v3(KEY);
+    assert_eq!(etcd.get_v3(KEY), None);
+    // Without --enable-v2 the v2 API is not there.
+    assert_eq!(etcd.curl(&[&etcd.url("/v2/keys/")]).status, 404);
+}
+
+#[test]
+fn v2_data_is_form_encoded_like_python_etcd_and_invisible_to_v3() {
+    let etcd = Etcd::with_v2();
+    etcd.put_v2(KEY, VALUE);
+    assert_eq!(etcd.get_v2(KEY).as_deref(), Some(VALUE));
+    assert_eq!(etcd.get_v3(KEY), None, "v2 and v3 keyspaces are separate");
+    etcd.put_v3("/only/in/v3", "x");
+    assert_eq!(etcd.get_v2("/only/in/v3"), None);
+    etcd.delete_v2(KEY);
+    assert_eq!(etcd.get_v2(KEY), None);
+    assert_eq!(
+        form_urlencode("{'a': ['0x1']}"),
+        "%7B%27a%27%3A+%5B%270x1%27%5D%7D"
+    );
+}
+
+#[test]
+fn auth_etcd_rejects_anonymous_requests_and_accepts_the_users() {
+    let etcd = Etcd::start(EtcdOptions {
+        v2: true,
+        auth: Some(EtcdAuth::default()),
+        ..EtcdOptions::default()
+    });
+    etcd.put_v3(KEY, VALUE);
+    etcd.put_v2(KEY, VALUE);
+    assert_eq!(etcd.get_v3(KEY).as_deref(), Some(VALUE));
+    assert_eq!(etcd.get_v2(KEY).as_deref(), Some(VALUE));
+
+    // v3: no token → 400 "user name is empty"; reader's token reads the prefix only.
+    let range = json!({"key": b64(KEY)}).to_string();
+    let anonymous = etcd.curl(&["-X", "POST", &etcd.url("/v3/kv/range"), "-d", &range]);
+    assert_eq!(anonymous.status, 400, "{anonymous:?}");
+    assert!(
+        anonymous.body.contains("user name is empty"),
+        "{anonymous:?}"
+    );
+    let login = json!({"name": READER_USER, "password": etcd.reader_password()}).to_string();
+    let token = etcd
+        .curl(&[
+            "-X",
+            "POST",
+            &etcd.url("/v3/auth/authenticate"),
+            "-d",
+            &login,
+        ])
+        .json()["token"]
+        .as_str()
+        .expect("a token for reader")
+        .to_string();
+    let auth = format!("Authorization: {token}");
+    let read = etcd.curl(&[
+        "-H",
+        &auth,
+        "-X",
+        "POST",
+        &etcd.url("/v3/kv/range"),
+        "-d",
+        &range,
+    ]);
+    assert_eq!(read.status, 200, "{read:?}");
+    assert!(read.body.contains(&b64(VALUE)), "{read:?}");
+    let outside = json!({"key": b64("/elsewhere")}).to_string();
+    let denied = etcd.curl(&[
+        "-H",
+        &auth,
+        "-X",
+        "POST",
+        &etcd.url("/v3/kv/range"),
+        "-d",
+        &outside,
+    ]);
+    assert_eq!(denied.status, 403, "{denied:?}");
+
+    // v2: anonymous → 401 (guest role removed); reader may read below the prefix.
+    let key_url = etcd.url(&format!("/v2/keys{KEY}"));
+    assert_eq!(etcd.curl(&[&key_url]).status, 401);
+    let reader = format!("{READER_USER}:{}", etcd.reader_password());
+    let read = etcd.curl(&["-u", &reader, &key_url]);
+    assert_eq!(read.status, 200, "{read:?}");
+    let write = etcd.curl(&["-u", &reader, "-X", "PUT", &key_url, "-d", "value=x"]);
+    assert_eq!(write.status, 401, "reader must not write: {write:?}");
+
+    let file = std::fs::read_to_string(etcd.root_password_file()).expect("root password file");
+    assert_eq!(file, format!("{}\n", etcd.root_password()));
+}
+
+#[test]
+fn tls_etcd_requires_the_client_certificate() {
+    let etcd = Etcd::start(EtcdOptions {
+        tls: true,
+        ..EtcdOptions::default()
+    });
+    assert!(etcd.endpoint().starts_with("https://127.0.0.1:"));
+    etcd.put_v3(KEY, VALUE);
+    assert_eq!(etcd.get_v3(KEY).as_deref(), Some(VALUE));
+
+    let tls = etcd.tls().expect("tls files");
+    let ca = tls.ca.to_str().expect("utf-8 path");
+    let health = etcd.url("/health");
+    let no_cert = curl(&["--cacert", ca, &health]);
+    assert_eq!(no_cert.status, 0, "the handshake must fail: {no_cert:?}");
+    assert_ne!(no_cert.rc, 0);
+    let with_cert = etcd.curl(&[&health]);
+    assert_eq!(with_cert.status, 200, "{with_cert:?}");
+    let cert = tls.client_cert.to_str().expect("utf-8 path");
+    let wrong_key = tls.other_key.to_str().expect("utf-8 path");
+    let mismatched = curl(&["--cacert", ca, "--cert", cert, "--key", wrong_key, &health]);
+    assert_ne!(
+        mismatched.rc, 0,
+        "a key that does not match the cert: {mismatched:?}"
+    );
+}
+
+#[test]
+fn tls_with_auth_rejects_client_certificates_with_a_common_name() {
+    let etcd = Etcd::start(EtcdOptions {
+        tls: true,
+        auth: Some(EtcdAuth::default()),
+        ..EtcdOptions::default()
+    });
+    etcd.put_v3(KEY, VALUE);
+    assert_eq!(etcd.get_v3(KEY).as_deref(), Some(VALUE));
+    let tls = etcd.tls().expect("tls files");
+    let login = json!({"name": READER_USER, "password": etcd.reader_password()}).to_string();
+    let with_cn = curl(&[
+        "--cacert",
+        tls.ca.to_str().expect("utf-8 path"),
+        "--cert",
+        tls.client_cert_with_cn.to_str().expect("utf-8 path"),
+        "--key",
+        tls.client_key.to_str().expect("utf-8 path"),
+        "-X",
+        "POST",
+        &etcd.url("/v3/auth/authenticate"),
+        "-d",
+        &login,
+    ]);
+    assert_eq!(with_cn.status, 400, "{with_cn:?}");
+    assert!(with_cn.body.contains("CommonName"), "{with_cn:?}");
+}
+
+#[test]
+fn restart_keeps_data_ports_and_users() {
+    let mut etcd = Etcd::start(EtcdOptions {
+        v2: true,
+        auth: Some(EtcdAuth::default()),
+        ..EtcdOptions::default()
+    });
+    let endpoint = etcd.endpoint();
+    etcd.put_v3(KEY, "v3 value");
+    etcd.put_v2(KEY, "v2 value");
+    etcd.stop();
+    assert_eq!(
+        etcd.curl(&[&etcd.url("/health")]).rc,
+        7,
+        "connection refused while stopped"
+    );
+    etcd.restart();
+    assert_eq!(etcd.endpoint(), endpoint);
+    assert_eq!(etcd.get_v3(KEY).as_deref(), Some("v3 value"));
+    assert_eq!(etcd.get_v2(KEY).as_deref(), Some("v2 value"));
+    etcd.kill();
+    etcd.restart();
+    assert_eq!(etcd.get_v3(KEY).as_deref(), Some("v3 value"));
+}
+
+#[test]
+fn dead_endpoint_refuses_connections() {
+    let reply = curl(&[&format!("{}/health", dead_endpoint())]);
+    assert_eq!(reply.rc, 7, "{reply:?}");
+}
+
+#[test]
+fn pkeyd_runs_in_a_clean_environment() {
+    let run = Pkeyd::new(&["--help"]).env("RUST_LOG", "debug").run();
+    run.assert_ok();
+    assert!(!run.stdout.is_empty(), "--help prints something: {run:?}");
+}
+
+#[test]
+fn temp_dir_is_removed_on_drop() {
+    let dir = TempDir::new("selftest");
+    dir.write("file", "x");
+    let path = dir.path().to_path_buf();
+    drop(dir);
+    assert!(!path.exists(), "TempDir removes itself");
+}
+
+#[test]
+fn simulator_serves_its_control_api_over_http_and_https() {
+    for mut sim in [UfmSim::http(), UfmSim::https()] {
+        assert_eq!(sim.url(), format!("{}://{}", scheme(&sim), sim.host_port()));
+        let version = format!("{}/ufmRest/app/ufm_version", sim.url());
+        let creds = format!("{}:{}", sim.user(), sim.password());
+        assert_eq!(sim.curl(&["-u", &creds, &version]).status, 200);
+        sim.fail_next(1, 503);
+        assert_eq!(sim.curl(&["-u", &creds, &version]).status, 503);
+        assert_eq!(sim.stats()["total"], 2, "stats: {}", sim.stats());
+        sim.reset_stats();
+        assert_eq!(sim.stats()["total"], 0);
+        sim.seed(sim.state());
+
+        let url = sim.url();
+        sim.stop();
+        assert_eq!(
+            curl(&["-k", &version]).rc,
+            7,
+            "connection refused while stopped"
+        );
+        sim.restart();
+        assert_eq!(sim.url(), url, "same port after restart");
+        assert_eq!(sim.curl(&["-u", &creds, &version]).status, 200);
+    }
+}
+
+/// The URL scheme the simulator should use.
+fn scheme(sim: &UfmSim) -> &'static str {
+    if sim.tls().is_some() { "https" } else { "http" }
+}
+
+/// Standard base64, as the etcd v3 gateway wants keys and values.
+fn b64(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}

@@ -1,0 +1,297 @@
+//! The UFM simulator (`src/bin/ufm-sim`) as a child process, and its `/_sim/*` control API
+//! (no auth) through `curl`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{CurlReply, Proc, TempDir, TlsFiles, curl, tail, wait_for};
+
+/// How long the simulator may take to print its listening line.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How to start the simulator. The default: http, user `admin`, password `123456` (UFM's
+/// factory default), no token.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Serve https with a certificate for 127.0.0.1/localhost signed by a fresh test CA
+    /// (see [`UfmSim::tls`]).
+    pub tls: bool,
+    /// Basic-auth user (`--user`).
+    pub user: String,
+    /// Basic-auth password (`--password`); also written to [`UfmSim::password_file`].
+    pub password: String,
+    /// An API token the simulator accepts (`--token`).
+    pub token: Option<String>,
+    /// More simulator flags.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            tls: false,
+            user: "admin".to_string(),
+            password: "123456".to_string(),
+            token: None,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// A running simulator on 127.0.0.1. Dropping it kills it and removes its directory.
+pub struct UfmSim {
+    proc: Option<Proc>,
+    opts: SimOptions,
+    url: String,
+    tls: Option<TlsFiles>,
+    password_file: PathBuf,
+    dir: TempDir,
+}
+
+impl UfmSim {
+    /// Starts the simulator on a port the kernel picks and waits for its
+    /// `listening on URL` line.
+    pub fn start(opts: SimOptions) -> UfmSim {
+        let dir = TempDir::new("ufm-sim");
+        let tls = opts.tls.then(|| {
+            let tls_dir = dir.join("tls");
+            std::fs::create_dir(&tls_dir).expect("creating the simulator tls dir");
+            TlsFiles::generate(&tls_dir)
+        });
+        let password_file = dir.write("ufm-password", &format!("{}\n", opts.password));
+        let mut sim = UfmSim {
+            proc: None,
+            opts,
+            url: String::new(),
+            tls,
+            password_file,
+            dir,
+        };
+        sim.launch("127.0.0.1:0");
+        sim
+    }
+
+    /// A simulator over http with the default options.
+    pub fn http() -> UfmSim {
+        UfmSim::start(SimOptions::default())
+    }
+
+    /// A simulator over https with the default options.
+    pub fn https() -> UfmSim {
+        UfmSim::start(SimOptions {
+            tls: true,
+            ..SimOptions::default()
+        })
+    }
+
+    /// The base URL it printed, e.g. `http://127.0.0.1:41234`.
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host_port(&self) -> String {
+        self.url
+            .split_once("://")
+            .map(|(_, rest)| rest.trim_end_matches('/').to_string())
+            .expect("the simulator URL has a scheme")
+    }
+
+    /// The options it was started with (user, password, token…).
+    pub fn options(&self) -> &SimOptions {
+        &self.opts
+    }
+
+    /// The basic-auth user.
+    pub fn user(&self) -> &str {
+        &self.opts.user
+    }
+
+    /// The basic-auth password.
+    pub fn password(&self) -> &str {
+        &self.opts.password
+    }
+
+    /// A file holding the password followed by a newline.
+    pub fn password_file(&self) -> &Path {
+        &self.password_file
+    }
+
+    /// The CA and certificates when started with `tls: true` (`ca` is what clients trust).
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
+    }
+
+    /// The simulator's log (stderr) so far.
+    pub fn log(&self) -> String {
+        self.proc.as_ref().map(Proc::stderr).unwrap_or_default()
+    }
+
+    /// The process, while it runs.
+    pub fn process(&mut self) -> Option<&mut Proc> {
+        self.proc.as_mut()
+    }
+
+    /// Kills the simulator: UFM becomes unreachable (connection refused).
+    pub fn stop(&mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            proc.kill();
+        }
+    }
+
+    /// Starts it again on the same port (killing it first if it runs). Its in-memory state is
+    /// lost: seed it again if the test needs it.
+    pub fn restart(&mut self) {
+        self.stop();
+        let listen = self.host_port();
+        self.launch(&listen);
+    }
+
+    /// Runs curl with `args` (which include the URL) trusting the simulator's CA when on https.
+    pub fn curl(&self, args: &[&str]) -> CurlReply {
+        let mut all: Vec<String> = Vec::new();
+        if let Some(tls) = &self.tls {
+            all.extend(["--cacert".to_string(), path_str(&tls.ca).to_string()]);
+        }
+        all.extend(args.iter().map(|a| a.to_string()));
+        curl(&all)
+    }
+
+    /// `GET /_sim/stats`.
+    pub fn stats(&self) -> Value {
+        self.control("GET", "/_sim/stats", None)
+    }
+
+    /// `POST /_sim/stats/reset`.
+    pub fn reset_stats(&self) {
+        self.control("POST", "/_sim/stats/reset", None);
+    }
+
+    /// The next `count` API requests fail with HTTP `status` (`POST /_sim/fail`).
+    pub fn fail_next(&self, count: u32, status: u16) {
+        self.control(
+            "POST",
+            "/_sim/fail",
+            Some(json!({"count": count, "status": status})),
+        );
+    }
+
+    /// The next `count` API requests are delayed by `ms` milliseconds (`POST /_sim/stall`).
+    pub fn stall_next(&self, count: u32, ms: u64) {
+        self.control(
+            "POST",
+            "/_sim/stall",
+            Some(json!({"count": count, "ms": ms})),
+        );
+    }
+
+    /// The simulator's behaviour settings (`GET /_sim/config`).
+    pub fn config(&self) -> Value {
+        self.control("GET", "/_sim/config", None)
+    }
+
+    /// Changes the simulator's behaviour (`POST /_sim/config`).
+    pub fn set_mode(&self, config: Value) {
+        self.control("POST", "/_sim/config", Some(config));
+    }
+
+    /// The simulated UFM state (`GET /_sim/state`).
+    pub fn state(&self) -> Value {
+        self.control("GET", "/_sim/state", None)
+    }
+
+    /// Replaces the simulated UFM state (`POST /_sim/state`).
+    pub fn seed(&self, state: Value) {
+        self.control("POST", "/_sim/state", Some(state));
+    }
+
+    /// Back to the initial state, config and stats (`POST /_sim/reset`).
+    pub fn reset(&self) {
+        self.control("POST", "/_sim/reset", None);
+    }
+
+    /// One control API call; panics unless 2xx. Returns the JSON body (`Null` when empty).
+    fn control(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}{path}", self.url);
+        let body = body.map(|b| b.to_string());
+        let mut args = vec!["-X", method, &url];
+        if let Some(body) = &body {
+            args.extend(["-H", "Content-Type: application/json", "-d", body]);
+        }
+        let reply = self.curl(&args);
+        assert!(
+            (200..300).contains(&reply.status),
+            "simulator {method} {path} failed: {reply:?}\n{}",
+            self.proc.as_ref().map(Proc::log_tail).unwrap_or_default()
+        );
+        if reply.body.trim().is_empty() {
+            Value::Null
+        } else {
+            reply.json()
+        }
+    }
+
+    /// Spawns the simulator on `listen` and waits for its listening line.
+    fn launch(&mut self, listen: &str) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ufm-sim"));
+        // `-v` logs every request (handy in failure tails). With `--exit-on-stdin-eof` and a
+        // stdin pipe that the `Child` holds, the simulator also exits if the test process dies.
+        cmd.args(["--listen", listen, "--user", &self.opts.user])
+            .args(["--password", &self.opts.password])
+            .args(["--verbose", "--exit-on-stdin-eof"])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::piped());
+        if let Some(tls) = &self.tls {
+            cmd.arg("--tls-cert")
+                .arg(&tls.server_cert)
+                .arg("--tls-key")
+                .arg(&tls.server_key);
+        }
+        if let Some(token) = &self.opts.token {
+            cmd.args(["--token", token]);
+        }
+        cmd.args(&self.opts.extra_args);
+        // stdout is appended across restarts: look only at lines written after this spawn.
+        let seen = self.proc_stdout_lines();
+        let mut proc = Proc::spawn("ufm-sim", cmd, self.dir.path());
+        let stderr_path = proc.stderr_path().to_path_buf();
+        let log_tail = || {
+            let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            format!("--- ufm-sim stderr tail ---\n{}", tail(&log, 30))
+        };
+        let url = wait_for(
+            "ufm-sim to print 'listening on URL'",
+            START_TIMEOUT,
+            log_tail,
+            || {
+                let out = proc.stdout();
+                let line = out
+                    .lines()
+                    .skip(seen)
+                    .find_map(|l| l.strip_prefix("listening on "))
+                    .map(|u| u.trim().to_string());
+                if line.is_none() && proc.exited().is_some() {
+                    panic!("ufm-sim exited before listening:\n{}", proc.log_tail());
+                }
+                line
+            },
+        );
+        self.url = url;
+        self.proc = Some(proc);
+    }
+
+    /// How many lines the stdout log holds so far (it is appended across restarts).
+    fn proc_stdout_lines(&self) -> usize {
+        std::fs::read_to_string(self.dir.join("ufm-sim.stdout"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+}
+
+/// A temp path as `&str` (they are always UTF-8).
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("temp paths are UTF-8")
+}
