@@ -8,21 +8,25 @@ use serde_json::json;
 
 use crate::cli::{Command, EtcdOp, Invocation, UfmOp};
 use crate::config::{EtcdSettings, RawConfig, UfmAuth};
-use crate::error::{Error, Result};
+use crate::daemon;
+use crate::error::{EXIT_OK, Error, Result};
 use crate::etcd::{EtcdClient, KeyValue};
 use crate::ufm::{JoinOptions, Partition, UfmClient, UfmError};
 
-/// Runs a parsed sub-command with its configuration.
-pub fn run(invocation: &Invocation, config: &RawConfig) -> Result<()> {
+/// Runs a parsed sub-command with its configuration and returns the exit code.
+pub fn run(invocation: &Invocation, config: &RawConfig) -> Result<i32> {
     let out = Output {
         json: invocation.json,
     };
-    match &invocation.command {
+    let done = match &invocation.command {
         Command::Ufm(op) => run_ufm(op, config, &out),
         Command::Etcd(op) => run_etcd(op, config, &out),
         Command::Config => run_config(config, &out),
+        Command::Monitor { dry_run } => return daemon::run_monitor(invocation, config, *dry_run),
+        Command::Sync { dry_run } => return daemon::run_sync(invocation, config, *dry_run),
         Command::Help(_) | Command::Version => Ok(()),
-    }
+    };
+    done.map(|()| EXIT_OK)
 }
 
 /// Where results go, and in which form.

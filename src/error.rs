@@ -15,6 +15,10 @@ pub const EXIT_USAGE: i32 = 2;
 /// Exit code: the PKey, GUID or etcd key asked for does not exist.
 pub const EXIT_NOT_FOUND: i32 = 3;
 
+/// Exit code of `sync --dry-run` and `monitor --dry-run`'s first pass: UFM differs from etcd
+/// and a real run would change it.
+pub const EXIT_PENDING: i32 = 4;
+
 /// A failed command, as the user sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {

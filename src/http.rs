@@ -262,25 +262,33 @@ impl HttpClient {
         })
     }
 
-    /// Sends a request and returns the status and a reader over the body, for streamed
-    /// answers (etcd watch and long poll). Each read waits at most `read_timeout`.
-    pub fn open_stream(
-        &self,
-        request: &Request<'_>,
-        read_timeout: Duration,
-    ) -> Result<(u16, Box<dyn Read + Send>), HttpError> {
+    /// Sends a request whose answer is a stream (etcd watch and long poll) and returns it
+    /// once the status line and headers have arrived. Reads on the stream wait at most
+    /// `poll` each, so a caller can check its signal flags while the stream is quiet.
+    pub fn open_stream(&self, request: &Request<'_>, poll: Duration) -> Result<Stream, HttpError> {
+        log::debug!(
+            "{} {} {} (stream)",
+            self.service,
+            request.method,
+            request.url
+        );
         let configured = self
             .agent
             .configure_request(self.build(request)?)
-            .timeout_recv_response(Some(read_timeout))
-            .timeout_per_read(Some(read_timeout))
+            .timeout_recv_response(Some(self.timeout))
+            .timeout_per_read(Some(poll))
             .build();
         let response = self
             .agent
             .run(configured)
             .map_err(|e| self.error(request.url, &e))?;
-        let status = response.status().as_u16();
-        Ok((status, Box::new(response.into_body().into_reader())))
+        Ok(Stream {
+            status: response.status().as_u16(),
+            reader: std::io::BufReader::new(Box::new(response.into_body().into_reader())),
+            pending: Vec::new(),
+            service: self.service,
+            url: request.url.to_string(),
+        })
     }
 
     fn build(&self, request: &Request<'_>) -> Result<ureq::http::Request<Vec<u8>>, HttpError> {
@@ -310,6 +318,76 @@ impl HttpClient {
 
     fn error(&self, url: &str, error: &ureq::Error) -> HttpError {
         describe_error(self.service, url, self.timeout, error)
+    }
+}
+
+/// A streamed answer read line by line.
+pub struct Stream {
+    pub status: u16,
+    reader: std::io::BufReader<Box<dyn Read + Send>>,
+    /// Bytes of a line not yet complete when a read timed out.
+    pending: Vec<u8>,
+    service: &'static str,
+    url: String,
+}
+
+/// What one read of a stream gave.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StreamRead {
+    /// A complete line (or the last bytes before the end), without its newline.
+    Line(Vec<u8>),
+    /// Nothing arrived within the poll time; the stream is still open.
+    Idle,
+    /// The server ended the answer.
+    End,
+}
+
+impl Stream {
+    /// Reads the next line, or says the stream was idle for one poll time or has ended.
+    pub fn next_line(&mut self) -> Result<StreamRead, HttpError> {
+        use std::io::BufRead;
+        match self.reader.read_until(b'\n', &mut self.pending) {
+            Ok(0) if self.pending.is_empty() => Ok(StreamRead::End),
+            Ok(_) => {
+                let mut line = std::mem::take(&mut self.pending);
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                Ok(StreamRead::Line(line))
+            }
+            Err(io) => {
+                let error = ureq::Error::from(io);
+                if matches!(error, ureq::Error::Timeout(_)) {
+                    Ok(StreamRead::Idle)
+                } else {
+                    Err(describe_error(
+                        self.service,
+                        &self.url,
+                        Duration::ZERO,
+                        &error,
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Reads the rest of the answer, waiting while `keep_waiting` says so.
+    pub fn read_to_end(
+        &mut self,
+        mut keep_waiting: impl FnMut() -> bool,
+    ) -> Result<Option<Vec<u8>>, HttpError> {
+        let mut body = Vec::new();
+        loop {
+            match self.next_line()? {
+                StreamRead::Line(line) => {
+                    body.extend_from_slice(&line);
+                    body.push(b'\n');
+                }
+                StreamRead::End => return Ok(Some(body)),
+                StreamRead::Idle if keep_waiting() => {}
+                StreamRead::Idle => return Ok(None),
+            }
+        }
     }
 }
 

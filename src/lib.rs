@@ -2,12 +2,15 @@
 //! definitions that pcocc writes into etcd.
 //!
 //! Module map: `model` (PKey, GUID, pcocc entries; no I/O), `config` (layered settings),
-//! `http` (the shared HTTP/TLS layer), `etcd` and `ufm` (typed clients), `cli` (flags and
-//! help), `commands` (the one-shot sub-commands), `logging`, `secret`, `error` (exit codes).
+//! `http` (the shared HTTP/TLS layer), `etcd` and `ufm` (typed clients), `plan` (the pure sync
+//! planner), `sync` (one pass), `state` (ownership file), `daemon` (monitor loop, signals),
+//! `systemd` (sd_notify), `cli` (flags and help), `commands` (one-shot sub-commands),
+//! `logging`, `secret`, `error` (exit codes).
 
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod error;
 pub mod etcd;
 pub mod http;
@@ -15,6 +18,9 @@ pub mod logging;
 pub mod model;
 pub mod plan;
 pub mod secret;
+pub mod state;
+pub mod sync;
+pub mod systemd;
 pub mod ufm;
 
 use std::ffi::OsString;
@@ -51,7 +57,7 @@ pub fn main_with_args(args: Vec<OsString>) -> i32 {
         log::warn!("{warning}");
     }
     match commands::run(&invocation, &config) {
-        Ok(()) => error::EXIT_OK,
+        Ok(code) => code,
         Err(e) => report(&e),
     }
 }

@@ -9,6 +9,7 @@ mod v3;
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
+use std::time::Duration;
 
 use crate::config::{EtcdApi, EtcdSettings};
 use crate::http::{HttpClient, HttpError, HttpOptions, Response};
@@ -28,6 +29,21 @@ pub struct KeyValue {
 pub struct Listing {
     pub kvs: Vec<KeyValue>,
     pub revision: i64,
+}
+
+/// How long one read of a watch stream may block before the caller's flags are checked.
+const WATCH_POLL: Duration = Duration::from_millis(250);
+
+/// What ended a wait for changes under a prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitOutcome {
+    /// A key under the prefix was written or deleted.
+    Changed,
+    /// The watch cannot go on from where it was (history compacted or cleared, stream ended):
+    /// read the whole prefix again.
+    Resync,
+    /// The caller stopped waiting (deadline or signal).
+    Stopped,
 }
 
 /// Why an etcd call failed.
@@ -149,6 +165,21 @@ impl EtcdClient {
         self.with_failover(|base| match self.api {
             EtcdApi::V3 => v3::delete(self, base, key),
             EtcdApi::V2 => v2::delete(self, base, key),
+        })
+    }
+
+    /// Blocks until a key under `prefix` changes after `revision` (the revision or index of
+    /// the last complete listing), or until `keep_waiting` returns false. `keep_waiting` is
+    /// called at least every quarter second, so a signal or deadline is noticed quickly.
+    pub fn wait_for_change(
+        &self,
+        prefix: &str,
+        revision: i64,
+        keep_waiting: &mut dyn FnMut() -> bool,
+    ) -> Result<WaitOutcome, EtcdError> {
+        self.with_failover(|base| match self.api {
+            EtcdApi::V3 => v3::watch(self, base, prefix, revision, keep_waiting),
+            EtcdApi::V2 => v2::watch(self, base, prefix, revision, keep_waiting),
         })
     }
 

@@ -7,11 +7,13 @@
 
 use serde::Deserialize;
 
-use super::{EtcdClient, EtcdError, KeyValue, Listing, json_body};
+use super::{EtcdClient, EtcdError, KeyValue, Listing, WATCH_POLL, WaitOutcome, json_body};
 use crate::http::{Auth, Request, Response, encode_form_value, encode_path};
 
 /// v2 error code: key not found.
 const KEY_NOT_FOUND: i64 = 100;
+/// v2 error code: the event index asked for is older than the 1,000 events v2 keeps.
+const EVENT_INDEX_CLEARED: i64 = 401;
 /// v2 error code: the request requires user authentication (also: wrong password, no permission).
 const UNAUTHORIZED: i64 = 110;
 
@@ -142,6 +144,65 @@ pub(super) fn delete(client: &EtcdClient, base: &str, key: &str) -> Result<(), E
             Err(EtcdError::NotFound(format!("etcd key {key} not found")))
         }
         _ => Err(classify(&url, &response)),
+    }
+}
+
+/// Long-polls the prefix's directory from `revision + 1` (`?wait=true&recursive=true`). etcd
+/// sends the status at once and the body when an event happens; the event may concern a key
+/// of the directory outside the prefix, in which case the poll goes on after it.
+pub(super) fn watch(
+    client: &EtcdClient,
+    base: &str,
+    prefix: &str,
+    revision: i64,
+    keep_waiting: &mut dyn FnMut() -> bool,
+) -> Result<WaitOutcome, EtcdError> {
+    let prefix = absolute(prefix);
+    let dir = &prefix[..prefix.rfind('/').map_or(0, |i| i + 1)];
+    let mut wait_index = revision + 1;
+    loop {
+        let url = format!(
+            "{base}/v2/keys{}?wait=true&recursive=true&waitIndex={wait_index}",
+            encode_path(dir)
+        );
+        let mut stream = client
+            .http
+            .open_stream(&Request::get(&url, auth(client)), WATCH_POLL)?;
+        let status = stream.status;
+        let Some(body) = stream.read_to_end(&mut *keep_waiting)? else {
+            return Ok(WaitOutcome::Stopped);
+        };
+        let response = Response {
+            status,
+            content_type: String::new(),
+            headers: Vec::new(),
+            body,
+        };
+        if !response.is_success() {
+            return match v2_error(&response) {
+                Some(e) if e.error_code == EVENT_INDEX_CLEARED => {
+                    log::info!(
+                        "etcd v2 history no longer holds index {wait_index}; reading the prefix again"
+                    );
+                    Ok(WaitOutcome::Resync)
+                }
+                _ => Err(classify(&url, &response)),
+            };
+        }
+        #[derive(Deserialize)]
+        struct Event {
+            node: Node,
+        }
+        let event: Event = json_body(&response, &url)?;
+        if event
+            .node
+            .key
+            .as_deref()
+            .is_some_and(|k| k.starts_with(prefix.as_str()))
+        {
+            return Ok(WaitOutcome::Changed);
+        }
+        wait_index = event.node.modified_index.max(wait_index) + 1;
     }
 }
 

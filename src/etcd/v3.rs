@@ -10,8 +10,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{EtcdClient, EtcdError, KeyValue, Listing, json_body};
-use crate::http::{Auth, Request, Response};
+use super::{EtcdClient, EtcdError, KeyValue, Listing, WATCH_POLL, WaitOutcome, json_body};
+use crate::http::{Auth, Request, Response, StreamRead};
 use crate::secret::Secret;
 
 /// gRPC status code for an invalid or expired auth token.
@@ -113,6 +113,105 @@ pub(super) fn delete(client: &EtcdClient, base: &str, key: &str) -> Result<(), E
         return Err(EtcdError::NotFound(format!("etcd key {key} not found")));
     }
     Ok(())
+}
+
+/// Watches the prefix from `revision + 1` over the gateway's streamed `/v3/watch`: one JSON
+/// object per line, `{"result": {...}}`. The stream stays open even after etcd cancels the
+/// watch, so cancellation is read from the messages.
+pub(super) fn watch(
+    client: &EtcdClient,
+    base: &str,
+    prefix: &str,
+    revision: i64,
+    keep_waiting: &mut dyn FnMut() -> bool,
+) -> Result<WaitOutcome, EtcdError> {
+    let body = json!({"create_request": {
+        "key": B64.encode(prefix),
+        "range_end": B64.encode(prefix_range_end(prefix.as_bytes())),
+        "start_revision": (revision + 1).to_string(),
+    }});
+    let url = format!("{base}/v3/watch");
+    let token = token(client, base)?;
+    let auth = token.as_ref().map_or(Auth::None, Auth::Header);
+    let mut stream = client
+        .http
+        .open_stream(&Request::json("POST", &url, auth, &body), WATCH_POLL)?;
+    if stream.status != 200 {
+        return Err(EtcdError::Api(format!(
+            "etcd at {url} refused the watch (HTTP {})",
+            stream.status
+        )));
+    }
+    loop {
+        if !keep_waiting() {
+            return Ok(WaitOutcome::Stopped);
+        }
+        match stream.next_line()? {
+            StreamRead::Idle => {}
+            StreamRead::End => return Ok(WaitOutcome::Resync),
+            StreamRead::Line(line) if line.iter().all(u8::is_ascii_whitespace) => {}
+            StreamRead::Line(line) => {
+                if let Some(outcome) = watch_message(client, &url, &line)? {
+                    return Ok(outcome);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct WatchLine {
+    result: Option<WatchResult>,
+}
+
+#[derive(Deserialize)]
+struct WatchResult {
+    #[serde(default)]
+    canceled: bool,
+    #[serde(default)]
+    compact_revision: Option<String>,
+    #[serde(default)]
+    cancel_reason: Option<String>,
+    #[serde(default)]
+    events: Vec<serde_json::Value>,
+}
+
+/// Reads one watch message: `Some` when the wait is over.
+fn watch_message(
+    client: &EtcdClient,
+    url: &str,
+    line: &[u8],
+) -> Result<Option<WaitOutcome>, EtcdError> {
+    let text = String::from_utf8_lossy(line);
+    let parsed: WatchLine = serde_json::from_slice(line).map_err(|_| {
+        EtcdError::Api(format!(
+            "etcd at {url} sent an unreadable watch message: {text}"
+        ))
+    })?;
+    let Some(result) = parsed.result else {
+        return Err(EtcdError::Api(format!(
+            "etcd at {url} ended the watch: {text}"
+        )));
+    };
+    if !result.events.is_empty() {
+        return Ok(Some(WaitOutcome::Changed));
+    }
+    if !result.canceled {
+        return Ok(None);
+    }
+    if result.compact_revision.is_some() {
+        log::info!("etcd compacted the history the watch needed; reading the prefix again");
+        return Ok(Some(WaitOutcome::Resync));
+    }
+    let reason = result.cancel_reason.unwrap_or_default();
+    if reason.contains("auth") || reason.contains("user name") || reason.contains("permission") {
+        // An expired token: authenticate again on the next request.
+        client.token.replace(None);
+        return Err(EtcdError::Auth(format!(
+            "etcd canceled the watch: {reason}"
+        )));
+    }
+    Err(EtcdError::Api(format!("etcd canceled the watch: {reason}")))
 }
 
 /// Grants a lease of `ttl` seconds and returns its ID (an int64 as a string).
