@@ -119,7 +119,7 @@ fn run_ufm(op: &UfmOp, config: &RawConfig, out: &Output) -> Result<()> {
                 }
                 client.add_guids(*pkey, guids, join_options(join))?;
                 out.done(
-                    &format!("created PKey {pkey} with {} GUIDs", guids.len()),
+                    &format!("created PKey {pkey} with {}", guid_count(guids.len())),
                     json!({"pkey": pkey.to_string(), "guids": guids.len()}),
                 )
             }
@@ -140,8 +140,8 @@ fn run_ufm(op: &UfmOp, config: &RawConfig, out: &Output) -> Result<()> {
             client.add_guids(*pkey, guids, join_options(join))?;
             out.done(
                 &format!(
-                    "added {} GUIDs to PKey {pkey} (membership {}, index0 {}, ip_over_ib {})",
-                    guids.len(),
+                    "added {} to PKey {pkey} (membership {}, index0 {}, ip_over_ib {})",
+                    guid_count(guids.len()),
                     join.membership,
                     on_off(join.index0),
                     on_off(join.ip_over_ib)
@@ -157,7 +157,7 @@ fn run_ufm(op: &UfmOp, config: &RawConfig, out: &Output) -> Result<()> {
                 other => other,
             })?;
             out.done(
-                &format!("removed {} GUIDs from PKey {pkey}", guids.len()),
+                &format!("removed {} from PKey {pkey}", guid_count(guids.len())),
                 json!({"pkey": pkey.to_string(), "guids": guids.len()}),
             )
         }
@@ -169,6 +169,14 @@ fn join_options(join: &crate::cli::JoinFlags) -> JoinOptions {
         membership: join.membership,
         index0: join.index0,
         ip_over_ib: join.ip_over_ib,
+    }
+}
+
+fn guid_count(n: usize) -> String {
+    if n == 1 {
+        "1 GUID".to_string()
+    } else {
+        format!("{n} GUIDs")
     }
 }
 
@@ -212,11 +220,11 @@ fn partition_detail(partition: &Partition) -> String {
         partition.members.len()
     );
     for member in &partition.members {
+        let index0 = if member.index0 { "  index0" } else { "" };
         text.push_str(&format!(
-            "  {}  {:<7}  {}\n",
+            "  {}  {:<7}{index0}\n",
             member.guid,
-            member.membership.as_str(),
-            if member.index0 { "index0" } else { "" }
+            member.membership.as_str()
         ));
     }
     text

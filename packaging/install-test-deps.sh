@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what the tests and the demo need from Debian's packages when it is missing:
+# a real etcd server and client (the tests start their own on loopback ports), openssl to
+# make test certificates, curl for the harness's independent checks, mandoc for man-lint.
+set -euo pipefail
+
+missing=()
+command -v etcd >/dev/null || missing+=(etcd-server)
+command -v etcdctl >/dev/null || missing+=(etcd-client)
+command -v openssl >/dev/null || missing+=(openssl)
+command -v curl >/dev/null || missing+=(curl)
+command -v mandoc >/dev/null || missing+=(mandoc)
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if ! command -v apt-get >/dev/null; then
+    echo "install-test-deps: missing ${missing[*]} and no apt-get: install them with your package manager" >&2
+    exit 1
+fi
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "install-test-deps: need root to install ${missing[*]}" >&2; exit 1; }
+    sudo=sudo
+fi
+echo "install-test-deps: installing ${missing[*]}" >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
