@@ -7,7 +7,7 @@ use std::io::Write;
 use serde_json::json;
 
 use crate::cli::{Command, EtcdOp, Invocation, UfmOp};
-use crate::config::{EtcdSettings, RawConfig, UfmAuth};
+use crate::config::{RawConfig, UfmAuth};
 use crate::daemon;
 use crate::error::{EXIT_OK, Error, Result};
 use crate::etcd::{EtcdClient, KeyValue};
@@ -250,7 +250,7 @@ fn run_etcd(op: &EtcdOp, config: &RawConfig, out: &Output) -> Result<()> {
         EtcdOp::List { prefix } => {
             let listing = client.list(prefix)?;
             if listing.kvs.is_empty() {
-                hint_other_keyspace(&settings, prefix, true);
+                hint_other_keyspace(&client, prefix, true);
             }
             if out.json {
                 out.print_json(&json!(listing.kvs.iter().map(kv_json).collect::<Vec<_>>()))
@@ -267,7 +267,7 @@ fn run_etcd(op: &EtcdOp, config: &RawConfig, out: &Output) -> Result<()> {
             Some(kv) if out.json => out.print_json(&kv_json(&kv)),
             Some(kv) => out.print(&format!("{}\n", String::from_utf8_lossy(&kv.value))),
             None => {
-                hint_other_keyspace(&settings, key, false);
+                hint_other_keyspace(&client, key, false);
                 Err(Error::NotFound(format!(
                     "etcd key {key} not found in the {} keyspace",
                     client.api()
@@ -296,21 +296,20 @@ fn run_etcd(op: &EtcdOp, config: &RawConfig, out: &Output) -> Result<()> {
 
 /// When nothing was found, looks in the other API's keyspace and, if it has what was asked
 /// for, says how to read it. pcocc writes through v2; a v3 reader sees nothing of it.
-fn hint_other_keyspace(settings: &EtcdSettings, what: &str, is_prefix: bool) {
-    let other = settings.api.other();
-    let Ok(client) = EtcdClient::with_api(settings, other) else {
-        return;
-    };
+fn hint_other_keyspace(client: &EtcdClient, what: &str, is_prefix: bool) {
+    let other = client.other_keyspace();
     let found = if is_prefix {
-        client.list(what).map(|l| l.kvs.len()).unwrap_or(0)
+        other.list(what).map(|l| l.kvs.len()).unwrap_or(0)
     } else {
-        usize::from(matches!(client.get(what), Ok(Some(_))))
+        usize::from(matches!(other.get(what), Ok(Some(_))))
     };
     if found > 0 {
         log::warn!(
-            "nothing under {what:?} in the {} keyspace, but the {other} keyspace has {found} key{}: pcocc writes through v2; use --etcd-api {other}",
-            settings.api,
-            if found == 1 { "" } else { "s" }
+            "nothing under {what:?} in the {} keyspace, but the {} keyspace has {found} key{}: pcocc writes through v2; use --etcd-api {}",
+            client.api(),
+            other.api(),
+            if found == 1 { "" } else { "s" },
+            other.api()
         );
     }
 }

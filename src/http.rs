@@ -182,6 +182,7 @@ impl<'a> Request<'a> {
 }
 
 /// A configured HTTP client for one service.
+#[derive(Clone)]
 pub struct HttpClient {
     agent: ureq::Agent,
     service: &'static str,

@@ -285,6 +285,26 @@ fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or(text)
 }
 
+/// Deserializes a type from its text form through `FromStr`, so that JSON answers are parsed
+/// straight into typed values with the same error messages as everywhere else.
+macro_rules! deserialize_from_str {
+    ($type:ty) => {
+        impl<'de> serde::Deserialize<'de> for $type {
+            fn deserialize<D: serde::Deserializer<'de>>(
+                deserializer: D,
+            ) -> Result<$type, D::Error> {
+                let text: std::borrow::Cow<'de, str> =
+                    serde::Deserialize::deserialize(deserializer)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+deserialize_from_str!(PKey);
+deserialize_from_str!(Guid);
+deserialize_from_str!(Membership);
+
 /// An invalid value from outside, with a message that names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModelError(String);

@@ -291,6 +291,22 @@ pub fn plan(
     result
 }
 
+/// Turns every planned deletion into a refused one, for a reason found outside the planner
+/// (the prefix is empty here but not in the other etcd keyspace).
+pub fn refuse_deletions(plan: &mut Plan, reason: String) {
+    let (deletes, others): (Vec<Action>, Vec<Action>) = plan
+        .actions
+        .drain(..)
+        .partition(|a| matches!(a, Action::Delete { .. }));
+    plan.actions = others;
+    if deletes.is_empty() {
+        return;
+    }
+    plan.refused_deletes
+        .extend(deletes.iter().map(Action::pkey));
+    plan.refusal = Some(reason);
+}
+
 /// The actions that make one partition match its entry: adds grouped by how the GUIDs join
 /// (index0 is set per request), then one remove of the extras.
 fn sync_partition(pkey: PKey, want: &DesiredPartition, have: Option<&Partition>) -> Vec<Action> {

@@ -116,8 +116,39 @@ impl Engine {
             .into_iter()
             .map(|p| (p.pkey, p))
             .collect();
-        let plan = plan::plan(&desired, &actual, &self.owned, &self.settings.guard);
+        let mut plan = plan::plan(&desired, &actual, &self.owned, &self.settings.guard);
+        if listing.kvs.is_empty() && !self.settings.guard.allow_mass_delete {
+            self.guard_against_wrong_keyspace(&mut plan);
+        }
         Ok((plan, listing.revision))
+    }
+
+    /// An empty prefix whose keys are all in the other keyspace is a configuration mistake
+    /// (`--etcd-api`), not the end of every job: deleting would empty UFM of live partitions.
+    /// One extra etcd request, only when the prefix is empty and something would be deleted.
+    fn guard_against_wrong_keyspace(&self, plan: &mut Plan) {
+        if !plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Delete { .. }))
+        {
+            return;
+        }
+        let other = self.etcd.other_keyspace();
+        if let Ok(listing) = other.list(&self.settings.prefix) {
+            if !listing.kvs.is_empty() {
+                plan::refuse_deletions(
+                    plan,
+                    format!(
+                        "{} is empty in the {} keyspace but has {} keys in the {} keyspace: check --etcd-api",
+                        self.settings.prefix,
+                        self.etcd.api(),
+                        listing.kvs.len(),
+                        other.api()
+                    ),
+                );
+            }
+        }
     }
 
     /// One full pass: plan, apply, record ownership, report. `stop` is asked between UFM

@@ -105,11 +105,13 @@ pub struct UfmClient {
     auth: UfmAuth,
 }
 
+/// A member as UFM lists it, parsed straight into typed values: a list of 128,000 GUIDs must
+/// not become a tree of JSON values first.
 #[derive(Deserialize)]
 struct RawMember {
-    guid: String,
+    guid: Guid,
     #[serde(default)]
-    membership: Option<String>,
+    membership: Option<Membership>,
     #[serde(default)]
     index0: Option<bool>,
 }
@@ -184,24 +186,27 @@ impl UfmClient {
     pub fn list_partitions(&self) -> Result<Vec<Partition>, UfmError> {
         let path = "/resources/pkeys?guids_data=true";
         let response = self.call("GET", path, None)?;
-        let value: serde_json::Value = self.json(&response, path)?;
-        let map = match value {
-            serde_json::Value::Object(map) => map,
-            // An array of keys means this UFM ignored guids_data: nothing to read members from.
-            serde_json::Value::Array(items) if items.is_empty() => Default::default(),
-            _ => return Err(self.unexpected(path, &response)),
-        };
-        let mut partitions = Vec::new();
+        // Entries are kept as raw JSON until their key is known to be a PKey: UFM may add
+        // fields such as `site_name` at the top level.
+        let map: BTreeMap<String, &serde_json::value::RawValue> =
+            match serde_json::from_slice(&response.body) {
+                Ok(map) => map,
+                // An empty array: a UFM that ignored guids_data and has no partition at all.
+                Err(_) if response.json::<Vec<String>>().is_ok_and(|v| v.is_empty()) => {
+                    BTreeMap::new()
+                }
+                Err(_) => return Err(self.unexpected(path, &response)),
+            };
+        let mut partitions = Vec::with_capacity(map.len());
         for (key, raw) in map {
             let Ok(pkey) = key.parse::<PKey>() else {
                 continue;
             };
-            let raw: RawPartition = serde_json::from_value(raw).map_err(|e| {
+            let raw: RawPartition = serde_json::from_str(raw.get()).map_err(|e| {
                 UfmError::BadAnswer(format!("UFM sent an unreadable partition {key}: {e}"))
             })?;
-            partitions.push(convert_partition(pkey, raw)?);
+            partitions.push(convert_partition(pkey, raw));
         }
-        partitions.sort_by_key(|p| p.pkey);
         Ok(partitions)
     }
 
@@ -219,7 +224,7 @@ impl UfmClient {
         let raw: RawPartition = serde_json::from_value(value).map_err(|e| {
             UfmError::BadAnswer(format!("UFM sent an unreadable partition {pkey}: {e}"))
         })?;
-        convert_partition(pkey, raw).map(Some)
+        Ok(Some(convert_partition(pkey, raw)))
     }
 
     /// Creates an empty partition (`POST /resources/pkeys/add`).
@@ -392,35 +397,21 @@ fn error_message(response: &Response) -> String {
     }
 }
 
-fn convert_partition(pkey: PKey, raw: RawPartition) -> Result<Partition, UfmError> {
-    let mut members = Vec::with_capacity(raw.guids.len());
-    for member in raw.guids {
-        let guid = member
-            .guid
-            .parse::<Guid>()
-            .map_err(|e| UfmError::BadAnswer(format!("UFM sent partition {pkey} with {e}")))?;
-        let membership = match member.membership.as_deref() {
-            Some(text) => text
-                .parse()
-                .map_err(|e| UfmError::BadAnswer(format!("UFM sent partition {pkey} with {e}")))?,
-            None => Membership::Full,
-        };
-        members.push(Member {
-            guid,
-            membership,
-            index0: member.index0.unwrap_or(false),
-        });
-    }
+fn convert_partition(pkey: PKey, raw: RawPartition) -> Partition {
+    let mut members: Vec<Member> = raw
+        .guids
+        .into_iter()
+        .map(|m| Member {
+            guid: m.guid,
+            membership: m.membership.unwrap_or(Membership::Full),
+            index0: m.index0.unwrap_or(false),
+        })
+        .collect();
     members.sort_by_key(|m| m.guid);
-    Ok(Partition {
+    Partition {
         pkey,
         name: raw.partition.unwrap_or_default(),
         ip_over_ib: raw.ip_over_ib.unwrap_or(true),
         members,
-    })
-}
-
-/// Partitions by key, for lookups.
-pub fn by_pkey(partitions: Vec<Partition>) -> BTreeMap<PKey, Partition> {
-    partitions.into_iter().map(|p| (p.pkey, p)).collect()
+    }
 }

@@ -122,11 +122,18 @@ impl EtcdClient {
         })
     }
 
-    /// The same cluster and credentials through the other API, for cross-keyspace hints.
-    pub fn with_api(settings: &EtcdSettings, api: EtcdApi) -> Result<EtcdClient, String> {
-        let mut other = settings.clone();
-        other.api = api;
-        EtcdClient::new(&other)
+    /// The same cluster and credentials through the other API, for "nothing here, but the
+    /// other keyspace has keys" checks.
+    pub fn other_keyspace(&self) -> EtcdClient {
+        EtcdClient {
+            http: self.http.clone(),
+            endpoints: self.endpoints.clone(),
+            current: Cell::new(self.current.get()),
+            api: self.api.other(),
+            user: self.user.clone(),
+            password: self.password.clone(),
+            token: RefCell::new(None),
+        }
     }
 
     /// The API this client speaks.

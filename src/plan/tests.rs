@@ -539,3 +539,17 @@ fn property_plans_respect_ownership_and_converge() {
         );
     }
 }
+
+#[test]
+fn refused_deletions_leave_other_changes() {
+    let want = desired(&[kv("0x2000", &entry(&[1], &[]))]);
+    let have = ufm(vec![partition(0x2001, vec![member(5, false)])]);
+    let mut result = plan(&want, &have, &owned(&[0x2001]), &DeleteGuard::default());
+    refuse_deletions(&mut result, "wrong keyspace".into());
+    assert_eq!(result.refused_deletes, vec![pk(0x2001)]);
+    assert_eq!(result.refusal.as_deref(), Some("wrong keyspace"));
+    assert!(matches!(
+        result.actions.as_slice(),
+        [Action::Add { creates: true, .. }]
+    ));
+}
