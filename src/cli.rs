@@ -118,6 +118,10 @@ pub const FLAGS: &[FlagDef] = &[
     flag!(&["--allow-mass-delete"], None, Fixed("allow-mass-delete", "true"), SYNCING | CONFIG, "let one pass delete more partitions than the mass-deletion guard permits"),
     flag!(&["--max-deletes"], Some("N"), Key("max-deletes"), SYNCING | CONFIG, "deletions one pass may make without --allow-mass-delete (default 10, or up to half of those owned)"),
     flag!(&["--dry-run"], None, Op, SYNCING, "print the plan and change nothing"),
+    flag!(&["--leader-election"], None, Fixed("leader-election", "true"), MONITOR | CONFIG, "only the instance elected through etcd changes UFM; others stand by"),
+    flag!(&["--election-key"], Some("KEY"), Key("election-key"), MONITOR | CONFIG, "etcd key of the leader election (default /ufm-pkeyd/leader)"),
+    flag!(&["--state-key"], Some("KEY"), Key("state-key"), SYNCING | CONFIG, "with leader election: etcd key recording owned partitions (default /ufm-pkeyd/owned)"),
+    flag!(&["--election-ttl"], Some("SECONDS"), Key("election-ttl"), MONITOR | CONFIG, "a standby takes over within SECONDS when the leader dies (default 15)"),
     // etcd operations.
     flag!(&["--prefix"], Some("PREFIX"), Op, ETCD, "with --list: only keys that start with PREFIX"),
     flag!(&["--get"], Some("KEY"), Op, ETCD, "print the value of KEY"),

@@ -12,6 +12,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::election::ElectionSettings;
 use crate::error::{Error, Result};
 use crate::http::TlsOptions;
 use crate::plan::{DeleteGuard, Policy};
@@ -98,6 +99,10 @@ pub const KEYS: &[KeyDef] = &[
     key!("vf-index0", Kind::Bool, Some("true"), "put partitions at index 0 of VF ports (a VF needs its partition there)"),
     key!("membership", Kind::Choice(&["full", "limited"]), Some("full"), "membership of GUIDs added from etcd"),
     key!("ip-over-ib", Kind::Bool, Some("true"), "enable IP over InfiniBand on partitions created from etcd"),
+    key!("leader-election", Kind::Bool, Some("false"), "run as one of several instances: only the elected leader changes UFM"),
+    key!("election-key", Kind::Text, Some("/ufm-pkeyd/leader"), "etcd key of the leader election (in the keyspace of etcd-api)"),
+    key!("state-key", Kind::Text, Some("/ufm-pkeyd/owned"), "etcd key recording owned partitions when leader-election is on (shared by the instances)"),
+    key!("election-ttl", Kind::Seconds, Some("15"), "seconds a leader's claim lives without refresh; a standby takes over within it"),
     key!("pcocc-dir", Kind::Path, Some(DEFAULT_PCOCC_DIR), "pcocc configuration directory read for etcd and UFM settings"),
     key!("use-pcocc", Kind::Bool, Some("true"), "read pcocc's configuration files"),
     key!("debug", Kind::Bool, Some("false"), "log debug detail (never secrets)"),
@@ -418,7 +423,7 @@ impl RawConfig {
             },
             user,
             password,
-            timeout: self.seconds("etcd-timeout")?,
+            timeout: self.request_timeout("etcd-timeout")?,
             prefix: self
                 .value("etcd-prefix")
                 .unwrap_or(DEFAULT_PREFIX)
@@ -496,7 +501,7 @@ impl RawConfig {
                 client_cert: None,
                 insecure: !verify,
             },
-            timeout: self.seconds("ufm-timeout")?,
+            timeout: self.request_timeout("ufm-timeout")?,
             proxy: self.value("ufm-proxy").map(str::to_string),
         })
     }
@@ -518,6 +523,10 @@ impl RawConfig {
                 .unwrap_or(DEFAULT_PREFIX)
                 .to_string(),
             state_file: PathBuf::from(self.value("state-file").unwrap_or(DEFAULT_STATE_FILE)),
+            state_key: self
+                .value("state-key")
+                .unwrap_or("/ufm-pkeyd/owned")
+                .to_string(),
             poll_interval: self.seconds("poll-interval")?,
             guard: DeleteGuard {
                 max_deletes,
@@ -530,6 +539,52 @@ impl RawConfig {
                 ip_over_ib: flag("ip-over-ib", "true")?,
             },
         })
+    }
+
+    /// The leader election settings, when it is on.
+    pub fn election(&self) -> Result<Option<ElectionSettings>> {
+        if !parse_bool(
+            "leader-election",
+            self.value("leader-election").unwrap_or("false"),
+        )? {
+            return Ok(None);
+        }
+        let key = self
+            .value("election-key")
+            .unwrap_or("/ufm-pkeyd/leader")
+            .to_string();
+        let ttl = self.seconds("election-ttl")?;
+        if ttl < Duration::from_secs(3) {
+            return Err(Error::usage(format!(
+                "election-ttl {} s is too short: give at least 3 seconds",
+                ttl.as_secs_f64()
+            )));
+        }
+        Ok(Some(ElectionSettings { key, ttl }))
+    }
+
+    /// A request timeout. With leader election, no request may outlast a third of the TTL: a
+    /// leader stops changing UFM two thirds into an unrefreshed claim, and a request started
+    /// just before must end before the claim expires. Defaults shrink to fit; explicit values
+    /// that do not fit are refused.
+    fn request_timeout(&self, name: &str) -> Result<Duration> {
+        let timeout = self.seconds(name)?;
+        let Some(election) = self.election()? else {
+            return Ok(timeout);
+        };
+        let cap = election.ttl / 3;
+        if timeout <= cap {
+            return Ok(timeout);
+        }
+        match self.get(name).map(|e| &e.source) {
+            Some(Source::Default) | None => Ok(cap),
+            Some(source) => Err(Error::usage(format!(
+                "{name} {} s (from {source}) is longer than a third of election-ttl {} s: a leader could still be writing to UFM after its claim expired; lower {name} to {} s or raise election-ttl",
+                timeout.as_secs_f64(),
+                election.ttl.as_secs_f64(),
+                cap.as_secs_f64()
+            ))),
+        }
     }
 
     /// Whether `--debug` (or the `debug` key) is on.
@@ -575,6 +630,8 @@ impl RawConfig {
 pub struct SyncSettings {
     pub prefix: String,
     pub state_file: PathBuf,
+    /// Where ownership lives in etcd when leader election is on.
+    pub state_key: String,
     pub poll_interval: Duration,
     pub guard: DeleteGuard,
     pub policy: Policy,

@@ -13,10 +13,11 @@ use serde_json::json;
 
 use crate::cli::Invocation;
 use crate::config::RawConfig;
+use crate::election::Election;
 use crate::error::{EXIT_OK, EXIT_PENDING, Error, Result};
 use crate::etcd::{EtcdClient, EtcdError, WaitOutcome};
 use crate::plan::{Action, Plan};
-use crate::state::StateFile;
+use crate::state::{Ownership, StateFile};
 use crate::sync::{Engine, PassError, PassReport, describe};
 use crate::systemd::{self, Watchdog};
 use crate::ufm::{UfmClient, UfmError};
@@ -46,8 +47,25 @@ fn build_engine(config: &RawConfig, dry_run: bool) -> Result<Engine> {
     let settings = config.sync()?;
     let etcd = EtcdClient::new(&config.etcd()?).map_err(Error::Usage)?;
     let ufm = UfmClient::new(&config.ufm()?).map_err(Error::Usage)?;
+    if config.election()?.is_some() {
+        // The instances of an HA pair share ownership through etcd; it is read before the
+        // first pass of each leadership term.
+        let key = settings.state_key.clone();
+        if dry_run {
+            let owned = Ownership::load_from_etcd(&etcd, &key).map_err(Error::Failed)?;
+            return Ok(Engine::new(etcd, ufm, settings, None, owned));
+        }
+        let state = Ownership::Etcd { key };
+        return Ok(Engine::new(
+            etcd,
+            ufm,
+            settings,
+            Some(state),
+            Default::default(),
+        ));
+    }
     let (state, owned) = match StateFile::open(&settings.state_file) {
-        Ok((state, owned)) => (Some(state).filter(|_| !dry_run), owned),
+        Ok((state, owned)) => (Some(Ownership::File(state)).filter(|_| !dry_run), owned),
         Err(e) if dry_run && !settings.state_file.exists() => {
             log::warn!("{e}; planning as if nothing were owned");
             (None, Default::default())
@@ -71,7 +89,7 @@ pub fn run_sync(invocation: &Invocation, config: &RawConfig, dry_run: bool) -> R
         });
     }
     register_signals()?;
-    let report = engine.pass(&stopping).map_err(pass_error)?;
+    let report = engine.pass(&mut stopping).map_err(pass_error)?;
     print_report(&report, &engine, invocation.json);
     if report.succeeded() {
         Ok(EXIT_OK)
@@ -83,15 +101,22 @@ pub fn run_sync(invocation: &Invocation, config: &RawConfig, dry_run: bool) -> R
 /// `ufm-pkeyd monitor`: the daemon loop.
 pub fn run_monitor(invocation: &Invocation, config: &RawConfig, dry_run: bool) -> Result<i32> {
     register_signals()?;
-    let mut config = config.clone();
-    let mut engine = build_engine(&config, dry_run)?;
+    let engine = build_engine(config, dry_run)?;
     check_ufm_credentials(&engine.ufm)?;
+    let election = config
+        .election()?
+        .map(|settings| Election::new(settings, engine.etcd.clone()));
     log::info!(
-        "monitoring {} ({} keyspace) every {} s at most; {} partitions owned{}",
+        "monitoring {} ({} keyspace) every {} s at most; {} partitions owned{}{}",
         engine.settings.prefix,
         engine.etcd.api(),
         engine.settings.poll_interval.as_secs_f64(),
         engine.owned().len(),
+        if election.is_some() {
+            "; leader election on"
+        } else {
+            ""
+        },
         if dry_run {
             "; dry run: nothing will be changed"
         } else {
@@ -99,59 +124,199 @@ pub fn run_monitor(invocation: &Invocation, config: &RawConfig, dry_run: bool) -
         }
     );
     systemd::notify("READY=1");
-    let mut watchdog = Watchdog::from_env();
-    let mut backoff = Duration::from_secs(1);
-    let mut first_pass = true;
-    let mut last_plan: Option<Plan> = None;
-    while !stopping() {
-        if RELOAD.swap(false, Ordering::SeqCst) {
-            reload(invocation, &mut config, &mut engine, dry_run);
+    let mut monitor = Monitor {
+        invocation,
+        engine,
+        dry_run,
+        election,
+        watchdog: Watchdog::from_env(),
+        backoff: Duration::from_secs(1),
+        first_pass: true,
+        last_plan: None,
+        next_standby_check: Instant::now(),
+        was_leader: false,
+    };
+    let result = monitor.run();
+    if let Some(election) = &mut monitor.election {
+        election.resign();
+    }
+    systemd::notify("STOPPING=1");
+    log::info!(
+        "stopping: {} partitions owned",
+        monitor.engine.owned().len()
+    );
+    result
+}
+
+/// The daemon's state between iterations.
+struct Monitor<'a> {
+    invocation: &'a Invocation,
+    engine: Engine,
+    dry_run: bool,
+    election: Option<Election>,
+    watchdog: Watchdog,
+    backoff: Duration,
+    first_pass: bool,
+    /// The last plan printed in dry-run mode, so an unchanged plan is not printed again.
+    last_plan: Option<Plan>,
+    /// When a standby next checks that it could take over (reads etcd and UFM).
+    next_standby_check: Instant,
+    /// Whether this instance led in the previous iteration.
+    was_leader: bool,
+}
+
+impl Monitor<'_> {
+    fn run(&mut self) -> Result<i32> {
+        while !stopping() {
+            if RELOAD.swap(false, Ordering::SeqCst) {
+                self.reload();
+            }
+            self.watchdog.tick();
+            let leader = self.election.as_mut().is_none_or(|e| e.tick());
+            if leader && !self.was_leader {
+                self.engine.ownership_may_have_changed();
+            }
+            self.was_leader = leader;
+            if leader {
+                self.lead()?;
+            } else {
+                self.stand_by();
+            }
         }
-        watchdog.tick();
-        let outcome = if dry_run {
-            engine.plan().map(|(plan, revision)| {
-                if last_plan.as_ref() != Some(&plan) {
-                    print_plan(&plan, &engine, invocation.json);
-                }
-                let retry = plan.refusal.is_some();
-                last_plan = Some(plan);
-                (revision, retry)
-            })
+        Ok(EXIT_OK)
+    }
+
+    /// One pass (or one plan in dry-run mode), then the wait for the next change.
+    fn lead(&mut self) -> Result<()> {
+        let outcome = if self.dry_run {
+            self.dry_pass()
         } else {
-            engine.pass(&stopping).map(|report| {
-                systemd::notify(&format!("STATUS={}", status_line(&report, &engine)));
+            let election = &mut self.election;
+            let mut stop = || stopping() || !election.as_mut().is_none_or(|e| e.tick());
+            self.engine.pass(&mut stop).map(|report| {
+                systemd::notify(&format!("STATUS={}", status_line(&report, &self.engine)));
                 (report.revision, !report.failures.is_empty())
             })
         };
         match outcome {
             Ok((revision, had_failures)) => {
-                first_pass = false;
+                self.first_pass = false;
                 let next_full_pass = if had_failures {
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    Instant::now() + backoff.min(engine.settings.poll_interval)
+                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                    Instant::now() + self.backoff.min(self.engine.settings.poll_interval)
                 } else {
-                    backoff = Duration::from_secs(1);
-                    Instant::now() + engine.settings.poll_interval
+                    self.backoff = Duration::from_secs(1);
+                    Instant::now() + self.engine.settings.poll_interval
                 };
-                wait_for_change(&engine, revision, next_full_pass, &mut watchdog, backoff);
+                self.wait_for_change(revision, next_full_pass);
             }
             Err(e) => {
-                if first_pass && is_auth_error(&e) {
+                if self.first_pass && is_auth_error(&e) {
                     return Err(Error::failed(format!("{e}")));
                 }
                 log::error!(
                     "{e}; nothing changed in UFM; retrying in {} s",
-                    backoff.as_secs()
+                    self.backoff.as_secs()
                 );
                 systemd::notify(&format!("STATUS=retrying: {e}"));
-                sleep_interruptibly(backoff, &mut watchdog);
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                self.sleep(self.backoff);
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+        Ok(())
+    }
+
+    fn dry_pass(&mut self) -> std::result::Result<(i64, bool), PassError> {
+        let (plan, revision) = self.engine.plan()?;
+        if self.last_plan.as_ref() != Some(&plan) {
+            print_plan(&plan, &self.engine, self.invocation.json);
+        }
+        let retry = plan.refusal.is_some();
+        self.last_plan = Some(plan);
+        Ok((revision, retry))
+    }
+
+    /// A standby keeps checking that it could take over, and asks for the leadership about
+    /// every second (in `Election::tick`).
+    fn stand_by(&mut self) {
+        if Instant::now() >= self.next_standby_check {
+            self.next_standby_check = Instant::now() + self.engine.settings.poll_interval;
+            let leader = self
+                .election
+                .as_ref()
+                .and_then(|e| e.holder())
+                .unwrap_or("unknown")
+                .to_string();
+            match self.engine.plan() {
+                Ok((plan, _)) => systemd::notify(&format!(
+                    "STATUS=standby (leader: {leader}); {} changes pending for the leader",
+                    plan.actions.len()
+                )),
+                Err(e) => {
+                    log::warn!("standby: {e}");
+                    systemd::notify(&format!("STATUS=standby (leader: {leader}); {e}"));
+                }
+            }
+        }
+        let until = self
+            .election
+            .as_ref()
+            .map_or_else(Instant::now, Election::next_due);
+        self.sleep(until.saturating_duration_since(Instant::now()));
+    }
+
+    fn reload(&mut self) {
+        systemd::notify("RELOADING=1");
+        let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
+        let reloaded = RawConfig::load(&self.invocation.flags, credentials.as_deref())
+            .and_then(|c| build_engine(&c, self.dry_run).map(|e| (c, e)));
+        match reloaded {
+            Ok((_, engine)) => {
+                self.engine = engine;
+                log::info!("configuration reloaded");
+            }
+            Err(e) => log::error!("configuration not reloaded, keeping the old one: {e}"),
+        }
+        systemd::notify("READY=1");
+    }
+
+    /// Blocks on the etcd watch until a change, the deadline, a signal, or the loss of the
+    /// leadership; the election's claim is refreshed while waiting.
+    fn wait_for_change(&mut self, revision: i64, deadline: Instant) {
+        let watchdog = &mut self.watchdog;
+        let election = &mut self.election;
+        let mut keep_waiting = || {
+            watchdog.tick();
+            let leader = election.as_mut().is_none_or(|e| e.tick());
+            leader && !stopping() && !RELOAD.load(Ordering::SeqCst) && Instant::now() < deadline
+        };
+        match self.engine.etcd.wait_for_change(
+            &self.engine.settings.prefix,
+            revision,
+            &mut keep_waiting,
+        ) {
+            Ok(WaitOutcome::Changed) => log::debug!("change under {}", self.engine.settings.prefix),
+            Ok(WaitOutcome::Resync) | Ok(WaitOutcome::Stopped) => {}
+            Err(e) => {
+                log::warn!("etcd watch failed: {e}");
+                let left = deadline.saturating_duration_since(Instant::now());
+                self.sleep(self.backoff.min(left));
             }
         }
     }
-    systemd::notify("STOPPING=1");
-    log::info!("stopping: {} partitions owned", engine.owned().len());
-    Ok(EXIT_OK)
+
+    /// Sleeps in short slices, waking for signals and keeping the watchdog fed.
+    fn sleep(&mut self, duration: Duration) {
+        let end = Instant::now() + duration;
+        while !stopping() && !RELOAD.load(Ordering::SeqCst) {
+            self.watchdog.tick();
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(100)));
+        }
+    }
 }
 
 /// Fails fast on wrong UFM credentials (systemd restarts us, an operator reads why); an
@@ -167,60 +332,6 @@ fn check_ufm_credentials(ufm: &UfmClient) -> Result<()> {
             log::warn!("{e}; will retry");
             Ok(())
         }
-    }
-}
-
-fn reload(invocation: &Invocation, config: &mut RawConfig, engine: &mut Engine, dry_run: bool) {
-    systemd::notify("RELOADING=1");
-    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
-    let reloaded = RawConfig::load(&invocation.flags, credentials.as_deref())
-        .and_then(|c| build_engine(&c, dry_run).map(|e| (c, e)));
-    match reloaded {
-        Ok((new_config, new_engine)) => {
-            *config = new_config;
-            *engine = new_engine;
-            log::info!("configuration reloaded");
-        }
-        Err(e) => log::error!("configuration not reloaded, keeping the old one: {e}"),
-    }
-    systemd::notify("READY=1");
-}
-
-/// Blocks on the etcd watch until a change, the deadline, or a signal.
-fn wait_for_change(
-    engine: &Engine,
-    revision: i64,
-    deadline: Instant,
-    watchdog: &mut Watchdog,
-    backoff: Duration,
-) {
-    let mut keep_waiting = || {
-        watchdog.tick();
-        !stopping() && !RELOAD.load(Ordering::SeqCst) && Instant::now() < deadline
-    };
-    match engine
-        .etcd
-        .wait_for_change(&engine.settings.prefix, revision, &mut keep_waiting)
-    {
-        Ok(WaitOutcome::Changed) => log::debug!("change under {}", engine.settings.prefix),
-        Ok(WaitOutcome::Resync) | Ok(WaitOutcome::Stopped) => {}
-        Err(e) => {
-            log::warn!("etcd watch failed: {e}");
-            let left = deadline.saturating_duration_since(Instant::now());
-            sleep_interruptibly(backoff.min(left), watchdog);
-        }
-    }
-}
-
-fn sleep_interruptibly(duration: Duration, watchdog: &mut Watchdog) {
-    let end = Instant::now() + duration;
-    while !stopping() && !RELOAD.load(Ordering::SeqCst) {
-        watchdog.tick();
-        let left = end.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        std::thread::sleep(left.min(Duration::from_millis(100)));
     }
 }
 

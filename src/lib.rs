@@ -11,6 +11,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod election;
 pub mod error;
 pub mod etcd;
 pub mod http;

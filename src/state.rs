@@ -6,6 +6,9 @@
 //! directory): a crash leaves the old file or the new one, never half of one. A missing
 //! directory, an unreadable file or a corrupt one is an error at start-up, never a silent empty
 //! ownership that would turn owned partitions into unmanaged ones.
+//!
+//! With leader election the instances of an HA pair must share what they own, so ownership
+//! is kept in etcd instead ([`Ownership::Etcd`]), read when an instance becomes leader.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -13,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::etcd::EtcdClient;
 use crate::model::PKey;
 
 /// The on-disk format.
@@ -67,12 +71,7 @@ impl StateFile {
 
     /// Replaces the file with this ownership, atomically.
     pub fn save(&self, owned: &BTreeSet<PKey>) -> Result<(), String> {
-        let data = OnDisk {
-            version: FORMAT_VERSION,
-            owned: owned.iter().map(PKey::to_string).collect(),
-        };
-        let mut text = serde_json::to_vec_pretty(&data).map_err(|e| e.to_string())?;
-        text.push(b'\n');
+        let text = render(owned);
         let dir = parent_dir(&self.path);
         let name = self
             .path
@@ -96,6 +95,48 @@ impl StateFile {
         }
         Ok(())
     }
+}
+
+/// Where ownership is recorded.
+pub enum Ownership {
+    /// A local state file (one daemon).
+    File(StateFile),
+    /// An etcd key shared by the instances of a leader election, in the keyspace of the
+    /// configured API.
+    Etcd { key: String },
+}
+
+impl Ownership {
+    /// Reads the ownership recorded in etcd; a missing key means nothing is owned yet.
+    pub fn load_from_etcd(etcd: &EtcdClient, key: &str) -> Result<BTreeSet<PKey>, String> {
+        match etcd.get(key) {
+            Ok(Some(kv)) => parse(&kv.value).map_err(|e| {
+                format!("ownership record {key} in etcd is corrupt ({e}): fix or delete it (partitions then count as unmanaged, not deleted)")
+            }),
+            Ok(None) => Ok(BTreeSet::new()),
+            Err(e) => Err(format!("cannot read the ownership record {key}: {e}")),
+        }
+    }
+
+    /// Records the ownership.
+    pub fn save(&self, etcd: &EtcdClient, owned: &BTreeSet<PKey>) -> Result<(), String> {
+        match self {
+            Ownership::File(file) => file.save(owned),
+            Ownership::Etcd { key } => etcd
+                .put(key, &render(owned), None)
+                .map_err(|e| format!("cannot save the ownership record {key}: {e}")),
+        }
+    }
+}
+
+fn render(owned: &BTreeSet<PKey>) -> Vec<u8> {
+    let data = OnDisk {
+        version: FORMAT_VERSION,
+        owned: owned.iter().map(PKey::to_string).collect(),
+    };
+    let mut text = serde_json::to_vec_pretty(&data).unwrap_or_default();
+    text.push(b'\n');
+    text
 }
 
 fn parent_dir(path: &Path) -> &Path {

@@ -8,7 +8,7 @@ use crate::config::SyncSettings;
 use crate::etcd::{EtcdClient, EtcdError};
 use crate::model::PKey;
 use crate::plan::{self, Action, Invalid, Plan};
-use crate::state::StateFile;
+use crate::state::Ownership;
 use crate::ufm::{JoinOptions, UfmClient, UfmError};
 
 /// What stopped a pass before it could plan.
@@ -18,6 +18,8 @@ pub enum PassError {
     Etcd(EtcdError),
     /// UFM's partitions could not be read: nothing was changed.
     Ufm(UfmError),
+    /// The shared ownership record could not be read: nothing was changed.
+    Ownership(String),
 }
 
 impl std::fmt::Display for PassError {
@@ -25,6 +27,7 @@ impl std::fmt::Display for PassError {
         match self {
             PassError::Etcd(e) => write!(f, "{e}"),
             PassError::Ufm(e) => write!(f, "{e}"),
+            PassError::Ownership(e) => f.write_str(e),
         }
     }
 }
@@ -66,8 +69,11 @@ pub struct Engine {
     pub etcd: EtcdClient,
     pub ufm: UfmClient,
     pub settings: SyncSettings,
-    /// `None` in dry-run mode without a readable state file.
-    state: Option<StateFile>,
+    /// Where ownership is recorded; `None` in a dry run.
+    state: Option<Ownership>,
+    /// Ownership kept in etcd must be read (again) before the next pass: at start and
+    /// whenever this instance becomes leader, since another instance may have changed it.
+    ownership_stale: bool,
     owned: BTreeSet<PKey>,
     /// What was last reported, so that unchanged lists are not logged every pass.
     last_unmanaged: Vec<PKey>,
@@ -81,14 +87,16 @@ impl Engine {
         etcd: EtcdClient,
         ufm: UfmClient,
         settings: SyncSettings,
-        state: Option<StateFile>,
+        state: Option<Ownership>,
         owned: BTreeSet<PKey>,
     ) -> Engine {
+        let ownership_stale = matches!(state, Some(Ownership::Etcd { .. }));
         Engine {
             etcd,
             ufm,
             settings,
             state,
+            ownership_stale,
             owned,
             last_unmanaged: Vec::new(),
             last_invalid: Vec::new(),
@@ -99,6 +107,22 @@ impl Engine {
     /// The partitions owned now.
     pub fn owned(&self) -> &BTreeSet<PKey> {
         &self.owned
+    }
+
+    /// Marks ownership kept in etcd to be read again before the next pass.
+    pub fn ownership_may_have_changed(&mut self) {
+        if matches!(self.state, Some(Ownership::Etcd { .. })) {
+            self.ownership_stale = true;
+        }
+    }
+
+    fn refresh_ownership(&mut self) -> Result<(), PassError> {
+        if let (true, Some(Ownership::Etcd { key })) = (self.ownership_stale, &self.state) {
+            self.owned =
+                Ownership::load_from_etcd(&self.etcd, key).map_err(PassError::Ownership)?;
+            self.ownership_stale = false;
+        }
+        Ok(())
     }
 
     /// Reads both sides and plans, changing nothing.
@@ -153,7 +177,8 @@ impl Engine {
 
     /// One full pass: plan, apply, record ownership, report. `stop` is asked between UFM
     /// requests: on SIGTERM the request in flight finishes and the rest waits for next start.
-    pub fn pass(&mut self, stop: &dyn Fn() -> bool) -> Result<PassReport, PassError> {
+    pub fn pass(&mut self, stop: &mut dyn FnMut() -> bool) -> Result<PassReport, PassError> {
+        self.refresh_ownership()?;
         let (plan, revision) = self.plan()?;
         let mut report = PassReport {
             revision,
@@ -189,7 +214,7 @@ impl Engine {
         let next = plan::next_owned(&self.owned, &plan, &succeeded, &deleted);
         if next != self.owned {
             if let Some(state) = &self.state {
-                if let Err(e) = state.save(&next) {
+                if let Err(e) = state.save(&self.etcd, &next) {
                     log::error!("{e}");
                     report.state_error = Some(e);
                 }

@@ -46,6 +46,14 @@ pub enum WaitOutcome {
     Stopped,
 }
 
+/// What proves this instance holds the election key: the v3 lease it is attached to, or,
+/// with v2, the TTL key itself (refreshed by comparing its value with our identity).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    Lease(String),
+    TtlKey,
+}
+
 /// Why an etcd call failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EtcdError {
@@ -89,7 +97,9 @@ impl From<EtcdError> for crate::error::Error {
     }
 }
 
-/// A client for one etcd cluster through one API.
+/// A client for one etcd cluster through one API. A clone shares the connection pool and
+/// keeps its own auth token.
+#[derive(Clone)]
 pub struct EtcdClient {
     http: HttpClient,
     endpoints: Vec<String>,
@@ -126,13 +136,8 @@ impl EtcdClient {
     /// other keyspace has keys" checks.
     pub fn other_keyspace(&self) -> EtcdClient {
         EtcdClient {
-            http: self.http.clone(),
-            endpoints: self.endpoints.clone(),
-            current: Cell::new(self.current.get()),
             api: self.api.other(),
-            user: self.user.clone(),
-            password: self.password.clone(),
-            token: RefCell::new(None),
+            ..self.clone()
         }
     }
 
@@ -187,6 +192,43 @@ impl EtcdClient {
         self.with_failover(|base| match self.api {
             EtcdApi::V3 => v3::watch(self, base, prefix, revision, keep_waiting),
             EtcdApi::V2 => v2::watch(self, base, prefix, revision, keep_waiting),
+        })
+    }
+
+    /// Tries to take the election `key` for `identity` with a time to live of `ttl` seconds.
+    /// `None` when another instance holds it. One read when the key is taken, so a standby
+    /// asking every second costs one small request.
+    pub fn campaign(
+        &self,
+        key: &str,
+        identity: &str,
+        ttl: u64,
+    ) -> Result<Option<Claim>, EtcdError> {
+        self.with_failover(|base| match self.api {
+            EtcdApi::V3 => v3::campaign(self, base, key, identity, ttl),
+            EtcdApi::V2 => v2::campaign(self, base, key, identity, ttl),
+        })
+    }
+
+    /// Extends the claim by `ttl` seconds; `false` when it was lost (expired or taken).
+    pub fn refresh_claim(
+        &self,
+        key: &str,
+        identity: &str,
+        claim: &Claim,
+        ttl: u64,
+    ) -> Result<bool, EtcdError> {
+        self.with_failover(|base| match (self.api, claim) {
+            (EtcdApi::V3, Claim::Lease(id)) => v3::keepalive(self, base, id),
+            (EtcdApi::V2, _) | (_, Claim::TtlKey) => v2::refresh(self, base, key, identity, ttl),
+        })
+    }
+
+    /// Gives the election key up at once, so a standby need not wait for the TTL.
+    pub fn resign(&self, key: &str, identity: &str, claim: &Claim) -> Result<(), EtcdError> {
+        self.with_failover(|base| match (self.api, claim) {
+            (EtcdApi::V3, Claim::Lease(id)) => v3::revoke(self, base, id),
+            (EtcdApi::V2, _) | (_, Claim::TtlKey) => v2::resign(self, base, key, identity),
         })
     }
 

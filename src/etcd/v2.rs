@@ -7,7 +7,7 @@
 
 use serde::Deserialize;
 
-use super::{EtcdClient, EtcdError, KeyValue, Listing, WATCH_POLL, WaitOutcome, json_body};
+use super::{Claim, EtcdClient, EtcdError, KeyValue, Listing, WATCH_POLL, WaitOutcome, json_body};
 use crate::http::{Auth, Request, Response, encode_form_value, encode_path};
 
 /// v2 error code: key not found.
@@ -204,6 +204,94 @@ pub(super) fn watch(
         }
         wait_index = event.node.modified_index.max(wait_index) + 1;
     }
+}
+
+/// Election: create the TTL key only if it does not exist (`prevExist=false`).
+pub(super) fn campaign(
+    client: &EtcdClient,
+    base: &str,
+    key: &str,
+    identity: &str,
+    ttl: u64,
+) -> Result<Option<Claim>, EtcdError> {
+    if get(client, base, key)?.is_some() {
+        return Ok(None);
+    }
+    let form = format!("value={}&ttl={ttl}", encode_form_value(identity));
+    let response = put_form(client, base, key, "prevExist=false", form)?;
+    match response.status {
+        200 | 201 => Ok(Some(Claim::TtlKey)),
+        412 => Ok(None),
+        _ => Err(classify(base, &response)),
+    }
+}
+
+/// Extends the TTL key if it still holds our identity (`prevValue`), without a new value
+/// (`refresh=true` does not wake watchers).
+pub(super) fn refresh(
+    client: &EtcdClient,
+    base: &str,
+    key: &str,
+    identity: &str,
+    ttl: u64,
+) -> Result<bool, EtcdError> {
+    let condition = format!("prevExist=true&prevValue={}", encode_form_value(identity));
+    let response = put_form(
+        client,
+        base,
+        key,
+        &condition,
+        format!("ttl={ttl}&refresh=true"),
+    )?;
+    match response.status {
+        200 | 201 => Ok(true),
+        404 | 412 => Ok(false),
+        _ => Err(classify(base, &response)),
+    }
+}
+
+/// Deletes the TTL key if it still holds our identity.
+pub(super) fn resign(
+    client: &EtcdClient,
+    base: &str,
+    key: &str,
+    identity: &str,
+) -> Result<(), EtcdError> {
+    let key = absolute(key);
+    let url = format!(
+        "{base}/v2/keys{}?prevValue={}",
+        encode_path(&key),
+        encode_form_value(identity)
+    );
+    let request = Request {
+        method: "DELETE",
+        url: &url,
+        auth: auth(client),
+        body: None,
+    };
+    let response = send(client, &request)?;
+    match response.status {
+        200 | 404 | 412 => Ok(()),
+        _ => Err(classify(&url, &response)),
+    }
+}
+
+fn put_form(
+    client: &EtcdClient,
+    base: &str,
+    key: &str,
+    query: &str,
+    form: String,
+) -> Result<Response, EtcdError> {
+    let key = absolute(key);
+    let url = format!("{base}/v2/keys{}?{query}", encode_path(&key));
+    let request = Request {
+        method: "PUT",
+        url: &url,
+        auth: auth(client),
+        body: Some(("application/x-www-form-urlencoded", form.into_bytes())),
+    };
+    send(client, &request)
 }
 
 fn send(client: &EtcdClient, request: &Request<'_>) -> Result<Response, EtcdError> {

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{EtcdClient, EtcdError, KeyValue, Listing, WATCH_POLL, WaitOutcome, json_body};
+use super::{Claim, EtcdClient, EtcdError, KeyValue, Listing, WATCH_POLL, WaitOutcome, json_body};
 use crate::http::{Auth, Request, Response, StreamRead};
 use crate::secret::Secret;
 
@@ -212,6 +212,87 @@ fn watch_message(
         )));
     }
     Err(EtcdError::Api(format!("etcd canceled the watch: {reason}")))
+}
+
+/// Election: if the key is free, grant a lease and create the key with it in one
+/// transaction (create_revision == 0), so two candidates cannot both win.
+pub(super) fn campaign(
+    client: &EtcdClient,
+    base: &str,
+    key: &str,
+    identity: &str,
+    ttl: u64,
+) -> Result<Option<Claim>, EtcdError> {
+    if get(client, base, key)?.is_some() {
+        return Ok(None);
+    }
+    let lease = grant_lease(client, base, ttl)?;
+    let k = B64.encode(key);
+    let body = json!({
+        "compare": [{"key": k, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
+        "success": [{"request_put": {"key": k, "value": B64.encode(identity), "lease": lease}}],
+        "failure": [],
+    });
+    let response = call(client, base, "/v3/kv/txn", &body)?;
+    #[derive(Deserialize)]
+    struct Txn {
+        #[serde(default)]
+        succeeded: bool,
+    }
+    if json_body::<Txn>(&response, base)?.succeeded {
+        Ok(Some(Claim::Lease(lease)))
+    } else {
+        // Someone else won between our read and our transaction.
+        let _ = revoke(client, base, &lease);
+        Ok(None)
+    }
+}
+
+/// Keeps a lease alive; `false` when etcd no longer knows it (its TTL is absent).
+pub(super) fn keepalive(client: &EtcdClient, base: &str, lease: &str) -> Result<bool, EtcdError> {
+    // keepalive is a streaming RPC: read the one answer and hang up.
+    let url = format!("{base}/v3/lease/keepalive");
+    let token = token(client, base)?;
+    let auth = token.as_ref().map_or(Auth::None, Auth::Header);
+    let mut stream = client.http.open_stream(
+        &Request::json("POST", &url, auth, &json!({"ID": lease})),
+        client.http.timeout(),
+    )?;
+    if stream.status != 200 {
+        return Err(EtcdError::Api(format!(
+            "etcd at {url} refused the lease keepalive (HTTP {})",
+            stream.status
+        )));
+    }
+    let StreamRead::Line(line) = stream.next_line()? else {
+        return Err(EtcdError::Unreachable(format!(
+            "etcd at {url} sent no keepalive answer"
+        )));
+    };
+    #[derive(Deserialize)]
+    struct KeepAlive {
+        result: Option<LeaseTtl>,
+    }
+    #[derive(Deserialize)]
+    struct LeaseTtl {
+        #[serde(rename = "TTL", default)]
+        ttl: Option<String>,
+    }
+    let answer: KeepAlive = serde_json::from_slice(&line).map_err(|_| {
+        EtcdError::Api(format!(
+            "etcd at {url} sent an unreadable keepalive answer: {}",
+            String::from_utf8_lossy(&line)
+        ))
+    })?;
+    Ok(answer
+        .result
+        .and_then(|r| r.ttl)
+        .is_some_and(|t| parse_int(Some(&t)) > 0))
+}
+
+/// Revokes a lease, deleting the keys attached to it.
+pub(super) fn revoke(client: &EtcdClient, base: &str, lease: &str) -> Result<(), EtcdError> {
+    call(client, base, "/v3/lease/revoke", &json!({"ID": lease})).map(|_| ())
 }
 
 /// Grants a lease of `ttl` seconds and returns its ID (an int64 as a string).
