@@ -114,6 +114,7 @@ pub const FLAGS: &[FlagDef] = &[
     // Sync.
     flag!(&["--etcd-prefix"], Some("PREFIX"), Key("etcd-prefix"), SYNCING | CONFIG, "etcd prefix holding one key per partition (default /pcocc/global/opensm/pkeys/)"),
     flag!(&["--state-file"], Some("FILE"), Key("state-file"), SYNCING | CONFIG, "record owned partitions in FILE (default /var/lib/ufm-pkeyd/state.json)"),
+    flag!(&["--metrics-file"], Some("FILE"), Key("metrics-file"), MONITOR | CONFIG, "write Prometheus metrics to FILE after each pass (textfile collector)"),
     flag!(&["--poll-interval"], Some("SECONDS"), Key("poll-interval"), MONITOR | CONFIG, "run a full pass at least every SECONDS (default 30); etcd changes are applied at once"),
     flag!(&["--allow-mass-delete"], None, Fixed("allow-mass-delete", "true"), SYNCING | CONFIG, "let one pass delete more partitions than the mass-deletion guard permits"),
     flag!(&["--max-deletes"], Some("N"), Key("max-deletes"), SYNCING | CONFIG, "deletions one pass may make without --allow-mass-delete (default 10, or up to half of those owned)"),

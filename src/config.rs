@@ -92,6 +92,7 @@ pub const KEYS: &[KeyDef] = &[
     key!("ufm-timeout", Kind::Seconds, Some("30"), "seconds to wait for UFM to connect or answer"),
     key!("ufm-proxy", Kind::Text, None, "HTTP proxy for UFM (none unless set)"),
     key!("state-file", Kind::Path, Some(DEFAULT_STATE_FILE), "file recording which partitions ufm-pkeyd owns"),
+    key!("metrics-file", Kind::Path, None, "write Prometheus metrics to this file after each pass (node_exporter textfile collector)"),
     key!("poll-interval", Kind::Seconds, Some("30"), "seconds between full passes; changes in etcd are applied at once"),
     key!("allow-mass-delete", Kind::Bool, Some("false"), "allow one pass to delete more partitions than the guard permits"),
     key!("max-deletes", Kind::Count, Some("10"), "a pass may delete this many owned partitions, or up to half of them, without --allow-mass-delete"),
@@ -527,6 +528,7 @@ impl RawConfig {
                 .value("state-key")
                 .unwrap_or("/ufm-pkeyd/owned")
                 .to_string(),
+            metrics_file: self.value("metrics-file").map(PathBuf::from),
             poll_interval: self.seconds("poll-interval")?,
             guard: DeleteGuard {
                 max_deletes,
@@ -632,6 +634,8 @@ pub struct SyncSettings {
     pub state_file: PathBuf,
     /// Where ownership lives in etcd when leader election is on.
     pub state_key: String,
+    /// Prometheus textfile to write after each pass.
+    pub metrics_file: Option<PathBuf>,
     pub poll_interval: Duration,
     pub guard: DeleteGuard,
     pub policy: Policy,

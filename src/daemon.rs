@@ -16,6 +16,7 @@ use crate::config::RawConfig;
 use crate::election::Election;
 use crate::error::{EXIT_OK, EXIT_PENDING, Error, Result};
 use crate::etcd::{EtcdClient, EtcdError, WaitOutcome};
+use crate::metrics::Metrics;
 use crate::plan::{Action, Plan};
 use crate::state::{Ownership, StateFile};
 use crate::sync::{Engine, PassError, PassReport, describe};
@@ -135,6 +136,7 @@ pub fn run_monitor(invocation: &Invocation, config: &RawConfig, dry_run: bool) -
         last_plan: None,
         next_standby_check: Instant::now(),
         was_leader: false,
+        metrics: Metrics::default(),
     };
     let result = monitor.run();
     if let Some(election) = &mut monitor.election {
@@ -163,6 +165,7 @@ struct Monitor<'a> {
     next_standby_check: Instant,
     /// Whether this instance led in the previous iteration.
     was_leader: bool,
+    metrics: Metrics,
 }
 
 impl Monitor<'_> {
@@ -191,9 +194,12 @@ impl Monitor<'_> {
         let outcome = if self.dry_run {
             self.dry_pass()
         } else {
+            let started = Instant::now();
             let election = &mut self.election;
             let mut stop = || stopping() || !election.as_mut().is_none_or(|e| e.tick());
-            self.engine.pass(&mut stop).map(|report| {
+            let result = self.engine.pass(&mut stop);
+            self.record(result.as_ref().ok(), started.elapsed());
+            result.map(|report| {
                 systemd::notify(&format!("STATUS={}", status_line(&report, &self.engine)));
                 (report.revision, !report.failures.is_empty())
             })
@@ -226,6 +232,47 @@ impl Monitor<'_> {
         Ok(())
     }
 
+    /// Updates the metrics after a pass (`None`: it could not read etcd or UFM) and writes
+    /// them when a metrics file is configured.
+    fn record(&mut self, report: Option<&PassReport>, duration: Duration) {
+        let m = &mut self.metrics;
+        m.last_pass_duration_seconds = duration.as_secs_f64();
+        match report {
+            Some(report) => {
+                let plan = &report.plan;
+                if report.succeeded() {
+                    m.passes_ok += 1;
+                    m.last_success_seconds = Some(unix_time());
+                } else {
+                    m.passes_failed += 1;
+                }
+                m.owned = self.engine.owned().len();
+                m.unmanaged = plan.unmanaged.len();
+                m.invalid = plan.invalid.len();
+                m.pending = report.failures.len() + report.skipped + plan.refused_deletes.len();
+                m.applied.created += report.counts.created;
+                m.applied.guids_added += report.counts.guids_added;
+                m.applied.guids_removed += report.counts.guids_removed;
+                m.applied.deleted += report.counts.deleted;
+                m.change_failures += report.failures.len() as u64;
+            }
+            None => m.passes_failed += 1,
+        }
+        self.write_metrics();
+    }
+
+    fn write_metrics(&mut self) {
+        let Some(path) = &self.engine.settings.metrics_file else {
+            return;
+        };
+        self.metrics.etcd = self.engine.etcd.request_counts();
+        self.metrics.ufm = self.engine.ufm.request_counts();
+        self.metrics.leader = self.election.as_ref().map(Election::is_leader);
+        if let Err(e) = self.metrics.write(path) {
+            log::warn!("{e}");
+        }
+    }
+
     fn dry_pass(&mut self) -> std::result::Result<(i64, bool), PassError> {
         let (plan, revision) = self.engine.plan()?;
         if self.last_plan.as_ref() != Some(&plan) {
@@ -247,6 +294,7 @@ impl Monitor<'_> {
                 .and_then(|e| e.holder())
                 .unwrap_or("unknown")
                 .to_string();
+            self.write_metrics();
             match self.engine.plan() {
                 Ok((plan, _)) => systemd::notify(&format!(
                     "STATUS=standby (leader: {leader}); {} changes pending for the leader",
@@ -333,6 +381,12 @@ fn check_ufm_credentials(ufm: &UfmClient) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn unix_time() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn is_auth_error(error: &PassError) -> bool {

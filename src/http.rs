@@ -10,6 +10,7 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use base64::Engine;
@@ -181,12 +182,31 @@ impl<'a> Request<'a> {
     }
 }
 
+/// Requests sent by one client (and its clones), by outcome, for the metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestCounts {
+    /// Answered with 2xx.
+    pub success: u64,
+    /// Answered with another status.
+    pub error_status: u64,
+    /// Not answered: connection, TLS or timeout failure.
+    pub no_answer: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    success: AtomicU64,
+    error_status: AtomicU64,
+    no_answer: AtomicU64,
+}
+
 /// A configured HTTP client for one service.
 #[derive(Clone)]
 pub struct HttpClient {
     agent: ureq::Agent,
     service: &'static str,
     timeout: Duration,
+    counters: Arc<Counters>,
 }
 
 impl HttpClient {
@@ -219,7 +239,26 @@ impl HttpClient {
             agent,
             service: options.service,
             timeout: options.timeout,
+            counters: Arc::default(),
         })
+    }
+
+    /// Requests sent so far by this client and its clones.
+    pub fn counts(&self) -> RequestCounts {
+        RequestCounts {
+            success: self.counters.success.load(Ordering::Relaxed),
+            error_status: self.counters.error_status.load(Ordering::Relaxed),
+            no_answer: self.counters.no_answer.load(Ordering::Relaxed),
+        }
+    }
+
+    fn count(&self, status: Option<u16>) {
+        let counter = match status {
+            Some(s) if (200..300).contains(&s) => &self.counters.success,
+            Some(_) => &self.counters.error_status,
+            None => &self.counters.no_answer,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The configured timeout.
@@ -230,11 +269,12 @@ impl HttpClient {
     /// Sends a request and reads the whole answer, whatever its status.
     pub fn send(&self, request: &Request<'_>) -> Result<Response, HttpError> {
         log::debug!("{} {} {}", self.service, request.method, request.url);
-        let mut response = self
-            .agent
-            .run(self.build(request)?)
-            .map_err(|e| self.error(request.url, &e))?;
+        let mut response = self.agent.run(self.build(request)?).map_err(|e| {
+            self.count(None);
+            self.error(request.url, &e)
+        })?;
         let status = response.status().as_u16();
+        self.count(Some(status));
         let headers: Vec<(String, String)> = response
             .headers()
             .iter()
@@ -279,10 +319,11 @@ impl HttpClient {
             .timeout_recv_response(Some(self.timeout))
             .timeout_per_read(Some(poll))
             .build();
-        let response = self
-            .agent
-            .run(configured)
-            .map_err(|e| self.error(request.url, &e))?;
+        let response = self.agent.run(configured).map_err(|e| {
+            self.count(None);
+            self.error(request.url, &e)
+        })?;
+        self.count(Some(response.status().as_u16()));
         Ok(Stream {
             status: response.status().as_u16(),
             reader: std::io::BufReader::new(Box::new(response.into_body().into_reader())),
@@ -435,8 +476,14 @@ fn describe_io_error(io: &std::io::Error) -> (HttpErrorKind, String) {
                 io.get_ref().map(|e| e.to_string()).unwrap_or_default()
             ),
         ),
-        ErrorKind::ConnectionReset
-        | ErrorKind::ConnectionAborted
+        // A TLS server that requires a client certificate closes the connection this way.
+        ErrorKind::BrokenPipe | ErrorKind::ConnectionReset => (
+            HttpErrorKind::Connect,
+            format!(
+                "{io}: the server closed the connection; if it requires a client certificate, give one (--etcd-cert-file and --etcd-key-file for etcd)"
+            ),
+        ),
+        ErrorKind::ConnectionAborted
         | ErrorKind::NotConnected
         | ErrorKind::UnexpectedEof
         | ErrorKind::HostUnreachable

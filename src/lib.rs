@@ -16,6 +16,7 @@ pub mod error;
 pub mod etcd;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod secret;

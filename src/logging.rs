@@ -10,8 +10,9 @@ use std::io::Write;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
-/// Targets whose records may carry secrets below `warn`.
-const WIRE_LEVEL_TARGETS: &[&str] = &["ureq", "rustls"];
+/// Targets whose records may carry secrets below `warn`: ureq, ureq_proto (which hex-dumps
+/// requests, Authorization headers included) and rustls.
+const WIRE_LEVEL_PREFIXES: &[&str] = &["ureq", "rustls"];
 
 /// Installs the logger. `debug` raises ufm-pkeyd's own records to debug level; `RUST_LOG`
 /// still applies on top, except to the wire-level targets.
@@ -59,9 +60,9 @@ struct Redacting {
 
 impl Redacting {
     fn allowed(metadata: &Metadata<'_>) -> bool {
-        let wire = WIRE_LEVEL_TARGETS
+        let wire = WIRE_LEVEL_PREFIXES
             .iter()
-            .any(|t| metadata.target() == *t || metadata.target().starts_with(&format!("{t}::")));
+            .any(|prefix| metadata.target().starts_with(prefix));
         !wire || metadata.level() <= Level::Warn
     }
 }

@@ -17,6 +17,7 @@ use serde_json::json;
 use crate::config::{UfmAuth, UfmSettings};
 use crate::http::{Auth, HttpClient, HttpError, HttpOptions, Request, Response};
 use crate::model::{Guid, Membership, PKey};
+use crate::secret::Secret;
 
 /// GUIDs per remove request: the GUIDs go in the URL, and UFM sits behind Apache, whose
 /// request line limit (8190 bytes) fits about 470 of them.
@@ -102,6 +103,7 @@ pub struct UfmClient {
     /// `https://host:port/ufmRest` or `…/ufmRestV3`, one per configured host.
     bases: Vec<String>,
     current: Cell<usize>,
+    /// For a token, the whole `Authorization` header value.
     auth: UfmAuth,
 }
 
@@ -139,12 +141,25 @@ impl UfmClient {
             UfmAuth::Basic { .. } => "/ufmRest",
             UfmAuth::Token(_) => "/ufmRestV3",
         };
+        // UFM takes an access token as `Authorization: Basic <token>`: the raw token, not
+        // base64 of user:password.
+        let auth = match &settings.auth {
+            UfmAuth::Token(token) => {
+                UfmAuth::Token(Secret::new(format!("Basic {}", token.expose())))
+            }
+            basic => basic.clone(),
+        };
         Ok(UfmClient {
             http,
             bases: settings.urls.iter().map(|u| format!("{u}{root}")).collect(),
             current: Cell::new(0),
-            auth: settings.auth.clone(),
+            auth,
         })
+    }
+
+    /// Requests sent so far.
+    pub fn request_counts(&self) -> crate::http::RequestCounts {
+        self.http.counts()
     }
 
     /// UFM's release version (`GET /app/ufm_version`); also proves the credentials work.

@@ -141,6 +141,11 @@ impl EtcdClient {
         }
     }
 
+    /// Requests sent so far (this client and its clones).
+    pub fn request_counts(&self) -> crate::http::RequestCounts {
+        self.http.counts()
+    }
+
     /// The API this client speaks.
     pub fn api(&self) -> EtcdApi {
         self.api

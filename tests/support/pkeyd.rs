@@ -47,6 +47,14 @@ pub struct Run {
 }
 
 impl Run {
+    /// True when `secret` can be read from the output: in stdout or stderr as it is, or in the
+    /// bytes of a wire-level hex dump (`trace: 4745 5420 …` lines, as HTTP libraries log
+    /// requests), where it would be split across lines.
+    pub fn reveals(&self, secret: &str) -> bool {
+        let text = format!("{}\n{}", self.stdout, self.stderr);
+        text.contains(secret) || String::from_utf8_lossy(&hex_dump_bytes(&text)).contains(secret)
+    }
+
     /// Panics, showing stdout and stderr, unless the exit code is 0. Returns `self` for chaining.
     pub fn assert_ok(&self) -> &Run {
         self.assert_code(0)
@@ -82,6 +90,7 @@ pub struct Pkeyd {
     env: Vec<(String, String)>,
     stdin: Option<String>,
     timeout: Duration,
+    new_session: bool,
 }
 
 impl Pkeyd {
@@ -92,6 +101,7 @@ impl Pkeyd {
             env: Vec::new(),
             stdin: None,
             timeout: RUN_TIMEOUT,
+            new_session: false,
         }
     }
 
@@ -116,6 +126,13 @@ impl Pkeyd {
     /// How long [`Pkeyd::run`] lets it run before killing it (default 60 s).
     pub fn timeout(mut self, timeout: Duration) -> Pkeyd {
         self.timeout = timeout;
+        self
+    }
+
+    /// Runs it in a new session (through `setsid --wait`), so it has no controlling terminal
+    /// and cannot open `/dev/tty`, even when the tests run in one.
+    pub fn without_terminal(mut self) -> Pkeyd {
+        self.new_session = true;
         self
     }
 
@@ -155,7 +172,14 @@ impl Pkeyd {
     /// Starts the process with its logs (and stdin file) in a fresh temp dir.
     fn spawn_proc(self) -> (Proc, TempDir) {
         let dir = TempDir::new("pkeyd");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ufm-pkeyd"));
+        let binary = env!("CARGO_BIN_EXE_ufm-pkeyd");
+        let mut cmd = if self.new_session {
+            let mut setsid = Command::new("setsid");
+            setsid.args(["--wait", binary]);
+            setsid
+        } else {
+            Command::new(binary)
+        };
         cmd.args(&self.args);
         for key in CLEARED_ENV {
             cmd.env_remove(key);
@@ -172,6 +196,28 @@ impl Pkeyd {
         }
         (Proc::spawn("ufm-pkeyd", cmd, dir.path()), dir)
     }
+}
+
+/// The bytes of the hex dumps in `text`, concatenated: on every line with `trace:`, the
+/// groups of four hex digits (`--` marks a missing byte) that follow it.
+fn hex_dump_bytes(text: &str) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for line in text.lines() {
+        let Some((_, dump)) = line.split_once("trace:") else {
+            continue;
+        };
+        let groups = dump
+            .split_whitespace()
+            .take_while(|w| w.len() == 4 && w.chars().all(|c| c.is_ascii_hexdigit() || c == '-'));
+        for group in groups {
+            for pair in [&group[..2], &group[2..]] {
+                if let Ok(byte) = u8::from_str_radix(pair, 16) {
+                    bytes.push(byte);
+                }
+            }
+        }
+    }
+    bytes
 }
 
 /// `ufm-pkeyd` running in the background; killed on `Drop` if still running.

@@ -1,0 +1,210 @@
+//! Prometheus metrics in the text exposition format, written atomically to a file after each
+//! pass (`--metrics-file`) for node_exporter's textfile collector. No listening socket: the
+//! daemon stays a client only. `ufm-pkeyd status` reads the same file for the last pass.
+//!
+//! Names follow Prometheus conventions: the `ufm_pkeyd_` prefix, units in names, `_total` for
+//! counters.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::http::RequestCounts;
+use crate::sync::Counts;
+
+/// What the metrics say, accumulated by the daemon.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Metrics {
+    /// Unix time of the last pass that read both sides and applied its plan without error.
+    pub last_success_seconds: Option<f64>,
+    pub last_pass_duration_seconds: f64,
+    pub passes_ok: u64,
+    pub passes_failed: u64,
+    pub owned: usize,
+    pub unmanaged: usize,
+    pub invalid: usize,
+    /// Changes the last pass planned but did not apply (failed, skipped or refused).
+    pub pending: usize,
+    /// Changes applied since start.
+    pub applied: Counts,
+    pub change_failures: u64,
+    pub etcd: RequestCounts,
+    pub ufm: RequestCounts,
+    /// `None` without leader election.
+    pub leader: Option<bool>,
+}
+
+impl Metrics {
+    /// Renders the text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut gauge = |name: &str, help: &str, samples: &[(&str, f64)]| {
+            metric(&mut out, name, "gauge", help, samples);
+        };
+        if let Some(time) = self.last_success_seconds {
+            gauge(
+                "ufm_pkeyd_last_success_timestamp_seconds",
+                "Unix time of the last pass that completed without error.",
+                &[("", time)],
+            );
+        }
+        gauge(
+            "ufm_pkeyd_pass_duration_seconds",
+            "Duration of the last pass.",
+            &[("", self.last_pass_duration_seconds)],
+        );
+        gauge(
+            "ufm_pkeyd_partitions",
+            "Partitions in UFM by how ufm-pkeyd sees them; invalid counts etcd entries that cannot be used.",
+            &[
+                ("state=\"owned\"", self.owned as f64),
+                ("state=\"unmanaged\"", self.unmanaged as f64),
+                ("state=\"invalid\"", self.invalid as f64),
+            ],
+        );
+        gauge(
+            "ufm_pkeyd_changes_pending",
+            "Changes the last pass planned but did not apply (failed, skipped or refused).",
+            &[("", self.pending as f64)],
+        );
+        if let Some(leader) = self.leader {
+            gauge(
+                "ufm_pkeyd_leader",
+                "1 when this instance is the elected leader.",
+                &[("", f64::from(u8::from(leader)))],
+            );
+        }
+        let mut counter = |name: &str, help: &str, samples: &[(&str, f64)]| {
+            metric(&mut out, name, "counter", help, samples);
+        };
+        counter(
+            "ufm_pkeyd_passes_total",
+            "Sync passes by outcome.",
+            &[
+                ("outcome=\"success\"", self.passes_ok as f64),
+                ("outcome=\"failure\"", self.passes_failed as f64),
+            ],
+        );
+        let a = self.applied;
+        counter(
+            "ufm_pkeyd_changes_applied_total",
+            "Changes applied to UFM, by kind.",
+            &[
+                ("kind=\"partition_created\"", a.created as f64),
+                ("kind=\"guid_added\"", a.guids_added as f64),
+                ("kind=\"guid_removed\"", a.guids_removed as f64),
+                ("kind=\"partition_deleted\"", a.deleted as f64),
+            ],
+        );
+        counter(
+            "ufm_pkeyd_change_failures_total",
+            "UFM changes that failed (retried next pass).",
+            &[("", self.change_failures as f64)],
+        );
+        let requests = |service: &str, c: RequestCounts| {
+            [
+                (
+                    format!("service=\"{service}\",outcome=\"success\""),
+                    c.success as f64,
+                ),
+                (
+                    format!("service=\"{service}\",outcome=\"error_status\""),
+                    c.error_status as f64,
+                ),
+                (
+                    format!("service=\"{service}\",outcome=\"no_answer\""),
+                    c.no_answer as f64,
+                ),
+            ]
+        };
+        let samples: Vec<(String, f64)> = requests("etcd", self.etcd)
+            .into_iter()
+            .chain(requests("ufm", self.ufm))
+            .collect();
+        let samples: Vec<(&str, f64)> = samples.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        counter(
+            "ufm_pkeyd_requests_total",
+            "HTTP requests to etcd and UFM by outcome.",
+            &samples,
+        );
+        out
+    }
+
+    /// Writes the metrics to `path` atomically (temporary file, then rename), so the
+    /// collector never reads half a file.
+    pub fn write(&self, path: &Path) -> Result<(), String> {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let name = path
+            .file_name()
+            .map_or_else(|| "metrics".into(), |n| n.to_string_lossy().into_owned());
+        let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let result = std::fs::File::create(&temp)
+            .and_then(|mut f| f.write_all(self.render().as_bytes()))
+            .and_then(|()| std::fs::rename(&temp, path));
+        result.map_err(|e| {
+            let _ = std::fs::remove_file(&temp);
+            format!("cannot write metrics file {}: {e}", path.display())
+        })
+    }
+}
+
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, f64)]) {
+    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            out.push_str(&format!("{name} {value}\n"));
+        } else {
+            out.push_str(&format!("{name}{{{labels}}} {value}\n"));
+        }
+    }
+}
+
+/// Reads one unlabelled sample from a metrics file written by [`Metrics::write`].
+pub fn read_sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text_with_types_and_units() {
+        let metrics = Metrics {
+            last_success_seconds: Some(1_700_000_000.5),
+            owned: 3,
+            leader: Some(true),
+            ufm: RequestCounts {
+                success: 7,
+                error_status: 1,
+                no_answer: 2,
+            },
+            ..Metrics::default()
+        };
+        let text = metrics.render();
+        assert!(text.contains("# TYPE ufm_pkeyd_last_success_timestamp_seconds gauge\n"));
+        assert!(text.contains("ufm_pkeyd_partitions{state=\"owned\"} 3\n"));
+        assert!(text.contains("ufm_pkeyd_leader 1\n"));
+        assert!(
+            text.contains("ufm_pkeyd_requests_total{service=\"ufm\",outcome=\"no_answer\"} 2\n")
+        );
+        assert!(text.contains("# TYPE ufm_pkeyd_passes_total counter\n"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            assert!(name.starts_with("ufm_pkeyd_"), "{line}");
+        }
+        assert_eq!(
+            read_sample(&text, "ufm_pkeyd_last_success_timestamp_seconds"),
+            Some(1_700_000_000.5)
+        );
+    }
+
+    #[test]
+    fn no_leader_metric_without_election() {
+        assert!(!Metrics::default().render().contains("ufm_pkeyd_leader"));
+    }
+}
