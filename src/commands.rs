@@ -24,6 +24,7 @@ pub fn run(invocation: &Invocation, config: &RawConfig) -> Result<i32> {
         Command::Config => run_config(config, &out),
         Command::Monitor { dry_run } => return daemon::run_monitor(invocation, config, *dry_run),
         Command::Sync { dry_run } => return daemon::run_sync(invocation, config, *dry_run),
+        Command::Status => return daemon::run_status(invocation, config),
         Command::Help(_) | Command::Version => Ok(()),
     };
     done.map(|()| EXIT_OK)

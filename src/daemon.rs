@@ -99,6 +99,71 @@ pub fn run_sync(invocation: &Invocation, config: &RawConfig, dry_run: bool) -> R
     }
 }
 
+/// `ufm-pkeyd status`: one screen (or one JSON object) saying whether UFM is in step with
+/// etcd, what is pending, unmanaged and invalid, who leads, and when the daemon last
+/// completed a pass. Exit 0 in sync, 4 not in sync, 1 when etcd or UFM cannot be read.
+pub fn run_status(invocation: &Invocation, config: &RawConfig) -> Result<i32> {
+    let engine = build_engine(config, true)?;
+    let (plan, _) = engine.plan().map_err(pass_error)?;
+    let election = config.election()?;
+    let leader = match &election {
+        Some(e) => Some(engine.etcd.get(&e.key).map_err(Error::from)?.map_or_else(
+            || "none".to_string(),
+            |kv| String::from_utf8_lossy(&kv.value).into_owned(),
+        )),
+        None => None,
+    };
+    let last_success = engine.settings.metrics_file.as_ref().and_then(|path| {
+        let text = std::fs::read_to_string(path).ok()?;
+        crate::metrics::read_sample(&text, "ufm_pkeyd_last_success_timestamp_seconds")
+    });
+    let ago = last_success.map(|t| (unix_time() - t).max(0.0));
+    let in_sync = !plan_pending(&plan);
+    if invocation.json {
+        let mut value = plan_json(&plan, &engine);
+        value["leader"] = json!(leader);
+        value["leader_election"] = json!(election.is_some());
+        value["last_success_seconds_ago"] = json!(ago);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+    } else {
+        let pending = plan.actions.len() + plan.refused_deletes.len();
+        println!(
+            "in sync:   {}",
+            if in_sync {
+                "yes".to_string()
+            } else {
+                format!("no, {pending} changes pending")
+            }
+        );
+        println!(
+            "etcd:      {} keyspace, prefix {}",
+            engine.etcd.api(),
+            engine.settings.prefix
+        );
+        println!(
+            "owned:     {} partitions; {} unmanaged, {} invalid entries",
+            engine.owned().len(),
+            plan.unmanaged.len(),
+            plan.invalid.len()
+        );
+        match &leader {
+            Some(holder) => println!("leader:    {holder}"),
+            None => println!("leader:    (leader election off)"),
+        }
+        match ago {
+            Some(seconds) => println!("last pass: succeeded {seconds:.0} s ago"),
+            None => println!("last pass: unknown (set metrics-file to record it)"),
+        }
+        if !in_sync || !plan.unmanaged.is_empty() || !plan.invalid.is_empty() {
+            print!("\n{}", plan_text(&plan));
+        }
+    }
+    Ok(if in_sync { EXIT_OK } else { EXIT_PENDING })
+}
+
 /// `ufm-pkeyd monitor`: the daemon loop.
 pub fn run_monitor(invocation: &Invocation, config: &RawConfig, dry_run: bool) -> Result<i32> {
     register_signals()?;

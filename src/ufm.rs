@@ -329,7 +329,9 @@ impl UfmClient {
                     return self.check(&url, response);
                 }
                 Err(e) if e.is_unreachable() => {
-                    log::warn!("{e}");
+                    if count > 1 {
+                        log::warn!("{e}");
+                    }
                     last = Some(e);
                 }
                 Err(e) => return Err(e.into()),

@@ -267,7 +267,9 @@ impl EtcdClient {
             let base = &self.endpoints[index];
             match call(base) {
                 Err(EtcdError::Unreachable(message)) => {
-                    log::warn!("{message}");
+                    if count > 1 {
+                        log::warn!("{message}");
+                    }
                     failures.push(message);
                 }
                 result => {
