@@ -18,6 +18,7 @@
 // Each test file uses only some helpers; the re-exports below are the public surface.
 #![allow(dead_code, unused_imports)]
 
+mod cluster; // EtcdCluster: three members, for fail-over
 mod curl; // curl(), CurlReply, form_urlencode()
 mod etcd; // Etcd and its options
 mod pkeyd; // running the ufm-pkeyd binary
@@ -25,6 +26,7 @@ mod process; // Proc: a child process with log files
 mod sim; // UfmSim
 mod tls; // TlsFiles: test certificates
 
+pub use cluster::EtcdCluster;
 pub use curl::{CurlReply, curl, form_urlencode};
 pub use etcd::{
     Etcd, EtcdAuth, EtcdOptions, PKEYS_PREFIX, READER_ROLE, READER_USER, ROOT_USER, prefix_end,
