@@ -351,12 +351,30 @@ fn run_config(config: &RawConfig, out: &Output) -> Result<()> {
         text.push_str(&format!("{name:<20} {value}{source}\n"));
     }
     text.push('\n');
+    let summary = |v: &serde_json::Value, fields: &[&str]| -> String {
+        fields
+            .iter()
+            .map(|f| match &v[*f] {
+                serde_json::Value::Array(items) => format!(
+                    "{f} {}",
+                    items.iter().filter_map(|i| i.as_str()).collect::<Vec<_>>().join(",")
+                ),
+                serde_json::Value::String(text) => format!("{f} {text}"),
+                serde_json::Value::Null => format!("{f} -"),
+                other => format!("{f} {other}"),
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
     match etcd {
-        Ok(v) => text.push_str(&format!("etcd: {v}\n")),
+        Ok(v) => text.push_str(&format!(
+            "etcd: {}\n",
+            summary(&v, &["endpoints", "api", "user", "prefix"])
+        )),
         Err(e) => text.push_str(&format!("etcd: not usable: {e}\n")),
     }
     match ufm {
-        Ok(v) => text.push_str(&format!("ufm:  {v}\n")),
+        Ok(v) => text.push_str(&format!("ufm:  {}\n", summary(&v, &["urls", "auth"]))),
         Err(e) => text.push_str(&format!("ufm:  not usable: {e}\n")),
     }
     out.print(&text)
