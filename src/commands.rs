@@ -357,7 +357,11 @@ fn run_config(config: &RawConfig, out: &Output) -> Result<()> {
             .map(|f| match &v[*f] {
                 serde_json::Value::Array(items) => format!(
                     "{f} {}",
-                    items.iter().filter_map(|i| i.as_str()).collect::<Vec<_>>().join(",")
+                    items
+                        .iter()
+                        .filter_map(|i| i.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
                 ),
                 serde_json::Value::String(text) => format!("{f} {text}"),
                 serde_json::Value::Null => format!("{f} -"),

@@ -261,7 +261,13 @@ impl Monitor<'_> {
         } else {
             let started = Instant::now();
             let election = &mut self.election;
-            let mut stop = || stopping() || !election.as_mut().is_none_or(|e| e.tick());
+            let watchdog = &mut self.watchdog;
+            // Between UFM requests: keep systemd's watchdog fed through a long initial sync,
+            // refresh the leadership claim, and stop early on SIGTERM or a lost leadership.
+            let mut stop = || {
+                watchdog.tick();
+                stopping() || !election.as_mut().is_none_or(|e| e.tick())
+            };
             let result = self.engine.pass(&mut stop);
             self.record(result.as_ref().ok(), started.elapsed());
             result.map(|report| {
