@@ -425,10 +425,7 @@ impl RawConfig {
             user,
             password,
             timeout: self.request_timeout("etcd-timeout")?,
-            prefix: self
-                .value("etcd-prefix")
-                .unwrap_or(DEFAULT_PREFIX)
-                .to_string(),
+            prefix: directory_prefix(self.value("etcd-prefix").unwrap_or(DEFAULT_PREFIX)),
             proxy: self.value("etcd-proxy").map(str::to_string),
         })
     }
@@ -519,10 +516,7 @@ impl RawConfig {
         })?;
         let membership = self.value("membership").unwrap_or("full").parse()?;
         Ok(SyncSettings {
-            prefix: self
-                .value("etcd-prefix")
-                .unwrap_or(DEFAULT_PREFIX)
-                .to_string(),
+            prefix: directory_prefix(self.value("etcd-prefix").unwrap_or(DEFAULT_PREFIX)),
             state_file: PathBuf::from(self.value("state-file").unwrap_or(DEFAULT_STATE_FILE)),
             state_key: self
                 .value("state-key")
@@ -821,6 +815,16 @@ pub fn parse_seconds(name: &str, text: &str) -> Result<Duration> {
         _ => Err(Error::usage(format!(
             "{name} {text:?} is not valid: give a number of seconds greater than 0"
         ))),
+    }
+}
+
+/// The sync prefix is a directory: entries are the keys directly below it. Without its
+/// trailing slash every entry would look nested, and owned partitions would be deleted.
+fn directory_prefix(prefix: &str) -> String {
+    if prefix.ends_with('/') {
+        prefix.to_string()
+    } else {
+        format!("{prefix}/")
     }
 }
 

@@ -110,8 +110,12 @@ pub fn desired_from_listing(prefix: &str, kvs: &[KeyValue], policy: &Policy) -> 
 type EntryResult = Result<(PKey, DesiredPartition), (Option<PKey>, String)>;
 
 fn desired_entry(name: &str, value: &[u8], policy: &Policy) -> EntryResult {
-    if name.contains('/') {
-        return Err((None, "not directly under the prefix".to_string()));
+    if let Some((_, last)) = name.rsplit_once('/') {
+        // Not an entry, but if it names a PKey, that partition is left alone all the same.
+        return Err((
+            last.parse::<PKey>().ok(),
+            "not directly under the prefix".to_string(),
+        ));
     }
     let pkey = name.parse::<PKey>().map_err(|e| (None, e.to_string()))?;
     if !pkey.is_writable() {

@@ -355,6 +355,19 @@ impl UfmClient {
             403 => Err(UfmError::Auth(format!(
                 "UFM at {url} denied {who} (HTTP 403): the user needs a role that may manage PKeys"
             ))),
+            // A server error is UFM (or its Apache) in trouble, even when it comes as an HTML
+            // page: retry later, do not blame the credentials.
+            status if status >= 500 => Err(UfmError::Api {
+                status,
+                message: format!(
+                    "UFM at {url} failed (HTTP {status}): {}; UFM may be starting or overloaded",
+                    if response.is_html() {
+                        "an error page".to_string()
+                    } else {
+                        error_message(&response)
+                    }
+                ),
+            }),
             _ if response.is_html() => Err(UfmError::Auth(format!(
                 "UFM at {url} answered with an HTML page (HTTP {}): wrong credentials or wrong URL?",
                 response.status
@@ -364,13 +377,6 @@ impl UfmClient {
                 error_message(&response)
             ))),
             status if (200..300).contains(&status) => Ok(response),
-            status if status >= 500 => Err(UfmError::Api {
-                status,
-                message: format!(
-                    "UFM at {url} failed (HTTP {status}): {}; UFM may be starting or overloaded",
-                    error_message(&response)
-                ),
-            }),
             status => Err(UfmError::Api {
                 status,
                 message: format!(
