@@ -433,6 +433,68 @@ impl Stream {
     }
 }
 
+/// The base URLs of one service (etcd members, UFM hosts), tried in order starting from the
+/// one that answered last.
+#[derive(Clone, Debug)]
+pub struct Endpoints {
+    service: &'static str,
+    urls: Vec<String>,
+    current: std::cell::Cell<usize>,
+}
+
+impl Endpoints {
+    /// The endpoints of `service`, in order of preference.
+    pub fn new(service: &'static str, urls: Vec<String>) -> Endpoints {
+        Endpoints {
+            service,
+            urls,
+            current: std::cell::Cell::new(0),
+        }
+    }
+
+    /// The URLs, in configured order.
+    pub fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
+    /// Runs `call` with one base URL after the other until it gets an answer: only errors
+    /// for which `unreachable` holds move on to the next endpoint (another member would give
+    /// the same answer to anything else). Returns the last error when none answered.
+    pub fn with_failover<T, E: fmt::Display>(
+        &self,
+        mut call: impl FnMut(&str) -> Result<T, E>,
+        unreachable: impl Fn(&E) -> bool,
+    ) -> Result<T, E> {
+        let count = self.urls.len();
+        let start = self.current.get();
+        let mut last = None;
+        for offset in 0..count {
+            let index = (start + offset) % count;
+            let base = &self.urls[index];
+            match call(base) {
+                Err(e) if unreachable(&e) => {
+                    if count > 1 {
+                        log::warn!("{e}");
+                    }
+                    last = Some(e);
+                }
+                result => {
+                    if index != start {
+                        log::info!("{}: now using {base}", self.service);
+                    }
+                    self.current.set(index);
+                    return result;
+                }
+            }
+        }
+        // `count` is never 0: configuration refuses an empty endpoint list.
+        match last {
+            Some(e) => Err(e),
+            None => call(""),
+        }
+    }
+}
+
 /// `Basic base64(user:password)`.
 pub fn basic_auth_header(user: &str, password: &Secret) -> String {
     let pair = format!("{user}:{}", password.expose());

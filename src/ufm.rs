@@ -7,7 +7,6 @@
 //! lowercase digits, no unknown fields. Any HTML answer on an API path is an authentication or
 //! URL problem, never data.
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -15,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::{UfmAuth, UfmSettings};
-use crate::http::{Auth, HttpClient, HttpError, HttpOptions, Request, Response};
+use crate::http::{Auth, Endpoints, HttpClient, HttpError, HttpOptions, Request, Response};
 use crate::model::{Guid, Membership, PKey};
 use crate::secret::Secret;
 
@@ -101,8 +100,7 @@ impl From<UfmError> for crate::error::Error {
 pub struct UfmClient {
     http: HttpClient,
     /// `https://host:port/ufmRest` or `…/ufmRestV3`, one per configured host.
-    bases: Vec<String>,
-    current: Cell<usize>,
+    bases: Endpoints,
     /// For a token, the whole `Authorization` header value.
     auth: UfmAuth,
 }
@@ -151,8 +149,10 @@ impl UfmClient {
         };
         Ok(UfmClient {
             http,
-            bases: settings.urls.iter().map(|u| format!("{u}{root}")).collect(),
-            current: Cell::new(0),
+            bases: Endpoints::new(
+                "UFM",
+                settings.urls.iter().map(|u| format!("{u}{root}")).collect(),
+            ),
             auth,
         })
     }
@@ -304,43 +304,27 @@ impl UfmClient {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<Response, UfmError> {
-        let count = self.bases.len();
-        let start = self.current.get();
-        let mut last = None;
-        for offset in 0..count {
-            let index = (start + offset) % count;
-            let url = format!("{}{path}", self.bases[index]);
-            let auth = match &self.auth {
-                UfmAuth::Basic { user, password } => Auth::Basic(user, password),
-                UfmAuth::Token(token) => Auth::Header(token),
-            };
-            let request = match body {
-                Some(body) => Request::json(method, &url, auth, body),
-                None => Request {
-                    method,
-                    url: &url,
-                    auth,
-                    body: None,
-                },
-            };
-            match self.http.send(&request) {
-                Ok(response) => {
-                    self.current.set(index);
-                    return self.check(&url, response);
-                }
-                Err(e) if e.is_unreachable() => {
-                    if count > 1 {
-                        log::warn!("{e}");
-                    }
-                    last = Some(e);
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(last.map_or_else(
-            || UfmError::Unreachable("no UFM host configured".into()),
-            UfmError::from,
-        ))
+        let auth = match &self.auth {
+            UfmAuth::Basic { user, password } => Auth::Basic(user, password),
+            UfmAuth::Token(token) => Auth::Header(token),
+        };
+        let (url, response) = self.bases.with_failover(
+            |base| {
+                let url = format!("{base}{path}");
+                let request = match body {
+                    Some(body) => Request::json(method, &url, auth, body),
+                    None => Request {
+                        method,
+                        url: &url,
+                        auth,
+                        body: None,
+                    },
+                };
+                self.http.send(&request).map(|r| (url.clone(), r))
+            },
+            HttpError::is_unreachable,
+        )?;
+        self.check(&url, response)
     }
 
     fn check(&self, url: &str, response: Response) -> Result<Response, UfmError> {

@@ -7,12 +7,12 @@
 mod v2;
 mod v3;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::fmt;
 use std::time::Duration;
 
 use crate::config::{EtcdApi, EtcdSettings};
-use crate::http::{HttpClient, HttpError, HttpOptions, Response};
+use crate::http::{Endpoints, HttpClient, HttpError, HttpOptions, Response};
 use crate::secret::Secret;
 
 /// One key and its value.
@@ -102,9 +102,7 @@ impl From<EtcdError> for crate::error::Error {
 #[derive(Clone)]
 pub struct EtcdClient {
     http: HttpClient,
-    endpoints: Vec<String>,
-    /// The endpoint that answered last; calls start there.
-    current: Cell<usize>,
+    endpoints: Endpoints,
     api: EtcdApi,
     user: Option<String>,
     password: Option<Secret>,
@@ -123,8 +121,7 @@ impl EtcdClient {
         })?;
         Ok(EtcdClient {
             http,
-            endpoints: settings.endpoints.clone(),
-            current: Cell::new(0),
+            endpoints: Endpoints::new("etcd", settings.endpoints.clone()),
             api: settings.api,
             user: settings.user.clone(),
             password: settings.password.clone(),
@@ -254,42 +251,23 @@ impl EtcdClient {
     }
 
     /// Runs `call` against the current endpoint, moving on to the next ones when an endpoint
-    /// cannot be reached. Other errors are returned at once: another member would say the same.
+    /// cannot be reached (connection, timeout, or a member without quorum).
     fn with_failover<T>(
         &self,
-        mut call: impl FnMut(&str) -> Result<T, EtcdError>,
+        call: impl FnMut(&str) -> Result<T, EtcdError>,
     ) -> Result<T, EtcdError> {
-        let count = self.endpoints.len();
-        let start = self.current.get();
-        let mut failures = Vec::new();
-        for offset in 0..count {
-            let index = (start + offset) % count;
-            let base = &self.endpoints[index];
-            match call(base) {
-                Err(EtcdError::Unreachable(message)) => {
-                    if count > 1 {
-                        log::warn!("{message}");
-                    }
-                    failures.push(message);
-                }
-                result => {
-                    if index != start {
-                        log::info!("etcd: now using {base}");
-                    }
-                    self.current.set(index);
-                    return result;
-                }
+        let result = self
+            .endpoints
+            .with_failover(call, |e| matches!(e, EtcdError::Unreachable(_)));
+        match result {
+            Err(EtcdError::Unreachable(message)) if self.endpoints.urls().len() > 1 => {
+                Err(EtcdError::Unreachable(format!(
+                    "no etcd endpoint answered ({}): {message}",
+                    self.endpoints.urls().join(", ")
+                )))
             }
+            other => other,
         }
-        Err(EtcdError::Unreachable(if count == 1 {
-            failures.pop().unwrap_or_default()
-        } else {
-            format!(
-                "no etcd endpoint answered ({}): {}",
-                self.endpoints.join(", "),
-                failures.pop().unwrap_or_default()
-            )
-        }))
     }
 }
 

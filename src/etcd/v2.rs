@@ -214,9 +214,6 @@ pub(super) fn campaign(
     identity: &str,
     ttl: u64,
 ) -> Result<Option<Claim>, EtcdError> {
-    if get(client, base, key)?.is_some() {
-        return Ok(None);
-    }
     let form = format!("value={}&ttl={ttl}", encode_form_value(identity));
     let response = put_form(client, base, key, "prevExist=false", form)?;
     match response.status {

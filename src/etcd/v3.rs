@@ -223,9 +223,6 @@ pub(super) fn campaign(
     identity: &str,
     ttl: u64,
 ) -> Result<Option<Claim>, EtcdError> {
-    if get(client, base, key)?.is_some() {
-        return Ok(None);
-    }
     let lease = grant_lease(client, base, ttl)?;
     let k = B64.encode(key);
     let body = json!({
