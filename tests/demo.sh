@@ -43,7 +43,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -su
     -keyout "$work/ufm.key" -out "$work/ufm.crt" 2>/dev/null
 printf 'demo-password\n' >"$work/ufm-password"
 "$bin/ufm-sim" --listen "127.0.0.1:$ufm" --tls-cert "$work/ufm.crt" --tls-key "$work/ufm.key" \
-    --password-file "$work/ufm-password" --exit-on-stdin-eof >"$work/sim.out" 2>"$work/sim.log" < <(sleep infinity) &
+    --password-file "$work/ufm-password" >"$work/sim.out" 2>"$work/sim.log" &
 pids+=($!)
 wait_for 20 "the simulator" grep -q listening "$work/sim.out"
 
