@@ -1,0 +1,506 @@
+//! The documentation and the packaging files follow the binary. The built `ufm-pkeyd` is the
+//! source of truth (its `--help` is printed from the flag table in `src/cli.rs`, its `config`
+//! from the key table in `src/config.rs`), and these tests fail when:
+//!
+//! - a sub-command, or a flag of `ufm-pkeyd <command> --help` (with its value), has no entry in
+//!   `man/ufm-pkeyd.8`, or is not offered by `packaging/ufm-pkeyd.bash` for that command (or
+//!   the completion offers a flag the command does not take, or completes a value wrongly);
+//! - a key printed by `ufm-pkeyd config` has no entry with its default in
+//!   `man/ufm-pkeyd.yaml.5`, or no commented line with its default in `packaging/ufm-pkeyd.yaml`;
+//! - an exit code 0 to 4 has no entry in the man page's EXIT STATUS;
+//! - the man pages or the Debian changelog name another version than Cargo.toml.
+//!
+//! No etcd and no UFM are needed. The completion is exercised by bash itself.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ufm-pkeyd");
+
+fn repo_file(path: &str) -> String {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("read {}: {e}", full.display()))
+}
+
+/// Runs the binary away from any systemd or site setting that could change its output.
+fn run(args: &[&str]) -> String {
+    let output = Command::new(BIN)
+        .args(args)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap_or_else(|e| panic!("run {BIN}: {e}"));
+    assert!(
+        output.status.success(),
+        "ufm-pkeyd {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 output")
+}
+
+/// The sub-commands listed by `ufm-pkeyd --help`.
+fn commands() -> Vec<String> {
+    let help = run(&["--help"]);
+    let list: Vec<String> = help
+        .lines()
+        .skip_while(|l| l.trim() != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    assert!(list.len() >= 5, "no commands found in --help:\n{help}");
+    list
+}
+
+/// One option line of `ufm-pkeyd <command> --help`: its long names and its value, if any.
+#[derive(Debug)]
+struct HelpFlag {
+    names: Vec<String>,
+    value: Option<String>,
+}
+
+/// Parses the options of `ufm-pkeyd <command> --help`. The names and value fill a padded
+/// column; when they overflow it, a single space separates them from the description.
+fn help_flags(command: &str) -> Vec<HelpFlag> {
+    let help = run(&[command, "--help"]);
+    let lines: Vec<&str> = help.lines().filter(|l| l.starts_with("  -")).collect();
+    // The description column: where most lines' descriptions start.
+    let mut starts: BTreeMap<usize, usize> = BTreeMap::new();
+    for line in &lines {
+        let rest = &line[2..];
+        if let Some(gap) = rest.find("  ") {
+            let start = gap + rest[gap..].len() - rest[gap..].trim_start().len();
+            *starts.entry(start).or_default() += 1;
+        }
+    }
+    let column = starts
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(c, _)| *c)
+        .expect("padded option lines");
+    let mut flags = Vec::new();
+    for line in lines {
+        let rest = &line[2..];
+        let end = if rest.len() > column && rest.as_bytes()[column - 1] == b' ' {
+            column
+        } else {
+            // Overflow: the names and value end at the first space past the column.
+            let from = column.min(rest.len());
+            rest[from..].find(' ').map_or(rest.len(), |i| from + i)
+        };
+        let mut names = Vec::new();
+        let mut value = None;
+        for token in rest[..end].split_whitespace() {
+            let token = token.trim_end_matches(',');
+            if token.starts_with("--") {
+                names.push(token.to_string());
+            } else if !token.starts_with('-') {
+                value = Some(token.to_string());
+            }
+        }
+        if !names.is_empty() {
+            flags.push(HelpFlag { names, value });
+        }
+    }
+    assert!(!flags.is_empty(), "no options in `{command} --help`");
+    flags
+}
+
+/// Roff text as a reader sees it: no font escapes, plain hyphens.
+fn plain(roff: &str) -> String {
+    let mut out = String::with_capacity(roff.len());
+    let mut chars = roff.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('f') => {
+                // \fB, \fR, \fI, \fP, or \f(XX: skip the font name.
+                let long_name = usize::from(chars.next() == Some('('));
+                chars.by_ref().take(2 * long_name).for_each(drop);
+            }
+            Some('-') => out.push('-'),
+            Some('&') => {}
+            Some('e') => out.push('\\'),
+            Some('(') => {
+                let name: String = [chars.next(), chars.next()].into_iter().flatten().collect();
+                out.push_str(match name.as_str() {
+                    "em" | "en" => "-",
+                    "->" => "->",
+                    _ => " ",
+                });
+            }
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    out
+}
+
+/// A man page cut into entries: for each `.TP`, its section, its tag line and its body, as
+/// plain text.
+struct Entry {
+    section: String,
+    tag: String,
+    body: String,
+}
+
+fn entries(roff: &str) -> Vec<Entry> {
+    let mut result: Vec<Entry> = Vec::new();
+    let mut section = String::new();
+    let mut lines = roff.lines();
+    let mut current: Option<Entry> = None;
+    while let Some(line) = lines.next() {
+        let is_request = |name: &str| line == name || line.starts_with(&format!("{name} "));
+        if is_request(".SH") || is_request(".SS") || is_request(".TP") {
+            result.extend(current.take());
+        }
+        if is_request(".SH") {
+            section = plain(line[3..].trim()).trim_matches('"').to_string();
+        } else if is_request(".TP") {
+            let tag = lines.next().unwrap_or_default();
+            current = Some(Entry {
+                section: section.clone(),
+                tag: plain(&strip_macro(tag)),
+                body: String::new(),
+            });
+        } else if let Some(entry) = current.as_mut() {
+            if !line.starts_with(".\\\"") {
+                entry.body.push_str(&plain(&strip_macro(line)));
+                entry.body.push(' ');
+            }
+        }
+    }
+    result.extend(current);
+    result
+}
+
+/// `.B x`, `.BR x ", " y` → the text with the quotes removed.
+fn strip_macro(line: &str) -> String {
+    let text = match line.split_once(' ') {
+        Some((request, rest)) if request.starts_with('.') => rest,
+        _ if line.starts_with('.') => "",
+        _ => line,
+    };
+    text.replace('"', "")
+}
+
+/// Words of a tag line: flag names, key names, codes.
+fn words(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_command_and_flag_is_in_the_man_page() {
+    let man = entries(&repo_file("man/ufm-pkeyd.8"));
+    let mut missing = Vec::new();
+    for command in commands() {
+        if !man
+            .iter()
+            .any(|e| e.section == "COMMANDS" && words(&e.tag).contains(&command))
+        {
+            missing.push(format!("command {command}: no entry in COMMANDS"));
+        }
+        for flag in help_flags(&command) {
+            for name in &flag.names {
+                let tagged: Vec<&Entry> = man
+                    .iter()
+                    .filter(|e| e.section == "OPTIONS" && words(&e.tag).contains(name))
+                    .collect();
+                if tagged.is_empty() {
+                    missing.push(format!("`{command} {name}`: no entry in OPTIONS"));
+                } else if let Some(value) = &flag.value {
+                    if !tagged.iter().any(|e| e.tag.contains(value.as_str())) {
+                        missing.push(format!(
+                            "`{command} {name} {value}`: the entry does not name the value {value}"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    missing.sort();
+    missing.dedup();
+    assert!(
+        missing.is_empty(),
+        "man/ufm-pkeyd.8 lacks:\n  {}",
+        missing.join("\n  ")
+    );
+}
+
+#[test]
+fn every_exit_code_is_in_the_man_page() {
+    let man = entries(&repo_file("man/ufm-pkeyd.8"));
+    for code in 0..=4 {
+        assert!(
+            man.iter()
+                .any(|e| e.section == "EXIT STATUS" && e.tag.trim() == code.to_string()),
+            "man/ufm-pkeyd.8: exit code {code} has no entry in EXIT STATUS"
+        );
+    }
+}
+
+/// Runs the completion function the way bash does for `ufm-pkeyd WORDS…` (the last word is
+/// the one being completed) and returns the candidates.
+fn complete(words: &[&str]) -> Vec<String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/ufm-pkeyd.bash");
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg(
+            r#"source "$1" || exit 3
+complete -p ufm-pkeyd >/dev/null || exit 4
+shift
+COMP_WORDS=(ufm-pkeyd "$@")
+COMP_CWORD=$#
+COMP_LINE="${COMP_WORDS[*]}"
+COMP_POINT=${#COMP_LINE}
+_ufm_pkeyd ufm-pkeyd "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+printf '%s\n' "${COMPREPLY[@]}""#,
+        )
+        .arg("complete")
+        .arg(&script)
+        .args(words)
+        .output()
+        .expect("run bash");
+    assert!(
+        output.status.success(),
+        "completion of {words:?} failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .expect("utf-8")
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_bash_completion_offers_each_commands_flags() {
+    let offered: BTreeSet<String> = complete(&[""]).into_iter().collect();
+    let mut problems = Vec::new();
+    for command in commands() {
+        if !offered.contains(&command) {
+            problems.push(format!("command {command} is not offered"));
+        }
+        let flags = help_flags(&command);
+        let names: BTreeSet<String> = flags.iter().flat_map(|f| f.names.clone()).collect();
+        let candidates: BTreeSet<String> =
+            complete(&[command.as_str(), "--"]).into_iter().collect();
+        for name in names.difference(&candidates) {
+            problems.push(format!("`{command} {name}` is not offered"));
+        }
+        for name in candidates.difference(&names) {
+            problems.push(format!(
+                "`{command} {name}` is offered but `{command} --help` does not list it"
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "packaging/ufm-pkeyd.bash:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+#[test]
+fn the_bash_completion_completes_values() {
+    let dir = scratch_dir("completion");
+    std::fs::create_dir_all(dir.join("subdir")).expect("mkdir");
+    std::fs::write(dir.join("file.yaml"), "").expect("write");
+    let prefix = format!("{}/", dir.display());
+    let set = |v: Vec<String>| v.into_iter().collect::<BTreeSet<String>>();
+    let mut problems = Vec::new();
+    for command in commands() {
+        for flag in help_flags(&command) {
+            let Some(value) = &flag.value else { continue };
+            for name in &flag.names {
+                let args = [command.as_str(), name.as_str()];
+                let got = |cur: &str| set(complete(&[args[0], args[1], cur]));
+                let expected: Option<BTreeSet<String>> = if value.contains('|') {
+                    Some(value.split('|').map(str::to_string).collect())
+                } else if value == "FILE" {
+                    Some(set(vec![
+                        format!("{prefix}file.yaml"),
+                        format!("{prefix}subdir"),
+                    ]))
+                } else if value == "DIR" {
+                    Some(set(vec![format!("{prefix}subdir")]))
+                } else {
+                    None
+                };
+                let cur = if value.contains('|') { "" } else { &prefix };
+                match expected {
+                    Some(expected) if got(cur) != expected => problems.push(format!(
+                        "`{command} {name} {value}` completes {:?}, not {expected:?}",
+                        got(cur)
+                    )),
+                    // Free values (hosts, numbers, keys): never flags or files.
+                    None if got("--").iter().any(|c| c.starts_with("--")) => problems.push(
+                        format!("`{command} {name} {value}` offers flags for its value"),
+                    ),
+                    _ => {}
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        problems.is_empty(),
+        "packaging/ufm-pkeyd.bash:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ufm-pkeyd-docs-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// The default of a key, as `ufm-pkeyd config` shows it.
+#[derive(Debug)]
+enum KeyDefault {
+    Value(String),
+    Unset,
+    /// Set by the command line of the test (`use-pcocc` by `--no-pcocc`).
+    Unknown,
+}
+
+/// Every key of `ufm-pkeyd config` (its first column) with its default.
+/// `--config /dev/null` keeps a configuration installed on the test machine out of it.
+fn config_keys() -> Vec<(String, KeyDefault)> {
+    let text = run(&["config", "--no-pcocc", "--config", "/dev/null"]);
+    let keys: Vec<(String, KeyDefault)> = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(|line| {
+            let mut fields = line.split_whitespace();
+            let key = fields.next().unwrap_or_default().to_string();
+            let value = fields.next().unwrap_or("-");
+            let default = if line.ends_with("(default)") {
+                KeyDefault::Value(value.to_string())
+            } else if value == "-" {
+                KeyDefault::Unset
+            } else {
+                KeyDefault::Unknown
+            };
+            (key, default)
+        })
+        .collect();
+    assert!(keys.len() > 30, "few keys in `ufm-pkeyd config`:\n{text}");
+    keys
+}
+
+#[test]
+fn every_config_key_is_in_the_file_format_man_page_with_its_default() {
+    let man = entries(&repo_file("man/ufm-pkeyd.yaml.5"));
+    let mut problems = Vec::new();
+    for (key, default) in config_keys() {
+        let Some(entry) = man
+            .iter()
+            .find(|e| e.section == "KEYS" && e.tag.trim() == key)
+        else {
+            problems.push(format!("{key}: no entry in KEYS"));
+            continue;
+        };
+        let body = entry.body.split_whitespace().collect::<Vec<_>>().join(" ");
+        match default {
+            KeyDefault::Value(default) if !body.contains(&format!("Default: {default}")) => {
+                problems.push(format!(
+                    "{key}: the entry does not say `Default: {default}`: {body}"
+                ))
+            }
+            KeyDefault::Unset if !body.contains("Default: unset") => {
+                problems.push(format!("{key}: the entry does not say `Default: unset`"))
+            }
+            KeyDefault::Unknown if !body.contains("Default: ") => {
+                problems.push(format!("{key}: the entry gives no default"))
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "man/ufm-pkeyd.yaml.5:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+#[test]
+fn the_example_configuration_lists_every_key_commented_out_with_its_default() {
+    let example = repo_file("packaging/ufm-pkeyd.yaml");
+    let lines: BTreeMap<&str, &str> = example
+        .lines()
+        .filter_map(|l| l.strip_prefix('#')?.split_once(':'))
+        .filter(|(key, _)| !key.is_empty() && !key.contains(' '))
+        .collect();
+    let mut problems = Vec::new();
+    for line in example.lines() {
+        if line.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            problems.push(format!("not commented out: {line}"));
+        }
+    }
+    for (key, default) in config_keys() {
+        match (lines.get(key.as_str()), default) {
+            (None, _) => problems.push(format!("{key}: no `#{key}:` line")),
+            (Some(rest), KeyDefault::Value(default)) => {
+                let value = rest.split('#').next().unwrap_or_default().trim();
+                if value != default {
+                    problems.push(format!(
+                        "{key}: shows {value:?}, the default is {default:?}"
+                    ));
+                }
+                if !rest.contains('#') {
+                    problems.push(format!("{key}: no explanation after the value"));
+                }
+            }
+            (Some(rest), KeyDefault::Unset) => {
+                if !rest.contains("unset") {
+                    problems.push(format!("{key}: has no default; its line should say unset"));
+                }
+            }
+            (Some(rest), KeyDefault::Unknown) => {
+                if !rest.contains('#') {
+                    problems.push(format!("{key}: no explanation after the value"));
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "packaging/ufm-pkeyd.yaml:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+#[test]
+fn man_pages_and_debian_changelog_carry_the_crate_version() {
+    let version = env!("CARGO_PKG_VERSION");
+    for page in ["man/ufm-pkeyd.8", "man/ufm-pkeyd.yaml.5"] {
+        let text = repo_file(page);
+        let th = text
+            .lines()
+            .find(|l| l.starts_with(".TH "))
+            .unwrap_or_else(|| panic!("{page}: no .TH line"));
+        assert!(
+            th.contains(&format!("\"ufm-pkeyd {version}\"")),
+            "{page}: .TH does not name ufm-pkeyd {version}: {th}"
+        );
+    }
+    let changelog = repo_file("packaging/debian/changelog");
+    let first = changelog.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with(&format!("ufm-pkeyd ({version}-")),
+        "packaging/debian/changelog: the first entry is not for {version}: {first}"
+    );
+}
