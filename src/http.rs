@@ -324,8 +324,15 @@ impl HttpClient {
             self.error(request.url, &e)
         })?;
         self.count(Some(response.status().as_u16()));
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
         Ok(Stream {
             status: response.status().as_u16(),
+            content_type,
             reader: std::io::BufReader::new(Box::new(response.into_body().into_reader())),
             pending: Vec::new(),
             service: self.service,
@@ -366,6 +373,7 @@ impl HttpClient {
 /// A streamed answer read line by line.
 pub struct Stream {
     pub status: u16,
+    pub content_type: String,
     reader: std::io::BufReader<Box<dyn Read + Send>>,
     /// Bytes of a line not yet complete when a read timed out.
     pending: Vec<u8>,
@@ -411,6 +419,48 @@ impl Stream {
                 }
             }
         }
+    }
+
+    /// The body as a buffered reader, to parse a large answer while it arrives instead of
+    /// holding all of it.
+    pub fn reader(&mut self) -> &mut impl std::io::BufRead {
+        &mut self.reader
+    }
+
+    /// Whether the answer is a web page (by its type, or by a `<` first), looking at the
+    /// first bytes without consuming them.
+    pub fn looks_like_html(&mut self) -> bool {
+        use std::io::BufRead;
+        if self.content_type.to_ascii_lowercase().contains("html") {
+            return true;
+        }
+        match self.reader.fill_buf() {
+            Ok(head) => head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'<'),
+            Err(_) => false,
+        }
+    }
+
+    /// The whole (small) answer as a [`Response`], for error handling.
+    pub fn into_response(mut self) -> Result<Response, HttpError> {
+        let mut body = Vec::new();
+        self.reader
+            .by_ref()
+            .take(1024 * 1024)
+            .read_to_end(&mut body)
+            .map_err(|io| {
+                describe_error(
+                    self.service,
+                    &self.url,
+                    Duration::ZERO,
+                    &ureq::Error::from(io),
+                )
+            })?;
+        Ok(Response {
+            status: self.status,
+            content_type: self.content_type,
+            headers: Vec::new(),
+            body,
+        })
     }
 
     /// Reads the rest of the answer, waiting while `keep_waiting` says so.

@@ -133,6 +133,9 @@ impl Engine {
             .map_err(PassError::Etcd)?;
         let desired =
             plan::desired_from_listing(&self.settings.prefix, &listing.kvs, &self.settings.policy);
+        let revision = listing.revision;
+        // The raw listing is not needed any more: free it before UFM's list arrives.
+        drop(listing);
         let actual: BTreeMap<PKey, _> = self
             .ufm
             .list_partitions()
@@ -141,10 +144,10 @@ impl Engine {
             .map(|p| (p.pkey, p))
             .collect();
         let mut plan = plan::plan(&desired, &actual, &self.owned, &self.settings.guard);
-        if listing.kvs.is_empty() && !self.settings.guard.allow_mass_delete {
+        if desired.keys_read == 0 && !self.settings.guard.allow_mass_delete {
             self.guard_against_wrong_keyspace(&mut plan);
         }
-        Ok((plan, listing.revision))
+        Ok((plan, revision))
     }
 
     /// An empty prefix whose keys are all in the other keyspace is a configuration mistake

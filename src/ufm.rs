@@ -7,14 +7,13 @@
 //! lowercase digits, no unknown fields. Any HTML answer on an API path is an authentication or
 //! URL problem, never data.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::{UfmAuth, UfmSettings};
-use crate::http::{Auth, Endpoints, HttpClient, HttpError, HttpOptions, Request, Response};
+use crate::http::{Auth, Endpoints, HttpClient, HttpError, HttpOptions, Request, Response, Stream};
 use crate::model::{Guid, Membership, PKey};
 use crate::secret::Secret;
 
@@ -103,6 +102,56 @@ pub struct UfmClient {
     bases: Endpoints,
     /// For a token, the whole `Authorization` header value.
     auth: UfmAuth,
+}
+
+/// The keyed-object list, read entry by entry: keys that are PKeys become partitions, other
+/// keys (UFM may add `site_name`) are skipped. An empty array is an empty fabric; a non-empty
+/// array of keys means this UFM ignored `guids_data`.
+struct PartitionList(Vec<Partition>);
+
+impl<'de> Deserialize<'de> for PartitionList {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = PartitionList;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of partitions keyed by PKey")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<PartitionList, A::Error> {
+                let mut partitions = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.parse::<PKey>() {
+                        Ok(pkey) => {
+                            let raw: RawPartition = map.next_value()?;
+                            partitions.push(convert_partition(pkey, raw));
+                        }
+                        Err(_) => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(PartitionList(partitions))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<PartitionList, A::Error> {
+                if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    return Err(serde::de::Error::custom(
+                        "a list of PKeys without members: this UFM ignored guids_data=true",
+                    ));
+                }
+                Ok(PartitionList(Vec::new()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// A member as UFM lists it, parsed straight into typed values: a list of 128,000 GUIDs must
@@ -197,31 +246,17 @@ impl UfmClient {
         Ok(keys)
     }
 
-    /// Every partition with its members (`?guids_data=true`), sorted by key.
+    /// Every partition with its members (`?guids_data=true`), sorted by key. The answer
+    /// (about 8 MB for 128,000 GUIDs) is parsed while it arrives, never held whole.
     pub fn list_partitions(&self) -> Result<Vec<Partition>, UfmError> {
         let path = "/resources/pkeys?guids_data=true";
-        let response = self.call("GET", path, None)?;
-        // Entries are kept as raw JSON until their key is known to be a PKey: UFM may add
-        // fields such as `site_name` at the top level.
-        let map: BTreeMap<String, &serde_json::value::RawValue> =
-            match serde_json::from_slice(&response.body) {
-                Ok(map) => map,
-                // An empty array: a UFM that ignored guids_data and has no partition at all.
-                Err(_) if response.json::<Vec<String>>().is_ok_and(|v| v.is_empty()) => {
-                    BTreeMap::new()
-                }
-                Err(_) => return Err(self.unexpected(path, &response)),
-            };
-        let mut partitions = Vec::with_capacity(map.len());
-        for (key, raw) in map {
-            let Ok(pkey) = key.parse::<PKey>() else {
-                continue;
-            };
-            let raw: RawPartition = serde_json::from_str(raw.get()).map_err(|e| {
-                UfmError::BadAnswer(format!("UFM sent an unreadable partition {key}: {e}"))
-            })?;
-            partitions.push(convert_partition(pkey, raw));
-        }
+        let mut stream = self.call_stream(path)?;
+        let mut deserializer = serde_json::Deserializer::from_reader(stream.reader());
+        let list = PartitionList::deserialize(&mut deserializer).map_err(|e| {
+            UfmError::BadAnswer(format!("UFM answered {path} with an unreadable list: {e}"))
+        })?;
+        let mut partitions = list.0;
+        partitions.sort_by_key(|p| p.pkey);
         Ok(partitions)
     }
 
@@ -298,16 +333,44 @@ impl UfmClient {
 
     /// Sends one request, trying the next host when one cannot be reached, and maps every
     /// non-2xx answer to an error.
+    fn auth(&self) -> Auth<'_> {
+        match &self.auth {
+            UfmAuth::Basic { user, password } => Auth::Basic(user, password),
+            UfmAuth::Token(token) => Auth::Header(token),
+        }
+    }
+
+    /// A GET whose successful JSON answer is returned as a stream to parse; any other
+    /// answer goes through the same checks as [`UfmClient::call`].
+    fn call_stream(&self, path: &str) -> Result<Stream, UfmError> {
+        let auth = self.auth();
+        let (url, mut stream) = self.bases.with_failover(
+            |base| {
+                let url = format!("{base}{path}");
+                let stream = self
+                    .http
+                    .open_stream(&Request::get(&url, auth), self.http.timeout());
+                stream.map(|s| (url, s))
+            },
+            HttpError::is_unreachable,
+        )?;
+        if (200..300).contains(&stream.status) && !stream.looks_like_html() {
+            return Ok(stream);
+        }
+        let response = stream.into_response()?;
+        match self.check(&url, response) {
+            Err(e) => Err(e),
+            Ok(response) => Err(self.unexpected(path, &response)),
+        }
+    }
+
     fn call(
         &self,
         method: &str,
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<Response, UfmError> {
-        let auth = match &self.auth {
-            UfmAuth::Basic { user, password } => Auth::Basic(user, password),
-            UfmAuth::Token(token) => Auth::Header(token),
-        };
+        let auth = self.auth();
         let (url, response) = self.bases.with_failover(
             |base| {
                 let url = format!("{base}{path}");

@@ -1,1 +1,1241 @@
-fn main() {}
+//! `make bench` (`cargo bench --bench sync`): ufm-pkeyd against a real etcd and the UFM
+//! simulator, at pcocc's scale (issue #5). It prints a table and writes
+//! `target/bench/results.json`.
+//!
+//! 1. Initial sync of 2,000 partitions x 64 GUIDs (16 host + 48 VF, pcocc's Python-literal
+//!    values written through etcd v2) into an empty UFM: wall time, UFM requests per partition,
+//!    peak RSS. Then a VF-only shape (500 x 64 VF GUIDs) for its requests per partition.
+//! 2. An idle minute (`--poll-interval 5`): etcd and UFM requests per pass, CPU per pass.
+//! 3. Propagation latency of 200 single-entry changes (`--poll-interval 60`, so only the watch
+//!    explains fast propagation), through v2 and v3.
+//! 4. One partition growing from 0 to 10,000 GUIDs and shrinking back, 1,000 at a time: time
+//!    and UFM requests per step (removes are batched, never one request per GUID).
+//!
+//! A missed target prints FAIL and the program still exits 0; a broken benchmark (a process
+//! that does not start, a sync that never completes, wrong data in UFM) panics and exits
+//! non-zero. Every process started is killed on the way out (the harness's `Drop`s).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::{Value, json};
+
+use support::{Daemon, Etcd, PKEYS_PREFIX, Pkeyd, TempDir, UfmSim, form_urlencode};
+
+/// The main data set: partitions, host GUIDs and VF GUIDs per partition.
+const PARTITIONS: usize = 2_000;
+const HOSTS: usize = 16;
+const VFS: usize = 48;
+/// The VF-only shape.
+const VF_ONLY_PARTITIONS: usize = 500;
+const VF_ONLY_GUIDS: usize = 64;
+/// First PKey used; the partitions are FIRST_PKEY.. FIRST_PKEY + n.
+const FIRST_PKEY: u16 = 0x1000;
+/// Single-entry changes per latency run.
+const LATENCY_CHANGES: usize = 200;
+/// The growing partition.
+const GROW_PKEY: u16 = 0x7000;
+const GROW_MAX: usize = 10_000;
+const GROW_STEP: usize = 1_000;
+/// Idle measurement: poll interval and passes measured (12 x 5 s = one minute).
+const IDLE_POLL: &str = "5";
+const IDLE_PASSES: u64 = 12;
+/// Loader threads writing into etcd.
+const LOADERS: usize = 4;
+/// GUIDs per remove request in ufm-pkeyd (`ufm::REMOVE_BATCH`).
+const REMOVE_BATCH: usize = 200;
+
+/// Targets of issue #5.
+const TARGET_SYNC_REQ_PER_PARTITION: f64 = 2.05;
+const TARGET_VF_REQ_PER_PARTITION: f64 = 1.05;
+const TARGET_IDLE_ETCD_PER_PASS: f64 = 2.0;
+const TARGET_IDLE_UFM_PER_PASS: f64 = 1.0;
+const TARGET_P99_MS: f64 = 1_000.0;
+const TARGET_RSS_MB: f64 = 20.0;
+
+fn main() {
+    let started = Instant::now();
+    let binary = env!("CARGO_BIN_EXE_ufm-pkeyd");
+    let sim_binary = env!("CARGO_BIN_EXE_ufm-sim");
+    println!("ufm-pkeyd benchmark (issue #5)");
+    println!("daemon binary:    {binary}");
+    println!("simulator binary: {sim_binary}");
+    if !binary.contains("/release/") {
+        println!("warning: the daemon binary is not the optimized build");
+    }
+    if !cfg!(panic = "unwind") {
+        println!("warning: panic=abort: a failing benchmark may leave processes behind");
+    }
+    let mut bench = Bench::new();
+    bench.meta.insert("binary".into(), json!(binary));
+    bench.meta.insert("sim_binary".into(), json!(sim_binary));
+    bench
+        .meta
+        .insert("clock_ticks_per_second".into(), json!(bench.clk_tck));
+    bench.meta.insert(
+        "cpus".into(),
+        json!(std::thread::available_parallelism().map_or(0, |n| n.get())),
+    );
+
+    let etcd = Etcd::with_v2();
+    println!("etcd:             {} (v2 enabled)", etcd.endpoint());
+    println!();
+
+    bench.vf_only(&etcd);
+    bench.main_data_set(&etcd);
+    bench.growth(&etcd);
+
+    bench.meta.insert(
+        "total_seconds".into(),
+        json!(round(started.elapsed().as_secs_f64(), 1)),
+    );
+    bench.print_and_save(started.elapsed());
+}
+
+/// One partition as pcocc writes it.
+#[derive(Clone, Debug)]
+struct Entry {
+    host: Vec<u64>,
+    vf: Vec<u64>,
+}
+
+impl Entry {
+    /// pcocc's value: `str(dict)` of the two lists, GUIDs as `'0x' + 16 hex digits`.
+    fn pcocc_value(&self) -> String {
+        let list = |guids: &[u64]| {
+            guids
+                .iter()
+                .map(|g| format!("'0x{g:016x}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "{{'host_guids': [{}], 'vf_guids': [{}]}}",
+            list(&self.host),
+            list(&self.vf)
+        )
+    }
+
+    /// GUID -> index0 as UFM should hold them (hosts index0 off, VFs on).
+    fn expected_members(&self) -> BTreeMap<u64, bool> {
+        let mut members: BTreeMap<u64, bool> = self.host.iter().map(|g| (*g, false)).collect();
+        members.extend(self.vf.iter().map(|g| (*g, true)));
+        members
+    }
+
+    fn len(&self) -> usize {
+        self.host.len() + self.vf.len()
+    }
+}
+
+fn host_guid(partition: usize, i: usize) -> u64 {
+    0x0002_c903_0000_0000 | ((partition as u64) << 12) | i as u64
+}
+
+fn vf_guid(partition: usize, i: usize) -> u64 {
+    0xc0cc_2000_0000_0000 | ((partition as u64) << 12) | i as u64
+}
+
+fn pkey_name(pkey: u16) -> String {
+    format!("0x{pkey:x}")
+}
+
+/// One row of the table.
+struct Row {
+    label: String,
+    value: String,
+    target: String,
+    result: Option<bool>,
+}
+
+/// Measurements, the table and the JSON results.
+struct Bench {
+    http: ureq::Agent,
+    clk_tck: f64,
+    rows: Vec<Row>,
+    results: serde_json::Map<String, Value>,
+    meta: serde_json::Map<String, Value>,
+}
+
+impl Bench {
+    fn new() -> Bench {
+        Bench {
+            http: agent(),
+            clk_tck: clock_ticks(),
+            rows: Vec::new(),
+            results: serde_json::Map::new(),
+            meta: serde_json::Map::new(),
+        }
+    }
+
+    fn section(&mut self, title: &str) {
+        self.rows.push(Row {
+            label: title.to_string(),
+            value: String::new(),
+            target: String::new(),
+            result: None,
+        });
+    }
+
+    fn row(&mut self, label: &str, value: String, target: &str, result: Option<bool>) {
+        self.rows.push(Row {
+            label: format!("  {label}"),
+            value,
+            target: target.to_string(),
+            result,
+        });
+    }
+
+    fn record(&mut self, section: &str, values: Value) {
+        self.results.insert(section.to_string(), values);
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // 1b. VF-only initial sync
+
+    fn vf_only(&mut self, etcd: &Etcd) {
+        let prefix = "/bench/vf-only/pkeys/";
+        let entries: Vec<(u16, Entry)> = (0..VF_ONLY_PARTITIONS)
+            .map(|p| {
+                let entry = Entry {
+                    host: Vec::new(),
+                    vf: (0..VF_ONLY_GUIDS).map(|i| vf_guid(p, i)).collect(),
+                };
+                (FIRST_PKEY + p as u16, entry)
+            })
+            .collect();
+        let load = load_v2(etcd, prefix, &entries);
+        eprintln!(
+            "bench: loaded {VF_ONLY_PARTITIONS} VF-only entries in {:.1} s",
+            load.as_secs_f64()
+        );
+        let sim = UfmSim::http();
+        let dir = TempDir::new("bench-vf-only");
+        let (daemon, start) =
+            self.start_daemon(etcd, &sim, "v2", prefix, &dir, &["--poll-interval", "60"]);
+        let sync = self.wait_adds(&sim, &daemon, VF_ONLY_PARTITIONS as u64, start);
+        let stats = self.sim_stats(&sim);
+        let hwm = proc_status_kb(daemon.pid(), "VmHWM");
+        self.verify_state(&sim, &entries);
+        let _ = daemon.stop();
+        let total = stats["total"].as_u64().unwrap_or(0);
+        let per = total as f64 / VF_ONLY_PARTITIONS as f64;
+        let guids = VF_ONLY_PARTITIONS * VF_ONLY_GUIDS;
+        self.section(&format!(
+            "Initial sync, VF-only: {VF_ONLY_PARTITIONS} partitions x {VF_ONLY_GUIDS} VF GUIDs ({guids} GUIDs)"
+        ));
+        self.row(
+            "wall time, daemon start -> UFM complete",
+            format!("{:.2} s", sync.as_secs_f64()),
+            "",
+            None,
+        );
+        self.row(
+            "UFM requests per partition",
+            format!("{per:.3} ({total} total)"),
+            &format!("<= {TARGET_VF_REQ_PER_PARTITION}"),
+            Some(per <= TARGET_VF_REQ_PER_PARTITION),
+        );
+        self.row("daemon peak RSS (VmHWM)", mb(hwm), "", None);
+        self.record(
+            "initial_sync_vf_only",
+            json!({
+                "partitions": VF_ONLY_PARTITIONS, "guids": guids,
+                "load_seconds": round(load.as_secs_f64(), 2),
+                "sync_seconds": round(sync.as_secs_f64(), 3),
+                "ufm_requests": stats["requests"], "ufm_requests_total": total,
+                "ufm_requests_per_partition": round(per, 4),
+                "target_ufm_requests_per_partition": TARGET_VF_REQ_PER_PARTITION,
+                "pass": per <= TARGET_VF_REQ_PER_PARTITION,
+                "peak_rss_kb": hwm,
+            }),
+        );
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // 1, 2, 3. The 2,000 x 64 data set: initial sync, idle minute, latency v2 and v3
+
+    fn main_data_set(&mut self, etcd: &Etcd) {
+        let prefix = PKEYS_PREFIX;
+        let mut entries: Vec<(u16, Entry)> = (0..PARTITIONS)
+            .map(|p| {
+                let entry = Entry {
+                    host: (0..HOSTS).map(|i| host_guid(p, i)).collect(),
+                    vf: (0..VFS).map(|i| vf_guid(p, i)).collect(),
+                };
+                (FIRST_PKEY + p as u16, entry)
+            })
+            .collect();
+        let guids: usize = entries.iter().map(|(_, e)| e.len()).sum();
+        let load = load_v2(etcd, prefix, &entries);
+        eprintln!(
+            "bench: loaded {PARTITIONS} entries ({guids} GUIDs) through v2 in {:.1} s",
+            load.as_secs_f64()
+        );
+        let sim = UfmSim::http();
+        let dir = TempDir::new("bench-main");
+
+        // 1. Initial sync, then the idle minute with the same daemon.
+        let (mut daemon, start) = self.start_daemon(
+            etcd,
+            &sim,
+            "v2",
+            prefix,
+            &dir,
+            &["--poll-interval", IDLE_POLL],
+        );
+        // Two adds per partition: the host GUIDs (index0 off) and the VF GUIDs (index0 on).
+        let sync = self.wait_adds(&sim, &daemon, 2 * PARTITIONS as u64, start);
+        let stats = self.sim_stats(&sim);
+        let hwm_sync = proc_status_kb(daemon.pid(), "VmHWM");
+        let verify_started = Instant::now();
+        let ufm_guids = self.verify_state(&sim, &entries);
+        eprintln!(
+            "bench: initial sync done in {:.1} s; UFM state verified ({ufm_guids} GUIDs) in {:.1} s",
+            sync.as_secs_f64(),
+            verify_started.elapsed().as_secs_f64()
+        );
+        let total = stats["total"].as_u64().unwrap_or(0);
+        let per = total as f64 / PARTITIONS as f64;
+
+        let idle = self.idle_minute(&sim, &mut daemon, &dir);
+        let hwm = proc_status_kb(daemon.pid(), "VmHWM");
+        let rss = proc_status_kb(daemon.pid(), "VmRSS");
+        let etcd_listing = self.body_size(
+            &etcd.url("/v2/keys/pcocc/global/opensm/pkeys/?recursive=true&sorted=true"),
+            None,
+        );
+        let ufm_listing = self.body_size(
+            &format!("{}/ufmRest/resources/pkeys?guids_data=true", sim.url()),
+            Some(&sim),
+        );
+        let _ = daemon.stop();
+
+        self.section(&format!(
+            "Initial sync: {PARTITIONS} partitions x ({HOSTS} host + {VFS} VF) GUIDs ({guids} GUIDs), etcd v2"
+        ));
+        self.row(
+            "wall time, daemon start -> UFM complete",
+            format!("{:.2} s", sync.as_secs_f64()),
+            "",
+            None,
+        );
+        self.row(
+            "UFM requests per partition",
+            format!("{per:.3} ({total} total)"),
+            &format!("<= {TARGET_SYNC_REQ_PER_PARTITION}"),
+            Some(per <= TARGET_SYNC_REQ_PER_PARTITION),
+        );
+        self.row(
+            "daemon peak RSS after the initial sync",
+            mb(hwm_sync),
+            "",
+            None,
+        );
+        let rss_ok = (hwm as f64) / 1024.0 < TARGET_RSS_MB;
+        self.row(
+            "daemon peak RSS after 12 full passes",
+            format!("{} (RSS now {})", mb(hwm), mb(rss)),
+            &format!("< {TARGET_RSS_MB} MB"),
+            Some(rss_ok),
+        );
+        self.row(
+            "bodies: etcd v2 listing / UFM list",
+            format!(
+                "{:.1} MB / {:.1} MB",
+                etcd_listing as f64 / 1e6,
+                ufm_listing as f64 / 1e6
+            ),
+            "",
+            None,
+        );
+        self.record(
+            "initial_sync",
+            json!({
+                "partitions": PARTITIONS, "host_guids": HOSTS, "vf_guids": VFS, "guids": guids,
+                "load_seconds": round(load.as_secs_f64(), 2),
+                "sync_seconds": round(sync.as_secs_f64(), 3),
+                "ufm_requests": stats["requests"], "ufm_requests_total": total,
+                "ufm_requests_per_partition": round(per, 4),
+                "target_ufm_requests_per_partition": TARGET_SYNC_REQ_PER_PARTITION,
+                "pass": per <= TARGET_SYNC_REQ_PER_PARTITION,
+                "peak_rss_kb_after_sync": hwm_sync,
+            }),
+        );
+        self.record(
+            "memory",
+            json!({
+                "peak_rss_kb": hwm, "rss_kb": rss,
+                "target_peak_rss_mb": TARGET_RSS_MB, "pass": rss_ok,
+                "etcd_v2_listing_bytes": etcd_listing, "ufm_list_bytes": ufm_listing,
+            }),
+        );
+        self.report_idle(&idle);
+
+        // 3. Latency through v2, then through v3 (same partitions copied into the v3 keyspace).
+        let v2 = self.latency(etcd, &sim, "v2", prefix, &dir, &mut entries);
+        self.report_latency("v2", &v2);
+        let load3 = load_v3(etcd, prefix, &entries);
+        eprintln!(
+            "bench: copied {PARTITIONS} entries into the v3 keyspace in {:.1} s",
+            load3.as_secs_f64()
+        );
+        let v3 = self.latency(etcd, &sim, "v3", prefix, &dir, &mut entries);
+        self.report_latency("v3", &v3);
+        self.verify_state(&sim, &entries);
+    }
+
+    /// Starts `ufm-pkeyd monitor` against `etcd` and `sim`; returns it and when it started.
+    fn start_daemon(
+        &self,
+        etcd: &Etcd,
+        sim: &UfmSim,
+        api: &str,
+        prefix: &str,
+        dir: &TempDir,
+        extra: &[&str],
+    ) -> (Daemon, Instant) {
+        let state = dir.join("state.json");
+        let metrics = dir.join("metrics.prom");
+        let _ = std::fs::remove_file(&metrics);
+        let mut args: Vec<String> = vec![
+            "monitor".into(),
+            "--no-pcocc".into(),
+            "--http".into(),
+            "--ufm-host".into(),
+            sim.url(),
+            "--ufm-user".into(),
+            sim.user().into(),
+            "--ufm-password-file".into(),
+            path_text(sim.password_file()),
+            "--etcd-endpoints".into(),
+            etcd.endpoint(),
+            "--etcd-api".into(),
+            api.into(),
+            "--etcd-prefix".into(),
+            prefix.into(),
+            "--state-file".into(),
+            path_text(&state),
+            "--metrics-file".into(),
+            path_text(&metrics),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let start = Instant::now();
+        (Pkeyd::new(&refs).spawn(), start)
+    }
+
+    /// Waits (polling `/_sim/stats` every 50 ms) until UFM has received `adds` add requests;
+    /// returns the time since `start`.
+    fn wait_adds(&self, sim: &UfmSim, daemon: &Daemon, adds: u64, start: Instant) -> Duration {
+        let deadline = Duration::from_secs(240);
+        loop {
+            let stats = self.sim_stats(sim);
+            let done = stats["requests"]["POST /resources/pkeys"]
+                .as_u64()
+                .unwrap_or(0);
+            if done >= adds {
+                return start.elapsed();
+            }
+            if start.elapsed() > deadline {
+                panic!(
+                    "the initial sync did not complete in {} s ({done} of {adds} adds)\n{}",
+                    deadline.as_secs(),
+                    tail(&daemon.stderr(), 30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Reads `/_sim/state` once and checks that UFM holds exactly `entries` (members and
+    /// index0), besides 0x7fff. Returns the number of GUIDs found.
+    fn verify_state(&self, sim: &UfmSim, entries: &[(u16, Entry)]) -> usize {
+        let body = self.get(&format!("{}/_sim/state", sim.url()), None).1;
+        let state: Value = serde_json::from_slice(&body).expect("/_sim/state is JSON");
+        let map = state.as_object().expect("/_sim/state is an object");
+        let mut total = 0;
+        let mut wanted: BTreeSet<String> = BTreeSet::new();
+        for (pkey, entry) in entries {
+            let name = pkey_name(*pkey);
+            let partition = map
+                .get(&name)
+                .unwrap_or_else(|| panic!("UFM lacks partition {name}"));
+            let members = members_of(partition);
+            assert_eq!(
+                members,
+                entry.expected_members(),
+                "UFM partition {name} does not match its etcd entry"
+            );
+            total += members.len();
+            wanted.insert(name);
+        }
+        let extra: Vec<&String> = map
+            .keys()
+            .filter(|k| *k != "0x7fff" && !wanted.contains(*k))
+            .collect();
+        assert!(extra.is_empty(), "UFM has unexpected partitions: {extra:?}");
+        total
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // 2. Idle minute
+
+    fn idle_minute(&self, sim: &UfmSim, daemon: &mut Daemon, dir: &TempDir) -> Value {
+        let metrics = dir.join("metrics.prom");
+        let pid = daemon.pid();
+        // Start on a pass boundary: the metrics file is written right after each pass, when
+        // the daemon goes back to its watch for the poll interval.
+        let first = read_metrics(&metrics).map_or(0, |m| m.passes);
+        let m0 = wait_metrics(daemon, &metrics, Duration::from_secs(30), |m| {
+            m.passes > first
+        });
+        self.post(&format!("{}/_sim/stats/reset", sim.url()));
+        let cpu0 = cpu_ticks(pid);
+        let t0 = Instant::now();
+        eprintln!(
+            "bench: idle minute: {IDLE_PASSES} passes at --poll-interval {IDLE_POLL} from pass {}",
+            m0.passes
+        );
+        let m1 = wait_metrics(daemon, &metrics, Duration::from_secs(120), |m| {
+            m.passes >= m0.passes + IDLE_PASSES
+        });
+        let stats = self.sim_stats(sim);
+        let cpu1 = cpu_ticks(pid);
+        let elapsed = t0.elapsed();
+        let passes = (m1.passes - m0.passes) as f64;
+        let etcd_requests = m1.etcd_requests - m0.etcd_requests;
+        let ufm_daemon = m1.ufm_requests - m0.ufm_requests;
+        let ufm_sim = stats["total"].as_u64().unwrap_or(0) as f64;
+        let cpu_seconds = (cpu1 - cpu0) / self.clk_tck;
+        let changes = m1.changes - m0.changes;
+        json!({
+            "poll_interval_seconds": IDLE_POLL.parse::<f64>().unwrap_or(0.0),
+            "seconds": round(elapsed.as_secs_f64(), 2),
+            "passes": passes,
+            "changes_applied": changes,
+            "etcd_requests": etcd_requests,
+            "etcd_requests_per_pass": round(etcd_requests / passes, 3),
+            "ufm_requests_sim": ufm_sim,
+            "ufm_requests_daemon": ufm_daemon,
+            "ufm_requests_per_pass": round(ufm_sim / passes, 3),
+            "ufm_requests_by_route": stats["requests"],
+            "cpu_seconds": round(cpu_seconds, 3),
+            "cpu_ms_per_pass": round(cpu_seconds * 1000.0 / passes, 1),
+            "last_pass_duration_ms": round(m1.pass_duration * 1000.0, 1),
+            "target_etcd_requests_per_pass": TARGET_IDLE_ETCD_PER_PASS,
+            "target_ufm_requests_per_pass": TARGET_IDLE_UFM_PER_PASS,
+            "pass": etcd_requests / passes <= TARGET_IDLE_ETCD_PER_PASS
+                && ufm_sim / passes <= TARGET_IDLE_UFM_PER_PASS,
+        })
+    }
+
+    fn report_idle(&mut self, idle: &Value) {
+        let f = |k: &str| idle[k].as_f64().unwrap_or(f64::NAN);
+        self.section(&format!(
+            "Idle: {} passes in {:.0} s at --poll-interval {IDLE_POLL}, {PARTITIONS} partitions in sync",
+            f("passes"),
+            f("seconds")
+        ));
+        let etcd = f("etcd_requests_per_pass");
+        let ufm = f("ufm_requests_per_pass");
+        self.row(
+            "etcd requests per pass (daemon metrics)",
+            format!("{etcd:.2}"),
+            &format!("<= {TARGET_IDLE_ETCD_PER_PASS}"),
+            Some(etcd <= TARGET_IDLE_ETCD_PER_PASS),
+        );
+        self.row(
+            "UFM requests per pass (simulator)",
+            format!("{ufm:.2}"),
+            &format!("<= {TARGET_IDLE_UFM_PER_PASS}"),
+            Some(ufm <= TARGET_IDLE_UFM_PER_PASS),
+        );
+        self.row(
+            "CPU time per pass (utime+stime)",
+            format!(
+                "{:.0} ms (pass takes {:.0} ms)",
+                f("cpu_ms_per_pass"),
+                f("last_pass_duration_ms")
+            ),
+            "",
+            None,
+        );
+        self.row(
+            "changes applied while idle",
+            format!("{}", f("changes_applied")),
+            "0",
+            Some(f("changes_applied") == 0.0),
+        );
+        self.record("idle", idle.clone());
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // 3. Propagation latency
+
+    fn latency(
+        &self,
+        etcd: &Etcd,
+        sim: &UfmSim,
+        api: &str,
+        prefix: &str,
+        dir: &TempDir,
+        entries: &mut [(u16, Entry)],
+    ) -> Value {
+        let metrics_path = dir.join("metrics.prom");
+        let (mut daemon, _) =
+            self.start_daemon(etcd, sim, api, prefix, dir, &["--poll-interval", "60"]);
+        let m = wait_metrics(&mut daemon, &metrics_path, Duration::from_secs(60), |m| {
+            m.passes >= 1
+        });
+        assert_eq!(
+            m.changes, 0.0,
+            "the {api} daemon found UFM out of step with the {api} keyspace at start"
+        );
+        let auth = basic_auth(sim);
+        let mut latencies = Vec::with_capacity(LATENCY_CHANGES);
+        let mut passes_ms = Vec::with_capacity(LATENCY_CHANGES);
+        let mut timeouts = 0;
+        let mut passes = m.passes;
+        for i in 0..LATENCY_CHANGES {
+            // 37 is prime to 2,000: 200 different partitions.
+            let index = (i * 37) % entries.len();
+            let (pkey, entry) = &mut entries[index];
+            let new_guid = 0x0002_c904_0000_0000 | (u64::from(api == "v3") << 20) | i as u64;
+            entry.host[0] = new_guid;
+            let value = entry.pcocc_value();
+            let key = format!("{prefix}{}", pkey_name(*pkey));
+            let url = format!(
+                "{}/ufmRest/resources/pkeys/{}?guids_data=true",
+                sim.url(),
+                pkey_name(*pkey)
+            );
+            let needle = format!("{new_guid:016x}");
+            let t0 = Instant::now();
+            match api {
+                "v2" => self.put_v2(etcd, &key, &value),
+                _ => self.put_v3(etcd, &key, &value),
+            }
+            let seen = loop {
+                let (_, body) = self.get(&url, Some(auth.as_str()));
+                if contains(&body, needle.as_bytes()) {
+                    break Some(t0.elapsed());
+                }
+                if t0.elapsed() > Duration::from_secs(10) {
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            };
+            match seen {
+                Some(d) => latencies.push(d.as_secs_f64() * 1000.0),
+                None => {
+                    timeouts += 1;
+                    latencies.push(10_000.0);
+                }
+            }
+            // Let the pass finish (the old GUID removed) before the next change.
+            let m = wait_metrics(&mut daemon, &metrics_path, Duration::from_secs(30), |m| {
+                m.passes > passes
+            });
+            passes = m.passes;
+            passes_ms.push(m.pass_duration * 1000.0);
+        }
+        let hwm = proc_status_kb(daemon.pid(), "VmHWM");
+        let _ = daemon.stop();
+        latencies.sort_by(f64::total_cmp);
+        passes_ms.sort_by(f64::total_cmp);
+        let p50 = percentile(&latencies, 50.0);
+        let p99 = percentile(&latencies, 99.0);
+        let max = latencies.last().copied().unwrap_or(f64::NAN);
+        json!({
+            "api": api, "changes": LATENCY_CHANGES, "timeouts": timeouts,
+            "median_ms": round(p50, 2), "p99_ms": round(p99, 2), "max_ms": round(max, 2),
+            "min_ms": round(latencies.first().copied().unwrap_or(f64::NAN), 2),
+            "pass_duration_median_ms": round(percentile(&passes_ms, 50.0), 1),
+            "pass_duration_max_ms": round(passes_ms.last().copied().unwrap_or(f64::NAN), 1),
+            "peak_rss_kb": hwm,
+            "target_p99_ms": TARGET_P99_MS,
+            "pass": p99 < TARGET_P99_MS && timeouts == 0,
+        })
+    }
+
+    fn report_latency(&mut self, api: &str, r: &Value) {
+        let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+        self.section(&format!(
+            "Latency, etcd {api}: {LATENCY_CHANGES} single-entry changes -> visible in UFM, --poll-interval 60, {PARTITIONS} partitions"
+        ));
+        self.row(
+            "median / p99 / max",
+            format!(
+                "{:.0} / {:.0} / {:.0} ms",
+                f("median_ms"),
+                f("p99_ms"),
+                f("max_ms")
+            ),
+            &format!("p99 < {TARGET_P99_MS:.0} ms"),
+            Some(f("p99_ms") < TARGET_P99_MS && f("timeouts") == 0.0),
+        );
+        self.row(
+            "full pass per change (median / max)",
+            format!(
+                "{:.0} / {:.0} ms",
+                f("pass_duration_median_ms"),
+                f("pass_duration_max_ms")
+            ),
+            "",
+            None,
+        );
+        self.row(
+            "daemon peak RSS after the 200 passes",
+            mb(r["peak_rss_kb"].as_u64().unwrap_or(0)),
+            "",
+            None,
+        );
+        self.record(&format!("latency_{api}"), r.clone());
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // 4. One partition growing to 10,000 GUIDs and shrinking back
+
+    fn growth(&mut self, etcd: &Etcd) {
+        let prefix = "/bench/grow/pkeys/";
+        let sim = UfmSim::http();
+        let dir = TempDir::new("bench-grow");
+        let metrics_path = dir.join("metrics.prom");
+        let (mut daemon, _) =
+            self.start_daemon(etcd, &sim, "v2", prefix, &dir, &["--poll-interval", "60"]);
+        let mut m = wait_metrics(&mut daemon, &metrics_path, Duration::from_secs(60), |m| {
+            m.passes >= 1
+        });
+        // A quarter host GUIDs, three quarters VF GUIDs, interleaved.
+        let all: Vec<(u64, bool)> = (0..GROW_MAX)
+            .map(|i| {
+                if i % 4 == 0 {
+                    (host_guid(3000 + i / 4096, i % 4096), false)
+                } else {
+                    (vf_guid(3000 + i / 4096, i % 4096), true)
+                }
+            })
+            .collect();
+        let mut sizes: Vec<usize> = (1..=GROW_MAX / GROW_STEP).map(|n| n * GROW_STEP).collect();
+        sizes.extend((0..GROW_MAX / GROW_STEP).rev().map(|n| n * GROW_STEP));
+        let key = format!("{prefix}{}", pkey_name(GROW_PKEY));
+        let url = format!(
+            "{}/ufmRest/resources/pkeys/{}?guids_data=true",
+            sim.url(),
+            pkey_name(GROW_PKEY)
+        );
+        let auth = basic_auth(&sim);
+        let mut steps = Vec::new();
+        let mut ok = true;
+        let mut previous = 0usize;
+        for &size in &sizes {
+            let members: BTreeMap<u64, bool> = all[..size].iter().copied().collect();
+            let entry = Entry {
+                host: all[..size]
+                    .iter()
+                    .filter(|(_, vf)| !vf)
+                    .map(|(g, _)| *g)
+                    .collect(),
+                vf: all[..size]
+                    .iter()
+                    .filter(|(_, vf)| *vf)
+                    .map(|(g, _)| *g)
+                    .collect(),
+            };
+            self.post(&format!("{}/_sim/stats/reset", sim.url()));
+            let t0 = Instant::now();
+            if size == 0 {
+                etcd.delete_v2(&key);
+            } else {
+                self.put_v2(etcd, &key, &entry.pcocc_value());
+            }
+            let count_needle = b"\"guid\"";
+            let visible = loop {
+                let (_, body) = self.get(&url, Some(auth.as_str()));
+                // Cheap check first: the number of members; then the exact set.
+                if count(&body, count_needle) == size {
+                    let value: Value = serde_json::from_slice(&body).expect("pkey JSON");
+                    if members_of(&value) == members {
+                        break t0.elapsed();
+                    }
+                }
+                if t0.elapsed() > Duration::from_secs(60) {
+                    panic!(
+                        "UFM did not reach {size} members of {} in 60 s\n{}",
+                        pkey_name(GROW_PKEY),
+                        tail(&daemon.stderr(), 30)
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            let before = m.passes;
+            m = wait_metrics(&mut daemon, &metrics_path, Duration::from_secs(60), |m| {
+                m.passes > before
+            });
+            let stats = self.sim_stats(&sim);
+            let routes = stats["requests"].as_object().cloned().unwrap_or_default();
+            let by = |route: &str| routes.get(route).and_then(Value::as_u64).unwrap_or(0);
+            let adds = by("POST /resources/pkeys");
+            let removes = by("DELETE /resources/pkeys/{pkey}/guids");
+            let deletes = by("DELETE /resources/pkeys/{pkey}");
+            let lists = by("GET /resources/pkeys");
+            let polls = by("GET /resources/pkeys/{pkey}");
+            let daemon_requests = stats["total"].as_u64().unwrap_or(0) - polls;
+            let removed = previous.saturating_sub(size);
+            let added = size.saturating_sub(previous);
+            // One list, at most two adds (host and VF groups), removes in batches of 200,
+            // one partition delete at 0.
+            let allowed = 1 + 2 + removed.div_ceil(REMOVE_BATCH) as u64 + u64::from(size == 0);
+            let step_ok = daemon_requests <= allowed;
+            ok &= step_ok;
+            steps.push(json!({
+                "from": previous, "to": size, "added": added, "removed": removed,
+                "seconds": round(visible.as_secs_f64(), 3),
+                "pass_ms": round(m.pass_duration * 1000.0, 1),
+                "ufm_requests": daemon_requests, "adds": adds, "remove_batches": removes,
+                "partition_deletes": deletes, "lists": lists, "allowed": allowed,
+                "ok": step_ok,
+            }));
+            previous = size;
+        }
+        let hwm = proc_status_kb(daemon.pid(), "VmHWM");
+        let _ = daemon.stop();
+
+        let grow: Vec<&Value> = steps
+            .iter()
+            .filter(|s| s["added"].as_u64() > Some(0))
+            .collect();
+        let shrink: Vec<&Value> = steps
+            .iter()
+            .filter(|s| s["removed"].as_u64() > Some(0) && s["to"].as_u64() > Some(0))
+            .collect();
+        let last = steps.last().cloned().unwrap_or_default();
+        let summary = |set: &[&Value]| {
+            let secs: Vec<f64> = set.iter().filter_map(|s| s["seconds"].as_f64()).collect();
+            let reqs: Vec<u64> = set
+                .iter()
+                .filter_map(|s| s["ufm_requests"].as_u64())
+                .collect();
+            (
+                secs.iter().sum::<f64>() / secs.len().max(1) as f64,
+                secs.iter().copied().fold(0.0, f64::max),
+                reqs.iter().copied().min().unwrap_or(0),
+                reqs.iter().copied().max().unwrap_or(0),
+            )
+        };
+        let (g_avg, g_max, g_rmin, g_rmax) = summary(&grow);
+        let (s_avg, s_max, s_rmin, s_rmax) = summary(&shrink);
+        self.section(&format!(
+            "One partition 0 -> {GROW_MAX} -> 0 GUIDs in steps of {GROW_STEP} (1/4 host, 3/4 VF), etcd v2"
+        ));
+        self.row(
+            "grow step: time avg / max",
+            format!("{:.0} / {:.0} ms", g_avg * 1000.0, g_max * 1000.0),
+            "",
+            None,
+        );
+        self.row(
+            "grow step: UFM requests",
+            format!("{g_rmin}-{g_rmax} (list + adds)"),
+            "no request per GUID",
+            Some(grow.iter().all(|s| s["ok"] == json!(true))),
+        );
+        self.row(
+            "shrink step: time avg / max",
+            format!("{:.0} / {:.0} ms", s_avg * 1000.0, s_max * 1000.0),
+            "",
+            None,
+        );
+        let batches: Vec<u64> = shrink
+            .iter()
+            .filter_map(|s| s["remove_batches"].as_u64())
+            .collect();
+        self.row(
+            "shrink step: UFM requests",
+            format!(
+                "{s_rmin}-{s_rmax} (list + {}-{} DELETEs)",
+                batches.iter().min().unwrap_or(&0),
+                batches.iter().max().unwrap_or(&0)
+            ),
+            "no request per GUID",
+            Some(shrink.iter().all(|s| s["ok"] == json!(true))),
+        );
+        self.row(
+            "last step, key deleted: time, requests",
+            format!(
+                "{:.0} ms, {} (list + {} partition DELETE)",
+                last["seconds"].as_f64().unwrap_or(f64::NAN) * 1000.0,
+                last["ufm_requests"],
+                last["partition_deletes"]
+            ),
+            "no request per GUID",
+            Some(last["ok"] == json!(true)),
+        );
+        self.row("daemon peak RSS (VmHWM)", mb(hwm), "", None);
+        self.record(
+            "growth",
+            json!({
+                "pkey": pkey_name(GROW_PKEY), "max_guids": GROW_MAX, "step": GROW_STEP,
+                "steps": steps, "peak_rss_kb": hwm, "pass": ok,
+                "grow_step_seconds_avg": round(g_avg, 3), "shrink_step_seconds_avg": round(s_avg, 3),
+            }),
+        );
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Output
+
+    fn print_and_save(&self, elapsed: Duration) {
+        // Section titles stand on their own line and do not widen the columns.
+        let measures = || self.rows.iter().filter(|r| !r.value.is_empty());
+        let width = measures().map(|r| r.label.len()).max().unwrap_or(0);
+        let value_width = measures().map(|r| r.value.len()).max().unwrap_or(0);
+        let target_width = measures().map(|r| r.target.len()).max().unwrap_or(0);
+        println!();
+        let mut failed = Vec::new();
+        for row in &self.rows {
+            if row.value.is_empty() && row.result.is_none() {
+                println!("{}", row.label);
+                continue;
+            }
+            let verdict = match row.result {
+                Some(true) => "PASS",
+                Some(false) => {
+                    failed.push(row.label.trim().to_string());
+                    "FAIL"
+                }
+                None => "",
+            };
+            println!(
+                "{:<width$}  {:<value_width$}  {:<target_width$}  {verdict}",
+                row.label, row.value, row.target
+            );
+        }
+        println!();
+        println!(
+            "total benchmark time {:.0} s; {} target(s) missed{}",
+            elapsed.as_secs_f64(),
+            failed.len(),
+            if failed.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", failed.join("; "))
+            }
+        );
+        let mut all = self.results.clone();
+        all.insert("meta".into(), Value::Object(self.meta.clone()));
+        all.insert("failed".into(), json!(failed));
+        let path = results_path();
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .unwrap_or_else(|e| panic!("creating {}: {e}", parent.display()));
+        }
+        let text = serde_json::to_string_pretty(&Value::Object(all)).expect("results JSON");
+        std::fs::write(&path, text + "\n")
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        println!("results: {}", path.display());
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // HTTP helpers (a keep-alive agent of our own, not the code under test)
+
+    fn get(&self, url: &str, auth: Option<&str>) -> (u16, Vec<u8>) {
+        let mut request = self.http.get(url);
+        if let Some(auth) = auth {
+            request = request.header("Authorization", auth);
+        }
+        let mut response = request.call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_vec()
+            .unwrap_or_else(|e| panic!("GET {url}: reading the body: {e}"));
+        (status, body)
+    }
+
+    fn post(&self, url: &str) {
+        let status = self
+            .http
+            .post(url)
+            .send_empty()
+            .unwrap_or_else(|e| panic!("POST {url}: {e}"))
+            .status()
+            .as_u16();
+        assert!((200..300).contains(&status), "POST {url}: HTTP {status}");
+    }
+
+    fn sim_stats(&self, sim: &UfmSim) -> Value {
+        let (status, body) = self.get(&format!("{}/_sim/stats", sim.url()), None);
+        assert_eq!(status, 200, "GET /_sim/stats");
+        serde_json::from_slice(&body).expect("/_sim/stats is JSON")
+    }
+
+    fn body_size(&self, url: &str, sim: Option<&UfmSim>) -> usize {
+        let auth = sim.map(basic_auth);
+        let (status, body) = self.get(url, auth.as_deref());
+        assert_eq!(status, 200, "GET {url}");
+        body.len()
+    }
+
+    fn put_v2(&self, etcd: &Etcd, key: &str, value: &str) {
+        put_v2_with(&self.http, &etcd.endpoint(), key, value);
+    }
+
+    fn put_v3(&self, etcd: &Etcd, key: &str, value: &str) {
+        put_v3_with(&self.http, &etcd.endpoint(), key, value);
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .proxy(None)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .new_agent()
+}
+
+/// `PUT /v2/keys<key>` with `value=<quote_plus(value)>`, as python-etcd (pcocc) writes.
+fn put_v2_with(http: &ureq::Agent, endpoint: &str, key: &str, value: &str) {
+    let url = format!("{endpoint}/v2/keys{key}");
+    let body = format!("value={}", form_urlencode(value));
+    let status = http
+        .put(&url)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .send(body.as_bytes())
+        .unwrap_or_else(|e| panic!("PUT {url}: {e}"))
+        .status()
+        .as_u16();
+    assert!(matches!(status, 200 | 201), "PUT {url}: HTTP {status}");
+}
+
+/// `POST /v3/kv/put` through etcd's JSON gateway.
+fn put_v3_with(http: &ureq::Agent, endpoint: &str, key: &str, value: &str) {
+    let url = format!("{endpoint}/v3/kv/put");
+    let body = json!({"key": B64.encode(key), "value": B64.encode(value)}).to_string();
+    let status = http
+        .post(&url)
+        .header("Content-Type", "application/json")
+        .send(body.as_bytes())
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"))
+        .status()
+        .as_u16();
+    assert_eq!(status, 200, "POST {url} ({key})");
+}
+
+/// Writes every entry through v2 with a few keep-alive clients in parallel.
+fn load_v2(etcd: &Etcd, prefix: &str, entries: &[(u16, Entry)]) -> Duration {
+    load(etcd, prefix, entries, put_v2_with)
+}
+
+/// Writes every entry through v3 with a few keep-alive clients in parallel.
+fn load_v3(etcd: &Etcd, prefix: &str, entries: &[(u16, Entry)]) -> Duration {
+    load(etcd, prefix, entries, put_v3_with)
+}
+
+fn load(
+    etcd: &Etcd,
+    prefix: &str,
+    entries: &[(u16, Entry)],
+    put: fn(&ureq::Agent, &str, &str, &str),
+) -> Duration {
+    let start = Instant::now();
+    let endpoint = etcd.endpoint();
+    let chunk = entries.len().div_ceil(LOADERS).max(1);
+    std::thread::scope(|scope| {
+        for part in entries.chunks(chunk) {
+            let endpoint = &endpoint;
+            scope.spawn(move || {
+                let http = agent();
+                for (pkey, entry) in part {
+                    let key = format!("{prefix}{}", pkey_name(*pkey));
+                    put(&http, endpoint, &key, &entry.pcocc_value());
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+fn basic_auth(sim: &UfmSim) -> String {
+    format!(
+        "Basic {}",
+        B64.encode(format!("{}:{}", sim.user(), sim.password()))
+    )
+}
+
+/// GUID -> index0 of a partition as the simulator shows it (`guids_data=true`).
+fn members_of(partition: &Value) -> BTreeMap<u64, bool> {
+    partition["guids"]
+        .as_array()
+        .map(|guids| {
+            guids
+                .iter()
+                .map(|m| {
+                    let text = m["guid"].as_str().expect("member guid");
+                    let guid =
+                        u64::from_str_radix(text.trim_start_matches("0x"), 16).expect("hex guid");
+                    (guid, m["index0"].as_bool().unwrap_or(false))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+// -------------------------------------------------------------------------------------------
+// The daemon's metrics file and /proc
+
+/// What the benchmark reads from the daemon's `--metrics-file`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Sample {
+    passes: u64,
+    etcd_requests: f64,
+    ufm_requests: f64,
+    changes: f64,
+    pass_duration: f64,
+}
+
+fn read_metrics(path: &Path) -> Option<Sample> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut sample = Sample::default();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((name, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        if name.starts_with("ufm_pkeyd_passes_total") {
+            sample.passes += value as u64;
+        } else if name.starts_with("ufm_pkeyd_requests_total{service=\"etcd\"") {
+            sample.etcd_requests += value;
+        } else if name.starts_with("ufm_pkeyd_requests_total{service=\"ufm\"") {
+            sample.ufm_requests += value;
+        } else if name.starts_with("ufm_pkeyd_changes_applied_total") {
+            sample.changes += value;
+        } else if name == "ufm_pkeyd_pass_duration_seconds" {
+            sample.pass_duration = value;
+        }
+    }
+    Some(sample)
+}
+
+/// Polls the metrics file every 2 ms until `done` holds; panics with the daemon's log after
+/// `timeout` or if it exits.
+fn wait_metrics(
+    daemon: &mut Daemon,
+    path: &Path,
+    timeout: Duration,
+    done: impl Fn(&Sample) -> bool,
+) -> Sample {
+    let start = Instant::now();
+    loop {
+        if let Some(sample) = read_metrics(path) {
+            if done(&sample) {
+                return sample;
+            }
+        }
+        if !daemon.is_running() {
+            panic!("ufm-pkeyd exited\n{}", tail(&daemon.stderr(), 30));
+        }
+        if start.elapsed() > timeout {
+            panic!(
+                "timed out after {} s waiting for a pass in {}\n{}",
+                timeout.as_secs(),
+                path.display(),
+                tail(&daemon.stderr(), 30)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmHWM`, `VmRSS`).
+fn proc_status_kb(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("reading /proc/{pid}/status: {e}"));
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> f64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("reading /proc/{pid}/stat: {e}"));
+    // Fields after the command name (which may hold spaces) start with field 3 (state);
+    // utime and stime are fields 14 and 15.
+    let rest = &text[text.rfind(')').expect("/proc/pid/stat has (comm)") + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields[11].parse().expect("utime");
+    let stime: f64 = fields[12].parse().expect("stime");
+    utime + stime
+}
+
+/// `getconf CLK_TCK` (100 when it cannot be asked).
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+// -------------------------------------------------------------------------------------------
+// Small things
+
+fn results_path() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("bench").join("results.json")
+}
+
+fn path_text(path: &Path) -> String {
+    path.to_str().expect("temp paths are UTF-8").to_string()
+}
+
+fn mb(kb: u64) -> String {
+    format!("{:.1} MB", kb as f64 / 1024.0)
+}
+
+fn round(value: f64, digits: i32) -> f64 {
+    let factor = 10f64.powi(digits);
+    (value * factor).round() / factor
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .filter(|w| *w == needle)
+        .count()
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
