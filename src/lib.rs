@@ -4,7 +4,8 @@
 //! Module map: `model` (PKey, GUID, pcocc entries; no I/O), `config` (layered settings),
 //! `http` (the shared HTTP/TLS layer), `etcd` and `ufm` (typed clients), `plan` (the pure sync
 //! planner), `sync` (one pass), `state` (ownership file), `daemon` (monitor loop, signals),
-//! `systemd` (sd_notify), `cli` (flags and help), `commands` (one-shot sub-commands),
+//! `systemd` (sd_notify), `election`, `metrics`, `report` (how plans are shown), `cli` (flags
+//! and help), `commands` (the sub-commands other than `monitor`),
 //! `logging`, `secret`, `error` (exit codes).
 
 pub mod cli;
@@ -19,6 +20,7 @@ pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod plan;
+pub mod report;
 pub mod secret;
 pub mod state;
 pub mod sync;

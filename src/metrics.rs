@@ -161,6 +161,13 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str
     }
 }
 
+/// The current Unix time in seconds, as Prometheus timestamps are.
+pub fn unix_time() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// Reads one unlabelled sample from a metrics file written by [`Metrics::write`].
 pub fn read_sample(text: &str, name: &str) -> Option<f64> {
     text.lines()

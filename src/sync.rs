@@ -4,11 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::SyncSettings;
+use crate::config::{RawConfig, SyncSettings};
+use crate::error::Error;
 use crate::etcd::{EtcdClient, EtcdError};
 use crate::model::PKey;
 use crate::plan::{self, Action, Invalid, Plan};
 use crate::state::Ownership;
+use crate::state::StateFile;
 use crate::ufm::{JoinOptions, UfmClient, UfmError};
 
 /// What stopped a pass before it could plan.
@@ -102,6 +104,40 @@ impl Engine {
             last_invalid: Vec::new(),
             last_refusal: None,
         }
+    }
+
+    /// Builds the engine from the configuration. In a dry run a missing state directory is
+    /// tolerated (nothing is written); a corrupt state file never is.
+    pub fn from_config(config: &RawConfig, dry_run: bool) -> Result<Engine, Error> {
+        let settings = config.sync()?;
+        let etcd = EtcdClient::new(&config.etcd()?).map_err(Error::Usage)?;
+        let ufm = UfmClient::new(&config.ufm()?).map_err(Error::Usage)?;
+        if config.election()?.is_some() {
+            // The instances of an HA pair share ownership through etcd; it is read before the
+            // first pass of each leadership term.
+            let key = settings.state_key.clone();
+            if dry_run {
+                let owned = Ownership::load_from_etcd(&etcd, &key).map_err(Error::Failed)?;
+                return Ok(Engine::new(etcd, ufm, settings, None, owned));
+            }
+            let state = Ownership::Etcd { key };
+            return Ok(Engine::new(
+                etcd,
+                ufm,
+                settings,
+                Some(state),
+                Default::default(),
+            ));
+        }
+        let (state, owned) = match StateFile::open(&settings.state_file) {
+            Ok((state, owned)) => (Some(Ownership::File(state)).filter(|_| !dry_run), owned),
+            Err(e) if dry_run && !settings.state_file.exists() => {
+                log::warn!("{e}; planning as if nothing were owned");
+                (None, Default::default())
+            }
+            Err(e) => return Err(Error::Usage(e)),
+        };
+        Ok(Engine::new(etcd, ufm, settings, state, owned))
     }
 
     /// The partitions owned now.

@@ -364,6 +364,17 @@ impl Fabric {
         if guids.is_empty() {
             return Err(bad("'guids' must contain at least one GUID"));
         }
+        let partition = self.partition_for_write(pkey, ip_over_ib);
+        for guid in guids {
+            partition.members.insert(*guid, member);
+        }
+        self.touch();
+        Ok(())
+    }
+
+    /// The partition an add or set writes to, created with UFM's defaults when missing (add
+    /// creates on demand); `ip_over_ib`, when given, overwrites its flag.
+    fn partition_for_write(&mut self, pkey: u16, ip_over_ib: Option<bool>) -> &mut Partition {
         let partition = self.partitions.entry(pkey).or_insert_with(|| {
             Partition::new(
                 default_name(pkey),
@@ -374,11 +385,7 @@ impl Fabric {
         if let Some(flag) = ip_over_ib {
             partition.ip_over_ib = flag;
         }
-        for guid in guids {
-            partition.members.insert(*guid, member);
-        }
-        self.touch();
-        Ok(())
+        partition
     }
 
     /// `PUT /resources/pkeys`: the member list becomes exactly `members` (later duplicates
@@ -393,16 +400,7 @@ impl Fabric {
         if members.is_empty() {
             return Err(bad("'guids' must contain at least one GUID"));
         }
-        let partition = self.partitions.entry(pkey).or_insert_with(|| {
-            Partition::new(
-                default_name(pkey),
-                ip_over_ib.unwrap_or(true),
-                Qos::default(),
-            )
-        });
-        if let Some(flag) = ip_over_ib {
-            partition.ip_over_ib = flag;
-        }
+        let partition = self.partition_for_write(pkey, ip_over_ib);
         partition.members = members.iter().copied().collect();
         self.touch();
         Ok(())

@@ -1,0 +1,176 @@
+//! `ufm-pkeyd ufm`: one-shot UFM PKey operations, with the old tool's flags.
+
+use serde_json::json;
+
+use super::Output;
+use crate::cli::UfmOp;
+use crate::config::{RawConfig, UfmAuth};
+use crate::error::{Error, Result};
+use crate::ufm::{JoinOptions, Partition, UfmClient, UfmError};
+
+fn ufm_client(config: &RawConfig) -> Result<UfmClient> {
+    let settings = config.ufm()?;
+    UfmClient::new(&settings).map_err(Error::Usage)
+}
+
+/// Runs one UFM operation.
+pub(super) fn run(op: &UfmOp, config: &RawConfig, out: &Output) -> Result<()> {
+    let client = ufm_client(config)?;
+    match op {
+        UfmOp::Check => {
+            let version = client.version()?;
+            let auth = match config.ufm()?.auth {
+                UfmAuth::Basic { user, .. } => format!("user {user}"),
+                UfmAuth::Token(_) => "access token".to_string(),
+            };
+            out.done(
+                &format!("UFM {version}: connected and authenticated ({auth})"),
+                json!({"ufm_release_version": version}),
+            )
+        }
+        UfmOp::List => {
+            let partitions = client.list_partitions()?;
+            if out.json {
+                out.print_json(&json!(
+                    partitions.iter().map(partition_json).collect::<Vec<_>>()
+                ))
+            } else {
+                out.print(&partition_table(&partitions))
+            }
+        }
+        UfmOp::Get(pkey) => {
+            let partition = client
+                .get(*pkey)?
+                .ok_or_else(|| Error::NotFound(format!("PKey {pkey} not found in UFM")))?;
+            if out.json {
+                out.print_json(&partition_json(&partition))
+            } else {
+                out.print(&partition_detail(&partition))
+            }
+        }
+        UfmOp::Create { pkey, guids, join } => {
+            if guids.is_empty() {
+                client.create(*pkey, join.index0, join.ip_over_ib)?;
+                out.done(
+                    &format!("created PKey {pkey}"),
+                    json!({"pkey": pkey.to_string()}),
+                )
+            } else {
+                if client.get(*pkey)?.is_some() {
+                    return Err(UfmError::AlreadyExists(format!(
+                        "PKey {pkey} already exists in UFM: add GUIDs with --pkey {pkey} --guids"
+                    ))
+                    .into());
+                }
+                client.add_guids(*pkey, guids, join_options(join))?;
+                out.done(
+                    &format!("created PKey {pkey} with {}", guid_count(guids.len())),
+                    json!({"pkey": pkey.to_string(), "guids": guids.len()}),
+                )
+            }
+        }
+        UfmOp::Delete(pkey) => {
+            client.delete(*pkey).map_err(|e| match e {
+                UfmError::NotFound(_) => {
+                    UfmError::NotFound(format!("PKey {pkey} not found in UFM"))
+                }
+                other => other,
+            })?;
+            out.done(
+                &format!("deleted PKey {pkey}"),
+                json!({"pkey": pkey.to_string()}),
+            )
+        }
+        UfmOp::AddGuids { pkey, guids, join } => {
+            client.add_guids(*pkey, guids, join_options(join))?;
+            out.done(
+                &format!(
+                    "added {} to PKey {pkey} (membership {}, index0 {}, ip_over_ib {})",
+                    guid_count(guids.len()),
+                    join.membership,
+                    on_off(join.index0),
+                    on_off(join.ip_over_ib)
+                ),
+                json!({"pkey": pkey.to_string(), "guids": guids.len()}),
+            )
+        }
+        UfmOp::RemoveGuids { pkey, guids } => {
+            client.remove_guids(*pkey, guids).map_err(|e| match e {
+                UfmError::NotFound(_) => {
+                    UfmError::NotFound(format!("PKey {pkey} not found in UFM"))
+                }
+                other => other,
+            })?;
+            out.done(
+                &format!("removed {} from PKey {pkey}", guid_count(guids.len())),
+                json!({"pkey": pkey.to_string(), "guids": guids.len()}),
+            )
+        }
+    }
+}
+
+fn join_options(join: &crate::cli::JoinFlags) -> JoinOptions {
+    JoinOptions {
+        membership: join.membership,
+        index0: join.index0,
+        ip_over_ib: join.ip_over_ib,
+    }
+}
+
+fn guid_count(n: usize) -> String {
+    if n == 1 {
+        "1 GUID".to_string()
+    } else {
+        format!("{n} GUIDs")
+    }
+}
+
+fn on_off(value: bool) -> &'static str {
+    if value { "on" } else { "off" }
+}
+
+fn partition_json(partition: &Partition) -> serde_json::Value {
+    json!({
+        "pkey": partition.pkey.to_string(),
+        "name": partition.name,
+        "ip_over_ib": partition.ip_over_ib,
+        "guids": partition.members.iter().map(|m| json!({
+            "guid": m.guid.to_string(),
+            "membership": m.membership.as_str(),
+            "index0": m.index0,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn partition_table(partitions: &[Partition]) -> String {
+    let mut text = format!("{:<8} {:<24} {:<6} {}\n", "PKEY", "NAME", "IPOIB", "GUIDS");
+    for p in partitions {
+        text.push_str(&format!(
+            "{:<8} {:<24} {:<6} {}\n",
+            p.pkey.to_string(),
+            p.name,
+            if p.ip_over_ib { "yes" } else { "no" },
+            p.members.len()
+        ));
+    }
+    text
+}
+
+fn partition_detail(partition: &Partition) -> String {
+    let mut text = format!(
+        "pkey:        {}\nname:        {}\nip_over_ib:  {}\nguids:       {}\n",
+        partition.pkey,
+        partition.name,
+        partition.ip_over_ib,
+        partition.members.len()
+    );
+    for member in &partition.members {
+        let index0 = if member.index0 { "  index0" } else { "" };
+        text.push_str(&format!(
+            "  {}  {:<7}{index0}\n",
+            member.guid,
+            member.membership.as_str()
+        ));
+    }
+    text
+}

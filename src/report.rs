@@ -1,0 +1,184 @@
+//! How plans and pass results are shown: text for people (one line per change), JSON for
+//! scripts (`--json`), and the one-line summary sent to systemd as `STATUS=`. Used by
+//! `sync`, `status` and `monitor --dry-run` alike.
+
+use serde_json::json;
+
+use crate::plan::{Action, Plan};
+use crate::sync::{Engine, PassReport, describe};
+
+/// Whether a plan would change UFM (refused deletions count: they wait for an operator).
+pub fn plan_pending(plan: &Plan) -> bool {
+    !plan.actions.is_empty() || !plan.refused_deletes.is_empty()
+}
+
+/// Why a `sync` did not fully succeed, in one line.
+pub fn failure_summary(report: &PassReport) -> String {
+    let mut parts = Vec::new();
+    if !report.failures.is_empty() {
+        parts.push(format!("{} UFM changes failed", report.failures.len()));
+    }
+    if let Some(reason) = &report.plan.refusal {
+        parts.push(format!(
+            "deletions refused ({reason}): confirm with --allow-mass-delete"
+        ));
+    }
+    if let Some(e) = &report.state_error {
+        parts.push(e.clone());
+    }
+    parts.join("; ")
+}
+
+/// The one-line summary of a pass for systemd's `STATUS=`.
+pub fn status_line(report: &PassReport, engine: &Engine) -> String {
+    let plan = &report.plan;
+    let state = if report.succeeded() {
+        "in sync"
+    } else {
+        "not in sync"
+    };
+    format!(
+        "{state}: {} owned, {} unmanaged, {} invalid; last pass applied {} changes, {} failed",
+        engine.owned().len(),
+        plan.unmanaged.len(),
+        plan.invalid.len(),
+        plan.actions.len() - report.failures.len() - report.skipped,
+        report.failures.len()
+    )
+}
+
+/// One planned change as JSON.
+fn action_json(action: &Action) -> serde_json::Value {
+    match action {
+        Action::Add {
+            pkey,
+            guids,
+            spec,
+            ip_over_ib,
+            creates,
+        } => json!({
+            "pkey": pkey.to_string(),
+            "action": if *creates { "create" } else { "add" },
+            "guids": guids.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "membership": spec.membership.as_str(),
+            "index0": spec.index0,
+            "ip_over_ib": ip_over_ib,
+        }),
+        Action::Remove { pkey, guids } => json!({
+            "pkey": pkey.to_string(),
+            "action": "remove",
+            "guids": guids.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        }),
+        Action::Delete { pkey } => json!({"pkey": pkey.to_string(), "action": "delete"}),
+    }
+}
+
+/// The plan as JSON: in sync or not, changes, unmanaged, invalid, refusals, ownership.
+pub fn plan_json(plan: &Plan, engine: &Engine) -> serde_json::Value {
+    let keys = |v: &[crate::model::PKey]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+    json!({
+        "in_sync": !plan_pending(plan),
+        "actions": plan.actions.iter().map(action_json).collect::<Vec<_>>(),
+        "unmanaged": keys(&plan.unmanaged),
+        "invalid": plan.invalid.iter().map(|i| json!({
+            "key": i.key,
+            "pkey": i.pkey.map(|p| p.to_string()),
+            "reason": i.reason,
+        })).collect::<Vec<_>>(),
+        "refused_deletes": keys(&plan.refused_deletes),
+        "refusal": plan.refusal,
+        "owned": engine.owned().iter().map(ToString::to_string).collect::<Vec<_>>(),
+    })
+}
+
+/// The plan for people: one line per change, then unmanaged, invalid and refusals.
+pub fn plan_text(plan: &Plan) -> String {
+    let mut text = String::new();
+    for action in &plan.actions {
+        text.push_str(&format!(
+            "{:<8} {}\n",
+            action.pkey().to_string(),
+            describe(action)
+        ));
+    }
+    let list = |v: &[crate::model::PKey]| {
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !plan.unmanaged.is_empty() {
+        text.push_str(&format!(
+            "unmanaged (left alone): {}\n",
+            list(&plan.unmanaged)
+        ));
+    }
+    for invalid in &plan.invalid {
+        text.push_str(&format!(
+            "invalid (left alone): {}: {}\n",
+            invalid.key, invalid.reason
+        ));
+    }
+    if let Some(reason) = &plan.refusal {
+        text.push_str(&format!(
+            "refused: deleting {} ({reason}); confirm with --allow-mass-delete\n",
+            list(&plan.refused_deletes)
+        ));
+    }
+    if plan_pending(plan) {
+        text.push_str(&format!(
+            "{} changes pending\n",
+            plan.actions.len() + plan.refused_deletes.len()
+        ));
+    } else {
+        text.push_str("in sync\n");
+    }
+    text
+}
+
+/// Prints the plan in the form asked for.
+pub fn print_plan(plan: &Plan, engine: &Engine, json: bool) {
+    if json {
+        let text = serde_json::to_string_pretty(&plan_json(plan, engine)).unwrap_or_default();
+        println!("{text}");
+    } else {
+        print!("{}", plan_text(plan));
+    }
+}
+
+/// Prints what a pass applied, in the form asked for.
+pub fn print_report(report: &PassReport, engine: &Engine, json: bool) {
+    let c = report.counts;
+    if json {
+        let mut value = plan_json(&report.plan, engine);
+        value["in_sync"] = json!(report.succeeded());
+        value["applied"] = json!({
+            "created": c.created, "guids_added": c.guids_added,
+            "guids_removed": c.guids_removed, "deleted": c.deleted,
+        });
+        value["failures"] = json!(
+            report
+                .failures
+                .iter()
+                .map(|(a, e)| json!({
+                    "pkey": a.pkey().to_string(), "action": describe(a), "error": e,
+                }))
+                .collect::<Vec<_>>()
+        );
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+    } else if report.plan.actions.is_empty() && report.succeeded() {
+        println!("in sync: nothing to change");
+    } else {
+        println!(
+            "applied: {} created, {} GUIDs added, {} GUIDs removed, {} deleted; {} failed",
+            c.created,
+            c.guids_added,
+            c.guids_removed,
+            c.deleted,
+            report.failures.len()
+        );
+    }
+}
