@@ -610,3 +610,39 @@ fn systemd_credential_supplies_the_etcd_password() {
     run.assert_ok();
     assert_eq!(run.stdout, format!("{VALUE}\n"));
 }
+
+#[test]
+fn tls_with_client_certificate_and_password_works_through_v2_and_v3() {
+    // pcocc's production shape: https with client certificates, the v2 API, user root.
+    let etcd = Etcd::start(EtcdOptions {
+        tls: true,
+        v2: true,
+        auth: Some(EtcdAuth::default()),
+        ..EtcdOptions::default()
+    });
+    let tls = etcd.tls().expect("tls files");
+    let connection: Vec<String> = [
+        "--etcd-ca-cert".to_string(),
+        path(&tls.ca),
+        "--etcd-cert-file".to_string(),
+        path(&tls.client_cert),
+        "--etcd-key-file".to_string(),
+        path(&tls.client_key),
+    ]
+    .into_iter()
+    .chain(as_root(&etcd))
+    .collect();
+    for api in ["v2", "v3"] {
+        etcd_cmd(&etcd, &strs(&connection))
+            .args(&["--etcd-api", api, "--put", KEY, "--value", VALUE])
+            .run()
+            .assert_ok();
+        let run = etcd_cmd(&etcd, &strs(&connection))
+            .args(&["--etcd-api", api, "--get", KEY])
+            .run();
+        run.assert_ok();
+        assert_eq!(run.stdout.trim(), VALUE, "{api}");
+    }
+    assert_eq!(etcd.get_v2(KEY).as_deref(), Some(VALUE));
+    assert_eq!(etcd.get_v3(KEY).as_deref(), Some(VALUE));
+}
