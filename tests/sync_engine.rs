@@ -1547,3 +1547,54 @@ fn measure_request_counts() {
     );
     daemon.stop().assert_ok();
 }
+
+#[test]
+fn the_watch_works_over_tls_with_client_certificates_after_quiet_periods() {
+    for api in [Api::V2, Api::V3] {
+        let etcd = Etcd::start(EtcdOptions {
+            tls: true,
+            v2: api == Api::V2,
+            ..EtcdOptions::default()
+        });
+        let tls = etcd.tls().expect("tls files").clone();
+        let rig = Rig::with(api, etcd, UfmSim::http());
+        let notify = Notify::new();
+        let (ca, cert, key) = (
+            path_text(&tls.ca),
+            path_text(&tls.client_cert),
+            path_text(&tls.client_key),
+        );
+        let daemon = rig.monitor(
+            &[
+                "--etcd-ca-cert",
+                &ca,
+                "--etcd-cert-file",
+                &cert,
+                "--etcd-key-file",
+                &key,
+                "--poll-interval",
+                "60",
+            ],
+            &notify,
+        );
+        notify.wait(&daemon, "STATUS=", 1, secs(10));
+        rig.wait_watching(&daemon);
+        // Several quarter-second read timeouts pass on the TLS stream before the change: the
+        // stream must survive them.
+        std::thread::sleep(Duration::from_millis(1500));
+        rig.put("0x42", &[host(1)], &[vf(1)]);
+        rig.wait_partition(
+            &daemon,
+            "0x42",
+            Some(&partition(&[host(1)], &[vf(1)])),
+            PROPAGATION,
+        );
+        let run = daemon.stop();
+        run.assert_ok();
+        assert!(
+            !run.stderr.contains("watch failed"),
+            "{api:?}: the watch broke instead of waiting:\n{}",
+            run.stderr
+        );
+    }
+}
