@@ -103,22 +103,14 @@ pub(super) fn put(
     value: &[u8],
     ttl: Option<u64>,
 ) -> Result<(), EtcdError> {
-    let key = absolute(key);
     let text = std::str::from_utf8(value).map_err(|_| {
         EtcdError::Api("the v2 API stores text only: the value is not UTF-8".into())
     })?;
-    let url = format!("{base}/v2/keys{}", encode_path(&key));
     let mut form = format!("value={}", encode_form_value(text));
     if let Some(ttl) = ttl {
         form.push_str(&format!("&ttl={ttl}"));
     }
-    let request = Request {
-        method: "PUT",
-        url: &url,
-        auth: auth(client),
-        body: Some(("application/x-www-form-urlencoded", form.into_bytes())),
-    };
-    let response = send(client, &request)?;
+    let (url, response) = put_form(client, base, key, "", form)?;
     if response.is_success() {
         Ok(())
     } else {
@@ -215,11 +207,11 @@ pub(super) fn campaign(
     ttl: u64,
 ) -> Result<Option<Claim>, EtcdError> {
     let form = format!("value={}&ttl={ttl}", encode_form_value(identity));
-    let response = put_form(client, base, key, "prevExist=false", form)?;
+    let (url, response) = put_form(client, base, key, "prevExist=false", form)?;
     match response.status {
         200 | 201 => Ok(Some(Claim::TtlKey)),
         412 => Ok(None),
-        _ => Err(classify(base, &response)),
+        _ => Err(classify(&url, &response)),
     }
 }
 
@@ -233,7 +225,7 @@ pub(super) fn refresh(
     ttl: u64,
 ) -> Result<bool, EtcdError> {
     let condition = format!("prevExist=true&prevValue={}", encode_form_value(identity));
-    let response = put_form(
+    let (url, response) = put_form(
         client,
         base,
         key,
@@ -243,7 +235,7 @@ pub(super) fn refresh(
     match response.status {
         200 | 201 => Ok(true),
         404 | 412 => Ok(false),
-        _ => Err(classify(base, &response)),
+        _ => Err(classify(&url, &response)),
     }
 }
 
@@ -273,22 +265,27 @@ pub(super) fn resign(
     }
 }
 
+/// PUTs a form to a key, with an optional query (conditions such as `prevExist=false`);
+/// returns the URL, for messages, and the answer.
 fn put_form(
     client: &EtcdClient,
     base: &str,
     key: &str,
     query: &str,
     form: String,
-) -> Result<Response, EtcdError> {
-    let key = absolute(key);
-    let url = format!("{base}/v2/keys{}?{query}", encode_path(&key));
+) -> Result<(String, Response), EtcdError> {
+    let mut url = format!("{base}/v2/keys{}", encode_path(&absolute(key)));
+    if !query.is_empty() {
+        url = format!("{url}?{query}");
+    }
     let request = Request {
         method: "PUT",
         url: &url,
         auth: auth(client),
         body: Some(("application/x-www-form-urlencoded", form.into_bytes())),
     };
-    send(client, &request)
+    let response = send(client, &request)?;
+    Ok((url, response))
 }
 
 fn send(client: &EtcdClient, request: &Request<'_>) -> Result<Response, EtcdError> {
