@@ -1,31 +1,29 @@
 //! ufm-pkeyd keeps InfiniBand partition keys in NVIDIA UFM Enterprise in step with the PKey
 //! definitions that pcocc writes into etcd.
 //!
-//! Module map: `model` (PKey, GUID, pcocc entries; no I/O), `config` (layered settings),
-//! `http` (the shared HTTP/TLS layer), `etcd` and `ufm` (typed clients), `plan` (the pure sync
-//! planner), `sync` (one pass), `state` (ownership file), `daemon` (monitor loop, signals),
-//! `systemd` (sd_notify), `election`, `metrics`, `report` (how plans are shown), `cli` (flags
-//! and help), `commands` (the sub-commands other than `monitor`),
-//! `logging`, `secret`, `error` (exit codes).
+//! Modules, from the bottom up (each depends only on those above it in this list):
+//! - `model`: PKey, GUID, membership, partitions and pcocc entries; no I/O.
+//! - `error`, `secret`: the error every command ends with (and its exit code); secret text.
+//! - `plan`: the pure sync planner, over the model only.
+//! - `net`: the HTTP/TLS layer and the etcd and UFM clients, each with its own settings.
+//! - `engine`: one sync pass (read, plan, apply, record), ownership, leader election.
+//! - `config`: the configuration layers, resolved once into typed settings.
+//! - `cli`: the flag table, parsing and `--help`.
+//! - `app`: the sub-commands and the daemon loop; wires clients, engine and output together.
+//! - `systemd`, `logging`: sd_notify and the log set-up.
 
-pub mod cli;
-pub mod commands;
-pub mod config;
-pub mod daemon;
-pub mod election;
-pub mod error;
-pub mod etcd;
-pub mod http;
-pub mod logging;
-pub mod metrics;
-pub mod model;
-pub mod plan;
-pub mod report;
-pub mod secret;
-pub mod state;
-pub mod sync;
-pub mod systemd;
-pub mod ufm;
+mod app;
+mod atomic_file;
+mod cli;
+mod config;
+mod engine;
+mod error;
+mod logging;
+mod model;
+mod net;
+mod plan;
+mod secret;
+mod systemd;
 
 use std::ffi::OsString;
 
@@ -49,18 +47,18 @@ pub fn main_with_args(args: Vec<OsString>) -> i32 {
         _ => {}
     }
     let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
-    let config = match config::RawConfig::load(&invocation.flags, credentials.as_deref()) {
+    let config = match config::load(&invocation.flags, credentials.as_deref()) {
         Ok(config) => config,
         Err(e) => {
             logging::init(false);
             return report(&e);
         }
     };
-    logging::init(config.debug());
-    for warning in &config.warnings {
+    logging::init(config.settings.debug);
+    for warning in config.warnings() {
         log::warn!("{warning}");
     }
-    match commands::run(&invocation, &config) {
+    match app::run(&invocation, &config) {
         Ok(code) => code,
         Err(e) => report(&e),
     }

@@ -24,11 +24,6 @@ impl PKey {
     /// The highest key a partition we write may have (0x7fff is UFM's own).
     pub const MAX_WRITABLE: u16 = 0x7ffe;
 
-    /// The numeric value.
-    pub fn value(self) -> u16 {
-        self.0
-    }
-
     /// Whether ufm-pkeyd may create, change or delete this partition in UFM.
     pub fn is_writable(self) -> bool {
         (Self::MIN_WRITABLE..=Self::MAX_WRITABLE).contains(&self.0)
@@ -86,13 +81,6 @@ impl fmt::Display for PKey {
 /// 16 lowercase digits without `0x`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Guid(u64);
-
-impl Guid {
-    /// The numeric value.
-    pub fn value(self) -> u64 {
-        self.0
-    }
-}
 
 impl FromStr for Guid {
     type Err = ModelError;
@@ -177,6 +165,30 @@ impl fmt::Display for Membership {
     }
 }
 
+/// How a port joins a partition: its membership, and whether the partition goes at index 0 of
+/// the port's PKey table. UFM sets both per GUID; the planner compares them per GUID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Join {
+    pub membership: Membership,
+    pub index0: bool,
+}
+
+/// One member of a partition as UFM reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub guid: Guid,
+    pub join: Join,
+}
+
+/// One partition as UFM reports it, its members sorted by GUID.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Partition {
+    pub pkey: PKey,
+    pub name: String,
+    pub ip_over_ib: bool,
+    pub members: Vec<Member>,
+}
+
 /// One partition as pcocc describes it in etcd: the host port GUIDs and the virtual function
 /// GUIDs that belong to it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -228,20 +240,6 @@ impl PcoccEntry {
             host_guids,
             vf_guids,
         })
-    }
-
-    /// Every GUID of the entry, hosts and VFs together.
-    pub fn all_guids(&self) -> impl Iterator<Item = &Guid> {
-        self.host_guids.iter().chain(self.vf_guids.iter())
-    }
-
-    /// Renders the entry as JSON, the form `ufm-pkeyd` writes.
-    pub fn to_json(&self) -> String {
-        let hex = |set: &BTreeSet<Guid>| -> Vec<String> {
-            set.iter().map(|g| format!("0x{g}")).collect()
-        };
-        serde_json::json!({"host_guids": hex(&self.host_guids), "vf_guids": hex(&self.vf_guids)})
-            .to_string()
     }
 }
 
@@ -340,7 +338,7 @@ mod tests {
                 "{text}"
             );
         }
-        assert_eq!(pkey("0x200e").map(|p| p.value()), Ok(0x200e));
+        assert_eq!(pkey("0x200e").map(|p| p.to_string()), Ok("0x200e".into()));
     }
 
     #[test]
@@ -373,10 +371,13 @@ mod tests {
         assert!(PKey::parse_writable("0x0000").is_err());
         let err = PKey::parse_writable("0x7fff").expect_err("0x7fff");
         assert!(err.to_string().contains("read-only"));
-        assert_eq!(PKey::parse_writable("0x1").map(|p| p.value()), Ok(1));
         assert_eq!(
-            PKey::parse_writable("0x7ffe").map(|p| p.value()),
-            Ok(0x7ffe)
+            PKey::parse_writable("0x1").map(|p| p.to_string()),
+            Ok("0x1".into())
+        );
+        assert_eq!(
+            PKey::parse_writable("0x7ffe").map(|p| p.to_string()),
+            Ok("0x7ffe".into())
         );
         assert!(pkey("0x0").is_ok(), "0x0 parses, it is only not writable");
     }
@@ -493,13 +494,5 @@ mod tests {
         let huge = format!("{{'host_guids': ['{}']}}", "a".repeat(2 * 1024 * 1024));
         let err = entry(&huge).expect_err("huge");
         assert!(err.to_string().contains("larger than"), "{err}");
-    }
-
-    #[test]
-    fn entry_json_round_trips() {
-        let original =
-            entry("{'host_guids': ['0x043f720300f55176'], 'vf_guids': ['0xC0CC200000000000']}")
-                .expect("literal");
-        assert_eq!(entry(&original.to_json()), Ok(original));
     }
 }

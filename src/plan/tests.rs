@@ -2,7 +2,7 @@
 //! check the invariants on random desired, actual and owned states.
 
 use super::*;
-use crate::ufm::Member;
+use crate::model::Member;
 
 fn pk(v: u16) -> PKey {
     format!("0x{v:x}").parse().expect("pkey")
@@ -14,12 +14,11 @@ fn guid(v: u64) -> Guid {
 
 const PREFIX: &str = "/pcocc/global/opensm/pkeys/";
 
-fn kv(name: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: format!("{PREFIX}{name}"),
-        value: value.as_bytes().to_vec(),
-        mod_revision: 1,
-    }
+/// One etcd key under the prefix and its value.
+type Kv = (String, String);
+
+fn kv(name: &str, value: &str) -> Kv {
+    (format!("{PREFIX}{name}"), value.to_string())
 }
 
 fn entry(hosts: &[u64], vfs: &[u64]) -> String {
@@ -36,15 +35,27 @@ fn entry(hosts: &[u64], vfs: &[u64]) -> String {
     )
 }
 
-fn desired(kvs: &[KeyValue]) -> Desired {
-    desired_from_listing(PREFIX, kvs, &Policy::default())
+fn desired(kvs: &[Kv]) -> Desired {
+    desired_with(kvs, &Policy::default())
+}
+
+fn desired_with(kvs: &[Kv], policy: &Policy) -> Desired {
+    let entries = kvs.iter().map(|(k, v)| (k.as_str(), v.as_bytes()));
+    desired_from_listing(PREFIX, entries, policy)
+}
+
+/// Whether a plan changes nothing.
+fn changes_nothing(plan: &Plan) -> bool {
+    plan.actions.is_empty() && plan.forget.is_empty()
 }
 
 fn member(g: u64, index0: bool) -> Member {
     Member {
         guid: guid(g),
-        membership: Membership::Full,
-        index0,
+        join: Join {
+            membership: Membership::Full,
+            index0,
+        },
     }
 }
 
@@ -76,7 +87,7 @@ fn owned(keys: &[u16]) -> BTreeSet<PKey> {
 fn creates_missing_partition_with_vfs_at_index0_and_hosts_not() {
     let want = desired(&[kv("0x200e", &entry(&[1], &[2, 3]))]);
     let result = plan(&want, &ufm(vec![]), &owned(&[]), &DeleteGuard::default());
-    let spec = |index0| MemberSpec {
+    let join = |index0| Join {
         membership: Membership::Full,
         index0,
     };
@@ -86,14 +97,14 @@ fn creates_missing_partition_with_vfs_at_index0_and_hosts_not() {
             Action::Add {
                 pkey: pk(0x200e),
                 guids: vec![guid(1)],
-                spec: spec(false),
+                join: join(false),
                 ip_over_ib: true,
                 creates: true
             },
             Action::Add {
                 pkey: pk(0x200e),
                 guids: vec![guid(2), guid(3)],
-                spec: spec(true),
+                join: join(true),
                 ip_over_ib: true,
                 creates: false
             },
@@ -109,7 +120,7 @@ fn in_sync_partition_needs_nothing_and_becomes_owned() {
         vec![member(1, false), member(2, true)],
     )]);
     let result = plan(&want, &have, &owned(&[]), &DeleteGuard::default());
-    assert!(result.is_empty(), "{result:?}");
+    assert!(changes_nothing(&result), "{result:?}");
     assert_eq!(result.in_sync, vec![pk(0x2000)]);
 }
 
@@ -131,7 +142,7 @@ fn corrects_wrong_index0_by_re_adding() {
     assert!(matches!(
         result.actions.as_slice(),
         [Action::Add {
-            spec: MemberSpec { index0: false, .. },
+            join: Join { index0: false, .. },
             creates: false,
             ..
         }]
@@ -254,7 +265,7 @@ fn two_spellings_of_one_key_leave_it_untouched() {
 
 #[test]
 fn refuses_mass_delete() {
-    let keep: Vec<KeyValue> = (0..5)
+    let keep: Vec<Kv> = (0..5)
         .map(|i| kv(&format!("0x{:x}", 0x100 + i), &entry(&[1], &[])))
         .collect();
     let mut have = Vec::new();
@@ -379,15 +390,33 @@ impl Rng {
 }
 
 /// UFM's semantics, as the simulator implements them: add creates and overwrites, removing
-/// the last member deletes the partition.
-fn apply(actual: &BTreeMap<PKey, Partition>, actions: &[Action]) -> BTreeMap<PKey, Partition> {
+/// the last member deletes the partition. `fails` says which actions UFM refuses; as the engine
+/// does, a partition's later actions are skipped after one of its actions failed. Returns the
+/// state and the partitions whose actions all went through.
+fn apply(
+    actual: &BTreeMap<PKey, Partition>,
+    actions: &[Action],
+    mut fails: impl FnMut(&Action) -> bool,
+) -> (BTreeMap<PKey, Partition>, BTreeSet<PKey>) {
     let mut state = actual.clone();
+    let mut failed = BTreeSet::new();
+    let mut succeeded = BTreeSet::new();
     for action in actions {
+        let pkey = action.pkey();
+        if failed.contains(&pkey) {
+            continue;
+        }
+        if fails(action) {
+            failed.insert(pkey);
+            succeeded.remove(&pkey);
+            continue;
+        }
+        succeeded.insert(pkey);
         match action {
             Action::Add {
                 pkey,
                 guids,
-                spec,
+                join,
                 ip_over_ib,
                 ..
             } => {
@@ -402,8 +431,7 @@ fn apply(actual: &BTreeMap<PKey, Partition>, actions: &[Action]) -> BTreeMap<PKe
                     p.members.retain(|m| m.guid != *g);
                     p.members.push(Member {
                         guid: *g,
-                        membership: spec.membership,
-                        index0: spec.index0,
+                        join: *join,
                     });
                 }
                 p.members.sort_by_key(|m| m.guid);
@@ -424,34 +452,71 @@ fn apply(actual: &BTreeMap<PKey, Partition>, actions: &[Action]) -> BTreeMap<PKe
             }
         }
     }
-    state
+    (state, succeeded)
 }
 
-fn random_state(rng: &mut Rng) -> (Vec<KeyValue>, BTreeMap<PKey, Partition>, BTreeSet<PKey>) {
-    let keys: Vec<u16> = (0..8).map(|i| 0x2000 + i).chain([0x7fff]).collect();
+/// Keys of one to four hex digits, so that padding and case change their spelling.
+const KEYS: [u16; 9] = [
+    0x5, 0x1a, 0x2b, 0x3c0, 0x4d1, 0x2000, 0x2001, 0x7ffe, 0x7fff,
+];
+
+/// The three ways a key name is written: pcocc's unpadded lowercase, padded, upper case.
+fn spelling(rng: &mut Rng, k: u16) -> String {
+    match rng.below(3) {
+        0 => format!("0x{k:x}"),
+        1 => format!("0x{k:04x}"),
+        _ => format!("0X{k:X}"),
+    }
+}
+
+fn random_policy(rng: &mut Rng) -> Policy {
+    Policy {
+        host_index0: rng.chance(30),
+        vf_index0: rng.chance(70),
+        membership: random_membership(rng),
+        ip_over_ib: rng.chance(70),
+    }
+}
+
+fn random_membership(rng: &mut Rng) -> Membership {
+    if rng.chance(25) {
+        Membership::Limited
+    } else {
+        Membership::Full
+    }
+}
+
+fn random_guard(rng: &mut Rng) -> DeleteGuard {
+    DeleteGuard {
+        max_deletes: rng.below(4) as usize,
+        allow_mass_delete: rng.chance(50),
+    }
+}
+
+fn random_state(rng: &mut Rng) -> (Vec<Kv>, BTreeMap<PKey, Partition>, BTreeSet<PKey>) {
     let mut kvs = Vec::new();
     let mut actual = ufm(vec![]);
     let mut owned = BTreeSet::new();
     let pick =
         |rng: &mut Rng| -> Vec<u64> { (0..rng.below(4)).map(|_| 1 + rng.below(6)).collect() };
-    for &k in &keys {
+    for &k in &KEYS {
         if rng.chance(60) {
             let value = match rng.below(10) {
                 0 => "{'host_guids': ['0xbad'], 'vf_guids': []}".to_string(),
                 1 => "garbage".to_string(),
                 _ => entry(&pick(rng), &pick(rng)),
             };
-            let name = if rng.chance(20) {
-                format!("0x{k:04X}")
-            } else {
-                format!("0x{k:x}")
-            };
+            let name = spelling(rng, k);
             kvs.push(kv(&name, &value));
         }
         if rng.chance(60) && k != 0x7fff {
             let members = pick(rng)
                 .into_iter()
-                .map(|g| (g, member(g, rng.chance(50))))
+                .map(|g| {
+                    let mut m = member(g, rng.chance(50));
+                    m.join.membership = random_membership(rng);
+                    (g, m)
+                })
                 .collect::<BTreeMap<_, _>>()
                 .into_values()
                 .collect();
@@ -466,16 +531,19 @@ fn random_state(rng: &mut Rng) -> (Vec<KeyValue>, BTreeMap<PKey, Partition>, BTr
     (kvs, actual, owned)
 }
 
+/// For 5,000 random etcd, UFM and ownership states, with a random policy and deletion guard
+/// and UFM refusing random actions: the plan touches only partitions it owns or etcd lists,
+/// never 0x7fff or an invalid entry's partition; never empties a partition that should stay;
+/// deletes no more than the guard allows; and once every action has gone through, the
+/// partitions match etcd and the next plan changes nothing but deletions the guard held back.
 #[test]
 fn property_plans_respect_ownership_and_converge() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for case in 0..5000 {
         let (kvs, actual, owned) = random_state(&mut rng);
-        let want = desired(&kvs);
-        let guard = DeleteGuard {
-            allow_mass_delete: true,
-            ..DeleteGuard::default()
-        };
+        let policy = random_policy(&mut rng);
+        let guard = random_guard(&mut rng);
+        let want = desired_with(&kvs, &policy);
         let result = plan(&want, &actual, &owned, &guard);
         let invalid: BTreeSet<PKey> = want.invalid.iter().filter_map(|i| i.pkey).collect();
         for action in &result.actions {
@@ -488,54 +556,75 @@ fn property_plans_respect_ownership_and_converge() {
             let ours = owned.contains(&pkey) || want.partitions.contains_key(&pkey);
             assert!(ours, "case {case}: touched unowned, unlisted {pkey}");
         }
-        let after = apply(&actual, &result.actions);
+        let deletes = result
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::Delete { .. }))
+            .count();
+        if result.refusal.is_some() {
+            assert_eq!(deletes, 0, "case {case}: deleted despite the refusal");
+        } else if !guard.allow_mass_delete && deletes > guard.max_deletes {
+            assert!(
+                deletes * 2 <= owned.len(),
+                "case {case}: the guard let {deletes} through"
+            );
+        }
+
+        // First UFM refuses about a third of the actions: nothing that should stay is emptied
+        // (checked inside `apply`), and ownership follows what went through.
+        let (partial, succeeded) = apply(&actual, &result.actions, |_| rng.chance(30));
+        let deleted: BTreeSet<PKey> = result
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::Delete { .. }) && succeeded.contains(&a.pkey()))
+            .map(Action::pkey)
+            .collect();
+        let owned_partial = next_owned(&owned, &result, &succeeded, &deleted);
+        for pkey in actual.keys() {
+            let kept = !owned.contains(pkey)
+                || want.partitions.contains_key(pkey)
+                || invalid.contains(pkey);
+            if kept {
+                assert!(
+                    partial.contains_key(pkey),
+                    "case {case}: {pkey} disappeared"
+                );
+            }
+        }
+
+        // Then the next pass retries, and everything goes through.
+        let retry = plan(&want, &partial, &owned_partial, &guard);
+        let (after, succeeded) = apply(&partial, &retry.actions, |_| false);
         for (pkey, partition) in &want.partitions {
             let got = after
                 .get(pkey)
                 .expect("desired partition exists after apply");
-            let members: BTreeMap<Guid, MemberSpec> = got
-                .members
-                .iter()
-                .map(|m| {
-                    (
-                        m.guid,
-                        MemberSpec {
-                            membership: m.membership,
-                            index0: m.index0,
-                        },
-                    )
-                })
-                .collect();
+            let members: BTreeMap<Guid, Join> =
+                got.members.iter().map(|m| (m.guid, m.join)).collect();
             assert_eq!(
                 &members, &partition.members,
                 "case {case}: {pkey} not converged"
             );
             assert_eq!(got.ip_over_ib, partition.ip_over_ib);
         }
-        for pkey in actual.keys() {
-            let kept = !owned.contains(pkey)
-                || want.partitions.contains_key(pkey)
-                || invalid.contains(pkey);
-            if kept {
-                assert!(after.contains_key(pkey), "case {case}: {pkey} disappeared");
-            }
-        }
-        let owned_after = next_owned(
-            &owned,
-            &result,
-            &result.actions.iter().map(Action::pkey).collect(),
-            &result
-                .actions
-                .iter()
-                .filter(|a| matches!(a, Action::Delete { .. }))
-                .map(Action::pkey)
-                .collect(),
-        );
+        let deleted: BTreeSet<PKey> = retry
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::Delete { .. }))
+            .map(Action::pkey)
+            .collect();
+        let owned_after = next_owned(&owned_partial, &retry, &succeeded, &deleted);
+        // Only deletions the guard held back may be left (their count relative to what is
+        // owned may let them through now).
         let again = plan(&want, &after, &owned_after, &guard);
+        let left: Vec<&Action> = again
+            .actions
+            .iter()
+            .filter(|a| retry.refusal.is_none() || !matches!(a, Action::Delete { .. }))
+            .collect();
         assert!(
-            again.actions.is_empty(),
-            "case {case}: second plan not empty: {:?}",
-            again.actions
+            left.is_empty(),
+            "case {case}: third plan not empty: {left:?}"
         );
     }
 }

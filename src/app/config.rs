@@ -4,23 +4,28 @@
 use serde_json::json;
 
 use super::Output;
-use crate::config::{RawConfig, UfmAuth};
+use crate::config::Config;
 use crate::error::Result;
+use crate::net::ufm::Auth;
 
 /// Prints the effective configuration.
-pub(super) fn run(config: &RawConfig, out: &Output) -> Result<()> {
+pub(super) fn run(config: &Config, out: &Output) -> Result<()> {
     let rows = config.describe();
-    let etcd = config.etcd().map(|s| {
-        json!({"endpoints": s.endpoints, "api": s.api.to_string(), "user": s.user, "prefix": s.prefix})
+    let settings = &config.settings;
+    let prefix = &settings.engine.prefix;
+    let etcd = settings.etcd().map(|s| {
+        json!({"endpoints": s.endpoints, "api": s.api.to_string(), "user": s.user, "prefix": prefix})
     });
-    let ufm = config.ufm().map(|s| {
-        json!({"urls": s.urls, "auth": match s.auth { UfmAuth::Basic { .. } => "basic", UfmAuth::Token(_) => "token" }})
+    let ufm = settings.ufm().map(|s| {
+        json!({"urls": s.urls, "auth": match s.auth { Auth::Basic { .. } => "basic", Auth::Token(_) => "token" }})
     });
     if out.json {
         let keys: serde_json::Map<String, serde_json::Value> = rows
             .iter()
-            .map(|(name, value, source)| {
-                (name.to_string(), json!({"value": value, "source": source}))
+            .map(|row| {
+                let value =
+                    json!({"value": row.value, "source": row.source, "description": row.help});
+                (row.name.to_string(), value)
             })
             .collect();
         return out.print_json(&json!({
@@ -30,10 +35,10 @@ pub(super) fn run(config: &RawConfig, out: &Output) -> Result<()> {
         }));
     }
     let mut text = String::new();
-    for (name, value, source) in rows {
-        let value = value.unwrap_or_else(|| "-".to_string());
-        let source = source.map(|s| format!("  ({s})")).unwrap_or_default();
-        text.push_str(&format!("{name:<20} {value}{source}\n"));
+    for row in rows {
+        let value = row.value.unwrap_or_else(|| "-".to_string());
+        let source = row.source.map(|s| format!("  ({s})")).unwrap_or_default();
+        text.push_str(&format!("{:<20} {value}{source}\n", row.name));
     }
     text.push('\n');
     let summary = |v: &serde_json::Value, fields: &[&str]| -> String {

@@ -7,8 +7,10 @@
 
 use serde::Deserialize;
 
-use super::{Claim, EtcdClient, EtcdError, KeyValue, Listing, WATCH_POLL, WaitOutcome, json_body};
-use crate::http::{Auth, Request, Response, encode_form_value, encode_path};
+use super::{
+    Claim, EtcdClient, EtcdError, KeyValue, Keyspace, Listing, WATCH_POLL, WaitOutcome, json_body,
+};
+use crate::net::http::{Auth, Request, Response, encode_form_value, encode_path};
 
 /// v2 error code: key not found.
 const KEY_NOT_FOUND: i64 = 100;
@@ -43,7 +45,7 @@ struct V2Error {
     message: String,
 }
 
-pub(super) fn list(client: &EtcdClient, base: &str, prefix: &str) -> Result<Listing, EtcdError> {
+fn list(client: &EtcdClient, base: &str, prefix: &str) -> Result<Listing, EtcdError> {
     let prefix = absolute(prefix);
     // The directory holding the prefix: "/a/b/" lists /a/b, "/a/b/0x2" lists /a/b too.
     let dir = &prefix[..prefix.rfind('/').map_or(0, |i| i + 1)];
@@ -69,11 +71,7 @@ pub(super) fn list(client: &EtcdClient, base: &str, prefix: &str) -> Result<List
     Ok(Listing { kvs, revision })
 }
 
-pub(super) fn get(
-    client: &EtcdClient,
-    base: &str,
-    key: &str,
-) -> Result<Option<KeyValue>, EtcdError> {
+fn get(client: &EtcdClient, base: &str, key: &str) -> Result<Option<KeyValue>, EtcdError> {
     let key = absolute(key);
     let url = format!("{base}/v2/keys{}", encode_path(&key));
     let response = send(client, &Request::get(&url, auth(client)))?;
@@ -96,7 +94,7 @@ pub(super) fn get(
     }))
 }
 
-pub(super) fn put(
+fn put(
     client: &EtcdClient,
     base: &str,
     key: &str,
@@ -118,7 +116,7 @@ pub(super) fn put(
     }
 }
 
-pub(super) fn delete(client: &EtcdClient, base: &str, key: &str) -> Result<(), EtcdError> {
+fn delete(client: &EtcdClient, base: &str, key: &str) -> Result<(), EtcdError> {
     let key = absolute(key);
     let url = format!("{base}/v2/keys{}", encode_path(&key));
     let request = Request {
@@ -142,7 +140,7 @@ pub(super) fn delete(client: &EtcdClient, base: &str, key: &str) -> Result<(), E
 /// Long-polls the prefix's directory from `revision + 1` (`?wait=true&recursive=true`). etcd
 /// sends the status at once and the body when an event happens; the event may concern a key
 /// of the directory outside the prefix, in which case the poll goes on after it.
-pub(super) fn watch(
+fn watch(
     client: &EtcdClient,
     base: &str,
     prefix: &str,
@@ -199,7 +197,7 @@ pub(super) fn watch(
 }
 
 /// Election: create the TTL key only if it does not exist (`prevExist=false`).
-pub(super) fn campaign(
+fn campaign(
     client: &EtcdClient,
     base: &str,
     key: &str,
@@ -217,7 +215,7 @@ pub(super) fn campaign(
 
 /// Extends the TTL key if it still holds our identity (`prevValue`), without a new value
 /// (`refresh=true` does not wake watchers).
-pub(super) fn refresh(
+fn refresh(
     client: &EtcdClient,
     base: &str,
     key: &str,
@@ -240,12 +238,7 @@ pub(super) fn refresh(
 }
 
 /// Deletes the TTL key if it still holds our identity.
-pub(super) fn resign(
-    client: &EtcdClient,
-    base: &str,
-    key: &str,
-    identity: &str,
-) -> Result<(), EtcdError> {
+fn resign(client: &EtcdClient, base: &str, key: &str, identity: &str) -> Result<(), EtcdError> {
     let key = absolute(key);
     let url = format!(
         "{base}/v2/keys{}?prevValue={}",
@@ -356,5 +349,82 @@ fn collect_leaves(node: Node, out: &mut Vec<KeyValue>) {
             value: node.value.unwrap_or_default().into_bytes(),
             mod_revision: node.modified_index,
         });
+    }
+}
+
+/// The v2 keys API.
+pub(super) struct V2;
+
+impl Keyspace for V2 {
+    fn list(&self, client: &EtcdClient, base: &str, prefix: &str) -> Result<Listing, EtcdError> {
+        list(client, base, prefix)
+    }
+
+    fn get(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        key: &str,
+    ) -> Result<Option<KeyValue>, EtcdError> {
+        get(client, base, key)
+    }
+
+    fn put(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        key: &str,
+        value: &[u8],
+        ttl: Option<u64>,
+    ) -> Result<(), EtcdError> {
+        put(client, base, key, value, ttl)
+    }
+
+    fn delete(&self, client: &EtcdClient, base: &str, key: &str) -> Result<(), EtcdError> {
+        delete(client, base, key)
+    }
+
+    fn watch(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        prefix: &str,
+        revision: i64,
+        keep_waiting: &mut dyn FnMut() -> bool,
+    ) -> Result<WaitOutcome, EtcdError> {
+        watch(client, base, prefix, revision, keep_waiting)
+    }
+
+    fn campaign(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        key: &str,
+        identity: &str,
+        ttl: u64,
+    ) -> Result<Option<Claim>, EtcdError> {
+        campaign(client, base, key, identity, ttl)
+    }
+
+    /// The claim is the TTL key itself: refreshed while it still holds our identity.
+    fn refresh(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        (key, identity): (&str, &str),
+        _claim: &Claim,
+        ttl: u64,
+    ) -> Result<bool, EtcdError> {
+        refresh(client, base, key, identity, ttl)
+    }
+
+    fn resign(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        (key, identity): (&str, &str),
+        _claim: &Claim,
+    ) -> Result<(), EtcdError> {
+        resign(client, base, key, identity)
     }
 }

@@ -5,11 +5,10 @@
 //! Names follow Prometheus conventions: the `ufm_pkeyd_` prefix, units in names, `_total` for
 //! counters.
 
-use std::io::Write;
 use std::path::Path;
 
-use crate::http::RequestCounts;
-use crate::sync::Counts;
+use crate::engine::Counts;
+use crate::net::http::RequestCounts;
 
 /// What the metrics say, accumulated by the daemon.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -129,24 +128,10 @@ impl Metrics {
         out
     }
 
-    /// Writes the metrics to `path` atomically (temporary file, then rename), so the
-    /// collector never reads half a file.
+    /// Writes the metrics to `path` atomically, so the collector never reads half a file.
     pub fn write(&self, path: &Path) -> Result<(), String> {
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let name = path
-            .file_name()
-            .map_or_else(|| "metrics".into(), |n| n.to_string_lossy().into_owned());
-        let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-        let result = std::fs::File::create(&temp)
-            .and_then(|mut f| f.write_all(self.render().as_bytes()))
-            .and_then(|()| std::fs::rename(&temp, path));
-        result.map_err(|e| {
-            let _ = std::fs::remove_file(&temp);
-            format!("cannot write metrics file {}: {e}", path.display())
-        })
+        crate::atomic_file::replace(path, self.render().as_bytes())
+            .map_err(|e| format!("metrics file not written: {e}"))
     }
 }
 

@@ -2,26 +2,22 @@
 
 use serde_json::json;
 
-use super::Output;
+use super::{Output, ufm_client};
 use crate::cli::UfmOp;
-use crate::config::{RawConfig, UfmAuth};
+use crate::config::Settings;
 use crate::error::{Error, Result};
-use crate::ufm::{JoinOptions, Partition, UfmClient, UfmError};
-
-fn ufm_client(config: &RawConfig) -> Result<UfmClient> {
-    let settings = config.ufm()?;
-    UfmClient::new(&settings).map_err(Error::Usage)
-}
+use crate::model::Partition;
+use crate::net::ufm::{Auth, UfmError};
 
 /// Runs one UFM operation.
-pub(super) fn run(op: &UfmOp, config: &RawConfig, out: &Output) -> Result<()> {
-    let client = ufm_client(config)?;
+pub(super) fn run(op: &UfmOp, settings: &Settings, out: &Output) -> Result<()> {
+    let client = ufm_client(settings)?;
     match op {
         UfmOp::Check => {
             let version = client.version()?;
-            let auth = match config.ufm()?.auth {
-                UfmAuth::Basic { user, .. } => format!("user {user}"),
-                UfmAuth::Token(_) => "access token".to_string(),
+            let auth = match &settings.ufm()?.auth {
+                Auth::Basic { user, .. } => format!("user {user}"),
+                Auth::Token(_) => "access token".to_string(),
             };
             out.done(
                 &format!("UFM {version}: connected and authenticated ({auth})"),
@@ -48,9 +44,14 @@ pub(super) fn run(op: &UfmOp, config: &RawConfig, out: &Output) -> Result<()> {
                 out.print(&partition_detail(&partition))
             }
         }
-        UfmOp::Create { pkey, guids, join } => {
+        UfmOp::Create {
+            pkey,
+            guids,
+            join,
+            ip_over_ib,
+        } => {
             if guids.is_empty() {
-                client.create(*pkey, join.index0, join.ip_over_ib)?;
+                client.create(*pkey, join.index0, *ip_over_ib)?;
                 out.done(
                     &format!("created PKey {pkey}"),
                     json!({"pkey": pkey.to_string()}),
@@ -62,7 +63,7 @@ pub(super) fn run(op: &UfmOp, config: &RawConfig, out: &Output) -> Result<()> {
                     ))
                     .into());
                 }
-                client.add_guids(*pkey, guids, join_options(join))?;
+                client.add_guids(*pkey, guids, *join, *ip_over_ib)?;
                 out.done(
                     &format!("created PKey {pkey} with {}", guid_count(guids.len())),
                     json!({"pkey": pkey.to_string(), "guids": guids.len()}),
@@ -81,15 +82,20 @@ pub(super) fn run(op: &UfmOp, config: &RawConfig, out: &Output) -> Result<()> {
                 json!({"pkey": pkey.to_string()}),
             )
         }
-        UfmOp::AddGuids { pkey, guids, join } => {
-            client.add_guids(*pkey, guids, join_options(join))?;
+        UfmOp::AddGuids {
+            pkey,
+            guids,
+            join,
+            ip_over_ib,
+        } => {
+            client.add_guids(*pkey, guids, *join, *ip_over_ib)?;
             out.done(
                 &format!(
                     "added {} to PKey {pkey} (membership {}, index0 {}, ip_over_ib {})",
                     guid_count(guids.len()),
                     join.membership,
                     on_off(join.index0),
-                    on_off(join.ip_over_ib)
+                    on_off(*ip_over_ib)
                 ),
                 json!({"pkey": pkey.to_string(), "guids": guids.len()}),
             )
@@ -106,14 +112,6 @@ pub(super) fn run(op: &UfmOp, config: &RawConfig, out: &Output) -> Result<()> {
                 json!({"pkey": pkey.to_string(), "guids": guids.len()}),
             )
         }
-    }
-}
-
-fn join_options(join: &crate::cli::JoinFlags) -> JoinOptions {
-    JoinOptions {
-        membership: join.membership,
-        index0: join.index0,
-        ip_over_ib: join.ip_over_ib,
     }
 }
 
@@ -136,8 +134,8 @@ fn partition_json(partition: &Partition) -> serde_json::Value {
         "ip_over_ib": partition.ip_over_ib,
         "guids": partition.members.iter().map(|m| json!({
             "guid": m.guid.to_string(),
-            "membership": m.membership.as_str(),
-            "index0": m.index0,
+            "membership": m.join.membership.as_str(),
+            "index0": m.join.index0,
         })).collect::<Vec<_>>(),
     })
 }
@@ -165,11 +163,11 @@ fn partition_detail(partition: &Partition) -> String {
         partition.members.len()
     );
     for member in &partition.members {
-        let index0 = if member.index0 { "  index0" } else { "" };
+        let index0 = if member.join.index0 { "  index0" } else { "" };
         text.push_str(&format!(
             "  {}  {:<7}{index0}\n",
             member.guid,
-            member.membership.as_str()
+            member.join.membership.as_str()
         ));
     }
     text

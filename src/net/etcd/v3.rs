@@ -10,8 +10,10 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Claim, EtcdClient, EtcdError, KeyValue, Listing, WATCH_POLL, WaitOutcome, json_body};
-use crate::http::{Auth, Request, Response, StreamRead};
+use super::{
+    Claim, EtcdClient, EtcdError, KeyValue, Keyspace, Listing, WATCH_POLL, WaitOutcome, json_body,
+};
+use crate::net::http::{Auth, Request, Response, StreamRead};
 use crate::secret::Secret;
 
 /// gRPC status code for an invalid or expired auth token.
@@ -52,7 +54,7 @@ struct GatewayError {
     error: Option<String>,
 }
 
-pub(super) fn list(client: &EtcdClient, base: &str, prefix: &str) -> Result<Listing, EtcdError> {
+fn list(client: &EtcdClient, base: &str, prefix: &str) -> Result<Listing, EtcdError> {
     let (key, range_end) = if prefix.is_empty() {
         (vec![0u8], vec![0u8])
     } else {
@@ -75,18 +77,14 @@ pub(super) fn list(client: &EtcdClient, base: &str, prefix: &str) -> Result<List
     })
 }
 
-pub(super) fn get(
-    client: &EtcdClient,
-    base: &str,
-    key: &str,
-) -> Result<Option<KeyValue>, EtcdError> {
+fn get(client: &EtcdClient, base: &str, key: &str) -> Result<Option<KeyValue>, EtcdError> {
     let body = json!({"key": B64.encode(key)});
     let response = call(client, base, "/v3/kv/range", &body)?;
     let range: RangeResponse = json_body(&response, base)?;
     range.kvs.into_iter().next().map(decode_kv).transpose()
 }
 
-pub(super) fn put(
+fn put(
     client: &EtcdClient,
     base: &str,
     key: &str,
@@ -100,7 +98,7 @@ pub(super) fn put(
     call(client, base, "/v3/kv/put", &body).map(|_| ())
 }
 
-pub(super) fn delete(client: &EtcdClient, base: &str, key: &str) -> Result<(), EtcdError> {
+fn delete(client: &EtcdClient, base: &str, key: &str) -> Result<(), EtcdError> {
     let body = json!({"key": B64.encode(key)});
     let response = call(client, base, "/v3/kv/deleterange", &body)?;
     #[derive(Deserialize)]
@@ -118,7 +116,7 @@ pub(super) fn delete(client: &EtcdClient, base: &str, key: &str) -> Result<(), E
 /// Watches the prefix from `revision + 1` over the gateway's streamed `/v3/watch`: one JSON
 /// object per line, `{"result": {...}}`. The stream stays open even after etcd cancels the
 /// watch, so cancellation is read from the messages.
-pub(super) fn watch(
+fn watch(
     client: &EtcdClient,
     base: &str,
     prefix: &str,
@@ -216,7 +214,7 @@ fn watch_message(
 
 /// Election: if the key is free, grant a lease and create the key with it in one
 /// transaction (create_revision == 0), so two candidates cannot both win.
-pub(super) fn campaign(
+fn campaign(
     client: &EtcdClient,
     base: &str,
     key: &str,
@@ -246,7 +244,7 @@ pub(super) fn campaign(
 }
 
 /// Keeps a lease alive; `false` when etcd no longer knows it (its TTL is absent).
-pub(super) fn keepalive(client: &EtcdClient, base: &str, lease: &str) -> Result<bool, EtcdError> {
+fn keepalive(client: &EtcdClient, base: &str, lease: &str) -> Result<bool, EtcdError> {
     // keepalive is a streaming RPC: read the one answer and hang up.
     let url = format!("{base}/v3/lease/keepalive");
     let token = token(client, base)?;
@@ -288,7 +286,7 @@ pub(super) fn keepalive(client: &EtcdClient, base: &str, lease: &str) -> Result<
 }
 
 /// Revokes a lease, deleting the keys attached to it.
-pub(super) fn revoke(client: &EtcdClient, base: &str, lease: &str) -> Result<(), EtcdError> {
+fn revoke(client: &EtcdClient, base: &str, lease: &str) -> Result<(), EtcdError> {
     call(client, base, "/v3/lease/revoke", &json!({"ID": lease})).map(|_| ())
 }
 
@@ -446,6 +444,94 @@ pub(crate) fn prefix_range_end(prefix: &[u8]) -> Vec<u8> {
         }
     }
     vec![0]
+}
+
+/// The v3 JSON gateway.
+pub(super) struct V3;
+
+impl Keyspace for V3 {
+    fn list(&self, client: &EtcdClient, base: &str, prefix: &str) -> Result<Listing, EtcdError> {
+        list(client, base, prefix)
+    }
+
+    fn get(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        key: &str,
+    ) -> Result<Option<KeyValue>, EtcdError> {
+        get(client, base, key)
+    }
+
+    fn put(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        key: &str,
+        value: &[u8],
+        ttl: Option<u64>,
+    ) -> Result<(), EtcdError> {
+        put(client, base, key, value, ttl)
+    }
+
+    fn delete(&self, client: &EtcdClient, base: &str, key: &str) -> Result<(), EtcdError> {
+        delete(client, base, key)
+    }
+
+    fn watch(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        prefix: &str,
+        revision: i64,
+        keep_waiting: &mut dyn FnMut() -> bool,
+    ) -> Result<WaitOutcome, EtcdError> {
+        watch(client, base, prefix, revision, keep_waiting)
+    }
+
+    fn campaign(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        key: &str,
+        identity: &str,
+        ttl: u64,
+    ) -> Result<Option<Claim>, EtcdError> {
+        campaign(client, base, key, identity, ttl)
+    }
+
+    /// The claim is the lease attached to the election key: kept alive.
+    fn refresh(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        _election: (&str, &str),
+        claim: &Claim,
+        _ttl: u64,
+    ) -> Result<bool, EtcdError> {
+        keepalive(client, base, lease_id(claim)?)
+    }
+
+    /// Revoking the lease deletes the election key with it.
+    fn resign(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        _election: (&str, &str),
+        claim: &Claim,
+    ) -> Result<(), EtcdError> {
+        revoke(client, base, lease_id(claim)?)
+    }
+}
+
+/// The lease of a v3 claim.
+fn lease_id(claim: &Claim) -> Result<&str, EtcdError> {
+    match claim {
+        Claim::Lease(id) => Ok(id),
+        Claim::TtlKey => Err(EtcdError::Api(
+            "a v2 leadership claim cannot be refreshed through the v3 API".into(),
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -15,9 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::etcd::KeyValue;
-use crate::model::{Guid, Membership, PKey, PcoccEntry};
-use crate::ufm::Partition;
+use crate::model::{Guid, Join, Membership, PKey, Partition, PcoccEntry};
 
 /// How entries become UFM members: pcocc's own OpenSM writer puts VFs at index 0 (a VF needs
 /// its partition there) and keeps host ports' index 0 for the default partition.
@@ -40,17 +38,10 @@ impl Default for Policy {
     }
 }
 
-/// How one GUID should be a member.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct MemberSpec {
-    pub membership: Membership,
-    pub index0: bool,
-}
-
 /// One partition as etcd wants it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DesiredPartition {
-    pub members: BTreeMap<Guid, MemberSpec>,
+    pub members: BTreeMap<Guid, Join>,
     pub ip_over_ib: bool,
 }
 
@@ -72,28 +63,30 @@ pub struct Desired {
     pub keys_read: usize,
 }
 
-/// Builds the desired state from every key under `prefix`.
-pub fn desired_from_listing(prefix: &str, kvs: &[KeyValue], policy: &Policy) -> Desired {
-    let mut desired = Desired {
-        keys_read: kvs.len(),
-        ..Desired::default()
-    };
-    for kv in kvs {
-        let name = kv.key.strip_prefix(prefix).unwrap_or(&kv.key);
-        match desired_entry(name, &kv.value, policy) {
+/// Builds the desired state from every key under `prefix`, given as (key, value) pairs.
+pub fn desired_from_listing<'a>(
+    prefix: &str,
+    entries: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    policy: &Policy,
+) -> Desired {
+    let mut desired = Desired::default();
+    for (key, value) in entries {
+        desired.keys_read += 1;
+        let name = key.strip_prefix(prefix).unwrap_or(key);
+        match desired_entry(name, value, policy) {
             Ok((pkey, partition)) => {
                 if desired.partitions.insert(pkey, partition).is_some() {
                     // Two spellings of one key (0x1a and 0x001a): neither can be trusted.
                     desired.partitions.remove(&pkey);
                     desired.invalid.push(Invalid {
-                        key: kv.key.clone(),
+                        key: key.to_string(),
                         pkey: Some(pkey),
                         reason: format!("another key under the prefix also names PKey {pkey}"),
                     });
                 }
             }
             Err((pkey, reason)) => desired.invalid.push(Invalid {
-                key: kv.key.clone(),
+                key: key.to_string(),
                 pkey,
                 reason,
             }),
@@ -129,16 +122,16 @@ fn desired_entry(name: &str, value: &[u8], policy: &Policy) -> EntryResult {
         return Err((Some(pkey), "no GUID in host_guids or vf_guids".to_string()));
     }
     let mut members = BTreeMap::new();
-    let spec = |index0| MemberSpec {
+    let join = |index0| Join {
         membership: policy.membership,
         index0,
     };
     for guid in &entry.host_guids {
-        members.insert(*guid, spec(policy.host_index0));
+        members.insert(*guid, join(policy.host_index0));
     }
     // A GUID listed as both host and VF is a VF: a VF's partition must sit at index 0.
     for guid in &entry.vf_guids {
-        members.insert(*guid, spec(policy.vf_index0));
+        members.insert(*guid, join(policy.vf_index0));
     }
     Ok((
         pkey,
@@ -156,7 +149,7 @@ pub enum Action {
     Add {
         pkey: PKey,
         guids: Vec<Guid>,
-        spec: MemberSpec,
+        join: Join,
         ip_over_ib: bool,
         creates: bool,
     },
@@ -173,6 +166,28 @@ impl Action {
             Action::Add { pkey, .. } | Action::Remove { pkey, .. } | Action::Delete { pkey } => {
                 *pkey
             }
+        }
+    }
+
+    /// A short description, for logs and the dry-run output: "create with 2 GUIDs (full,
+    /// index0 on)", "remove 1 GUID", "delete partition".
+    pub fn describe(&self) -> String {
+        let guid_count = |n: usize| format!("{n} GUID{}", if n == 1 { "" } else { "s" });
+        match self {
+            Action::Add {
+                guids,
+                join,
+                creates,
+                ..
+            } => format!(
+                "{} {} ({}, index0 {})",
+                if *creates { "create with" } else { "add" },
+                guid_count(guids.len()),
+                join.membership,
+                if join.index0 { "on" } else { "off" }
+            ),
+            Action::Remove { guids, .. } => format!("remove {}", guid_count(guids.len())),
+            Action::Delete { .. } => "delete partition".to_string(),
         }
     }
 }
@@ -234,13 +249,6 @@ pub struct Plan {
     pub refusal: Option<String>,
     /// Owned partitions gone from both etcd and UFM: ownership is dropped.
     pub forget: Vec<PKey>,
-}
-
-impl Plan {
-    /// Whether the pass has nothing to change.
-    pub fn is_empty(&self) -> bool {
-        self.actions.is_empty() && self.forget.is_empty()
-    }
 }
 
 /// Plans one pass. `actual` holds every partition UFM reported, 0x7fff included.
@@ -314,35 +322,24 @@ pub fn refuse_deletions(plan: &mut Plan, reason: String) {
 /// The actions that make one partition match its entry: adds grouped by how the GUIDs join
 /// (index0 is set per request), then one remove of the extras.
 fn sync_partition(pkey: PKey, want: &DesiredPartition, have: Option<&Partition>) -> Vec<Action> {
-    let current: BTreeMap<Guid, MemberSpec> = have
-        .map(|p| {
-            p.members
-                .iter()
-                .map(|m| {
-                    let spec = MemberSpec {
-                        membership: m.membership,
-                        index0: m.index0,
-                    };
-                    (m.guid, spec)
-                })
-                .collect()
-        })
+    let current: BTreeMap<Guid, Join> = have
+        .map(|p| p.members.iter().map(|m| (m.guid, m.join)).collect())
         .unwrap_or_default();
     // A wrong IPoIB flag is corrected by re-adding the members: an add carries the flag.
     let flag_wrong = have.is_some_and(|p| p.ip_over_ib != want.ip_over_ib);
-    let mut groups: BTreeMap<MemberSpec, Vec<Guid>> = BTreeMap::new();
-    for (guid, spec) in &want.members {
-        if flag_wrong || current.get(guid) != Some(spec) {
-            groups.entry(*spec).or_default().push(*guid);
+    let mut groups: BTreeMap<Join, Vec<Guid>> = BTreeMap::new();
+    for (guid, join) in &want.members {
+        if flag_wrong || current.get(guid) != Some(join) {
+            groups.entry(*join).or_default().push(*guid);
         }
     }
     let mut actions: Vec<Action> = groups
         .into_iter()
         .enumerate()
-        .map(|(i, (spec, guids))| Action::Add {
+        .map(|(i, (join, guids))| Action::Add {
             pkey,
             guids,
-            spec,
+            join,
             ip_over_ib: want.ip_over_ib,
             creates: have.is_none() && i == 0,
         })

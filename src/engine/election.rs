@@ -10,21 +10,21 @@
 
 use std::time::{Duration, Instant};
 
-use crate::etcd::{Claim, EtcdClient};
+use crate::net::etcd::{Claim, EtcdClient};
 
 /// How often a standby asks whether the key is free: a clean hand-over takes at most this.
 const CAMPAIGN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Election settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ElectionSettings {
+pub struct Settings {
     pub key: String,
     pub ttl: Duration,
 }
 
 /// This instance's view of the election.
 pub struct Election {
-    settings: ElectionSettings,
+    settings: Settings,
     /// A client of its own, so the claim can be refreshed while the daemon waits on a watch.
     etcd: EtcdClient,
     identity: String,
@@ -39,7 +39,7 @@ pub struct Election {
 
 impl Election {
     /// A standby with an identity of host name and process id.
-    pub fn new(settings: ElectionSettings, etcd: EtcdClient) -> Election {
+    pub fn new(settings: Settings, etcd: EtcdClient) -> Election {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "unknown-host".to_string());
@@ -53,11 +53,6 @@ impl Election {
             due: now,
             holder: None,
         }
-    }
-
-    /// This instance's identity, as written into the election key.
-    pub fn identity(&self) -> &str {
-        &self.identity
     }
 
     /// Who holds the key, when known.

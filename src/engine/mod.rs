@@ -1,17 +1,35 @@
 //! The sync engine: one level-triggered pass is read etcd (one request), read UFM (one
-//! request), plan (pure, in `plan`), apply, record ownership. The daemon loop around it lives
-//! in `daemon`; `ufm-pkeyd sync` runs one pass.
+//! request), plan (pure, in `plan`), apply ([`apply`]), record ownership ([`ownership`]). The
+//! daemon loop around it lives in `app::monitor`; `ufm-pkeyd sync` runs one pass. Leader
+//! election ([`election`]) decides which instance of an HA pair may run passes.
+
+pub mod apply;
+pub mod election;
+pub mod ownership;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 
-use crate::config::{RawConfig, SyncSettings};
-use crate::error::Error;
-use crate::etcd::{EtcdClient, EtcdError};
 use crate::model::PKey;
-use crate::plan::{self, Action, Invalid, Plan};
-use crate::state::Ownership;
-use crate::state::StateFile;
-use crate::ufm::{JoinOptions, UfmClient, UfmError};
+use crate::net::etcd::{EtcdClient, EtcdError};
+use crate::net::ufm::{UfmClient, UfmError};
+use crate::plan::{self, Action, DeleteGuard, Invalid, Plan, Policy};
+use apply::Applied;
+pub use apply::Counts;
+use ownership::{Record, StateFile};
+
+/// What the engine syncs and how.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The etcd prefix holding one key per partition, ending with `/`.
+    pub prefix: String,
+    /// The local state file.
+    pub state_file: PathBuf,
+    /// With leader election, ownership is shared through this etcd key instead.
+    pub state_key: Option<String>,
+    pub guard: DeleteGuard,
+    pub policy: Policy,
+}
 
 /// What stopped a pass before it could plan.
 #[derive(Debug)]
@@ -22,6 +40,16 @@ pub enum PassError {
     Ufm(UfmError),
     /// The shared ownership record could not be read: nothing was changed.
     Ownership(String),
+}
+
+impl PassError {
+    /// Whether etcd or UFM refused our credentials: retrying will not help.
+    pub fn is_auth(&self) -> bool {
+        matches!(
+            self,
+            PassError::Etcd(EtcdError::Auth(_)) | PassError::Ufm(UfmError::Auth(_))
+        )
+    }
 }
 
 impl std::fmt::Display for PassError {
@@ -50,15 +78,6 @@ pub struct PassReport {
     pub state_error: Option<String>,
 }
 
-/// Changes applied in one pass.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub created: usize,
-    pub guids_added: usize,
-    pub guids_removed: usize,
-    pub deleted: usize,
-}
-
 impl PassReport {
     /// Whether every planned change went through (refused deletions count as not).
     pub fn succeeded(&self) -> bool {
@@ -68,11 +87,11 @@ impl PassReport {
 
 /// The engine: clients, settings and the ownership it keeps.
 pub struct Engine {
-    pub etcd: EtcdClient,
-    pub ufm: UfmClient,
-    pub settings: SyncSettings,
+    etcd: EtcdClient,
+    ufm: UfmClient,
+    settings: Settings,
     /// Where ownership is recorded; `None` in a dry run.
-    state: Option<Ownership>,
+    record: Option<Record>,
     /// Ownership kept in etcd must be read (again) before the next pass: at start and
     /// whenever this instance becomes leader, since another instance may have changed it.
     ownership_stale: bool,
@@ -84,60 +103,59 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An engine with this ownership, recorded in `state` (or nowhere for a dry run).
-    pub fn new(
+    /// Opens the engine: reads the ownership record (the state file; with a shared record in
+    /// etcd, before the first pass of each leadership term). In a dry run nothing is recorded
+    /// and a missing state directory is tolerated; a corrupt state file never is.
+    pub fn open(
         etcd: EtcdClient,
         ufm: UfmClient,
-        settings: SyncSettings,
-        state: Option<Ownership>,
-        owned: BTreeSet<PKey>,
-    ) -> Engine {
-        let ownership_stale = matches!(state, Some(Ownership::Etcd { .. }));
-        Engine {
+        settings: Settings,
+        dry_run: bool,
+    ) -> Result<Engine, String> {
+        let (record, owned, ownership_stale) = match &settings.state_key {
+            Some(key) if dry_run => (None, Record::load_from_etcd(&etcd, key)?, false),
+            Some(key) => {
+                let record = Record::Etcd {
+                    etcd: Box::new(etcd.clone()),
+                    key: key.clone(),
+                };
+                (Some(record), BTreeSet::new(), true)
+            }
+            None => match StateFile::open(&settings.state_file) {
+                Ok((file, owned)) => (Some(Record::File(file)).filter(|_| !dry_run), owned, false),
+                Err(e) if dry_run && !settings.state_file.exists() => {
+                    log::warn!("{e}; planning as if nothing were owned");
+                    (None, BTreeSet::new(), false)
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        Ok(Engine {
             etcd,
             ufm,
             settings,
-            state,
+            record,
             ownership_stale,
             owned,
             last_unmanaged: Vec::new(),
             last_invalid: Vec::new(),
             last_refusal: None,
-        }
+        })
     }
 
-    /// Builds the engine from the configuration. In a dry run a missing state directory is
-    /// tolerated (nothing is written); a corrupt state file never is.
-    pub fn from_config(config: &RawConfig, dry_run: bool) -> Result<Engine, Error> {
-        let settings = config.sync()?;
-        let etcd = EtcdClient::new(&config.etcd()?).map_err(Error::Usage)?;
-        let ufm = UfmClient::new(&config.ufm()?).map_err(Error::Usage)?;
-        if config.election()?.is_some() {
-            // The instances of an HA pair share ownership through etcd; it is read before the
-            // first pass of each leadership term.
-            let key = settings.state_key.clone();
-            if dry_run {
-                let owned = Ownership::load_from_etcd(&etcd, &key).map_err(Error::Failed)?;
-                return Ok(Engine::new(etcd, ufm, settings, None, owned));
-            }
-            let state = Ownership::Etcd { key };
-            return Ok(Engine::new(
-                etcd,
-                ufm,
-                settings,
-                Some(state),
-                Default::default(),
-            ));
-        }
-        let (state, owned) = match StateFile::open(&settings.state_file) {
-            Ok((state, owned)) => (Some(Ownership::File(state)).filter(|_| !dry_run), owned),
-            Err(e) if dry_run && !settings.state_file.exists() => {
-                log::warn!("{e}; planning as if nothing were owned");
-                (None, Default::default())
-            }
-            Err(e) => return Err(Error::Usage(e)),
-        };
-        Ok(Engine::new(etcd, ufm, settings, state, owned))
+    /// The etcd client.
+    pub fn etcd(&self) -> &EtcdClient {
+        &self.etcd
+    }
+
+    /// The UFM client.
+    pub fn ufm(&self) -> &UfmClient {
+        &self.ufm
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// The partitions owned now.
@@ -147,15 +165,14 @@ impl Engine {
 
     /// Marks ownership kept in etcd to be read again before the next pass.
     pub fn ownership_may_have_changed(&mut self) {
-        if matches!(self.state, Some(Ownership::Etcd { .. })) {
+        if matches!(self.record, Some(Record::Etcd { .. })) {
             self.ownership_stale = true;
         }
     }
 
     fn refresh_ownership(&mut self) -> Result<(), PassError> {
-        if let (true, Some(Ownership::Etcd { key })) = (self.ownership_stale, &self.state) {
-            self.owned =
-                Ownership::load_from_etcd(&self.etcd, key).map_err(PassError::Ownership)?;
+        if let (true, Some(Record::Etcd { etcd, key })) = (self.ownership_stale, &self.record) {
+            self.owned = Record::load_from_etcd(etcd, key).map_err(PassError::Ownership)?;
             self.ownership_stale = false;
         }
         Ok(())
@@ -163,12 +180,13 @@ impl Engine {
 
     /// Reads both sides and plans, changing nothing.
     pub fn plan(&self) -> Result<(Plan, i64), PassError> {
-        let listing = self
-            .etcd
-            .list(&self.settings.prefix)
-            .map_err(PassError::Etcd)?;
-        let desired =
-            plan::desired_from_listing(&self.settings.prefix, &listing.kvs, &self.settings.policy);
+        let prefix = &self.settings.prefix;
+        let listing = self.etcd.list(prefix).map_err(PassError::Etcd)?;
+        let entries = listing
+            .kvs
+            .iter()
+            .map(|kv| (kv.key.as_str(), &kv.value[..]));
+        let desired = plan::desired_from_listing(prefix, entries, &self.settings.policy);
         let revision = listing.revision;
         // The raw listing is not needed any more: free it before UFM's list arrives.
         drop(listing);
@@ -219,41 +237,20 @@ impl Engine {
     pub fn pass(&mut self, stop: &mut dyn FnMut() -> bool) -> Result<PassReport, PassError> {
         self.refresh_ownership()?;
         let (plan, revision) = self.plan()?;
+        let applied = apply::apply(&plan.actions, &self.ufm, stop);
+        log_changes(&plan, &applied);
+        self.report_lists(&plan);
         let mut report = PassReport {
             revision,
+            failures: applied.failures,
+            skipped: applied.skipped,
+            counts: applied.counts,
             ..PassReport::default()
         };
-        let mut failed: BTreeSet<PKey> = BTreeSet::new();
-        let mut succeeded: BTreeSet<PKey> = BTreeSet::new();
-        let mut deleted: BTreeSet<PKey> = BTreeSet::new();
-        for action in &plan.actions {
-            let pkey = action.pkey();
-            // Never remove after a failed add: the partition could pass through empty.
-            if failed.contains(&pkey) || stop() {
-                report.skipped += 1;
-                continue;
-            }
-            match self.apply(action) {
-                Ok(()) => {
-                    count(&mut report.counts, action);
-                    succeeded.insert(pkey);
-                    if matches!(action, Action::Delete { .. }) {
-                        deleted.insert(pkey);
-                    }
-                }
-                Err(e) => {
-                    log::error!("{pkey}: {} failed: {e}", describe(action));
-                    failed.insert(pkey);
-                    report.failures.push((action.clone(), e.to_string()));
-                }
-            }
-        }
-        log_changes(&plan, &report, &failed);
-        self.report_lists(&plan);
-        let next = plan::next_owned(&self.owned, &plan, &succeeded, &deleted);
+        let next = plan::next_owned(&self.owned, &plan, &applied.succeeded, &applied.deleted);
         if next != self.owned {
-            if let Some(state) = &self.state {
-                if let Err(e) = state.save(&self.etcd, &next) {
+            if let Some(record) = &self.record {
+                if let Err(e) = record.save(&next) {
                     log::error!("{e}");
                     report.state_error = Some(e);
                 }
@@ -262,32 +259,6 @@ impl Engine {
         }
         report.plan = plan;
         Ok(report)
-    }
-
-    fn apply(&self, action: &Action) -> Result<(), UfmError> {
-        match action {
-            Action::Add {
-                pkey,
-                guids,
-                spec,
-                ip_over_ib,
-                ..
-            } => self.ufm.add_guids(
-                *pkey,
-                guids,
-                JoinOptions {
-                    membership: spec.membership,
-                    index0: spec.index0,
-                    ip_over_ib: *ip_over_ib,
-                },
-            ),
-            Action::Remove { pkey, guids } => self.ufm.remove_guids(*pkey, guids),
-            // Already gone is what we wanted.
-            Action::Delete { pkey } => match self.ufm.delete(*pkey) {
-                Err(UfmError::NotFound(_)) => Ok(()),
-                other => other,
-            },
-        }
     }
 
     /// Logs the unmanaged list when it changes, each new invalid entry once, and the guard's
@@ -327,44 +298,6 @@ impl Engine {
     }
 }
 
-fn count(counts: &mut Counts, action: &Action) {
-    match action {
-        Action::Add { guids, creates, .. } => {
-            counts.guids_added += guids.len();
-            counts.created += usize::from(*creates);
-        }
-        Action::Remove { guids, .. } => counts.guids_removed += guids.len(),
-        Action::Delete { .. } => counts.deleted += 1,
-    }
-}
-
-/// A short description of an action, for logs and the dry-run output.
-pub fn describe(action: &Action) -> String {
-    match action {
-        Action::Add {
-            guids,
-            spec,
-            creates,
-            ..
-        } => format!(
-            "{} {} GUID{} ({}, index0 {})",
-            if *creates { "create with" } else { "add" },
-            guids.len(),
-            plural(guids.len()),
-            spec.membership,
-            if spec.index0 { "on" } else { "off" }
-        ),
-        Action::Remove { guids, .. } => {
-            format!("remove {} GUID{}", guids.len(), plural(guids.len()))
-        }
-        Action::Delete { .. } => "delete partition".to_string(),
-    }
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
-}
-
 fn join(pkeys: &[PKey]) -> String {
     pkeys
         .iter()
@@ -374,27 +307,27 @@ fn join(pkeys: &[PKey]) -> String {
 }
 
 /// One summary line and one line per changed partition; nothing for an idle pass.
-fn log_changes(plan: &Plan, report: &PassReport, failed: &BTreeSet<PKey>) {
+fn log_changes(plan: &Plan, applied: &Applied) {
     if plan.actions.is_empty() {
         return;
     }
     let mut per_partition: BTreeMap<PKey, Vec<String>> = BTreeMap::new();
     for action in &plan.actions {
-        if !failed.contains(&action.pkey()) {
+        if !applied.failed.contains(&action.pkey()) {
             per_partition
                 .entry(action.pkey())
                 .or_default()
-                .push(describe(action));
+                .push(action.describe());
         }
     }
-    let c = report.counts;
+    let c = applied.counts;
     log::info!(
         "pass: {} created, {} GUIDs added, {} GUIDs removed, {} deleted, {} failed; {} unmanaged, {} invalid",
         c.created,
         c.guids_added,
         c.guids_removed,
         c.deleted,
-        report.failures.len(),
+        applied.failures.len(),
         plan.unmanaged.len(),
         plan.invalid.len()
     );

@@ -2,10 +2,13 @@
 //! scripts (`--json`), and the one-line summary sent to systemd as `STATUS=`. Used by
 //! `sync`, `status` and `monitor --dry-run` alike.
 
+use std::collections::BTreeSet;
+
 use serde_json::json;
 
+use crate::engine::PassReport;
+use crate::model::PKey;
 use crate::plan::{Action, Plan};
-use crate::sync::{Engine, PassReport, describe};
 
 /// Whether a plan would change UFM (refused deletions count: they wait for an operator).
 pub fn plan_pending(plan: &Plan) -> bool {
@@ -29,8 +32,8 @@ pub fn failure_summary(report: &PassReport) -> String {
     parts.join("; ")
 }
 
-/// The one-line summary of a pass for systemd's `STATUS=`.
-pub fn status_line(report: &PassReport, engine: &Engine) -> String {
+/// The one-line summary of a pass for systemd's `STATUS=`, with the partitions owned after it.
+pub fn status_line(report: &PassReport, owned: &BTreeSet<PKey>) -> String {
     let plan = &report.plan;
     let state = if report.succeeded() {
         "in sync"
@@ -39,7 +42,7 @@ pub fn status_line(report: &PassReport, engine: &Engine) -> String {
     };
     format!(
         "{state}: {} owned, {} unmanaged, {} invalid; last pass applied {} changes, {} failed",
-        engine.owned().len(),
+        owned.len(),
         plan.unmanaged.len(),
         plan.invalid.len(),
         plan.actions.len() - report.failures.len() - report.skipped,
@@ -53,15 +56,15 @@ fn action_json(action: &Action) -> serde_json::Value {
         Action::Add {
             pkey,
             guids,
-            spec,
+            join,
             ip_over_ib,
             creates,
         } => json!({
             "pkey": pkey.to_string(),
             "action": if *creates { "create" } else { "add" },
             "guids": guids.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "membership": spec.membership.as_str(),
-            "index0": spec.index0,
+            "membership": join.membership.as_str(),
+            "index0": join.index0,
             "ip_over_ib": ip_over_ib,
         }),
         Action::Remove { pkey, guids } => json!({
@@ -74,8 +77,8 @@ fn action_json(action: &Action) -> serde_json::Value {
 }
 
 /// The plan as JSON: in sync or not, changes, unmanaged, invalid, refusals, ownership.
-pub fn plan_json(plan: &Plan, engine: &Engine) -> serde_json::Value {
-    let keys = |v: &[crate::model::PKey]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+pub fn plan_json(plan: &Plan, owned: &BTreeSet<PKey>) -> serde_json::Value {
+    let keys = |v: &[PKey]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
     json!({
         "in_sync": !plan_pending(plan),
         "actions": plan.actions.iter().map(action_json).collect::<Vec<_>>(),
@@ -87,7 +90,7 @@ pub fn plan_json(plan: &Plan, engine: &Engine) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "refused_deletes": keys(&plan.refused_deletes),
         "refusal": plan.refusal,
-        "owned": engine.owned().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "owned": owned.iter().map(ToString::to_string).collect::<Vec<_>>(),
     })
 }
 
@@ -98,10 +101,10 @@ pub fn plan_text(plan: &Plan) -> String {
         text.push_str(&format!(
             "{:<8} {}\n",
             action.pkey().to_string(),
-            describe(action)
+            action.describe()
         ));
     }
-    let list = |v: &[crate::model::PKey]| {
+    let list = |v: &[PKey]| {
         v.iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
@@ -136,49 +139,40 @@ pub fn plan_text(plan: &Plan) -> String {
     text
 }
 
-/// Prints the plan in the form asked for.
-pub fn print_plan(plan: &Plan, engine: &Engine, json: bool) {
-    if json {
-        let text = serde_json::to_string_pretty(&plan_json(plan, engine)).unwrap_or_default();
-        println!("{text}");
-    } else {
-        print!("{}", plan_text(plan));
-    }
+/// What a pass applied, as JSON: the plan, the changes applied and the failures.
+pub fn report_json(report: &PassReport, owned: &BTreeSet<PKey>) -> serde_json::Value {
+    let c = report.counts;
+    let mut value = plan_json(&report.plan, owned);
+    value["in_sync"] = json!(report.succeeded());
+    value["applied"] = json!({
+        "created": c.created, "guids_added": c.guids_added,
+        "guids_removed": c.guids_removed, "deleted": c.deleted,
+    });
+    value["failures"] = json!(
+        report
+            .failures
+            .iter()
+            .map(|(a, e)| json!({
+                "pkey": a.pkey().to_string(), "action": a.describe(), "error": e,
+            }))
+            .collect::<Vec<_>>()
+    );
+    value
 }
 
-/// Prints what a pass applied, in the form asked for.
-pub fn print_report(report: &PassReport, engine: &Engine, json: bool) {
+/// What a pass applied, for people: one line.
+pub fn report_text(report: &PassReport) -> String {
     let c = report.counts;
-    if json {
-        let mut value = plan_json(&report.plan, engine);
-        value["in_sync"] = json!(report.succeeded());
-        value["applied"] = json!({
-            "created": c.created, "guids_added": c.guids_added,
-            "guids_removed": c.guids_removed, "deleted": c.deleted,
-        });
-        value["failures"] = json!(
-            report
-                .failures
-                .iter()
-                .map(|(a, e)| json!({
-                    "pkey": a.pkey().to_string(), "action": describe(a), "error": e,
-                }))
-                .collect::<Vec<_>>()
-        );
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        );
-    } else if report.plan.actions.is_empty() && report.succeeded() {
-        println!("in sync: nothing to change");
+    if report.plan.actions.is_empty() && report.succeeded() {
+        "in sync: nothing to change\n".to_string()
     } else {
-        println!(
-            "applied: {} created, {} GUIDs added, {} GUIDs removed, {} deleted; {} failed",
+        format!(
+            "applied: {} created, {} GUIDs added, {} GUIDs removed, {} deleted; {} failed\n",
             c.created,
             c.guids_added,
             c.guids_removed,
             c.deleted,
             report.failures.len()
-        );
+        )
     }
 }

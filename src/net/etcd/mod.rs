@@ -11,9 +11,107 @@ use std::cell::RefCell;
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::{EtcdApi, EtcdSettings};
-use crate::http::{Endpoints, HttpClient, HttpError, HttpOptions, Response};
+use crate::net::http::{Endpoints, HttpClient, HttpError, HttpOptions, Response, TlsOptions};
 use crate::secret::Secret;
+
+/// Which etcd API (and so which keyspace) to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    V2,
+    V3,
+}
+
+impl Api {
+    /// The other API, for "nothing here, but the other keyspace has keys" hints.
+    pub fn other(self) -> Api {
+        match self {
+            Api::V2 => Api::V3,
+            Api::V3 => Api::V2,
+        }
+    }
+
+    /// The implementation behind this API: the one place that tells v2 from v3.
+    fn keyspace(self) -> &'static dyn Keyspace {
+        match self {
+            Api::V2 => &v2::V2,
+            Api::V3 => &v3::V3,
+        }
+    }
+}
+
+impl fmt::Display for Api {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Api::V2 => "v2",
+            Api::V3 => "v3",
+        })
+    }
+}
+
+/// Resolved etcd settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Full base URLs, tried in order.
+    pub endpoints: Vec<String>,
+    pub api: Api,
+    pub tls: TlsOptions,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub timeout: Duration,
+    pub proxy: Option<String>,
+}
+
+/// What one keyspace does over HTTP, for one base URL; [`EtcdClient`] adds fail-over. The v2
+/// keys API ([`v2::V2`]) and the v3 JSON gateway ([`v3::V3`]) implement it.
+trait Keyspace {
+    fn list(&self, client: &EtcdClient, base: &str, prefix: &str) -> Result<Listing, EtcdError>;
+    fn get(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        key: &str,
+    ) -> Result<Option<KeyValue>, EtcdError>;
+    fn put(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        key: &str,
+        value: &[u8],
+        ttl: Option<u64>,
+    ) -> Result<(), EtcdError>;
+    fn delete(&self, client: &EtcdClient, base: &str, key: &str) -> Result<(), EtcdError>;
+    fn watch(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        prefix: &str,
+        revision: i64,
+        keep_waiting: &mut dyn FnMut() -> bool,
+    ) -> Result<WaitOutcome, EtcdError>;
+    fn campaign(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        key: &str,
+        identity: &str,
+        ttl: u64,
+    ) -> Result<Option<Claim>, EtcdError>;
+    fn refresh(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        election: (&str, &str),
+        claim: &Claim,
+        ttl: u64,
+    ) -> Result<bool, EtcdError>;
+    fn resign(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        election: (&str, &str),
+        claim: &Claim,
+    ) -> Result<(), EtcdError>;
+}
 
 /// One key and its value.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,7 +201,7 @@ impl From<EtcdError> for crate::error::Error {
 pub struct EtcdClient {
     http: HttpClient,
     endpoints: Endpoints,
-    api: EtcdApi,
+    api: Api,
     user: Option<String>,
     password: Option<Secret>,
     /// The v3 auth token, acquired on first use and again when it expires.
@@ -112,7 +210,7 @@ pub struct EtcdClient {
 
 impl EtcdClient {
     /// Builds a client; reads and checks the TLS files now.
-    pub fn new(settings: &EtcdSettings) -> Result<EtcdClient, String> {
+    pub fn new(settings: &Settings) -> Result<EtcdClient, String> {
         let http = HttpClient::new(&HttpOptions {
             service: "etcd",
             tls: settings.tls.clone(),
@@ -139,47 +237,39 @@ impl EtcdClient {
     }
 
     /// Requests sent so far (this client and its clones).
-    pub fn request_counts(&self) -> crate::http::RequestCounts {
+    pub fn request_counts(&self) -> crate::net::http::RequestCounts {
         self.http.counts()
     }
 
     /// The API this client speaks.
-    pub fn api(&self) -> EtcdApi {
+    pub fn api(&self) -> Api {
         self.api
     }
 
     /// Every key whose name starts with `prefix` ("" for all keys), sorted by key.
     pub fn list(&self, prefix: &str) -> Result<Listing, EtcdError> {
-        let mut listing = self.with_failover(|base| match self.api {
-            EtcdApi::V3 => v3::list(self, base, prefix),
-            EtcdApi::V2 => v2::list(self, base, prefix),
-        })?;
+        let keyspace = self.api.keyspace();
+        let mut listing = self.with_failover(|base| keyspace.list(self, base, prefix))?;
         listing.kvs.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(listing)
     }
 
     /// One key, or `None` when it does not exist.
     pub fn get(&self, key: &str) -> Result<Option<KeyValue>, EtcdError> {
-        self.with_failover(|base| match self.api {
-            EtcdApi::V3 => v3::get(self, base, key),
-            EtcdApi::V2 => v2::get(self, base, key),
-        })
+        let keyspace = self.api.keyspace();
+        self.with_failover(|base| keyspace.get(self, base, key))
     }
 
     /// Writes a key, with a time to live in seconds if given.
     pub fn put(&self, key: &str, value: &[u8], ttl: Option<u64>) -> Result<(), EtcdError> {
-        self.with_failover(|base| match self.api {
-            EtcdApi::V3 => v3::put(self, base, key, value, ttl),
-            EtcdApi::V2 => v2::put(self, base, key, value, ttl),
-        })
+        let keyspace = self.api.keyspace();
+        self.with_failover(|base| keyspace.put(self, base, key, value, ttl))
     }
 
     /// Deletes a key; `NotFound` when it did not exist.
     pub fn delete(&self, key: &str) -> Result<(), EtcdError> {
-        self.with_failover(|base| match self.api {
-            EtcdApi::V3 => v3::delete(self, base, key),
-            EtcdApi::V2 => v2::delete(self, base, key),
-        })
+        let keyspace = self.api.keyspace();
+        self.with_failover(|base| keyspace.delete(self, base, key))
     }
 
     /// Blocks until a key under `prefix` changes after `revision` (the revision or index of
@@ -191,10 +281,8 @@ impl EtcdClient {
         revision: i64,
         keep_waiting: &mut dyn FnMut() -> bool,
     ) -> Result<WaitOutcome, EtcdError> {
-        self.with_failover(|base| match self.api {
-            EtcdApi::V3 => v3::watch(self, base, prefix, revision, keep_waiting),
-            EtcdApi::V2 => v2::watch(self, base, prefix, revision, keep_waiting),
-        })
+        let keyspace = self.api.keyspace();
+        self.with_failover(|base| keyspace.watch(self, base, prefix, revision, keep_waiting))
     }
 
     /// Tries to take the election `key` for `identity` with a time to live of `ttl` seconds.
@@ -206,10 +294,8 @@ impl EtcdClient {
         identity: &str,
         ttl: u64,
     ) -> Result<Option<Claim>, EtcdError> {
-        self.with_failover(|base| match self.api {
-            EtcdApi::V3 => v3::campaign(self, base, key, identity, ttl),
-            EtcdApi::V2 => v2::campaign(self, base, key, identity, ttl),
-        })
+        let keyspace = self.api.keyspace();
+        self.with_failover(|base| keyspace.campaign(self, base, key, identity, ttl))
     }
 
     /// Extends the claim by `ttl` seconds; `false` when it was lost (expired or taken).
@@ -220,27 +306,24 @@ impl EtcdClient {
         claim: &Claim,
         ttl: u64,
     ) -> Result<bool, EtcdError> {
-        self.with_failover(|base| match (self.api, claim) {
-            (EtcdApi::V3, Claim::Lease(id)) => v3::keepalive(self, base, id),
-            (EtcdApi::V2, _) | (_, Claim::TtlKey) => v2::refresh(self, base, key, identity, ttl),
-        })
+        let keyspace = self.api.keyspace();
+        self.with_failover(|base| keyspace.refresh(self, base, (key, identity), claim, ttl))
     }
 
     /// Gives the election key up at once, so a standby need not wait for the TTL.
     pub fn resign(&self, key: &str, identity: &str, claim: &Claim) -> Result<(), EtcdError> {
-        self.with_failover(|base| match (self.api, claim) {
-            (EtcdApi::V3, Claim::Lease(id)) => v3::revoke(self, base, id),
-            (EtcdApi::V2, _) | (_, Claim::TtlKey) => v2::resign(self, base, key, identity),
-        })
+        let keyspace = self.api.keyspace();
+        self.with_failover(|base| keyspace.resign(self, base, (key, identity), claim))
     }
 
     /// The etcd server version (`GET /version`), as a connectivity check.
     pub fn version(&self) -> Result<String, EtcdError> {
         self.with_failover(|base| {
             let url = format!("{base}/version");
-            let response = self
-                .http
-                .send(&crate::http::Request::get(&url, crate::http::Auth::None))?;
+            let response = self.http.send(&crate::net::http::Request::get(
+                &url,
+                crate::net::http::Auth::None,
+            ))?;
             let value: serde_json::Value = json_body(&response, &url)?;
             Ok(value
                 .get("etcdserver")

@@ -1,5 +1,6 @@
-//! `ufm-pkeyd monitor`, the daemon. The loop is thin and single-threaded: pass, then block on an etcd watch until something changes under the prefix,
-//! the poll interval ends (a full pass repairs drift made by hand in UFM), or a signal arrives.
+//! `ufm-pkeyd monitor`, the daemon. The loop is thin and single-threaded: pass, then block on
+//! an etcd watch until something changes under the prefix, the poll interval ends (a full pass
+//! repairs drift made by hand in UFM), or a signal arrives.
 //!
 //! Signals only set flags (signal-hook); every blocking wait looks at them at least every
 //! quarter second. SIGTERM and SIGINT finish the UFM request in flight and exit 0; SIGHUP
@@ -8,17 +9,17 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use super::metrics::Metrics;
+use super::{Output, engine, report};
 use crate::cli::Invocation;
-use crate::config::RawConfig;
-use crate::election::Election;
+use crate::config::{self, Settings};
+use crate::engine::election::Election;
+use crate::engine::{Engine, PassError, PassReport};
 use crate::error::{EXIT_OK, Error, Result};
-use crate::etcd::{EtcdError, WaitOutcome};
-use crate::metrics::Metrics;
+use crate::net::etcd::WaitOutcome;
+use crate::net::ufm::{UfmClient, UfmError};
 use crate::plan::Plan;
-use crate::report;
-use crate::sync::{Engine, PassError, PassReport};
 use crate::systemd::{self, Watchdog};
-use crate::ufm::{UfmClient, UfmError};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 static RELOAD: AtomicBool = AtomicBool::new(false);
@@ -42,18 +43,19 @@ pub(crate) fn register_signals() -> Result<()> {
 }
 
 /// `ufm-pkeyd monitor`: the daemon loop.
-pub fn run_monitor(invocation: &Invocation, config: &RawConfig, dry_run: bool) -> Result<i32> {
+pub fn run_monitor(invocation: &Invocation, settings: &Settings, dry_run: bool) -> Result<i32> {
     register_signals()?;
-    let engine = Engine::from_config(config, dry_run)?;
-    check_ufm_credentials(&engine.ufm)?;
-    let election = config
-        .election()?
-        .map(|settings| Election::new(settings, engine.etcd.clone()));
+    let engine = engine(settings, dry_run)?;
+    check_ufm_credentials(engine.ufm())?;
+    let election = settings
+        .election
+        .clone()
+        .map(|election| Election::new(election, engine.etcd().clone()));
     log::info!(
         "monitoring {} ({} keyspace) every {} s at most; {} partitions owned{}{}",
-        engine.settings.prefix,
-        engine.etcd.api(),
-        engine.settings.poll_interval.as_secs_f64(),
+        engine.settings().prefix,
+        engine.etcd().api(),
+        settings.poll_interval.as_secs_f64(),
         engine.owned().len(),
         if election.is_some() {
             "; leader election on"
@@ -69,6 +71,11 @@ pub fn run_monitor(invocation: &Invocation, config: &RawConfig, dry_run: bool) -
     systemd::notify("READY=1");
     let mut monitor = Monitor {
         invocation,
+        out: Output {
+            json: invocation.json,
+        },
+        poll_interval: settings.poll_interval,
+        metrics_file: settings.metrics_file.clone(),
         engine,
         dry_run,
         election,
@@ -95,6 +102,9 @@ pub fn run_monitor(invocation: &Invocation, config: &RawConfig, dry_run: bool) -
 /// The daemon's state between iterations.
 struct Monitor<'a> {
     invocation: &'a Invocation,
+    out: Output,
+    poll_interval: Duration,
+    metrics_file: Option<std::path::PathBuf>,
     engine: Engine,
     dry_run: bool,
     election: Option<Election>,
@@ -150,7 +160,7 @@ impl Monitor<'_> {
             result.map(|report| {
                 systemd::notify(&format!(
                     "STATUS={}",
-                    report::status_line(&report, &self.engine)
+                    report::status_line(&report, self.engine.owned())
                 ));
                 (report.revision, !report.failures.is_empty())
             })
@@ -160,15 +170,15 @@ impl Monitor<'_> {
                 self.first_pass = false;
                 let next_full_pass = if had_failures {
                     self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-                    Instant::now() + self.backoff.min(self.engine.settings.poll_interval)
+                    Instant::now() + self.backoff.min(self.poll_interval)
                 } else {
                     self.backoff = Duration::from_secs(1);
-                    Instant::now() + self.engine.settings.poll_interval
+                    Instant::now() + self.poll_interval
                 };
                 self.wait_for_change(revision, next_full_pass);
             }
             Err(e) => {
-                if self.first_pass && is_auth_error(&e) {
+                if self.first_pass && e.is_auth() {
                     return Err(Error::failed(format!("{e}")));
                 }
                 log::error!(
@@ -193,7 +203,7 @@ impl Monitor<'_> {
                 let plan = &report.plan;
                 if report.succeeded() {
                     m.passes_ok += 1;
-                    m.last_success_seconds = Some(crate::metrics::unix_time());
+                    m.last_success_seconds = Some(crate::app::metrics::unix_time());
                 } else {
                     m.passes_failed += 1;
                 }
@@ -213,11 +223,11 @@ impl Monitor<'_> {
     }
 
     fn write_metrics(&mut self) {
-        let Some(path) = &self.engine.settings.metrics_file else {
+        let Some(path) = &self.metrics_file else {
             return;
         };
-        self.metrics.etcd = self.engine.etcd.request_counts();
-        self.metrics.ufm = self.engine.ufm.request_counts();
+        self.metrics.etcd = self.engine.etcd().request_counts();
+        self.metrics.ufm = self.engine.ufm().request_counts();
         self.metrics.leader = self.election.as_ref().map(Election::is_leader);
         if let Err(e) = self.metrics.write(path) {
             log::warn!("{e}");
@@ -227,7 +237,15 @@ impl Monitor<'_> {
     fn dry_pass(&mut self) -> std::result::Result<(i64, bool), PassError> {
         let (plan, revision) = self.engine.plan()?;
         if self.last_plan.as_ref() != Some(&plan) {
-            report::print_plan(&plan, &self.engine, self.invocation.json);
+            let printed = if self.out.json {
+                self.out
+                    .print_json(&report::plan_json(&plan, self.engine.owned()))
+            } else {
+                self.out.print(&report::plan_text(&plan))
+            };
+            if let Err(e) = printed {
+                log::warn!("{e}");
+            }
         }
         let retry = plan.refusal.is_some();
         self.last_plan = Some(plan);
@@ -238,7 +256,7 @@ impl Monitor<'_> {
     /// every second (in `Election::tick`).
     fn stand_by(&mut self) {
         if Instant::now() >= self.next_standby_check {
-            self.next_standby_check = Instant::now() + self.engine.settings.poll_interval;
+            self.next_standby_check = Instant::now() + self.poll_interval;
             let leader = self
                 .election
                 .as_ref()
@@ -267,8 +285,8 @@ impl Monitor<'_> {
     fn reload(&mut self) {
         systemd::notify("RELOADING=1");
         let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
-        let reloaded = RawConfig::load(&self.invocation.flags, credentials.as_deref())
-            .and_then(|c| Engine::from_config(&c, self.dry_run).map(|e| (c, e)));
+        let reloaded = config::load(&self.invocation.flags, credentials.as_deref())
+            .and_then(|c| engine(&c.settings, self.dry_run).map(|e| (c, e)));
         match reloaded {
             Ok((_, engine)) => {
                 self.engine = engine;
@@ -289,12 +307,13 @@ impl Monitor<'_> {
             let leader = election.as_mut().is_none_or(|e| e.tick());
             leader && !stopping() && !RELOAD.load(Ordering::SeqCst) && Instant::now() < deadline
         };
-        match self.engine.etcd.wait_for_change(
-            &self.engine.settings.prefix,
-            revision,
-            &mut keep_waiting,
-        ) {
-            Ok(WaitOutcome::Changed) => log::debug!("change under {}", self.engine.settings.prefix),
+        let prefix = &self.engine.settings().prefix;
+        match self
+            .engine
+            .etcd()
+            .wait_for_change(prefix, revision, &mut keep_waiting)
+        {
+            Ok(WaitOutcome::Changed) => log::debug!("change under {prefix}"),
             Ok(WaitOutcome::Resync) | Ok(WaitOutcome::Stopped) => {}
             Err(e) => {
                 log::warn!("etcd watch failed: {e}");
@@ -332,11 +351,4 @@ fn check_ufm_credentials(ufm: &UfmClient) -> Result<()> {
             Ok(())
         }
     }
-}
-
-fn is_auth_error(error: &PassError) -> bool {
-    matches!(
-        error,
-        PassError::Etcd(EtcdError::Auth(_)) | PassError::Ufm(UfmError::Auth(_))
-    )
 }

@@ -2,22 +2,21 @@
 //! while the daemon was down still has its partition removed, and a partition it never owned is
 //! never removed.
 //!
-//! Written atomically (temporary file in the same directory, fsync, rename, fsync of the
-//! directory): a crash leaves the old file or the new one, never half of one. A missing
+//! Written atomically ([`crate::atomic_file`]): a crash leaves the old file or the new one,
+//! never half of one. A missing
 //! directory, an unreadable file or a corrupt one is an error at start-up, never a silent empty
 //! ownership that would turn owned partitions into unmanaged ones.
 //!
 //! With leader election the instances of an HA pair must share what they own, so ownership
-//! is kept in etcd instead ([`Ownership::Etcd`]), read when an instance becomes leader.
+//! is kept in etcd instead ([`Record::Etcd`]), read when an instance becomes leader.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::etcd::EtcdClient;
 use crate::model::PKey;
+use crate::net::etcd::EtcdClient;
 
 /// The on-disk format.
 #[derive(Serialize, Deserialize)]
@@ -64,49 +63,23 @@ impl StateFile {
         ))
     }
 
-    /// The path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Replaces the file with this ownership, atomically.
     pub fn save(&self, owned: &BTreeSet<PKey>) -> Result<(), String> {
-        let text = render(owned);
-        let dir = parent_dir(&self.path);
-        let name = self
-            .path
-            .file_name()
-            .map_or_else(|| "state".into(), |n| n.to_string_lossy().into_owned());
-        let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-        let fail = |what: &str, e: std::io::Error| {
-            let _ = std::fs::remove_file(&temp);
-            format!(
-                "cannot save state file {} ({what}: {e})",
-                self.path.display()
-            )
-        };
-        let mut file = std::fs::File::create(&temp).map_err(|e| fail("create", e))?;
-        file.write_all(&text).map_err(|e| fail("write", e))?;
-        file.sync_all().map_err(|e| fail("fsync", e))?;
-        drop(file);
-        std::fs::rename(&temp, &self.path).map_err(|e| fail("rename", e))?;
-        if let Ok(dir) = std::fs::File::open(dir) {
-            let _ = dir.sync_all();
-        }
-        Ok(())
+        crate::atomic_file::replace(&self.path, &render(owned))
+            .map_err(|e| format!("state file not saved: {e}"))
     }
 }
 
 /// Where ownership is recorded.
-pub enum Ownership {
+pub enum Record {
     /// A local state file (one daemon).
     File(StateFile),
     /// An etcd key shared by the instances of a leader election, in the keyspace of the
     /// configured API.
-    Etcd { key: String },
+    Etcd { etcd: Box<EtcdClient>, key: String },
 }
 
-impl Ownership {
+impl Record {
     /// Reads the ownership recorded in etcd; a missing key means nothing is owned yet.
     pub fn load_from_etcd(etcd: &EtcdClient, key: &str) -> Result<BTreeSet<PKey>, String> {
         match etcd.get(key) {
@@ -119,10 +92,10 @@ impl Ownership {
     }
 
     /// Records the ownership.
-    pub fn save(&self, etcd: &EtcdClient, owned: &BTreeSet<PKey>) -> Result<(), String> {
+    pub fn save(&self, owned: &BTreeSet<PKey>) -> Result<(), String> {
         match self {
-            Ownership::File(file) => file.save(owned),
-            Ownership::Etcd { key } => etcd
+            Record::File(file) => file.save(owned),
+            Record::Etcd { etcd, key } => etcd
                 .put(key, &render(owned), None)
                 .map_err(|e| format!("cannot save the ownership record {key}: {e}")),
         }

@@ -8,43 +8,21 @@
 //! URL problem, never data.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::config::{UfmAuth, UfmSettings};
-use crate::http::{Auth, Endpoints, HttpClient, HttpError, HttpOptions, Request, Response, Stream};
-use crate::model::{Guid, Membership, PKey};
+use crate::model::{Guid, Join, Member, Membership, PKey, Partition};
+use crate::net::http::TlsOptions;
+use crate::net::http::{
+    self, Endpoints, HttpClient, HttpError, HttpOptions, Request, Response, Stream,
+};
 use crate::secret::Secret;
 
 /// GUIDs per remove request: the GUIDs go in the URL, and UFM sits behind Apache, whose
 /// request line limit (8190 bytes) fits about 470 of them.
 pub const REMOVE_BATCH: usize = 200;
-
-/// One member of a partition.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Member {
-    pub guid: Guid,
-    pub membership: Membership,
-    pub index0: bool,
-}
-
-/// One partition as UFM reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Partition {
-    pub pkey: PKey,
-    pub name: String,
-    pub ip_over_ib: bool,
-    pub members: Vec<Member>,
-}
-
-/// How GUIDs join a partition.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct JoinOptions {
-    pub membership: Membership,
-    pub index0: bool,
-    pub ip_over_ib: bool,
-}
 
 /// Why a UFM call failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,13 +73,43 @@ impl From<UfmError> for crate::error::Error {
     }
 }
 
+/// Resolved UFM settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Base URLs (`https://host:port`), tried in order.
+    pub urls: Vec<String>,
+    pub auth: Auth,
+    pub tls: TlsOptions,
+    pub timeout: Duration,
+    pub proxy: Option<String>,
+}
+
+/// How to authenticate to UFM.
+#[derive(Clone, Debug)]
+pub enum Auth {
+    /// HTTP Basic on `/ufmRest`.
+    Basic { user: String, password: Secret },
+    /// An access token on `/ufmRestV3`.
+    Token(Secret),
+}
+
+impl Auth {
+    /// Who authenticates, for messages: the user name, never the secret.
+    pub fn who(&self) -> String {
+        match self {
+            Auth::Basic { user, .. } => format!("user {user:?}"),
+            Auth::Token(_) => "the access token".to_string(),
+        }
+    }
+}
+
 /// A client for one UFM (or an HA list of hosts tried in order).
 pub struct UfmClient {
     http: HttpClient,
     /// `https://host:port/ufmRest` or `…/ufmRestV3`, one per configured host.
     bases: Endpoints,
     /// For a token, the whole `Authorization` header value.
-    auth: UfmAuth,
+    auth: Auth,
 }
 
 /// The keyed-object list, read entry by entry: keys that are PKeys become partitions, other
@@ -177,7 +185,7 @@ struct RawPartition {
 
 impl UfmClient {
     /// Builds a client; reads and checks the TLS files now.
-    pub fn new(settings: &UfmSettings) -> Result<UfmClient, String> {
+    pub fn new(settings: &Settings) -> Result<UfmClient, String> {
         let http = HttpClient::new(&HttpOptions {
             service: "UFM",
             tls: settings.tls.clone(),
@@ -185,15 +193,13 @@ impl UfmClient {
             proxy: settings.proxy.clone(),
         })?;
         let root = match settings.auth {
-            UfmAuth::Basic { .. } => "/ufmRest",
-            UfmAuth::Token(_) => "/ufmRestV3",
+            Auth::Basic { .. } => "/ufmRest",
+            Auth::Token(_) => "/ufmRestV3",
         };
         // UFM takes an access token as `Authorization: Basic <token>`: the raw token, not
         // base64 of user:password.
         let auth = match &settings.auth {
-            UfmAuth::Token(token) => {
-                UfmAuth::Token(Secret::new(format!("Basic {}", token.expose())))
-            }
+            Auth::Token(token) => Auth::Token(Secret::new(format!("Basic {}", token.expose()))),
             basic => basic.clone(),
         };
         Ok(UfmClient {
@@ -207,7 +213,7 @@ impl UfmClient {
     }
 
     /// Requests sent so far.
-    pub fn request_counts(&self) -> crate::http::RequestCounts {
+    pub fn request_counts(&self) -> crate::net::http::RequestCounts {
         self.http.counts()
     }
 
@@ -225,25 +231,6 @@ impl UfmClient {
                     response.snippet()
                 ))
             })
-    }
-
-    /// The keys of every partition, default partition included.
-    pub fn list_pkeys(&self) -> Result<Vec<PKey>, UfmError> {
-        let response = self.call("GET", "/resources/pkeys", None)?;
-        let value: serde_json::Value = self.json(&response, "/resources/pkeys")?;
-        let mut keys: Vec<PKey> = match &value {
-            serde_json::Value::Array(items) => items
-                .iter()
-                .filter_map(|i| i.as_str())
-                .filter_map(|s| s.parse().ok())
-                .collect(),
-            // Keys that are not PKeys (e.g. `site_name`) are ignored.
-            serde_json::Value::Object(map) => map.keys().filter_map(|k| k.parse().ok()).collect(),
-            _ => return Err(self.unexpected("/resources/pkeys", &response)),
-        };
-        keys.sort();
-        keys.dedup();
-        Ok(keys)
     }
 
     /// Every partition with its members (`?guids_data=true`), sorted by key. The answer
@@ -298,7 +285,8 @@ impl UfmClient {
         &self,
         pkey: PKey,
         guids: &[Guid],
-        options: JoinOptions,
+        join: Join,
+        ip_over_ib: bool,
     ) -> Result<(), UfmError> {
         if guids.is_empty() {
             return Ok(());
@@ -306,9 +294,9 @@ impl UfmClient {
         let body = json!({
             "pkey": pkey.to_string(),
             "guids": guids.iter().map(Guid::to_string).collect::<Vec<_>>(),
-            "membership": options.membership.as_str(),
-            "index0": options.index0,
-            "ip_over_ib": options.ip_over_ib,
+            "membership": join.membership.as_str(),
+            "index0": join.index0,
+            "ip_over_ib": ip_over_ib,
         });
         self.call("POST", "/resources/pkeys", Some(&body))
             .map(|_| ())
@@ -333,10 +321,10 @@ impl UfmClient {
 
     /// Sends one request, trying the next host when one cannot be reached, and maps every
     /// non-2xx answer to an error.
-    fn auth(&self) -> Auth<'_> {
+    fn auth(&self) -> http::Auth<'_> {
         match &self.auth {
-            UfmAuth::Basic { user, password } => Auth::Basic(user, password),
-            UfmAuth::Token(token) => Auth::Header(token),
+            Auth::Basic { user, password } => http::Auth::Basic(user, password),
+            Auth::Token(token) => http::Auth::Header(token),
         }
     }
 
@@ -391,10 +379,7 @@ impl UfmClient {
     }
 
     fn check(&self, url: &str, response: Response) -> Result<Response, UfmError> {
-        let who = match &self.auth {
-            UfmAuth::Basic { user, .. } => format!("user {user:?}"),
-            UfmAuth::Token(_) => "the access token".to_string(),
-        };
+        let who = self.auth.who();
         match response.status {
             401 => Err(UfmError::Auth(format!(
                 "UFM at {url} rejected {who} (HTTP 401): check the user and password (or token)"
@@ -473,8 +458,10 @@ fn convert_partition(pkey: PKey, raw: RawPartition) -> Partition {
         .into_iter()
         .map(|m| Member {
             guid: m.guid,
-            membership: m.membership.unwrap_or(Membership::Full),
-            index0: m.index0.unwrap_or(false),
+            join: Join {
+                membership: m.membership.unwrap_or(Membership::Full),
+                index0: m.index0.unwrap_or(false),
+            },
         })
         .collect();
     members.sort_by_key(|m| m.guid);

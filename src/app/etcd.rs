@@ -2,34 +2,34 @@
 
 use serde_json::json;
 
-use super::Output;
+use super::{Output, etcd_client};
 use crate::cli::EtcdOp;
-use crate::config::RawConfig;
+use crate::config::Settings;
 use crate::error::{Error, Result};
-use crate::etcd::{EtcdClient, KeyValue};
+use crate::net::etcd::{EtcdClient, KeyValue};
 
 /// Runs one etcd operation.
-pub(super) fn run(op: &EtcdOp, config: &RawConfig, out: &Output) -> Result<()> {
-    let settings = config.etcd()?;
-    let client = EtcdClient::new(&settings).map_err(Error::Usage)?;
+pub(super) fn run(op: &EtcdOp, settings: &Settings, out: &Output) -> Result<()> {
+    let client = etcd_client(settings)?;
+    let prefix = &settings.engine.prefix;
     match op {
         EtcdOp::Check => {
             let version = client.version()?;
-            let listing = client.list(&settings.prefix)?;
+            let listing = client.list(prefix)?;
             out.done(
                 &format!(
                     "etcd {version}: connected; {} keys under {} in the {} keyspace",
                     listing.kvs.len(),
-                    settings.prefix,
+                    prefix,
                     client.api()
                 ),
                 json!({"etcd_version": version, "keys": listing.kvs.len(), "api": client.api().to_string()}),
             )
         }
-        EtcdOp::List { prefix } => {
-            let listing = client.list(prefix)?;
+        EtcdOp::List { prefix: wanted } => {
+            let listing = client.list(wanted)?;
             if listing.kvs.is_empty() {
-                hint_other_keyspace(&client, prefix, true);
+                hint_other_keyspace(&client, wanted, true);
             }
             if out.json {
                 out.print_json(&json!(listing.kvs.iter().map(kv_json).collect::<Vec<_>>()))
@@ -62,7 +62,7 @@ pub(super) fn run(op: &EtcdOp, config: &RawConfig, out: &Output) -> Result<()> {
         }
         EtcdOp::Delete(key) => {
             client.delete(key).map_err(|e| match e {
-                crate::etcd::EtcdError::NotFound(_) => Error::NotFound(format!(
+                crate::net::etcd::EtcdError::NotFound(_) => Error::NotFound(format!(
                     "etcd key {key} not found in the {} keyspace",
                     client.api()
                 )),

@@ -1,0 +1,104 @@
+//! The sub-commands, and the composition root: this is where the configuration becomes clients,
+//! an engine and output. `ufm`, `etcd` and `config` run one operation through a client and print
+//! its result; `sync` and `status` run or show one sync pass; `monitor` is the daemon. Data goes
+//! to stdout (a table for people, JSON with `--json`); logs and errors go to stderr.
+
+mod config;
+mod etcd;
+mod metrics;
+mod monitor;
+mod report;
+mod status;
+mod sync;
+mod ufm;
+
+use std::io::Write;
+
+use serde_json::json;
+
+use crate::cli::{Command, Invocation};
+use crate::config::{Config, Settings};
+use crate::engine::Engine;
+use crate::error::{EXIT_OK, Error, Result};
+use crate::net::etcd::EtcdClient;
+use crate::net::ufm::UfmClient;
+
+/// Runs a parsed sub-command with its configuration and returns the exit code.
+pub fn run(invocation: &Invocation, config: &Config) -> Result<i32> {
+    let out = Output {
+        json: invocation.json,
+    };
+    let settings = &config.settings;
+    let done = match &invocation.command {
+        Command::Ufm(op) => ufm::run(op, settings, &out),
+        Command::Etcd(op) => etcd::run(op, settings, &out),
+        Command::Config => config::run(config, &out),
+        Command::Monitor { dry_run } => {
+            return monitor::run_monitor(invocation, settings, *dry_run);
+        }
+        Command::Sync { dry_run } => return sync::run_sync(settings, &out, *dry_run),
+        Command::Status => return status::run_status(settings, &out),
+        Command::Help(_) | Command::Version => Ok(()),
+    };
+    done.map(|()| EXIT_OK)
+}
+
+/// The etcd client of the configuration.
+fn etcd_client(settings: &Settings) -> Result<EtcdClient> {
+    EtcdClient::new(settings.etcd()?).map_err(Error::Usage)
+}
+
+/// The UFM client of the configuration.
+fn ufm_client(settings: &Settings) -> Result<UfmClient> {
+    UfmClient::new(settings.ufm()?).map_err(Error::Usage)
+}
+
+/// The sync engine of the configuration, with both clients.
+fn engine(settings: &Settings, dry_run: bool) -> Result<Engine> {
+    let etcd = etcd_client(settings)?;
+    let ufm = ufm_client(settings)?;
+    Engine::open(etcd, ufm, settings.engine.clone(), dry_run).map_err(|e| {
+        // A corrupt or unreadable state file is a configuration problem; an unreadable
+        // shared record in etcd is an operational one.
+        if settings.engine.state_key.is_some() {
+            Error::Failed(e)
+        } else {
+            Error::Usage(e)
+        }
+    })
+}
+
+/// Where results go, and in which form.
+pub(crate) struct Output {
+    json: bool,
+}
+
+impl Output {
+    pub(crate) fn print(&self, text: &str) -> Result<()> {
+        let mut stdout = std::io::stdout().lock();
+        // A closed pipe (`| head`) is not an error worth reporting.
+        let _ = stdout.write_all(text.as_bytes());
+        let _ = stdout.flush();
+        Ok(())
+    }
+
+    pub(crate) fn print_json(&self, value: &serde_json::Value) -> Result<()> {
+        let text = serde_json::to_string_pretty(value).unwrap_or_default();
+        self.print(&format!("{text}\n"))
+    }
+
+    /// Prints a confirmation: a line for people, `{"ok": true, …}` for scripts.
+    pub(crate) fn done(&self, line: &str, detail: serde_json::Value) -> Result<()> {
+        if self.json {
+            let mut value = json!({"ok": true, "message": line});
+            if let (Some(target), serde_json::Value::Object(extra)) =
+                (value.as_object_mut(), detail)
+            {
+                target.extend(extra);
+            }
+            self.print_json(&value)
+        } else {
+            self.print(&format!("{line}\n"))
+        }
+    }
+}

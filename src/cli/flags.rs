@@ -1,0 +1,134 @@
+//! The flag table: every flag of every sub-command, defined once. `--help` is printed from it,
+//! and `tests/docs_consistency.rs` checks the man page and the shell completions against that
+//! help.
+
+/// Sub-command bits, to say which sub-commands take a flag.
+pub const UFM: u8 = 1;
+pub const ETCD: u8 = 2;
+pub const CONFIG: u8 = 4;
+pub const MONITOR: u8 = 8;
+pub const SYNC: u8 = 16;
+pub const STATUS: u8 = 32;
+/// The sub-commands that sync etcd into UFM.
+pub const SYNCING: u8 = MONITOR | SYNC;
+/// Every sub-command.
+pub const ALL: u8 = UFM | ETCD | CONFIG | SYNCING | STATUS;
+
+/// What a flag does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Sets a configuration key to the flag's value.
+    Key(&'static str),
+    /// Sets a configuration key to a fixed value (`--http` sets ufm-http to true).
+    Fixed(&'static str, &'static str),
+    /// An operation or output flag, read by the sub-command.
+    Op,
+}
+
+/// One flag.
+#[derive(Debug)]
+pub struct FlagDef {
+    /// Long names; the first is the documented one, the others are aliases from the old tool.
+    pub names: &'static [&'static str],
+    /// Value name, `None` for a switch.
+    pub value: Option<&'static str>,
+    pub target: Target,
+    /// Sub-commands that take it (bits).
+    pub commands: u8,
+    pub help: &'static str,
+}
+
+macro_rules! flag {
+    ($names:expr, $value:expr, $target:expr, $commands:expr, $help:literal) => {
+        FlagDef {
+            names: $names,
+            value: $value,
+            target: $target,
+            commands: $commands,
+            help: $help,
+        }
+    };
+}
+
+use Target::{Fixed, Key, Op};
+
+/// Every flag of every sub-command.
+#[rustfmt::skip]
+pub const FLAGS: &[FlagDef] = &[
+    // General.
+    flag!(&["--config"], Some("FILE"), Op, ALL, "read this configuration file instead of /etc/ufm-pkeyd/ufm-pkeyd.yaml"),
+    flag!(&["--pcocc-dir"], Some("DIR"), Key("pcocc-dir"), ALL, "read pcocc's batch.yaml, ufm.yaml and password files from DIR (default /etc/pcocc)"),
+    flag!(&["--no-pcocc"], None, Fixed("use-pcocc", "false"), ALL, "ignore pcocc's configuration files"),
+    flag!(&["--json"], None, Op, UFM | ETCD | CONFIG | SYNCING | STATUS, "print results as JSON for scripts"),
+    flag!(&["--debug"], None, Fixed("debug", "true"), ALL, "log debug detail to stderr (never secrets)"),
+    // UFM connection.
+    flag!(&["--ufm-host", "--host"], Some("HOST"), Key("ufm-host"), UFM | CONFIG | SYNCING | STATUS, "UFM host, host:port or URL; a comma-separated list is tried in order"),
+    flag!(&["--ufm-user", "--username"], Some("USER"), Key("ufm-user"), UFM | CONFIG | SYNCING | STATUS, "UFM user for basic authentication (default admin)"),
+    flag!(&["--ufm-password", "--password"], Some("PASSWORD"), Key("ufm-password"), UFM | CONFIG | SYNCING | STATUS, "UFM password (visible in ps: prefer --ufm-password-file)"),
+    flag!(&["--ufm-password-file"], Some("FILE"), Key("ufm-password-file"), UFM | CONFIG | SYNCING | STATUS, "read the UFM password from FILE"),
+    flag!(&["--ufm-token-file"], Some("FILE"), Key("ufm-token-file"), UFM | CONFIG | SYNCING | STATUS, "read a UFM access token from FILE and use token authentication"),
+    flag!(&["--no-ssl-verify"], None, Fixed("ufm-ssl-verify", "false"), UFM | CONFIG | SYNCING | STATUS, "do not verify UFM's TLS certificate"),
+    flag!(&["--ufm-ca-cert"], Some("FILE"), Key("ufm-ca-cert"), UFM | CONFIG | SYNCING | STATUS, "verify UFM's certificate against the CA certificates in FILE"),
+    flag!(&["--http"], None, Fixed("ufm-http", "true"), UFM | CONFIG | SYNCING | STATUS, "talk plain HTTP to UFM instead of HTTPS"),
+    flag!(&["--ufm-timeout"], Some("SECONDS"), Key("ufm-timeout"), UFM | CONFIG | SYNCING | STATUS, "wait at most SECONDS for UFM to connect or answer (default 30)"),
+    flag!(&["--ufm-proxy"], Some("URL"), Key("ufm-proxy"), UFM | CONFIG | SYNCING | STATUS, "reach UFM through this HTTP proxy (default: direct)"),
+    // UFM operations.
+    flag!(&["--list"], None, Op, UFM | ETCD, "ufm: list PKeys; etcd: list keys"),
+    flag!(&["--get-pkey"], Some("PKEY"), Op, UFM, "show one PKey with its GUIDs"),
+    flag!(&["--create-pkey"], Some("PKEY"), Op, UFM, "create a PKey (empty, or with --guids)"),
+    flag!(&["--delete-pkey"], Some("PKEY"), Op, UFM, "delete a PKey and all its GUIDs"),
+    flag!(&["--pkey"], Some("PKEY"), Op, UFM, "PKey for --guids: add them, or remove them with --remove-guids"),
+    flag!(&["--guids"], Some("GUID,..."), Op, UFM, "comma-separated GUIDs, 16 hex digits each, 0x optional"),
+    flag!(&["--membership"], Some("full|limited"), Op, UFM, "membership of added GUIDs (default full)"),
+    flag!(&["--index0"], None, Op, UFM, "put the PKey at index 0 of the ports' PKey tables (default on)"),
+    flag!(&["--no-index0"], None, Op, UFM, "do not put the PKey at index 0"),
+    flag!(&["--ip-over-ib"], None, Op, UFM, "enable IP over InfiniBand on the partition"),
+    flag!(&["--no-ip-over-ib"], None, Op, UFM, "disable IP over InfiniBand on the partition (default)"),
+    flag!(&["--remove-guids"], None, Op, UFM, "remove --guids from --pkey instead of adding them"),
+    flag!(&["--check"], None, Op, UFM | ETCD, "check the connection and credentials and print the server version"),
+    // etcd connection.
+    flag!(&["--etcd-endpoints"], Some("LIST"), Key("etcd-endpoints"), ETCD | CONFIG | SYNCING | STATUS, "comma-separated etcd endpoints (host, host:port or URL), tried in order"),
+    flag!(&["--etcd-host"], Some("HOST"), Key("etcd-host"), ETCD | CONFIG | SYNCING | STATUS, "etcd host (default 127.0.0.1)"),
+    flag!(&["--etcd-port"], Some("PORT"), Key("etcd-port"), ETCD | CONFIG | SYNCING | STATUS, "etcd client port (default 2379)"),
+    flag!(&["--etcd-protocol"], Some("http|https"), Key("etcd-protocol"), ETCD | CONFIG | SYNCING | STATUS, "scheme for endpoints given without one (default http)"),
+    flag!(&["--etcd-api"], Some("v2|v3"), Key("etcd-api"), ETCD | CONFIG | SYNCING | STATUS, "etcd API and keyspace (default v3; v2 with pcocc's batch.yaml)"),
+    flag!(&["--etcd-ca-cert"], Some("FILE"), Key("etcd-ca-cert"), ETCD | CONFIG | SYNCING | STATUS, "verify etcd's certificate against the CA certificates in FILE"),
+    flag!(&["--etcd-cert-file"], Some("FILE"), Key("etcd-cert-file"), ETCD | CONFIG | SYNCING | STATUS, "client certificate for etcd (PEM)"),
+    flag!(&["--etcd-key-file"], Some("FILE"), Key("etcd-key-file"), ETCD | CONFIG | SYNCING | STATUS, "client key for etcd (PEM)"),
+    flag!(&["--etcd-user"], Some("USER"), Key("etcd-user"), ETCD | CONFIG | SYNCING | STATUS, "etcd user"),
+    flag!(&["--etcd-password"], Some("PASSWORD"), Key("etcd-password"), ETCD | CONFIG | SYNCING | STATUS, "etcd password (visible in ps: prefer --etcd-password-file)"),
+    flag!(&["--etcd-password-file"], Some("FILE"), Key("etcd-password-file"), ETCD | CONFIG | SYNCING | STATUS, "read the etcd password from FILE"),
+    flag!(&["--etcd-prompt-password"], None, Op, ETCD | CONFIG | SYNCING | STATUS, "ask for the etcd password on the terminal"),
+    flag!(&["--etcd-timeout"], Some("SECONDS"), Key("etcd-timeout"), ETCD | CONFIG | SYNCING | STATUS, "wait at most SECONDS for etcd to connect or answer (default 30)"),
+    flag!(&["--etcd-proxy"], Some("URL"), Key("etcd-proxy"), ETCD | CONFIG | SYNCING | STATUS, "reach etcd through this HTTP proxy (default: direct)"),
+    // Sync.
+    flag!(&["--etcd-prefix"], Some("PREFIX"), Key("etcd-prefix"), SYNCING | CONFIG | STATUS, "etcd prefix holding one key per partition (default /pcocc/global/opensm/pkeys/)"),
+    flag!(&["--state-file"], Some("FILE"), Key("state-file"), SYNCING | CONFIG | STATUS, "record owned partitions in FILE (default /var/lib/ufm-pkeyd/state.json)"),
+    flag!(&["--metrics-file"], Some("FILE"), Key("metrics-file"), MONITOR | CONFIG | STATUS, "write Prometheus metrics to FILE after each pass (textfile collector)"),
+    flag!(&["--poll-interval"], Some("SECONDS"), Key("poll-interval"), MONITOR | CONFIG, "run a full pass at least every SECONDS (default 30); etcd changes are applied at once"),
+    flag!(&["--allow-mass-delete"], None, Fixed("allow-mass-delete", "true"), SYNCING | CONFIG | STATUS, "let one pass delete more partitions than the mass-deletion guard permits"),
+    flag!(&["--max-deletes"], Some("N"), Key("max-deletes"), SYNCING | CONFIG | STATUS, "deletions one pass may make without --allow-mass-delete (default 10, or up to half of those owned)"),
+    flag!(&["--dry-run"], None, Op, SYNCING, "print the plan and change nothing"),
+    flag!(&["--leader-election"], None, Fixed("leader-election", "true"), MONITOR | CONFIG | STATUS, "only the instance elected through etcd changes UFM; others stand by"),
+    flag!(&["--election-key"], Some("KEY"), Key("election-key"), MONITOR | CONFIG | STATUS, "etcd key of the leader election (default /ufm-pkeyd/leader)"),
+    flag!(&["--state-key"], Some("KEY"), Key("state-key"), SYNCING | CONFIG | STATUS, "with leader election: etcd key recording owned partitions (default /ufm-pkeyd/owned)"),
+    flag!(&["--election-ttl"], Some("SECONDS"), Key("election-ttl"), MONITOR | CONFIG, "a standby takes over within SECONDS when the leader dies (default 15)"),
+    // etcd operations.
+    flag!(&["--prefix"], Some("PREFIX"), Op, ETCD, "with --list: only keys that start with PREFIX"),
+    flag!(&["--get"], Some("KEY"), Op, ETCD, "print the value of KEY"),
+    flag!(&["--put"], Some("KEY"), Op, ETCD, "set KEY to --value"),
+    flag!(&["--value"], Some("VALUE"), Op, ETCD, "value for --put"),
+    flag!(&["--ttl"], Some("SECONDS"), Op, ETCD, "with --put: the key expires after SECONDS"),
+    flag!(&["--delete"], Some("KEY"), Op, ETCD, "delete KEY"),
+];
+
+/// The sub-commands, with a one-line summary each.
+#[rustfmt::skip]
+pub const COMMANDS: &[(&str, u8, &str)] = &[
+    ("monitor", MONITOR, "the daemon: keep UFM in step with etcd, applying changes as they happen"),
+    ("sync", SYNC, "run one sync pass (with --dry-run: print the plan) and exit"),
+    ("ufm", UFM, "one-shot UFM PKey operations: list, get, create, delete PKeys; add and remove GUIDs"),
+    ("etcd", ETCD, "one-shot etcd operations: list, get, put, delete keys"),
+    ("status", STATUS, "say in one screen whether UFM is in step with etcd (exit 4 when not)"),
+    ("config", CONFIG, "print the effective configuration and where each value comes from"),
+];

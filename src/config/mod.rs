@@ -1,0 +1,299 @@
+//! Configuration: where every setting comes from, and the typed settings the rest of the
+//! program uses.
+//!
+//! [`load`] gathers the layers, lowest to highest precedence — built-in defaults, pcocc's files
+//! ([`pcocc`]), the tool's own YAML file, systemd credentials, command-line flags ([`layers`]) —
+//! parsing every value by its key's kind as it enters ([`values`], one grammar for all), then
+//! resolves them once into [`Settings`] ([`resolve`]). The keys themselves are in [`keys`].
+
+pub mod keys;
+mod layers;
+mod pcocc;
+mod resolve;
+pub mod values;
+
+use std::path::{Path, PathBuf};
+
+pub use layers::{FlagLayer, KeyReport};
+pub use resolve::Settings;
+
+use crate::error::{Error, Result};
+use keys::{DEFAULT_CONFIG_FILE, DEFAULT_PCOCC_DIR};
+use layers::{Layers, yaml_to_flat_map};
+use values::Value;
+
+/// The loaded configuration: the resolved settings, and the layers for `ufm-pkeyd config`.
+#[derive(Debug)]
+pub struct Config {
+    pub settings: Settings,
+    layers: Layers,
+}
+
+impl Config {
+    /// Every key with its value (secrets redacted) and source.
+    pub fn describe(&self) -> Vec<KeyReport> {
+        self.layers.describe()
+    }
+
+    /// Warnings found while loading, to log once logging is set up.
+    pub fn warnings(&self) -> &[String] {
+        &self.layers.warnings
+    }
+}
+
+/// Loads every layer and resolves the settings. `credentials_dir` is `$CREDENTIALS_DIRECTORY`.
+pub fn load(flags: &FlagLayer, credentials_dir: Option<&Path>) -> Result<Config> {
+    let mut layers = Layers::defaults()?;
+    // The tool's own file is read before pcocc's because it may move or disable the pcocc
+    // directory; it is merged after, so it still overrides pcocc's values.
+    let own = read_own_file(flags.config_file.as_deref())?;
+    let mut early = Layers::default();
+    if let Some((path, map)) = &own {
+        early.load_own_file(path, map.clone())?;
+    }
+    early.load_flags(flags)?;
+    let use_pcocc = !matches!(
+        early.get("use-pcocc").map(|e| &e.value),
+        Some(Value::Bool(false))
+    );
+    if use_pcocc {
+        let dir = match early.get("pcocc-dir").map(|e| &e.value) {
+            Some(Value::Path(dir)) => dir.clone(),
+            _ => PathBuf::from(DEFAULT_PCOCC_DIR),
+        };
+        pcocc::load(&mut layers, &dir)?;
+    }
+    if let Some((path, map)) = own {
+        layers.load_own_file(&path, map)?;
+    }
+    if let Some(dir) = credentials_dir {
+        layers.load_credentials(dir);
+    }
+    layers.load_flags(flags)?;
+    let settings = resolve::resolve(&mut layers, flags.prompt_etcd_password)?;
+    Ok(Config { settings, layers })
+}
+
+/// Reads the tool's own file: the one given, or the default one when it exists.
+fn read_own_file(
+    explicit: Option<&Path>,
+) -> Result<Option<(PathBuf, std::collections::BTreeMap<String, String>)>> {
+    let path = match explicit {
+        Some(path) => path.to_path_buf(),
+        None if Path::new(DEFAULT_CONFIG_FILE).exists() => PathBuf::from(DEFAULT_CONFIG_FILE),
+        None => return Ok(None),
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Error::usage(format!(
+            "cannot read configuration file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let map = yaml_to_flat_map(&text).map_err(|e| {
+        Error::usage(format!(
+            "configuration file {} is not a YAML mapping of keys to values: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(Some((path, map)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(pairs: &[(&'static str, &str)]) -> FlagLayer {
+        let mut layer = FlagLayer::default();
+        for (key, value) in pairs {
+            layer
+                .values
+                .insert(key, (value.to_string(), format!("--{key}")));
+        }
+        layer
+    }
+
+    struct Dir(PathBuf);
+    impl Dir {
+        fn new(name: &str) -> Dir {
+            let path = std::env::temp_dir()
+                .join(format!("ufm-pkeyd-config-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).expect("temp dir");
+            Dir(path)
+        }
+        fn write(&self, name: &str, text: &str) -> PathBuf {
+            let path = self.0.join(name);
+            std::fs::write(&path, text).expect("write");
+            path
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn pcocc_batch_yaml_selects_v2_and_root_with_password_file() {
+        let dir = Dir::new("pcocc");
+        dir.write(
+            "batch.yaml",
+            "type: slurm\nsettings:\n  etcd-servers: [ 'etcd1', 'etcd2' ]\n  etcd-client-port: 2379\n  etcd-protocol: http\n  etcd-auth-type: password\n",
+        );
+        dir.write("etcd-password", "s3cret\n");
+        let raw = load(&flags(&[("pcocc-dir", &dir.0.display().to_string())]), None).expect("load");
+        let etcd = raw.settings.etcd().expect("etcd");
+        assert_eq!(etcd.endpoints, ["http://etcd1:2379", "http://etcd2:2379"]);
+        assert_eq!(etcd.api, crate::net::etcd::Api::V2);
+        assert_eq!(etcd.user.as_deref(), Some("root"));
+        assert_eq!(etcd.password.as_ref().map(|s| s.expose()), Some("s3cret"));
+    }
+
+    #[test]
+    fn flags_override_own_file_which_overrides_pcocc() {
+        let dir = Dir::new("layers");
+        dir.write("batch.yaml", "settings:\n  etcd-servers: pcocc-etcd\n");
+        let own = dir.write("own.yaml", "etcd-endpoints: [file-etcd:1]\netcd-api: v3\n");
+        let mut layer = flags(&[("pcocc-dir", &dir.0.display().to_string())]);
+        layer.config_file = Some(own.clone());
+        let raw = load(&layer, None).expect("load");
+        let etcd = raw.settings.etcd().expect("etcd");
+        assert_eq!(etcd.endpoints, ["http://file-etcd:1"]);
+        assert_eq!(etcd.api, crate::net::etcd::Api::V3);
+
+        layer
+            .values
+            .insert("etcd-host", ("flag-etcd".into(), "--etcd-host".into()));
+        let raw = load(&layer, None).expect("load");
+        assert_eq!(
+            raw.settings.etcd().expect("etcd").endpoints,
+            ["http://flag-etcd:2379"]
+        );
+    }
+
+    #[test]
+    fn unknown_key_in_own_file_is_named() {
+        let dir = Dir::new("unknown");
+        let own = dir.write("own.yaml", "etcd-endpoint: x\n");
+        let mut layer = flags(&[("use-pcocc", "false")]);
+        layer.config_file = Some(own);
+        let err = load(&layer, None).expect_err("unknown key");
+        assert!(err.to_string().contains("\"etcd-endpoint\""), "{err}");
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn credentials_beat_files_and_flags_beat_credentials() {
+        let dir = Dir::new("creds");
+        let file = dir.write("pw-file", "from-file");
+        let creds = dir.0.join("creds");
+        std::fs::create_dir_all(&creds).expect("creds dir");
+        std::fs::write(creds.join("ufm-password"), "from-credential\n").expect("write");
+        let own = dir.write(
+            "own.yaml",
+            &format!("ufm-host: ufm1\nufm-password-file: {}\n", file.display()),
+        );
+        let mut layer = flags(&[("use-pcocc", "false")]);
+        layer.config_file = Some(own);
+        let raw = load(&layer, Some(&creds)).expect("load");
+        let crate::net::ufm::Auth::Basic { password, .. } = &raw.settings.ufm().expect("ufm").auth
+        else {
+            panic!("basic auth expected")
+        };
+        assert_eq!(password.expose(), "from-credential");
+
+        layer
+            .values
+            .insert("ufm-password", ("from-flag".into(), "--password".into()));
+        let raw = load(&layer, Some(&creds)).expect("load");
+        assert!(raw.warnings().iter().any(|w| w.contains("ps")));
+        let crate::net::ufm::Auth::Basic { password, .. } = &raw.settings.ufm().expect("ufm").auth
+        else {
+            panic!("basic auth expected")
+        };
+        assert_eq!(password.expose(), "from-flag");
+    }
+
+    #[test]
+    fn describe_redacts_secrets() {
+        let raw = load(
+            &flags(&[("use-pcocc", "false"), ("etcd-password", "topsecret")]),
+            None,
+        )
+        .expect("load");
+        let rows = raw.describe();
+        let password = rows
+            .iter()
+            .find(|r| r.name == "etcd-password")
+            .and_then(|r| r.value.clone());
+        assert_eq!(password.as_deref(), Some("<redacted>"));
+        assert!(
+            rows.iter()
+                .all(|r| !r.value.as_deref().unwrap_or("").contains("topsecret"))
+        );
+    }
+
+    #[test]
+    fn a_flag_with_a_wrong_value_is_a_usage_error_naming_the_flag_and_the_value() {
+        let mut layer = flags(&[("use-pcocc", "false")]);
+        layer
+            .values
+            .insert("etcd-timeout", ("soon".into(), "--etcd-timeout".into()));
+        let err = load(&layer, None).expect_err("bad seconds");
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("--etcd-timeout \"soon\""), "{err}");
+    }
+
+    #[test]
+    fn booleans_in_the_file_have_the_same_grammar_as_flags() {
+        let dir = Dir::new("booleans");
+        let own = dir.write("own.yaml", "debug: on\nufm-http: yes\nhost-index0: 1\n");
+        let mut layer = flags(&[("use-pcocc", "false")]);
+        layer.config_file = Some(own);
+        let config = load(&layer, None).expect("load");
+        assert!(config.settings.debug, "debug: on turns debug on");
+        assert!(config.settings.engine.policy.host_index0);
+        let err = {
+            let own = dir.write("bad.yaml", "debug: maybe\n");
+            layer.config_file = Some(own);
+            load(&layer, None).expect_err("maybe")
+        };
+        assert!(err.to_string().contains("\"maybe\""), "{err}");
+    }
+
+    #[test]
+    fn etcd_user_without_password_is_a_clear_error() {
+        let raw = load(
+            &flags(&[("use-pcocc", "false"), ("etcd-user", "root")]),
+            None,
+        )
+        .expect("load");
+        let err = raw.settings.etcd().expect_err("no password");
+        assert!(err.to_string().contains("--etcd-password-file"), "{err}");
+    }
+
+    #[test]
+    fn ufm_defaults_to_https_443_and_http_flag_switches_to_80() {
+        let raw = load(
+            &flags(&[
+                ("use-pcocc", "false"),
+                ("ufm-host", "ufm1"),
+                ("ufm-password", "x"),
+            ]),
+            None,
+        )
+        .expect("load");
+        assert_eq!(raw.settings.ufm().expect("ufm").urls, ["https://ufm1:443"]);
+        let raw = load(
+            &flags(&[
+                ("use-pcocc", "false"),
+                ("ufm-host", "ufm1"),
+                ("ufm-password", "x"),
+                ("ufm-http", "true"),
+            ]),
+            None,
+        )
+        .expect("load");
+        assert_eq!(raw.settings.ufm().expect("ufm").urls, ["http://ufm1:80"]);
+    }
+}

@@ -1,0 +1,387 @@
+//! From merged layers to the typed settings each part of the program owns: `etcd::Settings`,
+//! `ufm::Settings`, `engine::Settings`, `election::Settings` and the daemon's own. Runs once.
+//!
+//! The etcd and UFM settings are kept as results: a command that talks only to etcd must not
+//! fail over a missing UFM host or password, and `ufm-pkeyd config` shows why one side is not
+//! usable.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::keys::{DEFAULT_PREFIX, DEFAULT_STATE_FILE};
+use super::layers::{Layers, Source};
+use super::values::{Value, normalize_url};
+use crate::engine::{self, election};
+use crate::error::{Error, Result};
+use crate::net::http::TlsOptions;
+use crate::net::{etcd, ufm};
+use crate::plan::{DeleteGuard, Policy};
+use crate::secret::Secret;
+
+/// Everything the program needs to know, resolved from every layer.
+#[derive(Debug)]
+pub struct Settings {
+    etcd: std::result::Result<etcd::Settings, Error>,
+    ufm: std::result::Result<ufm::Settings, Error>,
+    pub engine: engine::Settings,
+    /// `Some` when leader election is on.
+    pub election: Option<election::Settings>,
+    /// How often the daemon runs a full pass at least.
+    pub poll_interval: Duration,
+    /// The Prometheus textfile the daemon writes after each pass.
+    pub metrics_file: Option<PathBuf>,
+    pub debug: bool,
+}
+
+impl Settings {
+    /// The etcd settings, or why they cannot be used.
+    pub fn etcd(&self) -> Result<&etcd::Settings> {
+        self.etcd.as_ref().map_err(Clone::clone)
+    }
+
+    /// The UFM settings, or why they cannot be used.
+    pub fn ufm(&self) -> Result<&ufm::Settings> {
+        self.ufm.as_ref().map_err(Clone::clone)
+    }
+}
+
+/// Resolves every setting; `prompt` asks for the etcd password on the terminal.
+pub fn resolve(layers: &mut Layers, prompt_etcd_password: bool) -> Result<Settings> {
+    let election = election_settings(layers)?;
+    let etcd = etcd_settings(layers, prompt_etcd_password, election.as_ref());
+    let ufm = ufm_settings(layers, election.as_ref());
+    Ok(Settings {
+        etcd,
+        ufm,
+        engine: engine_settings(layers, election.is_some()),
+        election,
+        poll_interval: seconds(layers, "poll-interval"),
+        metrics_file: path(layers, "metrics-file"),
+        debug: flag(layers, "debug"),
+    })
+}
+
+fn engine_settings(layers: &Layers, shared_ownership: bool) -> engine::Settings {
+    engine::Settings {
+        prefix: directory_prefix(text(layers, "etcd-prefix").unwrap_or(DEFAULT_PREFIX)),
+        state_file: path(layers, "state-file").unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_FILE)),
+        state_key: shared_ownership.then(|| {
+            text(layers, "state-key")
+                .unwrap_or("/ufm-pkeyd/owned")
+                .to_string()
+        }),
+        guard: DeleteGuard {
+            max_deletes: count(layers, "max-deletes").unwrap_or(10),
+            allow_mass_delete: flag(layers, "allow-mass-delete"),
+        },
+        policy: Policy {
+            host_index0: flag(layers, "host-index0"),
+            vf_index0: flag(layers, "vf-index0"),
+            membership: match text(layers, "membership") {
+                Some("limited") => crate::model::Membership::Limited,
+                _ => crate::model::Membership::Full,
+            },
+            ip_over_ib: flag(layers, "ip-over-ib"),
+        },
+    }
+}
+
+/// The leader election settings, when it is on.
+fn election_settings(layers: &Layers) -> Result<Option<election::Settings>> {
+    if !flag(layers, "leader-election") {
+        return Ok(None);
+    }
+    let ttl = seconds(layers, "election-ttl");
+    if ttl < Duration::from_secs(3) {
+        return Err(Error::usage(format!(
+            "election-ttl {} s is too short: give at least 3 seconds",
+            ttl.as_secs_f64()
+        )));
+    }
+    Ok(Some(election::Settings {
+        key: text(layers, "election-key")
+            .unwrap_or("/ufm-pkeyd/leader")
+            .to_string(),
+        ttl,
+    }))
+}
+
+fn etcd_settings(
+    layers: &mut Layers,
+    prompt: bool,
+    election: Option<&election::Settings>,
+) -> Result<etcd::Settings> {
+    let endpoints = etcd_endpoints(layers)?;
+    let api = match text(layers, "etcd-api") {
+        Some("v2") => etcd::Api::V2,
+        _ => etcd::Api::V3,
+    };
+    let user = text(layers, "etcd-user").map(str::to_string);
+    let password = if prompt {
+        let secret = prompt_password(&format!(
+            "etcd password for {}: ",
+            user.as_deref().unwrap_or("root")
+        ))?;
+        layers.set("etcd-password", secret.expose(), Source::Prompt)?;
+        Some(secret)
+    } else {
+        password(layers, "etcd-password", "etcd-password-file")?
+    };
+    if password.is_some() && user.is_none() {
+        return Err(Error::usage(
+            "an etcd password is set but no etcd user: give --etcd-user",
+        ));
+    }
+    if user.is_some() && password.is_none() {
+        return Err(Error::usage(format!(
+            "etcd user {:?} has no password: give --etcd-password-file, a systemd credential etcd-password, or --etcd-prompt-password",
+            user.as_deref().unwrap_or_default()
+        )));
+    }
+    Ok(etcd::Settings {
+        endpoints,
+        api,
+        tls: TlsOptions {
+            ca_file: path(layers, "etcd-ca-cert"),
+            client_cert: cert_pair(layers, "etcd-cert-file", "etcd-key-file")?,
+            insecure: false,
+        },
+        user,
+        password,
+        timeout: request_timeout(layers, "etcd-timeout", election)?,
+        proxy: text(layers, "etcd-proxy").map(str::to_string),
+    })
+}
+
+/// etcd-endpoints wins over etcd-host unless etcd-host was set at a higher layer (a flag
+/// `--etcd-host` overrides endpoints read from pcocc's batch.yaml).
+fn etcd_endpoints(layers: &Layers) -> Result<Vec<String>> {
+    let scheme = text(layers, "etcd-protocol").unwrap_or("http");
+    let port = match layers.get("etcd-port").map(|e| &e.value) {
+        Some(Value::Port(port)) => *port,
+        _ => 2379,
+    };
+    let items = match layers.get("etcd-endpoints") {
+        Some(e) if e.source.rank() >= layers.rank("etcd-host") => list(layers, "etcd-endpoints"),
+        _ => vec![text(layers, "etcd-host").unwrap_or("127.0.0.1").to_string()],
+    };
+    let endpoints: Vec<String> = items
+        .iter()
+        .map(|item| normalize_url(item, scheme, port).map_err(Error::usage))
+        .collect::<Result<_>>()?;
+    if endpoints.is_empty() {
+        return Err(Error::usage("no etcd endpoint: give --etcd-endpoints"));
+    }
+    Ok(endpoints)
+}
+
+fn ufm_settings(layers: &Layers, election: Option<&election::Settings>) -> Result<ufm::Settings> {
+    if layers.get("ufm-host").is_none() {
+        return Err(Error::usage(
+            "no UFM host: give --ufm-host (or --host), or ufm-host in the configuration file",
+        ));
+    }
+    let (scheme, port) = if flag(layers, "ufm-http") {
+        ("http", 80)
+    } else {
+        ("https", 443)
+    };
+    let urls: Vec<String> = list(layers, "ufm-host")
+        .iter()
+        .map(|item| normalize_url(item, scheme, port).map_err(Error::usage))
+        .collect::<Result<_>>()?;
+    if urls.is_empty() {
+        return Err(Error::usage("no UFM host: give --ufm-host"));
+    }
+    let token_beats_password = layers.rank("ufm-token-file")
+        >= layers
+            .rank("ufm-password")
+            .max(layers.rank("ufm-password-file"));
+    let auth = match path(layers, "ufm-token-file") {
+        Some(file) if token_beats_password => {
+            ufm::Auth::Token(read_secret_file("UFM token", &file)?)
+        }
+        _ => {
+            let user = text(layers, "ufm-user").unwrap_or("admin").to_string();
+            let password = password(layers, "ufm-password", "ufm-password-file")?.ok_or_else(|| {
+                Error::usage(format!(
+                    "no UFM password for user {user:?}: give --ufm-password-file, a systemd credential ufm-password, or --ufm-token-file"
+                ))
+            })?;
+            ufm::Auth::Basic { user, password }
+        }
+    };
+    Ok(ufm::Settings {
+        urls,
+        auth,
+        tls: TlsOptions {
+            ca_file: path(layers, "ufm-ca-cert"),
+            client_cert: None,
+            insecure: !flag(layers, "ufm-ssl-verify"),
+        },
+        timeout: request_timeout(layers, "ufm-timeout", election)?,
+        proxy: text(layers, "ufm-proxy").map(str::to_string),
+    })
+}
+
+/// A request timeout. With leader election, no request may outlast a third of the TTL: a
+/// leader stops changing UFM two thirds into an unrefreshed claim, and a request started
+/// just before must end before the claim expires. Defaults shrink to fit; explicit values
+/// that do not fit are refused.
+fn request_timeout(
+    layers: &Layers,
+    name: &str,
+    election: Option<&election::Settings>,
+) -> Result<Duration> {
+    let timeout = seconds(layers, name);
+    let Some(election) = election else {
+        return Ok(timeout);
+    };
+    let cap = election.ttl / 3;
+    if timeout <= cap {
+        return Ok(timeout);
+    }
+    match layers.get(name).map(|e| &e.source) {
+        Some(Source::Default) | None => Ok(cap),
+        Some(source) => Err(Error::usage(format!(
+            "{name} {} s (from {source}) is longer than a third of election-ttl {} s: a leader could still be writing to UFM after its claim expired; lower {name} to {} s or raise election-ttl",
+            timeout.as_secs_f64(),
+            election.ttl.as_secs_f64(),
+            cap.as_secs_f64()
+        ))),
+    }
+}
+
+/// The password from whichever of the value key and the file key has the higher source.
+fn password(layers: &Layers, value_key: &str, file_key: &str) -> Result<Option<Secret>> {
+    let direct = layers.get(value_key);
+    let file = layers.get(file_key);
+    match (direct, file) {
+        (Some(d), Some(f)) if f.source.rank() > d.source.rank() => {
+            read_secret_file(value_key, Path::new(&f.text)).map(Some)
+        }
+        (Some(d), _) => match &d.value {
+            Value::Secret(secret) => Ok(Some(secret.clone())),
+            _ => Ok(None),
+        },
+        (None, Some(f)) => read_secret_file(value_key, Path::new(&f.text)).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
+fn cert_pair(layers: &Layers, cert_key: &str, key_key: &str) -> Result<Option<(PathBuf, PathBuf)>> {
+    match (path(layers, cert_key), path(layers, key_key)) {
+        (Some(c), Some(k)) => Ok(Some((c, k))),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(Error::usage(format!(
+            "{cert_key} is set without {key_key}: give both the client certificate and its key"
+        ))),
+        (None, Some(_)) => Err(Error::usage(format!(
+            "{key_key} is set without {cert_key}: give both the client certificate and its key"
+        ))),
+    }
+}
+
+/// The sync prefix is a directory: entries are the keys directly below it. Without its
+/// trailing slash every entry would look nested, and owned partitions would be deleted.
+fn directory_prefix(prefix: &str) -> String {
+    if prefix.ends_with('/') {
+        prefix.to_string()
+    } else {
+        format!("{prefix}/")
+    }
+}
+
+// Typed reads of the merged layers. Every value was parsed by its key's kind when it entered
+// a layer, so these only pick the variant.
+
+fn text<'a>(layers: &'a Layers, name: &str) -> Option<&'a str> {
+    match &layers.get(name)?.value {
+        Value::Text(t) => Some(t),
+        Value::Choice(c) => Some(c),
+        _ => None,
+    }
+}
+
+fn flag(layers: &Layers, name: &str) -> bool {
+    matches!(layers.get(name).map(|e| &e.value), Some(Value::Bool(true)))
+}
+
+fn seconds(layers: &Layers, name: &str) -> Duration {
+    match layers.get(name).map(|e| &e.value) {
+        Some(Value::Seconds(d)) => *d,
+        _ => Duration::from_secs(30),
+    }
+}
+
+fn count(layers: &Layers, name: &str) -> Option<usize> {
+    match layers.get(name)?.value {
+        Value::Count(n) => Some(n),
+        _ => None,
+    }
+}
+
+fn path(layers: &Layers, name: &str) -> Option<PathBuf> {
+    match &layers.get(name)?.value {
+        Value::Path(p) => Some(p.clone()),
+        _ => None,
+    }
+}
+
+fn list(layers: &Layers, name: &str) -> Vec<String> {
+    match layers.get(name).map(|e| &e.value) {
+        Some(Value::List(items)) => items.clone(),
+        _ => Vec::new(),
+    }
+}
+
+fn read_secret_file(what: &str, path: &Path) -> Result<Secret> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::usage(format!(
+            "cannot read the {what} file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let secret = Secret::new(text);
+    if secret.is_empty() {
+        return Err(Error::usage(format!(
+            "the {what} file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(secret)
+}
+
+/// Asks for a password on the controlling terminal, without echo.
+fn prompt_password(prompt: &str) -> Result<Secret> {
+    use std::io::{BufRead, Write};
+    let no_terminal = || {
+        Error::usage(
+            "--etcd-prompt-password needs a terminal: give --etcd-password-file or a systemd credential instead",
+        )
+    };
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .map_err(|_| no_terminal())?;
+    let stty = |arg: &str| {
+        tty.try_clone().ok().and_then(|input| {
+            std::process::Command::new("stty")
+                .arg(arg)
+                .stdin(input)
+                .status()
+                .ok()
+        })
+    };
+    let mut out = &tty;
+    let _ = out.write_all(prompt.as_bytes());
+    let _ = out.flush();
+    stty("-echo");
+    let mut line = String::new();
+    let read = std::io::BufReader::new(&tty).read_line(&mut line);
+    stty("echo");
+    let _ = out.write_all(b"\n");
+    read.map_err(|_| no_terminal())?;
+    Ok(Secret::new(line))
+}

@@ -1,0 +1,196 @@
+//! One grammar for every configuration value, whatever layer it comes from (pcocc's files, the
+//! tool's YAML file, a systemd credential, a flag): booleans, seconds, ports, counts, lists and
+//! URLs are parsed here and nowhere else.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::keys::Kind;
+use crate::secret::Secret;
+
+/// A configuration value parsed according to its key's [`Kind`].
+#[derive(Clone, Debug)]
+pub enum Value {
+    Text(String),
+    Bool(bool),
+    Seconds(Duration),
+    Port(u16),
+    List(Vec<String>),
+    Path(PathBuf),
+    Choice(&'static str),
+    Secret(Secret),
+    Count(usize),
+}
+
+impl Kind {
+    /// Parses `text` as a value of this kind; the error says what is expected.
+    pub fn parse(self, text: &str) -> Result<Value, String> {
+        Ok(match self {
+            Kind::Text => Value::Text(text.to_string()),
+            Kind::Bool => Value::Bool(parse_bool(text)?),
+            Kind::Seconds => Value::Seconds(parse_seconds(text)?),
+            Kind::Port => Value::Port(parse_port(text)?),
+            Kind::List => Value::List(split_list(text).map(str::to_string).collect()),
+            Kind::Path => Value::Path(PathBuf::from(text)),
+            Kind::Choice(choices) => Value::Choice(
+                choices
+                    .iter()
+                    .copied()
+                    .find(|c| *c == text)
+                    .ok_or_else(|| format!("use {}", choices.join(" or ")))?,
+            ),
+            Kind::Secret => Value::Secret(Secret::new(text)),
+            Kind::Count => Value::Count(
+                text.trim()
+                    .parse()
+                    .map_err(|_| "give a whole number".to_string())?,
+            ),
+        })
+    }
+}
+
+/// A boolean: `true/false`, `yes/no`, `on/off`, `1/0`, in any case.
+pub fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err("use true or false (or yes/no, on/off, 1/0)".to_string()),
+    }
+}
+
+/// A positive number of seconds, fractions allowed, at most a day.
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= 86_400.0 => Ok(Duration::from_secs_f64(s)),
+        _ => Err("give a number of seconds greater than 0".to_string()),
+    }
+}
+
+/// A TCP port, 1 to 65535.
+pub fn parse_port(text: &str) -> Result<u16, String> {
+    match text.trim().parse::<u16>() {
+        Ok(port) if port > 0 => Ok(port),
+        _ => Err("give a port from 1 to 65535".to_string()),
+    }
+}
+
+/// The items of a comma-separated list, trimmed, blanks dropped.
+pub fn split_list(text: &str) -> impl Iterator<Item = &str> {
+    text.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// Turns `host`, `host:port` or a URL into `scheme://host:port` without a trailing slash.
+/// Credentials in a URL (`user:password@host`) are refused, and never echoed.
+pub fn normalize_url(
+    item: &str,
+    default_scheme: &str,
+    default_port: u16,
+) -> Result<String, String> {
+    let shown = redact_userinfo(item);
+    let (scheme, rest) = match item.split_once("://") {
+        Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
+        None => (default_scheme.to_string(), item),
+    };
+    if scheme != "http" && scheme != "https" {
+        return Err(format!(
+            "endpoint {shown:?} has scheme {scheme:?}: use http or https"
+        ));
+    }
+    let rest = rest.trim_end_matches('/');
+    if rest.contains('@') {
+        return Err(format!(
+            "endpoint {shown:?} carries credentials: give the user and password with their own settings (a password file), not in the URL"
+        ));
+    }
+    if rest.is_empty() || rest.contains('/') || rest.contains(' ') {
+        return Err(format!(
+            "endpoint {shown:?} is not valid: give host, host:port or scheme://host:port"
+        ));
+    }
+    let has_port = match rest.strip_prefix('[') {
+        Some(bracketed) => bracketed.contains("]:"),
+        None => rest.contains(':'),
+    };
+    if has_port {
+        let port = rest.rsplit(':').next().unwrap_or_default();
+        parse_port(port).map_err(|_| format!("endpoint {shown:?} has an invalid port {port:?}"))?;
+        Ok(format!("{scheme}://{rest}"))
+    } else {
+        let port = match (item.contains("://"), scheme.as_str()) {
+            (true, "https") => 443,
+            (true, _) => 80,
+            (false, _) => default_port,
+        };
+        Ok(format!("{scheme}://{rest}:{port}"))
+    }
+}
+
+/// `text` with the password of any `scheme://user:password@host` in it replaced, for messages
+/// and `ufm-pkeyd config` (proxy URLs may carry credentials).
+pub fn redact_userinfo(text: &str) -> String {
+    let Some((head, rest)) = text.split_once("://") else {
+        return match text.split_once('@') {
+            Some((_, host)) if !text.contains('/') => format!("<redacted>@{host}"),
+            _ => text.to_string(),
+        };
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{head}://<redacted>@{}", &rest[at + 1..]),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn booleans_have_one_grammar() {
+        for text in ["true", "YES", "On", "1", " true "] {
+            assert_eq!(parse_bool(text), Ok(true), "{text}");
+        }
+        for text in ["false", "no", "OFF", "0"] {
+            assert_eq!(parse_bool(text), Ok(false), "{text}");
+        }
+        assert!(parse_bool("maybe").is_err());
+        assert!(parse_bool("").is_err());
+    }
+
+    #[test]
+    fn urls_accept_host_host_port_and_url() {
+        assert_eq!(
+            normalize_url("ufm1", "https", 443).ok(),
+            Some("https://ufm1:443".into())
+        );
+        assert_eq!(
+            normalize_url("ufm1:8443", "https", 443).ok(),
+            Some("https://ufm1:8443".into())
+        );
+        assert_eq!(
+            normalize_url("http://ufm1/", "https", 443).ok(),
+            Some("http://ufm1:80".into())
+        );
+        assert_eq!(
+            normalize_url("HTTPS://[::1]:9", "http", 1).ok(),
+            Some("https://[::1]:9".into())
+        );
+        assert!(normalize_url("ftp://x", "http", 1).is_err());
+        assert!(normalize_url("host:0", "http", 1).is_err());
+        assert!(normalize_url("host/path", "http", 1).is_err());
+    }
+
+    #[test]
+    fn credentials_in_urls_are_refused_without_being_echoed() {
+        for url in ["https://admin:hunter2@ufm1", "admin:hunter2@ufm1:443"] {
+            let err = normalize_url(url, "https", 443).expect_err(url);
+            assert!(!err.contains("hunter2"), "{err}");
+            assert!(err.contains("credentials"), "{err}");
+        }
+        assert_eq!(
+            redact_userinfo("http://u:p@proxy:3128/x"),
+            "http://<redacted>@proxy:3128/x"
+        );
+        assert_eq!(redact_userinfo("http://proxy:3128"), "http://proxy:3128");
+    }
+}
