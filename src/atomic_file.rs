@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::Path;
 
 /// Replaces `path` with `bytes`. The error names the file and the step that failed.
-pub fn replace(path: &Path, bytes: &[u8]) -> Result<(), String> {
+pub(crate) fn replace(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

@@ -7,21 +7,21 @@
 use std::fmt;
 
 /// Exit code: success.
-pub const EXIT_OK: i32 = 0;
+pub(crate) const EXIT_OK: i32 = 0;
 /// Exit code: the operation failed (network, authentication, API error).
-pub const EXIT_FAILED: i32 = 1;
+pub(crate) const EXIT_FAILED: i32 = 1;
 /// Exit code: usage or configuration error; nothing was attempted.
-pub const EXIT_USAGE: i32 = 2;
+pub(crate) const EXIT_USAGE: i32 = 2;
 /// Exit code: the PKey, GUID or etcd key asked for does not exist.
-pub const EXIT_NOT_FOUND: i32 = 3;
+pub(crate) const EXIT_NOT_FOUND: i32 = 3;
 
 /// Exit code of `sync --dry-run` and `monitor --dry-run`'s first pass: UFM differs from etcd
 /// and a real run would change it.
-pub const EXIT_PENDING: i32 = 4;
+pub(crate) const EXIT_PENDING: i32 = 4;
 
 /// A failed command, as the user sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Error {
+pub(crate) enum Error {
     /// Bad command line or configuration: exit 2.
     Usage(String),
     /// The operation was attempted and failed: exit 1.
@@ -32,7 +32,7 @@ pub enum Error {
 
 impl Error {
     /// The documented exit code for this error.
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) => EXIT_USAGE,
             Error::Failed(_) => EXIT_FAILED,
@@ -41,12 +41,12 @@ impl Error {
     }
 
     /// Shorthand for a usage or configuration error.
-    pub fn usage(message: impl Into<String>) -> Error {
+    pub(crate) fn usage(message: impl Into<String>) -> Error {
         Error::Usage(message.into())
     }
 
     /// Shorthand for a failed operation.
-    pub fn failed(message: impl Into<String>) -> Error {
+    pub(crate) fn failed(message: impl Into<String>) -> Error {
         Error::Failed(message.into())
     }
 }
@@ -74,4 +74,4 @@ impl From<crate::model::ModelError> for Error {
 }
 
 /// Result of a command.
-pub type Result<T> = std::result::Result<T, Error>;
+pub(crate) type Result<T> = std::result::Result<T, Error>;

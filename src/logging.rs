@@ -16,7 +16,7 @@ const WIRE_LEVEL_PREFIXES: &[&str] = &["ureq", "rustls"];
 
 /// Installs the logger. `debug` raises ufm-pkeyd's own records to debug level; `RUST_LOG`
 /// still applies on top, except to the wire-level targets.
-pub fn init(debug: bool) {
+pub(crate) fn init(debug: bool) {
     let default = if debug {
         "ufm_pkeyd=debug,info"
     } else {

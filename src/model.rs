@@ -14,23 +14,23 @@ use std::str::FromStr;
 /// Parses any `0x` hex spelling of 1–4 digits in either case (`0x1a`, `0X001A`), compares
 /// numerically, and prints as UFM does: lowercase, unpadded (`0x1a`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PKey(u16);
+pub(crate) struct PKey(u16);
 
 impl PKey {
     /// UFM's read-only default ("management") partition.
-    pub const DEFAULT: PKey = PKey(0x7fff);
+    pub(crate) const DEFAULT: PKey = PKey(0x7fff);
     /// The lowest key a partition we write may have.
-    pub const MIN_WRITABLE: u16 = 0x0001;
+    pub(crate) const MIN_WRITABLE: u16 = 0x0001;
     /// The highest key a partition we write may have (0x7fff is UFM's own).
-    pub const MAX_WRITABLE: u16 = 0x7ffe;
+    pub(crate) const MAX_WRITABLE: u16 = 0x7ffe;
 
     /// Whether ufm-pkeyd may create, change or delete this partition in UFM.
-    pub fn is_writable(self) -> bool {
+    pub(crate) fn is_writable(self) -> bool {
         (Self::MIN_WRITABLE..=Self::MAX_WRITABLE).contains(&self.0)
     }
 
     /// Parses a key that the tool is asked to write: the range 0x0001–0x7ffe.
-    pub fn parse_writable(text: &str) -> Result<PKey, ModelError> {
+    pub(crate) fn parse_writable(text: &str) -> Result<PKey, ModelError> {
         let pkey: PKey = text.parse()?;
         if pkey.is_writable() {
             Ok(pkey)
@@ -80,7 +80,7 @@ impl fmt::Display for PKey {
 /// Parses 16 hex digits with an optional `0x` in either case; prints in UFM's canonical form,
 /// 16 lowercase digits without `0x`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Guid(u64);
+pub(crate) struct Guid(u64);
 
 impl FromStr for Guid {
     type Err = ModelError;
@@ -106,7 +106,7 @@ impl fmt::Display for Guid {
 
 /// Parses a comma-separated list of GUIDs, as given on the command line (`--guids a,b,c`).
 /// Blank items are ignored; every invalid item is reported.
-pub fn parse_guid_list(text: &str) -> Result<Vec<Guid>, ModelError> {
+pub(crate) fn parse_guid_list(text: &str) -> Result<Vec<Guid>, ModelError> {
     let mut guids = Vec::new();
     let mut bad = Vec::new();
     for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -130,14 +130,14 @@ pub fn parse_guid_list(text: &str) -> Result<Vec<Guid>, ModelError> {
 
 /// How a port is a member of a partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Membership {
+pub(crate) enum Membership {
     Full,
     Limited,
 }
 
 impl Membership {
     /// The spelling UFM uses.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Membership::Full => "full",
             Membership::Limited => "limited",
@@ -168,21 +168,21 @@ impl fmt::Display for Membership {
 /// How a port joins a partition: its membership, and whether the partition goes at index 0 of
 /// the port's PKey table. UFM sets both per GUID; the planner compares them per GUID.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Join {
+pub(crate) struct Join {
     pub membership: Membership,
     pub index0: bool,
 }
 
 /// One member of a partition as UFM reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Member {
+pub(crate) struct Member {
     pub guid: Guid,
     pub join: Join,
 }
 
 /// One partition as UFM reports it, its members sorted by GUID.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Partition {
+pub(crate) struct Partition {
     pub pkey: PKey,
     pub name: String,
     pub ip_over_ib: bool,
@@ -192,14 +192,14 @@ pub struct Partition {
 /// One partition as pcocc describes it in etcd: the host port GUIDs and the virtual function
 /// GUIDs that belong to it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PcoccEntry {
+pub(crate) struct PcoccEntry {
     pub host_guids: BTreeSet<Guid>,
     pub vf_guids: BTreeSet<Guid>,
 }
 
 /// The largest etcd value we try to parse. etcd's own request limit is 1.5 MiB; a value larger
 /// than this is not a pcocc entry.
-pub const MAX_ENTRY_BYTES: usize = 1536 * 1024;
+pub(crate) const MAX_ENTRY_BYTES: usize = 1536 * 1024;
 
 /// The raw shape of an entry: both lists optional, items kept as text so that every invalid GUID
 /// can be reported by value instead of failing on the first.
@@ -215,7 +215,7 @@ impl PcoccEntry {
     /// Parses an etcd value written by pcocc. pcocc stores `str(dict)`, a Python literal
     /// (`{'host_guids': ['0x…'], 'vf_guids': []}`), not JSON; other writers use JSON. Both are
     /// read: JSON first, then YAML, whose flow mappings read Python's single-quoted literal.
-    pub fn parse(value: &[u8]) -> Result<PcoccEntry, ModelError> {
+    pub(crate) fn parse(value: &[u8]) -> Result<PcoccEntry, ModelError> {
         if value.len() > MAX_ENTRY_BYTES {
             return Err(ModelError::new(format!(
                 "value is {} bytes, larger than the {} bytes a PKey entry may have",
@@ -305,7 +305,7 @@ deserialize_from_str!(Membership);
 
 /// An invalid value from outside, with a message that names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ModelError(String);
+pub(crate) struct ModelError(String);
 
 impl ModelError {
     fn new(message: String) -> ModelError {

@@ -6,11 +6,11 @@ use std::fmt;
 
 /// A password or token. `Debug` and `Display` print a placeholder.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
     /// Wraps a secret, dropping one trailing newline (files written by `echo` end with one).
-    pub fn new(text: impl Into<String>) -> Secret {
+    pub(crate) fn new(text: impl Into<String>) -> Secret {
         let mut text = text.into();
         if text.ends_with('\n') {
             text.pop();
@@ -22,12 +22,12 @@ impl Secret {
     }
 
     /// The secret text, for the one place that sends it.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 
     /// Whether the secret is empty (an empty password file is a configuration mistake).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }

@@ -6,7 +6,7 @@ use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 /// Sends one notification; does nothing when not started by systemd with `Type=notify`.
-pub fn notify(state: &str) {
+pub(crate) fn notify(state: &str) {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };
@@ -27,14 +27,14 @@ pub fn notify(state: &str) {
 }
 
 /// Pings the systemd watchdog at half its interval.
-pub struct Watchdog {
+pub(crate) struct Watchdog {
     interval: Option<Duration>,
     last: Instant,
 }
 
 impl Watchdog {
     /// Reads `$WATCHDOG_USEC`; without it the watchdog is off.
-    pub fn from_env() -> Watchdog {
+    pub(crate) fn from_env() -> Watchdog {
         let interval = std::env::var("WATCHDOG_USEC")
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
@@ -47,7 +47,7 @@ impl Watchdog {
     }
 
     /// Sends `WATCHDOG=1` when half the interval has passed.
-    pub fn tick(&mut self) {
+    pub(crate) fn tick(&mut self) {
         if let Some(interval) = self.interval {
             if self.last.elapsed() >= interval {
                 notify("WATCHDOG=1");

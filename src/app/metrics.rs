@@ -12,7 +12,7 @@ use crate::net::http::RequestCounts;
 
 /// What the metrics say, accumulated by the daemon.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// Unix time of the last pass that read both sides and applied its plan without error.
     pub last_success_seconds: Option<f64>,
     pub last_pass_duration_seconds: f64,
@@ -34,7 +34,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Renders the text exposition format.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let mut gauge = |name: &str, help: &str, samples: &[(&str, f64)]| {
             metric(&mut out, name, "gauge", help, samples);
@@ -129,7 +129,7 @@ impl Metrics {
     }
 
     /// Writes the metrics to `path` atomically, so the collector never reads half a file.
-    pub fn write(&self, path: &Path) -> Result<(), String> {
+    pub(crate) fn write(&self, path: &Path) -> Result<(), String> {
         crate::atomic_file::replace(path, self.render().as_bytes())
             .map_err(|e| format!("metrics file not written: {e}"))
     }
@@ -147,14 +147,14 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str
 }
 
 /// The current Unix time in seconds, as Prometheus timestamps are.
-pub fn unix_time() -> f64 {
+pub(crate) fn unix_time() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Reads one unlabelled sample from a metrics file written by [`Metrics::write`].
-pub fn read_sample(text: &str, name: &str) -> Option<f64> {
+pub(crate) fn read_sample(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())

@@ -24,7 +24,7 @@ use crate::net::etcd::EtcdClient;
 use crate::net::ufm::UfmClient;
 
 /// Runs a parsed sub-command with its configuration and returns the exit code.
-pub fn run(invocation: &Invocation, config: &Config) -> Result<i32> {
+pub(crate) fn run(invocation: &Invocation, config: &Config) -> Result<i32> {
     let out = Output {
         json: invocation.json,
     };

@@ -43,7 +43,11 @@ pub(crate) fn register_signals() -> Result<()> {
 }
 
 /// `ufm-pkeyd monitor`: the daemon loop.
-pub fn run_monitor(invocation: &Invocation, settings: &Settings, dry_run: bool) -> Result<i32> {
+pub(crate) fn run_monitor(
+    invocation: &Invocation,
+    settings: &Settings,
+    dry_run: bool,
+) -> Result<i32> {
     register_signals()?;
     let engine = engine(settings, dry_run)?;
     check_ufm_credentials(engine.ufm())?;

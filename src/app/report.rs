@@ -11,12 +11,12 @@ use crate::model::PKey;
 use crate::plan::{Action, Plan};
 
 /// Whether a plan would change UFM (refused deletions count: they wait for an operator).
-pub fn plan_pending(plan: &Plan) -> bool {
+pub(crate) fn plan_pending(plan: &Plan) -> bool {
     !plan.actions.is_empty() || !plan.refused_deletes.is_empty()
 }
 
 /// Why a `sync` did not fully succeed, in one line.
-pub fn failure_summary(report: &PassReport) -> String {
+pub(crate) fn failure_summary(report: &PassReport) -> String {
     let mut parts = Vec::new();
     if !report.failures.is_empty() {
         parts.push(format!("{} UFM changes failed", report.failures.len()));
@@ -33,7 +33,7 @@ pub fn failure_summary(report: &PassReport) -> String {
 }
 
 /// The one-line summary of a pass for systemd's `STATUS=`, with the partitions owned after it.
-pub fn status_line(report: &PassReport, owned: &BTreeSet<PKey>) -> String {
+pub(crate) fn status_line(report: &PassReport, owned: &BTreeSet<PKey>) -> String {
     let plan = &report.plan;
     let state = if report.succeeded() {
         "in sync"
@@ -77,7 +77,7 @@ fn action_json(action: &Action) -> serde_json::Value {
 }
 
 /// The plan as JSON: in sync or not, changes, unmanaged, invalid, refusals, ownership.
-pub fn plan_json(plan: &Plan, owned: &BTreeSet<PKey>) -> serde_json::Value {
+pub(crate) fn plan_json(plan: &Plan, owned: &BTreeSet<PKey>) -> serde_json::Value {
     let keys = |v: &[PKey]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
     json!({
         "in_sync": !plan_pending(plan),
@@ -95,7 +95,7 @@ pub fn plan_json(plan: &Plan, owned: &BTreeSet<PKey>) -> serde_json::Value {
 }
 
 /// The plan for people: one line per change, then unmanaged, invalid and refusals.
-pub fn plan_text(plan: &Plan) -> String {
+pub(crate) fn plan_text(plan: &Plan) -> String {
     let mut text = String::new();
     for action in &plan.actions {
         text.push_str(&format!(
@@ -140,7 +140,7 @@ pub fn plan_text(plan: &Plan) -> String {
 }
 
 /// What a pass applied, as JSON: the plan, the changes applied and the failures.
-pub fn report_json(report: &PassReport, owned: &BTreeSet<PKey>) -> serde_json::Value {
+pub(crate) fn report_json(report: &PassReport, owned: &BTreeSet<PKey>) -> serde_json::Value {
     let c = report.counts;
     let mut value = plan_json(&report.plan, owned);
     value["in_sync"] = json!(report.succeeded());
@@ -161,7 +161,7 @@ pub fn report_json(report: &PassReport, owned: &BTreeSet<PKey>) -> serde_json::V
 }
 
 /// What a pass applied, for people: one line.
-pub fn report_text(report: &PassReport) -> String {
+pub(crate) fn report_text(report: &PassReport) -> String {
     let c = report.counts;
     if report.plan.actions.is_empty() && report.succeeded() {
         "in sync: nothing to change\n".to_string()

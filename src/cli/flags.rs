@@ -3,20 +3,20 @@
 //! help.
 
 /// Sub-command bits, to say which sub-commands take a flag.
-pub const UFM: u8 = 1;
-pub const ETCD: u8 = 2;
-pub const CONFIG: u8 = 4;
-pub const MONITOR: u8 = 8;
-pub const SYNC: u8 = 16;
-pub const STATUS: u8 = 32;
+pub(crate) const UFM: u8 = 1;
+pub(crate) const ETCD: u8 = 2;
+pub(crate) const CONFIG: u8 = 4;
+pub(crate) const MONITOR: u8 = 8;
+pub(crate) const SYNC: u8 = 16;
+pub(crate) const STATUS: u8 = 32;
 /// The sub-commands that sync etcd into UFM.
-pub const SYNCING: u8 = MONITOR | SYNC;
+pub(crate) const SYNCING: u8 = MONITOR | SYNC;
 /// Every sub-command.
-pub const ALL: u8 = UFM | ETCD | CONFIG | SYNCING | STATUS;
+pub(crate) const ALL: u8 = UFM | ETCD | CONFIG | SYNCING | STATUS;
 
 /// What a flag does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     /// Sets a configuration key to the flag's value.
     Key(&'static str),
     /// Sets a configuration key to a fixed value (`--http` sets ufm-http to true).
@@ -27,7 +27,7 @@ pub enum Target {
 
 /// One flag.
 #[derive(Debug)]
-pub struct FlagDef {
+pub(crate) struct FlagDef {
     /// Long names; the first is the documented one, the others are aliases from the old tool.
     pub names: &'static [&'static str],
     /// Value name, `None` for a switch.
@@ -54,7 +54,7 @@ use Target::{Fixed, Key, Op};
 
 /// Every flag of every sub-command.
 #[rustfmt::skip]
-pub const FLAGS: &[FlagDef] = &[
+pub(crate) const FLAGS: &[FlagDef] = &[
     // General.
     flag!(&["--config"], Some("FILE"), Op, ALL, "read this configuration file instead of /etc/ufm-pkeyd/ufm-pkeyd.yaml"),
     flag!(&["--pcocc-dir"], Some("DIR"), Key("pcocc-dir"), ALL, "read pcocc's batch.yaml, ufm.yaml and password files from DIR (default /etc/pcocc)"),
@@ -124,7 +124,7 @@ pub const FLAGS: &[FlagDef] = &[
 
 /// The sub-commands, with a one-line summary each.
 #[rustfmt::skip]
-pub const COMMANDS: &[(&str, u8, &str)] = &[
+pub(crate) const COMMANDS: &[(&str, u8, &str)] = &[
     ("monitor", MONITOR, "the daemon: keep UFM in step with etcd, applying changes as they happen"),
     ("sync", SYNC, "run one sync pass (with --dry-run: print the plan) and exit"),
     ("ufm", UFM, "one-shot UFM PKey operations: list, get, create, delete PKeys; add and remove GUIDs"),

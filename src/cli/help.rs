@@ -3,7 +3,7 @@
 use super::flags::{COMMANDS, FLAGS};
 
 /// The `--help` text of the tool, or of one sub-command.
-pub fn help(command: Option<&str>) -> String {
+pub(crate) fn help(command: Option<&str>) -> String {
     let mut out = String::new();
     match command.and_then(|name| COMMANDS.iter().find(|(n, _, _)| *n == name)) {
         None => {

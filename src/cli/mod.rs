@@ -12,8 +12,8 @@ use std::path::PathBuf;
 mod flags;
 mod help;
 
-pub use flags::{COMMANDS, FLAGS, FlagDef};
-pub use help::help;
+pub(crate) use flags::{COMMANDS, FLAGS, FlagDef};
+pub(crate) use help::help;
 
 use crate::config::FlagLayer;
 use crate::config::values::parse_bool;
@@ -23,7 +23,7 @@ use flags::Target::{Fixed, Key, Op};
 
 /// A UFM operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum UfmOp {
+pub(crate) enum UfmOp {
     List,
     Get(PKey),
     Create {
@@ -48,7 +48,7 @@ pub enum UfmOp {
 
 /// An etcd operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum EtcdOp {
+pub(crate) enum EtcdOp {
     List {
         prefix: String,
     },
@@ -64,7 +64,7 @@ pub enum EtcdOp {
 
 /// What to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Command {
+pub(crate) enum Command {
     /// `--help`, for the whole tool or one sub-command.
     Help(Option<&'static str>),
     Version,
@@ -85,7 +85,7 @@ pub enum Command {
 
 /// A parsed command line.
 #[derive(Clone, Debug)]
-pub struct Invocation {
+pub(crate) struct Invocation {
     pub command: Command,
     pub flags: FlagLayer,
     pub json: bool,
@@ -99,7 +99,7 @@ struct Given {
 }
 
 /// Parses the arguments after the program name.
-pub fn parse(args: Vec<OsString>) -> Result<Invocation> {
+pub(crate) fn parse(args: Vec<OsString>) -> Result<Invocation> {
     use lexopt::prelude::*;
     let mut parser = lexopt::Parser::from_args(args);
     let mut command: Option<(&'static str, u8)> = None;
@@ -191,7 +191,7 @@ fn invocation(command: Command, flags: FlagLayer, json: bool) -> Invocation {
 }
 
 /// Finds a flag by any of its names.
-pub fn find_flag(typed: &str) -> Option<&'static FlagDef> {
+pub(crate) fn find_flag(typed: &str) -> Option<&'static FlagDef> {
     FLAGS.iter().find(|f| f.names.contains(&typed))
 }
 

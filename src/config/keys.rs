@@ -3,17 +3,17 @@
 //! `packaging/ufm-pkeyd.yaml` and `ufm-pkeyd config` all follow this one list.
 
 /// The default location of the tool's own configuration file, read when present.
-pub const DEFAULT_CONFIG_FILE: &str = "/etc/ufm-pkeyd/ufm-pkeyd.yaml";
+pub(crate) const DEFAULT_CONFIG_FILE: &str = "/etc/ufm-pkeyd/ufm-pkeyd.yaml";
 /// The default pcocc configuration directory.
-pub const DEFAULT_PCOCC_DIR: &str = "/etc/pcocc";
+pub(crate) const DEFAULT_PCOCC_DIR: &str = "/etc/pcocc";
 /// Where the daemon records the partitions it owns.
-pub const DEFAULT_STATE_FILE: &str = "/var/lib/ufm-pkeyd/state.json";
+pub(crate) const DEFAULT_STATE_FILE: &str = "/var/lib/ufm-pkeyd/state.json";
 /// The etcd prefix under which pcocc writes one key per partition.
-pub const DEFAULT_PREFIX: &str = "/pcocc/global/opensm/pkeys/";
+pub(crate) const DEFAULT_PREFIX: &str = "/pcocc/global/opensm/pkeys/";
 
 /// What kind of value a key holds; [`super::values`] parses each kind with one set of rules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Text,
     Bool,
     Seconds,
@@ -29,7 +29,7 @@ pub enum Kind {
 
 /// One configuration key: its name in the YAML file, its default and what it means.
 #[derive(Debug)]
-pub struct KeyDef {
+pub(crate) struct KeyDef {
     pub name: &'static str,
     pub kind: Kind,
     pub default: Option<&'static str>,
@@ -50,7 +50,7 @@ macro_rules! key {
 /// Every configuration key. The flag table in `cli`, the man page `ufm-pkeyd.yaml(5)` and the
 /// tests are checked against this list.
 #[rustfmt::skip]
-pub const KEYS: &[KeyDef] = &[
+pub(crate) const KEYS: &[KeyDef] = &[
     key!("etcd-endpoints", Kind::List, None, "etcd endpoints, each host, host:port or URL; tried in order, failing over on connection errors"),
     key!("etcd-host", Kind::Text, Some("127.0.0.1"), "etcd host, when etcd-endpoints is not set"),
     key!("etcd-port", Kind::Port, Some("2379"), "etcd client port, for endpoints given without one"),
@@ -94,6 +94,6 @@ pub const KEYS: &[KeyDef] = &[
 ];
 
 /// Looks a key up by name.
-pub fn key_def(name: &str) -> Option<&'static KeyDef> {
+pub(crate) fn key_def(name: &str) -> Option<&'static KeyDef> {
     KEYS.iter().find(|k| k.name == name)
 }

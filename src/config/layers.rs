@@ -8,12 +8,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::keys::{KEYS, Kind, key_def};
-use super::values::{Value, redact_userinfo};
+use super::values::Value;
 use crate::error::{Error, Result};
+use crate::net::http::redact_userinfo;
 
 /// Where a value came from, lowest precedence first.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     Default,
     Pcocc(PathBuf),
     File(PathBuf),
@@ -24,7 +25,7 @@ pub enum Source {
 
 impl Source {
     /// Precedence: a value from a higher rank wins.
-    pub fn rank(&self) -> u8 {
+    pub(crate) fn rank(&self) -> u8 {
         match self {
             Source::Default => 0,
             Source::Pcocc(_) => 1,
@@ -50,7 +51,7 @@ impl fmt::Display for Source {
 
 /// One value: as written (for display; secrets redacted), parsed, and where it came from.
 #[derive(Clone, Debug)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub text: String,
     pub value: Value,
     pub source: Source,
@@ -58,7 +59,7 @@ pub struct Entry {
 
 /// Command-line input to configuration: keys set by flags, and where to look for files.
 #[derive(Clone, Debug, Default)]
-pub struct FlagLayer {
+pub(crate) struct FlagLayer {
     /// Key → (value, flag as typed).
     pub values: BTreeMap<&'static str, (String, String)>,
     /// `--config FILE`.
@@ -69,7 +70,7 @@ pub struct FlagLayer {
 
 /// One row of `ufm-pkeyd config`: a key, its value (secrets and URL credentials redacted) and
 /// its source, or `None` when no layer sets it.
-pub struct KeyReport {
+pub(crate) struct KeyReport {
     pub name: &'static str,
     pub value: Option<String>,
     pub source: Option<String>,
@@ -78,7 +79,7 @@ pub struct KeyReport {
 
 /// Every layer merged: for each key, the entry of the highest layer that sets it.
 #[derive(Clone, Debug, Default)]
-pub struct Layers {
+pub(crate) struct Layers {
     entries: BTreeMap<&'static str, Entry>,
     /// Warnings found while loading, logged once logging is set up.
     pub warnings: Vec<String>,
@@ -86,7 +87,7 @@ pub struct Layers {
 
 impl Layers {
     /// The built-in defaults.
-    pub fn defaults() -> Result<Layers> {
+    pub(crate) fn defaults() -> Result<Layers> {
         let mut layers = Layers::default();
         for key in KEYS {
             if let Some(default) = key.default {
@@ -98,7 +99,7 @@ impl Layers {
 
     /// Sets a key from a layer, parsing the value by the key's kind; an unknown key or a
     /// value of the wrong kind is a configuration error naming both and the source.
-    pub fn set(&mut self, name: &str, text: &str, source: Source) -> Result<()> {
+    pub(crate) fn set(&mut self, name: &str, text: &str, source: Source) -> Result<()> {
         let key = key_def(name).ok_or_else(|| {
             Error::usage(format!(
                 "unknown key {name:?} in {source}: see ufm-pkeyd.yaml(5) for the keys"
@@ -130,17 +131,21 @@ impl Layers {
     }
 
     /// The entry of a key, if any layer sets it.
-    pub fn get(&self, name: &str) -> Option<&Entry> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Entry> {
         self.entries.get(name)
     }
 
     /// The precedence rank of the layer that set `name` (0 when none did).
-    pub fn rank(&self, name: &str) -> u8 {
+    pub(crate) fn rank(&self, name: &str) -> u8 {
         self.get(name).map_or(0, |e| e.source.rank())
     }
 
     /// Merges the tool's own YAML file (a mapping of keys to scalars or lists).
-    pub fn load_own_file(&mut self, path: &Path, map: BTreeMap<String, String>) -> Result<()> {
+    pub(crate) fn load_own_file(
+        &mut self,
+        path: &Path,
+        map: BTreeMap<String, String>,
+    ) -> Result<()> {
         for (name, value) in map {
             self.set(&name, &value, Source::File(path.to_path_buf()))?;
         }
@@ -150,7 +155,7 @@ impl Layers {
     /// Merges systemd credentials from `$CREDENTIALS_DIRECTORY`: the files `etcd-password`,
     /// `ufm-password` and `ufm-token`. An empty credential counts as not given, so a unit can
     /// offer an empty fallback for a site that has no such secret.
-    pub fn load_credentials(&mut self, dir: &Path) {
+    pub(crate) fn load_credentials(&mut self, dir: &Path) {
         for (name, key) in [
             ("etcd-password", "etcd-password-file"),
             ("ufm-password", "ufm-password-file"),
@@ -167,7 +172,7 @@ impl Layers {
     }
 
     /// Merges the flags, warning about passwords given on the command line.
-    pub fn load_flags(&mut self, flags: &FlagLayer) -> Result<()> {
+    pub(crate) fn load_flags(&mut self, flags: &FlagLayer) -> Result<()> {
         for (name, (value, typed)) in &flags.values {
             self.set(name, value, Source::Flag(typed.clone()))?;
             if matches!(*name, "etcd-password" | "ufm-password") {
@@ -180,7 +185,7 @@ impl Layers {
     }
 
     /// Every key with its value (secrets and URL credentials redacted) and source.
-    pub fn describe(&self) -> Vec<KeyReport> {
+    pub(crate) fn describe(&self) -> Vec<KeyReport> {
         KEYS.iter()
             .map(|key| {
                 let entry = self.get(key.name);
@@ -197,13 +202,17 @@ impl Layers {
 
 /// Reads a YAML mapping whose values are scalars or lists of scalars into text values; lists
 /// become comma-separated.
-pub fn yaml_to_flat_map(text: &str) -> std::result::Result<BTreeMap<String, String>, String> {
+pub(crate) fn yaml_to_flat_map(
+    text: &str,
+) -> std::result::Result<BTreeMap<String, String>, String> {
     let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
     flat_map(value)
 }
 
 /// Like [`yaml_to_flat_map`], for a value already parsed.
-pub fn flat_map(value: serde_yaml::Value) -> std::result::Result<BTreeMap<String, String>, String> {
+pub(crate) fn flat_map(
+    value: serde_yaml::Value,
+) -> std::result::Result<BTreeMap<String, String>, String> {
     let mapping = match value {
         serde_yaml::Value::Null => return Ok(BTreeMap::new()),
         serde_yaml::Value::Mapping(m) => m,

@@ -6,16 +6,16 @@
 //! parsing every value by its key's kind as it enters ([`values`], one grammar for all), then
 //! resolves them once into [`Settings`] ([`resolve`]). The keys themselves are in [`keys`].
 
-pub mod keys;
+pub(crate) mod keys;
 mod layers;
 mod pcocc;
 mod resolve;
-pub mod values;
+pub(crate) mod values;
 
 use std::path::{Path, PathBuf};
 
-pub use layers::{FlagLayer, KeyReport};
-pub use resolve::Settings;
+pub(crate) use layers::{FlagLayer, KeyReport};
+pub(crate) use resolve::Settings;
 
 use crate::error::{Error, Result};
 use keys::{DEFAULT_CONFIG_FILE, DEFAULT_PCOCC_DIR};
@@ -24,25 +24,25 @@ use values::Value;
 
 /// The loaded configuration: the resolved settings, and the layers for `ufm-pkeyd config`.
 #[derive(Debug)]
-pub struct Config {
+pub(crate) struct Config {
     pub settings: Settings,
     layers: Layers,
 }
 
 impl Config {
     /// Every key with its value (secrets redacted) and source.
-    pub fn describe(&self) -> Vec<KeyReport> {
+    pub(crate) fn describe(&self) -> Vec<KeyReport> {
         self.layers.describe()
     }
 
     /// Warnings found while loading, to log once logging is set up.
-    pub fn warnings(&self) -> &[String] {
+    pub(crate) fn warnings(&self) -> &[String] {
         &self.layers.warnings
     }
 }
 
 /// Loads every layer and resolves the settings. `credentials_dir` is `$CREDENTIALS_DIRECTORY`.
-pub fn load(flags: &FlagLayer, credentials_dir: Option<&Path>) -> Result<Config> {
+pub(crate) fn load(flags: &FlagLayer, credentials_dir: Option<&Path>) -> Result<Config> {
     let mut layers = Layers::defaults()?;
     // The tool's own file is read before pcocc's because it may move or disable the pcocc
     // directory; it is merged after, so it still overrides pcocc's values.

@@ -9,7 +9,7 @@ use super::layers::{Layers, Source, flat_map};
 use crate::error::{Error, Result};
 
 /// Merges pcocc's files from `dir` into `layers`; missing files are skipped.
-pub fn load(layers: &mut Layers, dir: &Path) -> Result<()> {
+pub(crate) fn load(layers: &mut Layers, dir: &Path) -> Result<()> {
     let batch = dir.join("batch.yaml");
     if let Some(settings) = read_settings(&batch)? {
         load_batch(layers, dir, &batch, &settings)?;

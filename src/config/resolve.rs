@@ -20,7 +20,7 @@ use crate::secret::Secret;
 
 /// Everything the program needs to know, resolved from every layer.
 #[derive(Debug)]
-pub struct Settings {
+pub(crate) struct Settings {
     etcd: std::result::Result<etcd::Settings, Error>,
     ufm: std::result::Result<ufm::Settings, Error>,
     pub engine: engine::Settings,
@@ -35,18 +35,18 @@ pub struct Settings {
 
 impl Settings {
     /// The etcd settings, or why they cannot be used.
-    pub fn etcd(&self) -> Result<&etcd::Settings> {
+    pub(crate) fn etcd(&self) -> Result<&etcd::Settings> {
         self.etcd.as_ref().map_err(Clone::clone)
     }
 
     /// The UFM settings, or why they cannot be used.
-    pub fn ufm(&self) -> Result<&ufm::Settings> {
+    pub(crate) fn ufm(&self) -> Result<&ufm::Settings> {
         self.ufm.as_ref().map_err(Clone::clone)
     }
 }
 
 /// Resolves every setting; `prompt` asks for the etcd password on the terminal.
-pub fn resolve(layers: &mut Layers, prompt_etcd_password: bool) -> Result<Settings> {
+pub(crate) fn resolve(layers: &mut Layers, prompt_etcd_password: bool) -> Result<Settings> {
     let election = election_settings(layers)?;
     let etcd = etcd_settings(layers, prompt_etcd_password, election.as_ref());
     let ufm = ufm_settings(layers, election.as_ref());

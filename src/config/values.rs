@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::keys::Kind;
+use crate::net::http::redact_userinfo;
 use crate::secret::Secret;
 
 /// A configuration value parsed according to its key's [`Kind`].
 #[derive(Clone, Debug)]
-pub enum Value {
+pub(crate) enum Value {
     Text(String),
     Bool(bool),
     Seconds(Duration),
@@ -24,7 +25,7 @@ pub enum Value {
 
 impl Kind {
     /// Parses `text` as a value of this kind; the error says what is expected.
-    pub fn parse(self, text: &str) -> Result<Value, String> {
+    pub(crate) fn parse(self, text: &str) -> Result<Value, String> {
         Ok(match self {
             Kind::Text => Value::Text(text.to_string()),
             Kind::Bool => Value::Bool(parse_bool(text)?),
@@ -50,7 +51,7 @@ impl Kind {
 }
 
 /// A boolean: `true/false`, `yes/no`, `on/off`, `1/0`, in any case.
-pub fn parse_bool(text: &str) -> Result<bool, String> {
+pub(crate) fn parse_bool(text: &str) -> Result<bool, String> {
     match text.trim().to_ascii_lowercase().as_str() {
         "true" | "yes" | "on" | "1" => Ok(true),
         "false" | "no" | "off" | "0" => Ok(false),
@@ -59,7 +60,7 @@ pub fn parse_bool(text: &str) -> Result<bool, String> {
 }
 
 /// A positive number of seconds, fractions allowed, at most a day.
-pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_seconds(text: &str) -> Result<Duration, String> {
     match text.trim().parse::<f64>() {
         Ok(s) if s > 0.0 && s <= 86_400.0 => Ok(Duration::from_secs_f64(s)),
         _ => Err("give a number of seconds greater than 0".to_string()),
@@ -67,7 +68,7 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
 }
 
 /// A TCP port, 1 to 65535.
-pub fn parse_port(text: &str) -> Result<u16, String> {
+pub(crate) fn parse_port(text: &str) -> Result<u16, String> {
     match text.trim().parse::<u16>() {
         Ok(port) if port > 0 => Ok(port),
         _ => Err("give a port from 1 to 65535".to_string()),
@@ -75,13 +76,13 @@ pub fn parse_port(text: &str) -> Result<u16, String> {
 }
 
 /// The items of a comma-separated list, trimmed, blanks dropped.
-pub fn split_list(text: &str) -> impl Iterator<Item = &str> {
+pub(crate) fn split_list(text: &str) -> impl Iterator<Item = &str> {
     text.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 
 /// Turns `host`, `host:port` or a URL into `scheme://host:port` without a trailing slash.
 /// Credentials in a URL (`user:password@host`) are refused, and never echoed.
-pub fn normalize_url(
+pub(crate) fn normalize_url(
     item: &str,
     default_scheme: &str,
     default_port: u16,
@@ -122,22 +123,6 @@ pub fn normalize_url(
             (false, _) => default_port,
         };
         Ok(format!("{scheme}://{rest}:{port}"))
-    }
-}
-
-/// `text` with the password of any `scheme://user:password@host` in it replaced, for messages
-/// and `ufm-pkeyd config` (proxy URLs may carry credentials).
-pub fn redact_userinfo(text: &str) -> String {
-    let Some((head, rest)) = text.split_once("://") else {
-        return match text.split_once('@') {
-            Some((_, host)) if !text.contains('/') => format!("<redacted>@{host}"),
-            _ => text.to_string(),
-        };
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{head}://<redacted>@{}", &rest[at + 1..]),
-        None => text.to_string(),
     }
 }
 
@@ -187,10 +172,5 @@ mod tests {
             assert!(!err.contains("hunter2"), "{err}");
             assert!(err.contains("credentials"), "{err}");
         }
-        assert_eq!(
-            redact_userinfo("http://u:p@proxy:3128/x"),
-            "http://<redacted>@proxy:3128/x"
-        );
-        assert_eq!(redact_userinfo("http://proxy:3128"), "http://proxy:3128");
     }
 }

@@ -15,7 +15,7 @@ use crate::net::ufm::{UfmClient, UfmError};
 use crate::plan::Action;
 
 /// The UFM writes a plan is made of. [`UfmClient`] is the real one; the tests record calls.
-pub trait UfmWrites {
+pub(crate) trait UfmWrites {
     fn add(&self, pkey: PKey, guids: &[Guid], join: Join, ip_over_ib: bool)
     -> Result<(), UfmError>;
     fn remove(&self, pkey: PKey, guids: &[Guid]) -> Result<(), UfmError>;
@@ -44,7 +44,7 @@ impl UfmWrites for UfmClient {
 
 /// Changes applied, by kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counts {
+pub(crate) struct Counts {
     pub created: usize,
     pub guids_added: usize,
     pub guids_removed: usize,
@@ -66,7 +66,7 @@ impl Counts {
 
 /// What applying a plan did.
 #[derive(Debug, Default)]
-pub struct Applied {
+pub(crate) struct Applied {
     pub counts: Counts,
     /// Actions that failed, with UFM's reason; their partitions are retried next pass.
     pub failures: Vec<(Action, String)>,
@@ -81,7 +81,11 @@ pub struct Applied {
 }
 
 /// Applies `actions` in order through `ufm`, following the rules in the module comment.
-pub fn apply(actions: &[Action], ufm: &dyn UfmWrites, stop: &mut dyn FnMut() -> bool) -> Applied {
+pub(crate) fn apply(
+    actions: &[Action],
+    ufm: &dyn UfmWrites,
+    stop: &mut dyn FnMut() -> bool,
+) -> Applied {
     let mut applied = Applied::default();
     for action in actions {
         let pkey = action.pkey();

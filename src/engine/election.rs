@@ -17,13 +17,13 @@ const CAMPAIGN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Election settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Settings {
+pub(crate) struct Settings {
     pub key: String,
     pub ttl: Duration,
 }
 
 /// This instance's view of the election.
-pub struct Election {
+pub(crate) struct Election {
     settings: Settings,
     /// A client of its own, so the claim can be refreshed while the daemon waits on a watch.
     etcd: EtcdClient,
@@ -39,7 +39,7 @@ pub struct Election {
 
 impl Election {
     /// A standby with an identity of host name and process id.
-    pub fn new(settings: Settings, etcd: EtcdClient) -> Election {
+    pub(crate) fn new(settings: Settings, etcd: EtcdClient) -> Election {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "unknown-host".to_string());
@@ -56,17 +56,17 @@ impl Election {
     }
 
     /// Who holds the key, when known.
-    pub fn holder(&self) -> Option<&str> {
+    pub(crate) fn holder(&self) -> Option<&str> {
         self.holder.as_deref()
     }
 
     /// Whether this instance may change UFM now.
-    pub fn is_leader(&self) -> bool {
+    pub(crate) fn is_leader(&self) -> bool {
         self.claim.is_some() && self.confirmed.elapsed() < self.settings.ttl * 2 / 3
     }
 
     /// When [`Election::tick`] must run next.
-    pub fn next_due(&self) -> Instant {
+    pub(crate) fn next_due(&self) -> Instant {
         self.due
     }
 
@@ -76,7 +76,7 @@ impl Election {
 
     /// Campaigns (standby) or refreshes the claim (leader) when due; logs every change of
     /// role. Returns whether this instance is the leader afterwards.
-    pub fn tick(&mut self) -> bool {
+    pub(crate) fn tick(&mut self) -> bool {
         if Instant::now() < self.due {
             return self.is_leader();
         }
@@ -150,7 +150,7 @@ impl Election {
     }
 
     /// Gives the leadership up (on a clean stop), so a standby takes over within a second.
-    pub fn resign(&mut self) {
+    pub(crate) fn resign(&mut self) {
         if let Some(claim) = self.claim.take() {
             match self.etcd.resign(&self.settings.key, &self.identity, &claim) {
                 Ok(()) => log::info!("leader election: resigned"),

@@ -3,9 +3,9 @@
 //! daemon loop around it lives in `app::monitor`; `ufm-pkeyd sync` runs one pass. Leader
 //! election ([`election`]) decides which instance of an HA pair may run passes.
 
-pub mod apply;
-pub mod election;
-pub mod ownership;
+pub(crate) mod apply;
+pub(crate) mod election;
+pub(crate) mod ownership;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -15,12 +15,12 @@ use crate::net::etcd::{EtcdClient, EtcdError};
 use crate::net::ufm::{UfmClient, UfmError};
 use crate::plan::{self, Action, DeleteGuard, Invalid, Plan, Policy};
 use apply::Applied;
-pub use apply::Counts;
+pub(crate) use apply::Counts;
 use ownership::{Record, StateFile};
 
 /// What the engine syncs and how.
 #[derive(Clone, Debug)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// The etcd prefix holding one key per partition, ending with `/`.
     pub prefix: String,
     /// The local state file.
@@ -33,7 +33,7 @@ pub struct Settings {
 
 /// What stopped a pass before it could plan.
 #[derive(Debug)]
-pub enum PassError {
+pub(crate) enum PassError {
     /// etcd could not be read: nothing was changed in UFM.
     Etcd(EtcdError),
     /// UFM's partitions could not be read: nothing was changed.
@@ -44,7 +44,7 @@ pub enum PassError {
 
 impl PassError {
     /// Whether etcd or UFM refused our credentials: retrying will not help.
-    pub fn is_auth(&self) -> bool {
+    pub(crate) fn is_auth(&self) -> bool {
         matches!(
             self,
             PassError::Etcd(EtcdError::Auth(_)) | PassError::Ufm(UfmError::Auth(_))
@@ -64,7 +64,7 @@ impl std::fmt::Display for PassError {
 
 /// What one pass did.
 #[derive(Debug, Default)]
-pub struct PassReport {
+pub(crate) struct PassReport {
     pub plan: Plan,
     /// The etcd revision (v3) or index (v2) of the listing: the watch starts after it.
     pub revision: i64,
@@ -80,13 +80,13 @@ pub struct PassReport {
 
 impl PassReport {
     /// Whether every planned change went through (refused deletions count as not).
-    pub fn succeeded(&self) -> bool {
+    pub(crate) fn succeeded(&self) -> bool {
         self.failures.is_empty() && self.plan.refusal.is_none() && self.state_error.is_none()
     }
 }
 
 /// The engine: clients, settings and the ownership it keeps.
-pub struct Engine {
+pub(crate) struct Engine {
     etcd: EtcdClient,
     ufm: UfmClient,
     settings: Settings,
@@ -106,7 +106,7 @@ impl Engine {
     /// Opens the engine: reads the ownership record (the state file; with a shared record in
     /// etcd, before the first pass of each leadership term). In a dry run nothing is recorded
     /// and a missing state directory is tolerated; a corrupt state file never is.
-    pub fn open(
+    pub(crate) fn open(
         etcd: EtcdClient,
         ufm: UfmClient,
         settings: Settings,
@@ -144,27 +144,27 @@ impl Engine {
     }
 
     /// The etcd client.
-    pub fn etcd(&self) -> &EtcdClient {
+    pub(crate) fn etcd(&self) -> &EtcdClient {
         &self.etcd
     }
 
     /// The UFM client.
-    pub fn ufm(&self) -> &UfmClient {
+    pub(crate) fn ufm(&self) -> &UfmClient {
         &self.ufm
     }
 
     /// The settings.
-    pub fn settings(&self) -> &Settings {
+    pub(crate) fn settings(&self) -> &Settings {
         &self.settings
     }
 
     /// The partitions owned now.
-    pub fn owned(&self) -> &BTreeSet<PKey> {
+    pub(crate) fn owned(&self) -> &BTreeSet<PKey> {
         &self.owned
     }
 
     /// Marks ownership kept in etcd to be read again before the next pass.
-    pub fn ownership_may_have_changed(&mut self) {
+    pub(crate) fn ownership_may_have_changed(&mut self) {
         if matches!(self.record, Some(Record::Etcd { .. })) {
             self.ownership_stale = true;
         }
@@ -179,7 +179,7 @@ impl Engine {
     }
 
     /// Reads both sides and plans, changing nothing.
-    pub fn plan(&self) -> Result<(Plan, i64), PassError> {
+    pub(crate) fn plan(&self) -> Result<(Plan, i64), PassError> {
         let prefix = &self.settings.prefix;
         let listing = self.etcd.list(prefix).map_err(PassError::Etcd)?;
         let entries = listing
@@ -234,7 +234,7 @@ impl Engine {
 
     /// One full pass: plan, apply, record ownership, report. `stop` is asked between UFM
     /// requests: on SIGTERM the request in flight finishes and the rest waits for next start.
-    pub fn pass(&mut self, stop: &mut dyn FnMut() -> bool) -> Result<PassReport, PassError> {
+    pub(crate) fn pass(&mut self, stop: &mut dyn FnMut() -> bool) -> Result<PassReport, PassError> {
         self.refresh_ownership()?;
         let (plan, revision) = self.plan()?;
         let applied = apply::apply(&plan.actions, &self.ufm, stop);

@@ -29,14 +29,14 @@ const FORMAT_VERSION: u32 = 1;
 
 /// The state file at a path.
 #[derive(Clone, Debug)]
-pub struct StateFile {
+pub(crate) struct StateFile {
     path: PathBuf,
 }
 
 impl StateFile {
     /// Opens the state file and reads the owned partitions; a file that does not exist yet
     /// means nothing is owned (first start), but its directory must exist.
-    pub fn open(path: &Path) -> Result<(StateFile, BTreeSet<PKey>), String> {
+    pub(crate) fn open(path: &Path) -> Result<(StateFile, BTreeSet<PKey>), String> {
         let dir = parent_dir(path);
         if !dir.is_dir() {
             return Err(format!(
@@ -64,14 +64,14 @@ impl StateFile {
     }
 
     /// Replaces the file with this ownership, atomically.
-    pub fn save(&self, owned: &BTreeSet<PKey>) -> Result<(), String> {
+    pub(crate) fn save(&self, owned: &BTreeSet<PKey>) -> Result<(), String> {
         crate::atomic_file::replace(&self.path, &render(owned))
             .map_err(|e| format!("state file not saved: {e}"))
     }
 }
 
 /// Where ownership is recorded.
-pub enum Record {
+pub(crate) enum Record {
     /// A local state file (one daemon).
     File(StateFile),
     /// An etcd key shared by the instances of a leader election, in the keyspace of the
@@ -81,7 +81,7 @@ pub enum Record {
 
 impl Record {
     /// Reads the ownership recorded in etcd; a missing key means nothing is owned yet.
-    pub fn load_from_etcd(etcd: &EtcdClient, key: &str) -> Result<BTreeSet<PKey>, String> {
+    pub(crate) fn load_from_etcd(etcd: &EtcdClient, key: &str) -> Result<BTreeSet<PKey>, String> {
         match etcd.get(key) {
             Ok(Some(kv)) => parse(&kv.value).map_err(|e| {
                 format!("ownership record {key} in etcd is corrupt ({e}): fix or delete it (partitions then count as unmanaged, not deleted)")
@@ -92,7 +92,7 @@ impl Record {
     }
 
     /// Records the ownership.
-    pub fn save(&self, owned: &BTreeSet<PKey>) -> Result<(), String> {
+    pub(crate) fn save(&self, owned: &BTreeSet<PKey>) -> Result<(), String> {
         match self {
             Record::File(file) => file.save(owned),
             Record::Etcd { etcd, key } => etcd

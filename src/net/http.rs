@@ -30,7 +30,7 @@ const SYSTEM_CA_BUNDLES: &[&str] = &[
 
 /// How to set up TLS for one server.
 #[derive(Clone, Debug, Default)]
-pub struct TlsOptions {
+pub(crate) struct TlsOptions {
     /// PEM file of CA certificates to trust instead of the system bundle.
     pub ca_file: Option<PathBuf>,
     /// Client certificate chain and key (PEM), for servers that require mutual TLS.
@@ -41,7 +41,7 @@ pub struct TlsOptions {
 
 /// How to set up one HTTP client.
 #[derive(Clone, Debug)]
-pub struct HttpOptions {
+pub(crate) struct HttpOptions {
     /// What the client talks to, for messages ("UFM", "etcd").
     pub service: &'static str,
     pub tls: TlsOptions,
@@ -53,7 +53,7 @@ pub struct HttpOptions {
 
 /// A failure to get any HTTP answer at all.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HttpError {
+pub(crate) struct HttpError {
     pub kind: HttpErrorKind,
     /// One line: what failed, with which URL.
     pub message: String,
@@ -61,7 +61,7 @@ pub struct HttpError {
 
 /// What kind of failure, so callers can decide to fail over or retry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HttpErrorKind {
+pub(crate) enum HttpErrorKind {
     /// Could not connect: refused, unreachable, unknown host.
     Connect,
     /// No answer within the timeout.
@@ -74,7 +74,7 @@ pub enum HttpErrorKind {
 
 impl HttpError {
     /// Whether another endpoint of the same service might answer.
-    pub fn is_unreachable(&self) -> bool {
+    pub(crate) fn is_unreachable(&self) -> bool {
         matches!(self.kind, HttpErrorKind::Connect | HttpErrorKind::Timeout)
     }
 }
@@ -87,7 +87,7 @@ impl fmt::Display for HttpError {
 
 /// An HTTP answer of any status, with its body.
 #[derive(Clone, Debug)]
-pub struct Response {
+pub(crate) struct Response {
     pub status: u16,
     pub content_type: String,
     /// Headers with lowercase names.
@@ -97,26 +97,17 @@ pub struct Response {
 
 impl Response {
     /// 2xx.
-    pub fn is_success(&self) -> bool {
+    pub(crate) fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }
 
     /// Whether the server sent a web page instead of an API answer (a login or error page).
-    pub fn is_html(&self) -> bool {
-        if self.content_type.to_ascii_lowercase().contains("html") {
-            return true;
-        }
-        let start = self
-            .body
-            .iter()
-            .position(|b| !b.is_ascii_whitespace())
-            .unwrap_or(self.body.len());
-        let head = &self.body[start..self.body.len().min(start + 15)];
-        head.first() == Some(&b'<')
+    pub(crate) fn is_html(&self) -> bool {
+        is_html(&self.content_type, &self.body)
     }
 
     /// The body as text, lossily, trimmed and cut to one short line for messages.
-    pub fn snippet(&self) -> String {
+    pub(crate) fn snippet(&self) -> String {
         let text = String::from_utf8_lossy(&self.body);
         let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
         if line.chars().count() > 200 {
@@ -127,7 +118,7 @@ impl Response {
     }
 
     /// The value of a header, by lowercase name.
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
@@ -135,14 +126,21 @@ impl Response {
     }
 
     /// Parses the body as JSON.
-    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+    pub(crate) fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         serde_json::from_slice(&self.body)
     }
 }
 
+/// Whether an answer is a web page (a login or error page) instead of an API answer: by its
+/// content type, or by a `<` as the first non-blank byte of its body.
+fn is_html(content_type: &str, body: &[u8]) -> bool {
+    content_type.to_ascii_lowercase().contains("html")
+        || body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'<')
+}
+
 /// How a request authenticates.
 #[derive(Clone, Copy, Debug)]
-pub enum Auth<'a> {
+pub(crate) enum Auth<'a> {
     None,
     /// HTTP Basic with user and password.
     Basic(&'a str, &'a Secret),
@@ -152,7 +150,7 @@ pub enum Auth<'a> {
 
 /// One request to send.
 #[derive(Debug)]
-pub struct Request<'a> {
+pub(crate) struct Request<'a> {
     pub method: &'a str,
     pub url: &'a str,
     pub auth: Auth<'a>,
@@ -162,7 +160,7 @@ pub struct Request<'a> {
 
 impl<'a> Request<'a> {
     /// A GET without a body.
-    pub fn get(url: &'a str, auth: Auth<'a>) -> Request<'a> {
+    pub(crate) fn get(url: &'a str, auth: Auth<'a>) -> Request<'a> {
         Request {
             method: "GET",
             url,
@@ -172,7 +170,12 @@ impl<'a> Request<'a> {
     }
 
     /// A request with a JSON body.
-    pub fn json(method: &'a str, url: &'a str, auth: Auth<'a>, body: &serde_json::Value) -> Self {
+    pub(crate) fn json(
+        method: &'a str,
+        url: &'a str,
+        auth: Auth<'a>,
+        body: &serde_json::Value,
+    ) -> Self {
         Request {
             method,
             url,
@@ -184,7 +187,7 @@ impl<'a> Request<'a> {
 
 /// Requests sent by one client (and its clones), by outcome, for the metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RequestCounts {
+pub(crate) struct RequestCounts {
     /// Answered with 2xx.
     pub success: u64,
     /// Answered with another status.
@@ -202,7 +205,7 @@ struct Counters {
 
 /// A configured HTTP client for one service.
 #[derive(Clone)]
-pub struct HttpClient {
+pub(crate) struct HttpClient {
     agent: ureq::Agent,
     service: &'static str,
     timeout: Duration,
@@ -212,14 +215,14 @@ pub struct HttpClient {
 impl HttpClient {
     /// Builds the client, reading and checking the CA and client certificate files now, so a
     /// wrong file is reported at start-up and not at the first request.
-    pub fn new(options: &HttpOptions) -> Result<HttpClient, String> {
+    pub(crate) fn new(options: &HttpOptions) -> Result<HttpClient, String> {
         let tls = build_tls_config(options.service, &options.tls)?;
         let proxy = match &options.proxy {
             Some(url) => Some(ureq::Proxy::new(url).map_err(|e| {
-                format!(
+                redact_userinfo(&format!(
                     "invalid {} proxy {url:?}: {e}: use http://host:port",
                     options.service
-                )
+                ))
             })?),
             None => None,
         };
@@ -244,7 +247,7 @@ impl HttpClient {
     }
 
     /// Requests sent so far by this client and its clones.
-    pub fn counts(&self) -> RequestCounts {
+    pub(crate) fn counts(&self) -> RequestCounts {
         RequestCounts {
             success: self.counters.success.load(Ordering::Relaxed),
             error_status: self.counters.error_status.load(Ordering::Relaxed),
@@ -262,12 +265,12 @@ impl HttpClient {
     }
 
     /// The configured timeout.
-    pub fn timeout(&self) -> Duration {
+    pub(crate) fn timeout(&self) -> Duration {
         self.timeout
     }
 
     /// Sends a request and reads the whole answer, whatever its status.
-    pub fn send(&self, request: &Request<'_>) -> Result<Response, HttpError> {
+    pub(crate) fn send(&self, request: &Request<'_>) -> Result<Response, HttpError> {
         log::debug!("{} {} {}", self.service, request.method, request.url);
         let mut response = self.agent.run(self.build(request)?).map_err(|e| {
             self.count(None);
@@ -306,7 +309,11 @@ impl HttpClient {
     /// Sends a request whose answer is a stream (etcd watch and long poll) and returns it
     /// once the status line and headers have arrived. Reads on the stream wait at most
     /// `poll` each, so a caller can check its signal flags while the stream is quiet.
-    pub fn open_stream(&self, request: &Request<'_>, poll: Duration) -> Result<Stream, HttpError> {
+    pub(crate) fn open_stream(
+        &self,
+        request: &Request<'_>,
+        poll: Duration,
+    ) -> Result<Stream, HttpError> {
         log::debug!(
             "{} {} {} (stream)",
             self.service,
@@ -371,7 +378,7 @@ impl HttpClient {
 }
 
 /// A streamed answer read line by line.
-pub struct Stream {
+pub(crate) struct Stream {
     pub status: u16,
     pub content_type: String,
     reader: std::io::BufReader<Box<dyn Read + Send>>,
@@ -383,7 +390,7 @@ pub struct Stream {
 
 /// What one read of a stream gave.
 #[derive(Debug, PartialEq, Eq)]
-pub enum StreamRead {
+pub(crate) enum StreamRead {
     /// A complete line (or the last bytes before the end), without its newline.
     Line(Vec<u8>),
     /// Nothing arrived within the poll time; the stream is still open.
@@ -394,7 +401,7 @@ pub enum StreamRead {
 
 impl Stream {
     /// Reads the next line, or says the stream was idle for one poll time or has ended.
-    pub fn next_line(&mut self) -> Result<StreamRead, HttpError> {
+    pub(crate) fn next_line(&mut self) -> Result<StreamRead, HttpError> {
         use std::io::BufRead;
         match self.reader.read_until(b'\n', &mut self.pending) {
             Ok(0) if self.pending.is_empty() => Ok(StreamRead::End),
@@ -423,25 +430,20 @@ impl Stream {
 
     /// The body as a buffered reader, to parse a large answer while it arrives instead of
     /// holding all of it.
-    pub fn reader(&mut self) -> &mut impl std::io::BufRead {
+    pub(crate) fn reader(&mut self) -> &mut impl std::io::BufRead {
         &mut self.reader
     }
 
     /// Whether the answer is a web page (by its type, or by a `<` first), looking at the
     /// first bytes without consuming them.
-    pub fn looks_like_html(&mut self) -> bool {
+    pub(crate) fn looks_like_html(&mut self) -> bool {
         use std::io::BufRead;
-        if self.content_type.to_ascii_lowercase().contains("html") {
-            return true;
-        }
-        match self.reader.fill_buf() {
-            Ok(head) => head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'<'),
-            Err(_) => false,
-        }
+        let head = self.reader.fill_buf().unwrap_or_default();
+        is_html(&self.content_type, head)
     }
 
     /// The whole (small) answer as a [`Response`], for error handling.
-    pub fn into_response(mut self) -> Result<Response, HttpError> {
+    pub(crate) fn into_response(mut self) -> Result<Response, HttpError> {
         let mut body = Vec::new();
         self.reader
             .by_ref()
@@ -464,7 +466,7 @@ impl Stream {
     }
 
     /// Reads the rest of the answer, waiting while `keep_waiting` says so.
-    pub fn read_to_end(
+    pub(crate) fn read_to_end(
         &mut self,
         mut keep_waiting: impl FnMut() -> bool,
     ) -> Result<Option<Vec<u8>>, HttpError> {
@@ -486,7 +488,7 @@ impl Stream {
 /// The base URLs of one service (etcd members, UFM hosts), tried in order starting from the
 /// one that answered last.
 #[derive(Clone, Debug)]
-pub struct Endpoints {
+pub(crate) struct Endpoints {
     service: &'static str,
     urls: Vec<String>,
     current: std::cell::Cell<usize>,
@@ -494,7 +496,7 @@ pub struct Endpoints {
 
 impl Endpoints {
     /// The endpoints of `service`, in order of preference.
-    pub fn new(service: &'static str, urls: Vec<String>) -> Endpoints {
+    pub(crate) fn new(service: &'static str, urls: Vec<String>) -> Endpoints {
         Endpoints {
             service,
             urls,
@@ -503,14 +505,14 @@ impl Endpoints {
     }
 
     /// The URLs, in configured order.
-    pub fn urls(&self) -> &[String] {
+    pub(crate) fn urls(&self) -> &[String] {
         &self.urls
     }
 
     /// Runs `call` with one base URL after the other until it gets an answer: only errors
     /// for which `unreachable` holds move on to the next endpoint (another member would give
     /// the same answer to anything else). Returns the last error when none answered.
-    pub fn with_failover<T, E: fmt::Display>(
+    pub(crate) fn with_failover<T, E: fmt::Display>(
         &self,
         mut call: impl FnMut(&str) -> Result<T, E>,
         unreachable: impl Fn(&E) -> bool,
@@ -545,8 +547,38 @@ impl Endpoints {
     }
 }
 
+/// `text` with the credentials of every `scheme://user:password@host` in it replaced, and of a
+/// bare `user:password@host`, for messages and `ufm-pkeyd config` (a proxy URL may carry them).
+pub(crate) fn redact_userinfo(text: &str) -> String {
+    if !text.contains("://") {
+        return match text.split_once('@') {
+            Some((_, host)) if !text.contains(['/', ' ']) => format!("<redacted>@{host}"),
+            _ => text.to_string(),
+        };
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("://") {
+        let (head, tail) = rest.split_at(start + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c == '/' || c == '"' || c.is_whitespace())
+            .unwrap_or(tail.len());
+        match tail[..end].rfind('@') {
+            Some(at) => {
+                out.push_str("<redacted>");
+                out.push_str(&tail[at..end]);
+            }
+            None => out.push_str(&tail[..end]),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// `Basic base64(user:password)`.
-pub fn basic_auth_header(user: &str, password: &Secret) -> String {
+pub(crate) fn basic_auth_header(user: &str, password: &Secret) -> String {
     let pair = format!("{user}:{}", password.expose());
     format!(
         "Basic {}",
@@ -572,7 +604,7 @@ fn describe_error(service: &str, url: &str, timeout: Duration, error: &ureq::Err
     };
     HttpError {
         kind,
-        message: format!("cannot reach {service} at {url}: {detail}"),
+        message: redact_userinfo(&format!("cannot reach {service} at {url}: {detail}")),
     }
 }
 
@@ -716,7 +748,7 @@ fn check_client_pair(service: &str, cert_path: &Path, key_path: &Path) -> Result
 }
 
 /// Percent-encodes one URL path segment (RFC 3986 unreserved characters stay as they are).
-pub fn encode_path_segment(segment: &str) -> String {
+pub(crate) fn encode_path_segment(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
     for byte in segment.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
@@ -729,7 +761,7 @@ pub fn encode_path_segment(segment: &str) -> String {
 }
 
 /// Percent-encodes a path that may hold `/` separators, keeping them.
-pub fn encode_path(path: &str) -> String {
+pub(crate) fn encode_path(path: &str) -> String {
     path.split('/')
         .map(encode_path_segment)
         .collect::<Vec<_>>()
@@ -737,7 +769,7 @@ pub fn encode_path(path: &str) -> String {
 }
 
 /// `application/x-www-form-urlencoded` encoding of one value.
-pub fn encode_form_value(value: &str) -> String {
+pub(crate) fn encode_form_value(value: &str) -> String {
     encode_path_segment(value)
 }
 
@@ -770,6 +802,20 @@ mod tests {
     fn paths_are_percent_encoded_but_keep_slashes() {
         assert_eq!(encode_path("/a b/0x1a"), "/a%20b/0x1a");
         assert_eq!(encode_form_value("{'a': 1}"), "%7B%27a%27%3A%201%7D");
+    }
+
+    #[test]
+    fn credentials_in_urls_are_redacted_wherever_they_appear() {
+        assert_eq!(
+            redact_userinfo("http://u:p@proxy:3128/x"),
+            "http://<redacted>@proxy:3128/x"
+        );
+        assert_eq!(
+            redact_userinfo("via \"http://u:p@a:1\" and https://b:2/ and http://x@c"),
+            "via \"http://<redacted>@a:1\" and https://b:2/ and http://<redacted>@c"
+        );
+        assert_eq!(redact_userinfo("http://proxy:3128"), "http://proxy:3128");
+        assert_eq!(redact_userinfo("admin:pw@ufm1"), "<redacted>@ufm1");
     }
 
     #[test]

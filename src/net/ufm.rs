@@ -22,11 +22,11 @@ use crate::secret::Secret;
 
 /// GUIDs per remove request: the GUIDs go in the URL, and UFM sits behind Apache, whose
 /// request line limit (8190 bytes) fits about 470 of them.
-pub const REMOVE_BATCH: usize = 200;
+pub(crate) const REMOVE_BATCH: usize = 200;
 
 /// Why a UFM call failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum UfmError {
+pub(crate) enum UfmError {
     /// No UFM host answered.
     Unreachable(String),
     /// Wrong credentials, token or role, or an HTML page where JSON was due.
@@ -75,7 +75,7 @@ impl From<UfmError> for crate::error::Error {
 
 /// Resolved UFM settings.
 #[derive(Clone, Debug)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Base URLs (`https://host:port`), tried in order.
     pub urls: Vec<String>,
     pub auth: Auth,
@@ -86,7 +86,7 @@ pub struct Settings {
 
 /// How to authenticate to UFM.
 #[derive(Clone, Debug)]
-pub enum Auth {
+pub(crate) enum Auth {
     /// HTTP Basic on `/ufmRest`.
     Basic { user: String, password: Secret },
     /// An access token on `/ufmRestV3`.
@@ -95,7 +95,7 @@ pub enum Auth {
 
 impl Auth {
     /// Who authenticates, for messages: the user name, never the secret.
-    pub fn who(&self) -> String {
+    pub(crate) fn who(&self) -> String {
         match self {
             Auth::Basic { user, .. } => format!("user {user:?}"),
             Auth::Token(_) => "the access token".to_string(),
@@ -104,7 +104,7 @@ impl Auth {
 }
 
 /// A client for one UFM (or an HA list of hosts tried in order).
-pub struct UfmClient {
+pub(crate) struct UfmClient {
     http: HttpClient,
     /// `https://host:port/ufmRest` or `…/ufmRestV3`, one per configured host.
     bases: Endpoints,
@@ -185,7 +185,7 @@ struct RawPartition {
 
 impl UfmClient {
     /// Builds a client; reads and checks the TLS files now.
-    pub fn new(settings: &Settings) -> Result<UfmClient, String> {
+    pub(crate) fn new(settings: &Settings) -> Result<UfmClient, String> {
         let http = HttpClient::new(&HttpOptions {
             service: "UFM",
             tls: settings.tls.clone(),
@@ -213,12 +213,12 @@ impl UfmClient {
     }
 
     /// Requests sent so far.
-    pub fn request_counts(&self) -> crate::net::http::RequestCounts {
+    pub(crate) fn request_counts(&self) -> crate::net::http::RequestCounts {
         self.http.counts()
     }
 
     /// UFM's release version (`GET /app/ufm_version`); also proves the credentials work.
-    pub fn version(&self) -> Result<String, UfmError> {
+    pub(crate) fn version(&self) -> Result<String, UfmError> {
         let response = self.call("GET", "/app/ufm_version", None)?;
         let value: serde_json::Value = self.json(&response, "/app/ufm_version")?;
         value
@@ -235,7 +235,7 @@ impl UfmClient {
 
     /// Every partition with its members (`?guids_data=true`), sorted by key. The answer
     /// (about 8 MB for 128,000 GUIDs) is parsed while it arrives, never held whole.
-    pub fn list_partitions(&self) -> Result<Vec<Partition>, UfmError> {
+    pub(crate) fn list_partitions(&self) -> Result<Vec<Partition>, UfmError> {
         let path = "/resources/pkeys?guids_data=true";
         let mut stream = self.call_stream(path)?;
         let mut deserializer = serde_json::Deserializer::from_reader(stream.reader());
@@ -248,7 +248,7 @@ impl UfmClient {
     }
 
     /// One partition with its members; `None` when UFM does not have it (404, or 200 `{}`).
-    pub fn get(&self, pkey: PKey) -> Result<Option<Partition>, UfmError> {
+    pub(crate) fn get(&self, pkey: PKey) -> Result<Option<Partition>, UfmError> {
         let path = format!("/resources/pkeys/{pkey}?guids_data=true");
         let response = match self.call("GET", &path, None) {
             Err(UfmError::NotFound(_)) => return Ok(None),
@@ -265,7 +265,12 @@ impl UfmClient {
     }
 
     /// Creates an empty partition (`POST /resources/pkeys/add`).
-    pub fn create(&self, pkey: PKey, index0: bool, ip_over_ib: bool) -> Result<(), UfmError> {
+    pub(crate) fn create(
+        &self,
+        pkey: PKey,
+        index0: bool,
+        ip_over_ib: bool,
+    ) -> Result<(), UfmError> {
         let body = json!({"pkey": pkey.to_string(), "index0": index0, "ip_over_ib": ip_over_ib});
         match self.call("POST", "/resources/pkeys/add", Some(&body)) {
             Err(UfmError::Api { status, message })
@@ -281,7 +286,7 @@ impl UfmClient {
 
     /// Adds GUIDs to a partition, creating it when missing (`POST /resources/pkeys`). One
     /// request for all GUIDs: the body has no length limit that matters here.
-    pub fn add_guids(
+    pub(crate) fn add_guids(
         &self,
         pkey: PKey,
         guids: &[Guid],
@@ -304,7 +309,7 @@ impl UfmClient {
 
     /// Removes GUIDs from a partition, in batches that keep each URL short. UFM deletes a
     /// partition whose last member is removed.
-    pub fn remove_guids(&self, pkey: PKey, guids: &[Guid]) -> Result<(), UfmError> {
+    pub(crate) fn remove_guids(&self, pkey: PKey, guids: &[Guid]) -> Result<(), UfmError> {
         for batch in guids.chunks(REMOVE_BATCH) {
             let list: Vec<String> = batch.iter().map(Guid::to_string).collect();
             let path = format!("/resources/pkeys/{pkey}/guids/{}", list.join(","));
@@ -314,7 +319,7 @@ impl UfmClient {
     }
 
     /// Deletes a partition with all its members.
-    pub fn delete(&self, pkey: PKey) -> Result<(), UfmError> {
+    pub(crate) fn delete(&self, pkey: PKey) -> Result<(), UfmError> {
         self.call("DELETE", &format!("/resources/pkeys/{pkey}"), None)
             .map(|_| ())
     }

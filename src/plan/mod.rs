@@ -20,7 +20,7 @@ use crate::model::{Guid, Join, Membership, PKey, Partition, PcoccEntry};
 /// How entries become UFM members: pcocc's own OpenSM writer puts VFs at index 0 (a VF needs
 /// its partition there) and keeps host ports' index 0 for the default partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Policy {
+pub(crate) struct Policy {
     pub host_index0: bool,
     pub vf_index0: bool,
     pub membership: Membership,
@@ -40,14 +40,14 @@ impl Default for Policy {
 
 /// One partition as etcd wants it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DesiredPartition {
+pub(crate) struct DesiredPartition {
     pub members: BTreeMap<Guid, Join>,
     pub ip_over_ib: bool,
 }
 
 /// An etcd key under the prefix that cannot be used, and why.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Invalid {
+pub(crate) struct Invalid {
     pub key: String,
     /// The partition it names, when the name is a PKey: that partition is left untouched.
     pub pkey: Option<PKey>,
@@ -56,7 +56,7 @@ pub struct Invalid {
 
 /// What etcd wants, read from one complete listing of the prefix.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Desired {
+pub(crate) struct Desired {
     pub partitions: BTreeMap<PKey, DesiredPartition>,
     pub invalid: Vec<Invalid>,
     /// How many keys the listing held, valid or not.
@@ -64,7 +64,7 @@ pub struct Desired {
 }
 
 /// Builds the desired state from every key under `prefix`, given as (key, value) pairs.
-pub fn desired_from_listing<'a>(
+pub(crate) fn desired_from_listing<'a>(
     prefix: &str,
     entries: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     policy: &Policy,
@@ -144,7 +144,7 @@ fn desired_entry(name: &str, value: &[u8], policy: &Policy) -> EntryResult {
 
 /// One UFM change.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Add (or re-add with new settings) GUIDs; creates the partition when it is missing.
     Add {
         pkey: PKey,
@@ -161,7 +161,7 @@ pub enum Action {
 
 impl Action {
     /// The partition the action changes.
-    pub fn pkey(&self) -> PKey {
+    pub(crate) fn pkey(&self) -> PKey {
         match self {
             Action::Add { pkey, .. } | Action::Remove { pkey, .. } | Action::Delete { pkey } => {
                 *pkey
@@ -171,7 +171,7 @@ impl Action {
 
     /// A short description, for logs and the dry-run output: "create with 2 GUIDs (full,
     /// index0 on)", "remove 1 GUID", "delete partition".
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let guid_count = |n: usize| format!("{n} GUID{}", if n == 1 { "" } else { "s" });
         match self {
             Action::Add {
@@ -194,7 +194,7 @@ impl Action {
 
 /// When one pass may delete partitions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DeleteGuard {
+pub(crate) struct DeleteGuard {
     /// More deletions than this in one pass, and more than half of those owned, are refused.
     pub max_deletes: usize,
     /// The operator confirmed (`--allow-mass-delete`).
@@ -214,7 +214,7 @@ impl DeleteGuard {
     /// Why `deletes` deletions out of `owned` owned partitions are refused, if they are. An
     /// empty prefix that would delete several partitions looks like a wrong prefix or keyspace
     /// (`--etcd-api`), not like the end of every job at once.
-    pub fn refusal(&self, deletes: usize, owned: usize, keys_read: usize) -> Option<String> {
+    pub(crate) fn refusal(&self, deletes: usize, owned: usize, keys_read: usize) -> Option<String> {
         if self.allow_mass_delete || deletes == 0 {
             return None;
         }
@@ -235,7 +235,7 @@ impl DeleteGuard {
 
 /// Everything one pass should do and report.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Changes in the order they must be applied.
     pub actions: Vec<Action>,
     /// Valid entries whose partitions are already as etcd wants: owned from now on.
@@ -252,7 +252,7 @@ pub struct Plan {
 }
 
 /// Plans one pass. `actual` holds every partition UFM reported, 0x7fff included.
-pub fn plan(
+pub(crate) fn plan(
     desired: &Desired,
     actual: &BTreeMap<PKey, Partition>,
     owned: &BTreeSet<PKey>,
@@ -305,7 +305,7 @@ pub fn plan(
 
 /// Turns every planned deletion into a refused one, for a reason found outside the planner
 /// (the prefix is empty here but not in the other etcd keyspace).
-pub fn refuse_deletions(plan: &mut Plan, reason: String) {
+pub(crate) fn refuse_deletions(plan: &mut Plan, reason: String) {
     let (deletes, others): (Vec<Action>, Vec<Action>) = plan
         .actions
         .drain(..)
@@ -361,7 +361,7 @@ fn sync_partition(pkey: PKey, want: &DesiredPartition, have: Option<&Partition>)
 /// Ownership after a pass: partitions synced or created from etcd are owned; deleted and
 /// forgotten ones are not. `succeeded` and `failed` list the partitions whose actions did or
 /// did not all go through; a partition with any successful change is owned (we touched it).
-pub fn next_owned(
+pub(crate) fn next_owned(
     owned: &BTreeSet<PKey>,
     plan: &Plan,
     succeeded: &BTreeSet<PKey>,

@@ -16,14 +16,14 @@ use crate::secret::Secret;
 
 /// Which etcd API (and so which keyspace) to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Api {
+pub(crate) enum Api {
     V2,
     V3,
 }
 
 impl Api {
     /// The other API, for "nothing here, but the other keyspace has keys" hints.
-    pub fn other(self) -> Api {
+    pub(crate) fn other(self) -> Api {
         match self {
             Api::V2 => Api::V3,
             Api::V3 => Api::V2,
@@ -50,7 +50,7 @@ impl fmt::Display for Api {
 
 /// Resolved etcd settings.
 #[derive(Clone, Debug)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Full base URLs, tried in order.
     pub endpoints: Vec<String>,
     pub api: Api,
@@ -115,7 +115,7 @@ trait Keyspace {
 
 /// One key and its value.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeyValue {
+pub(crate) struct KeyValue {
     pub key: String,
     pub value: Vec<u8>,
     /// The v3 mod_revision or the v2 modifiedIndex of the key.
@@ -124,7 +124,7 @@ pub struct KeyValue {
 
 /// Every key under a prefix, and the store revision (v3) or index (v2) the read saw.
 #[derive(Clone, Debug, Default)]
-pub struct Listing {
+pub(crate) struct Listing {
     pub kvs: Vec<KeyValue>,
     pub revision: i64,
 }
@@ -134,7 +134,7 @@ const WATCH_POLL: Duration = Duration::from_millis(250);
 
 /// What ended a wait for changes under a prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WaitOutcome {
+pub(crate) enum WaitOutcome {
     /// A key under the prefix was written or deleted.
     Changed,
     /// The watch cannot go on from where it was (history compacted or cleared, stream ended):
@@ -147,14 +147,14 @@ pub enum WaitOutcome {
 /// What proves this instance holds the election key: the v3 lease it is attached to, or,
 /// with v2, the TTL key itself (refreshed by comparing its value with our identity).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Claim {
+pub(crate) enum Claim {
     Lease(String),
     TtlKey,
 }
 
 /// Why an etcd call failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum EtcdError {
+pub(crate) enum EtcdError {
     /// No endpoint answered.
     Unreachable(String),
     /// etcd refused our credentials or our permissions.
@@ -198,7 +198,7 @@ impl From<EtcdError> for crate::error::Error {
 /// A client for one etcd cluster through one API. A clone shares the connection pool and
 /// keeps its own auth token.
 #[derive(Clone)]
-pub struct EtcdClient {
+pub(crate) struct EtcdClient {
     http: HttpClient,
     endpoints: Endpoints,
     api: Api,
@@ -210,7 +210,7 @@ pub struct EtcdClient {
 
 impl EtcdClient {
     /// Builds a client; reads and checks the TLS files now.
-    pub fn new(settings: &Settings) -> Result<EtcdClient, String> {
+    pub(crate) fn new(settings: &Settings) -> Result<EtcdClient, String> {
         let http = HttpClient::new(&HttpOptions {
             service: "etcd",
             tls: settings.tls.clone(),
@@ -229,7 +229,7 @@ impl EtcdClient {
 
     /// The same cluster and credentials through the other API, for "nothing here, but the
     /// other keyspace has keys" checks.
-    pub fn other_keyspace(&self) -> EtcdClient {
+    pub(crate) fn other_keyspace(&self) -> EtcdClient {
         EtcdClient {
             api: self.api.other(),
             ..self.clone()
@@ -237,17 +237,17 @@ impl EtcdClient {
     }
 
     /// Requests sent so far (this client and its clones).
-    pub fn request_counts(&self) -> crate::net::http::RequestCounts {
+    pub(crate) fn request_counts(&self) -> crate::net::http::RequestCounts {
         self.http.counts()
     }
 
     /// The API this client speaks.
-    pub fn api(&self) -> Api {
+    pub(crate) fn api(&self) -> Api {
         self.api
     }
 
     /// Every key whose name starts with `prefix` ("" for all keys), sorted by key.
-    pub fn list(&self, prefix: &str) -> Result<Listing, EtcdError> {
+    pub(crate) fn list(&self, prefix: &str) -> Result<Listing, EtcdError> {
         let keyspace = self.api.keyspace();
         let mut listing = self.with_failover(|base| keyspace.list(self, base, prefix))?;
         listing.kvs.sort_by(|a, b| a.key.cmp(&b.key));
@@ -255,19 +255,19 @@ impl EtcdClient {
     }
 
     /// One key, or `None` when it does not exist.
-    pub fn get(&self, key: &str) -> Result<Option<KeyValue>, EtcdError> {
+    pub(crate) fn get(&self, key: &str) -> Result<Option<KeyValue>, EtcdError> {
         let keyspace = self.api.keyspace();
         self.with_failover(|base| keyspace.get(self, base, key))
     }
 
     /// Writes a key, with a time to live in seconds if given.
-    pub fn put(&self, key: &str, value: &[u8], ttl: Option<u64>) -> Result<(), EtcdError> {
+    pub(crate) fn put(&self, key: &str, value: &[u8], ttl: Option<u64>) -> Result<(), EtcdError> {
         let keyspace = self.api.keyspace();
         self.with_failover(|base| keyspace.put(self, base, key, value, ttl))
     }
 
     /// Deletes a key; `NotFound` when it did not exist.
-    pub fn delete(&self, key: &str) -> Result<(), EtcdError> {
+    pub(crate) fn delete(&self, key: &str) -> Result<(), EtcdError> {
         let keyspace = self.api.keyspace();
         self.with_failover(|base| keyspace.delete(self, base, key))
     }
@@ -275,7 +275,7 @@ impl EtcdClient {
     /// Blocks until a key under `prefix` changes after `revision` (the revision or index of
     /// the last complete listing), or until `keep_waiting` returns false. `keep_waiting` is
     /// called at least every quarter second, so a signal or deadline is noticed quickly.
-    pub fn wait_for_change(
+    pub(crate) fn wait_for_change(
         &self,
         prefix: &str,
         revision: i64,
@@ -288,7 +288,7 @@ impl EtcdClient {
     /// Tries to take the election `key` for `identity` with a time to live of `ttl` seconds.
     /// `None` when another instance holds it. One read when the key is taken, so a standby
     /// asking every second costs one small request.
-    pub fn campaign(
+    pub(crate) fn campaign(
         &self,
         key: &str,
         identity: &str,
@@ -299,7 +299,7 @@ impl EtcdClient {
     }
 
     /// Extends the claim by `ttl` seconds; `false` when it was lost (expired or taken).
-    pub fn refresh_claim(
+    pub(crate) fn refresh_claim(
         &self,
         key: &str,
         identity: &str,
@@ -311,13 +311,13 @@ impl EtcdClient {
     }
 
     /// Gives the election key up at once, so a standby need not wait for the TTL.
-    pub fn resign(&self, key: &str, identity: &str, claim: &Claim) -> Result<(), EtcdError> {
+    pub(crate) fn resign(&self, key: &str, identity: &str, claim: &Claim) -> Result<(), EtcdError> {
         let keyspace = self.api.keyspace();
         self.with_failover(|base| keyspace.resign(self, base, (key, identity), claim))
     }
 
     /// The etcd server version (`GET /version`), as a connectivity check.
-    pub fn version(&self) -> Result<String, EtcdError> {
+    pub(crate) fn version(&self) -> Result<String, EtcdError> {
         self.with_failover(|base| {
             let url = format!("{base}/version");
             let response = self.http.send(&crate::net::http::Request::get(
