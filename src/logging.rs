@@ -22,9 +22,11 @@ pub(crate) fn init(debug: bool) {
     } else {
         "info"
     };
-    let mut builder =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default));
-    if debug && std::env::var_os("RUST_LOG").is_some() {
+    let env = || env_logger::Env::default().default_filter_or(default);
+    let mut builder = env_logger::Builder::from_env(env());
+    // --debug raises ufm-pkeyd's records to debug at least: RUST_LOG=warn does not hide them,
+    // and RUST_LOG=trace still shows trace.
+    if debug && !env_logger::Builder::from_env(env()).build().enabled(&own_debug()) {
         builder.filter_module("ufm_pkeyd", LevelFilter::Debug);
     }
     if stderr_is_journal() {
@@ -51,6 +53,14 @@ pub(crate) fn init(debug: bool) {
     if log::set_boxed_logger(Box::new(Redacting { inner })).is_ok() {
         log::set_max_level(max);
     }
+}
+
+/// A debug record of this crate, to ask a filter whether it would pass.
+fn own_debug() -> Metadata<'static> {
+    Metadata::builder()
+        .target("ufm_pkeyd")
+        .level(Level::Debug)
+        .build()
 }
 
 /// Drops wire-level records from HTTP and TLS libraries.

@@ -354,6 +354,12 @@ fn wrong_etcd_password_is_not_in_trace_logs() {
             .env("RUST_LOG", "trace")
             .run();
         run.assert_code(1);
+        // The control: trace logging was on, and a request carrying the password went out.
+        assert!(
+            run.stderr.contains("trace: etcd request headers:"),
+            "{api}: no trace output, so this test would prove nothing:\n{}",
+            run.stderr
+        );
         assert!(
             !run.reveals(wrong),
             "{api}: the password can be read from the log"

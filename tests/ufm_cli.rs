@@ -457,6 +457,13 @@ fn wrong_password_is_not_in_trace_logs() {
     let wrong = "Wr0ng-Passw0rd";
     let run = list_with_password(&sim, wrong, &["--debug"], &[("RUST_LOG", "trace")]);
     run.assert_code(1);
+    // The control: trace logging was on, and the request with the password went out.
+    assert!(
+        run.stderr.contains("trace: UFM request headers: accept, authorization"),
+        "no trace output, so this test would prove nothing:\n{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("HTTP 401"), "{}", run.stderr);
     assert!(!run.reveals(wrong), "{run:?}");
     assert!(
         !run.reveals(&B64.encode(format!("admin:{wrong}"))),

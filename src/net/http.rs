@@ -366,10 +366,22 @@ impl HttpClient {
             }
             None => Vec::new(),
         };
-        builder.body(body).map_err(|e| HttpError {
+        let built = builder.body(body).map_err(|e| HttpError {
             kind: HttpErrorKind::Other,
             message: format!("invalid {} URL {}: {e}", self.service, request.url),
-        })
+        })?;
+        // Header names only: their values may be credentials.
+        log::trace!(
+            "{} request headers: {}",
+            self.service,
+            built
+                .headers()
+                .keys()
+                .map(|name| name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok(built)
     }
 
     fn error(&self, url: &str, error: &ureq::Error) -> HttpError {
