@@ -26,7 +26,11 @@ pub(crate) fn init(debug: bool) {
     let mut builder = env_logger::Builder::from_env(env());
     // --debug raises ufm-pkeyd's records to debug at least: RUST_LOG=warn does not hide them,
     // and RUST_LOG=trace still shows trace.
-    if debug && !env_logger::Builder::from_env(env()).build().enabled(&own_debug()) {
+    if debug
+        && !env_logger::Builder::from_env(env())
+            .build()
+            .enabled(&own_debug())
+    {
         builder.filter_module("ufm_pkeyd", LevelFilter::Debug);
     }
     if stderr_is_journal() {

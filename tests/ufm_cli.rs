@@ -459,7 +459,8 @@ fn wrong_password_is_not_in_trace_logs() {
     run.assert_code(1);
     // The control: trace logging was on, and the request with the password went out.
     assert!(
-        run.stderr.contains("trace: UFM request headers: accept, authorization"),
+        run.stderr
+            .contains("trace: UFM request headers: accept, authorization"),
         "no trace output, so this test would prove nothing:\n{}",
         run.stderr
     );

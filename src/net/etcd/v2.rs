@@ -45,216 +45,236 @@ struct V2Error {
     message: String,
 }
 
-fn list(client: &EtcdClient, base: &str, prefix: &str) -> Result<Listing, EtcdError> {
-    let prefix = absolute(prefix);
-    // The directory holding the prefix: "/a/b/" lists /a/b, "/a/b/0x2" lists /a/b too.
-    let dir = &prefix[..prefix.rfind('/').map_or(0, |i| i + 1)];
-    let url = format!(
-        "{base}/v2/keys{}?recursive=true&sorted=true",
-        encode_path(dir)
-    );
-    let response = send(client, &Request::get(&url, auth(client)))?;
-    let revision = etcd_index(&response);
-    if !response.is_success() {
-        return match v2_error(&response) {
-            Some(e) if e.error_code == KEY_NOT_FOUND => Ok(Listing {
-                kvs: Vec::new(),
-                revision,
-            }),
-            _ => Err(classify(&url, &response)),
-        };
-    }
-    let root: NodeResponse = json_body(&response, &url)?;
-    let mut kvs = Vec::new();
-    collect_leaves(root.node, &mut kvs);
-    kvs.retain(|kv| kv.key.starts_with(prefix.as_str()));
-    Ok(Listing { kvs, revision })
-}
+/// The v2 keys API.
+pub(super) struct V2;
 
-fn get(client: &EtcdClient, base: &str, key: &str) -> Result<Option<KeyValue>, EtcdError> {
-    let key = absolute(key);
-    let url = format!("{base}/v2/keys{}", encode_path(&key));
-    let response = send(client, &Request::get(&url, auth(client)))?;
-    if !response.is_success() {
-        return match v2_error(&response) {
-            Some(e) if e.error_code == KEY_NOT_FOUND => Ok(None),
-            _ => Err(classify(&url, &response)),
-        };
-    }
-    let node = json_body::<NodeResponse>(&response, &url)?.node;
-    if node.dir {
-        return Err(EtcdError::Api(format!(
-            "etcd key {key} is a v2 directory, not a key: use --list --prefix {key}/"
-        )));
-    }
-    Ok(Some(KeyValue {
-        key,
-        value: node.value.unwrap_or_default().into_bytes(),
-        mod_revision: node.modified_index,
-    }))
-}
-
-fn put(
-    client: &EtcdClient,
-    base: &str,
-    key: &str,
-    value: &[u8],
-    ttl: Option<u64>,
-) -> Result<(), EtcdError> {
-    let text = std::str::from_utf8(value).map_err(|_| {
-        EtcdError::Api("the v2 API stores text only: the value is not UTF-8".into())
-    })?;
-    let mut form = format!("value={}", encode_form_value(text));
-    if let Some(ttl) = ttl {
-        form.push_str(&format!("&ttl={ttl}"));
-    }
-    let (url, response) = put_form(client, base, key, "", form)?;
-    if response.is_success() {
-        Ok(())
-    } else {
-        Err(classify(&url, &response))
-    }
-}
-
-fn delete(client: &EtcdClient, base: &str, key: &str) -> Result<(), EtcdError> {
-    let key = absolute(key);
-    let url = format!("{base}/v2/keys{}", encode_path(&key));
-    let request = Request {
-        method: "DELETE",
-        url: &url,
-        auth: auth(client),
-        body: None,
-    };
-    let response = send(client, &request)?;
-    if response.is_success() {
-        return Ok(());
-    }
-    match v2_error(&response) {
-        Some(e) if e.error_code == KEY_NOT_FOUND => {
-            Err(EtcdError::NotFound(format!("etcd key {key} not found")))
-        }
-        _ => Err(classify(&url, &response)),
-    }
-}
-
-/// Long-polls the prefix's directory from `revision + 1` (`?wait=true&recursive=true`). etcd
-/// sends the status at once and the body when an event happens; the event may concern a key
-/// of the directory outside the prefix, in which case the poll goes on after it.
-fn watch(
-    client: &EtcdClient,
-    base: &str,
-    prefix: &str,
-    revision: i64,
-    keep_waiting: &mut dyn FnMut() -> bool,
-) -> Result<WaitOutcome, EtcdError> {
-    let prefix = absolute(prefix);
-    let dir = &prefix[..prefix.rfind('/').map_or(0, |i| i + 1)];
-    let mut wait_index = revision + 1;
-    loop {
+impl Keyspace for V2 {
+    fn list(&self, client: &EtcdClient, base: &str, prefix: &str) -> Result<Listing, EtcdError> {
+        let prefix = absolute(prefix);
+        // The directory holding the prefix: "/a/b/" lists /a/b, "/a/b/0x2" lists /a/b too.
+        let dir = &prefix[..prefix.rfind('/').map_or(0, |i| i + 1)];
         let url = format!(
-            "{base}/v2/keys{}?wait=true&recursive=true&waitIndex={wait_index}",
+            "{base}/v2/keys{}?recursive=true&sorted=true",
             encode_path(dir)
         );
-        let mut stream = client
-            .http
-            .open_stream(&Request::get(&url, auth(client)), WATCH_POLL)?;
-        let status = stream.status;
-        let Some(body) = stream.read_to_end(&mut *keep_waiting)? else {
-            return Ok(WaitOutcome::Stopped);
-        };
-        let response = Response {
-            status,
-            content_type: String::new(),
-            headers: Vec::new(),
-            body,
-        };
+        let response = send(client, &Request::get(&url, auth(client)))?;
+        let revision = etcd_index(&response);
         if !response.is_success() {
             return match v2_error(&response) {
-                Some(e) if e.error_code == EVENT_INDEX_CLEARED => {
-                    log::info!(
-                        "etcd v2 history no longer holds index {wait_index}; reading the prefix again"
-                    );
-                    Ok(WaitOutcome::Resync)
-                }
+                Some(e) if e.error_code == KEY_NOT_FOUND => Ok(Listing {
+                    kvs: Vec::new(),
+                    revision,
+                }),
                 _ => Err(classify(&url, &response)),
             };
         }
-        #[derive(Deserialize)]
-        struct Event {
-            node: Node,
+        let root: NodeResponse = json_body(&response, &url)?;
+        let mut kvs = Vec::new();
+        collect_leaves(root.node, &mut kvs);
+        kvs.retain(|kv| kv.key.starts_with(prefix.as_str()));
+        Ok(Listing { kvs, revision })
+    }
+
+    fn get(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        key: &str,
+    ) -> Result<Option<KeyValue>, EtcdError> {
+        let key = absolute(key);
+        let url = format!("{base}/v2/keys{}", encode_path(&key));
+        let response = send(client, &Request::get(&url, auth(client)))?;
+        if !response.is_success() {
+            return match v2_error(&response) {
+                Some(e) if e.error_code == KEY_NOT_FOUND => Ok(None),
+                _ => Err(classify(&url, &response)),
+            };
         }
-        let event: Event = json_body(&response, &url)?;
-        if event
-            .node
-            .key
-            .as_deref()
-            .is_some_and(|k| k.starts_with(prefix.as_str()))
-        {
-            return Ok(WaitOutcome::Changed);
+        let node = json_body::<NodeResponse>(&response, &url)?.node;
+        if node.dir {
+            return Err(EtcdError::Api(format!(
+                "etcd key {key} is a v2 directory, not a key: use --list --prefix {key}/"
+            )));
         }
-        wait_index = event.node.modified_index.max(wait_index) + 1;
+        Ok(Some(KeyValue {
+            key,
+            value: node.value.unwrap_or_default().into_bytes(),
+            mod_revision: node.modified_index,
+        }))
     }
-}
 
-/// Election: create the TTL key only if it does not exist (`prevExist=false`).
-fn campaign(
-    client: &EtcdClient,
-    base: &str,
-    key: &str,
-    identity: &str,
-    ttl: u64,
-) -> Result<Option<Claim>, EtcdError> {
-    let form = format!("value={}&ttl={ttl}", encode_form_value(identity));
-    let (url, response) = put_form(client, base, key, "prevExist=false", form)?;
-    match response.status {
-        200 | 201 => Ok(Some(Claim::TtlKey)),
-        412 => Ok(None),
-        _ => Err(classify(&url, &response)),
+    fn put(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        key: &str,
+        value: &[u8],
+        ttl: Option<u64>,
+    ) -> Result<(), EtcdError> {
+        let text = std::str::from_utf8(value).map_err(|_| {
+            EtcdError::Api("the v2 API stores text only: the value is not UTF-8".into())
+        })?;
+        let mut form = format!("value={}", encode_form_value(text));
+        if let Some(ttl) = ttl {
+            form.push_str(&format!("&ttl={ttl}"));
+        }
+        let (url, response) = put_form(client, base, key, "", form)?;
+        if response.is_success() {
+            Ok(())
+        } else {
+            Err(classify(&url, &response))
+        }
     }
-}
 
-/// Extends the TTL key if it still holds our identity (`prevValue`), without a new value
-/// (`refresh=true` does not wake watchers).
-fn refresh(
-    client: &EtcdClient,
-    base: &str,
-    key: &str,
-    identity: &str,
-    ttl: u64,
-) -> Result<bool, EtcdError> {
-    let condition = format!("prevExist=true&prevValue={}", encode_form_value(identity));
-    let (url, response) = put_form(
-        client,
-        base,
-        key,
-        &condition,
-        format!("ttl={ttl}&refresh=true"),
-    )?;
-    match response.status {
-        200 | 201 => Ok(true),
-        404 | 412 => Ok(false),
-        _ => Err(classify(&url, &response)),
+    fn delete(&self, client: &EtcdClient, base: &str, key: &str) -> Result<(), EtcdError> {
+        let key = absolute(key);
+        let url = format!("{base}/v2/keys{}", encode_path(&key));
+        let request = Request {
+            method: "DELETE",
+            url: &url,
+            auth: auth(client),
+            body: None,
+        };
+        let response = send(client, &request)?;
+        if response.is_success() {
+            return Ok(());
+        }
+        match v2_error(&response) {
+            Some(e) if e.error_code == KEY_NOT_FOUND => {
+                Err(EtcdError::NotFound(format!("etcd key {key} not found")))
+            }
+            _ => Err(classify(&url, &response)),
+        }
     }
-}
 
-/// Deletes the TTL key if it still holds our identity.
-fn resign(client: &EtcdClient, base: &str, key: &str, identity: &str) -> Result<(), EtcdError> {
-    let key = absolute(key);
-    let url = format!(
-        "{base}/v2/keys{}?prevValue={}",
-        encode_path(&key),
-        encode_form_value(identity)
-    );
-    let request = Request {
-        method: "DELETE",
-        url: &url,
-        auth: auth(client),
-        body: None,
-    };
-    let response = send(client, &request)?;
-    match response.status {
-        200 | 404 | 412 => Ok(()),
-        _ => Err(classify(&url, &response)),
+    /// Long-polls the prefix's directory from `revision + 1` (`?wait=true&recursive=true`). etcd
+    /// sends the status at once and the body when an event happens; the event may concern a key
+    /// of the directory outside the prefix, in which case the poll goes on after it.
+    fn watch(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        prefix: &str,
+        revision: i64,
+        keep_waiting: &mut dyn FnMut() -> bool,
+    ) -> Result<WaitOutcome, EtcdError> {
+        let prefix = absolute(prefix);
+        let dir = &prefix[..prefix.rfind('/').map_or(0, |i| i + 1)];
+        let mut wait_index = revision + 1;
+        loop {
+            let url = format!(
+                "{base}/v2/keys{}?wait=true&recursive=true&waitIndex={wait_index}",
+                encode_path(dir)
+            );
+            let mut stream = client
+                .http
+                .open_stream(&Request::get(&url, auth(client)), WATCH_POLL)?;
+            let status = stream.status;
+            let Some(body) = stream.read_to_end(&mut *keep_waiting)? else {
+                return Ok(WaitOutcome::Stopped);
+            };
+            let response = Response {
+                status,
+                content_type: String::new(),
+                headers: Vec::new(),
+                body,
+            };
+            if !response.is_success() {
+                return match v2_error(&response) {
+                    Some(e) if e.error_code == EVENT_INDEX_CLEARED => {
+                        log::info!(
+                            "etcd v2 history no longer holds index {wait_index}; reading the prefix again"
+                        );
+                        Ok(WaitOutcome::Resync)
+                    }
+                    _ => Err(classify(&url, &response)),
+                };
+            }
+            #[derive(Deserialize)]
+            struct Event {
+                node: Node,
+            }
+            let event: Event = json_body(&response, &url)?;
+            if event
+                .node
+                .key
+                .as_deref()
+                .is_some_and(|k| k.starts_with(prefix.as_str()))
+            {
+                return Ok(WaitOutcome::Changed);
+            }
+            wait_index = event.node.modified_index.max(wait_index) + 1;
+        }
+    }
+
+    /// Election: create the TTL key only if it does not exist (`prevExist=false`).
+    fn campaign(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        key: &str,
+        identity: &str,
+        ttl: u64,
+    ) -> Result<Option<Claim>, EtcdError> {
+        let form = format!("value={}&ttl={ttl}", encode_form_value(identity));
+        let (url, response) = put_form(client, base, key, "prevExist=false", form)?;
+        match response.status {
+            200 | 201 => Ok(Some(Claim::TtlKey)),
+            412 => Ok(None),
+            _ => Err(classify(&url, &response)),
+        }
+    }
+
+    /// Extends the TTL key if it still holds our identity (`prevValue`), without a new value
+    /// (`refresh=true` does not wake watchers).
+    fn refresh(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        (key, identity): (&str, &str),
+        _claim: &Claim,
+        ttl: u64,
+    ) -> Result<bool, EtcdError> {
+        let condition = format!("prevExist=true&prevValue={}", encode_form_value(identity));
+        let (url, response) = put_form(
+            client,
+            base,
+            key,
+            &condition,
+            format!("ttl={ttl}&refresh=true"),
+        )?;
+        match response.status {
+            200 | 201 => Ok(true),
+            404 | 412 => Ok(false),
+            _ => Err(classify(&url, &response)),
+        }
+    }
+
+    /// Deletes the TTL key if it still holds our identity.
+    fn resign(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        (key, identity): (&str, &str),
+        _claim: &Claim,
+    ) -> Result<(), EtcdError> {
+        let key = absolute(key);
+        let url = format!(
+            "{base}/v2/keys{}?prevValue={}",
+            encode_path(&key),
+            encode_form_value(identity)
+        );
+        let request = Request {
+            method: "DELETE",
+            url: &url,
+            auth: auth(client),
+            body: None,
+        };
+        let response = send(client, &request)?;
+        match response.status {
+            200 | 404 | 412 => Ok(()),
+            _ => Err(classify(&url, &response)),
+        }
     }
 }
 
@@ -349,82 +369,5 @@ fn collect_leaves(node: Node, out: &mut Vec<KeyValue>) {
             value: node.value.unwrap_or_default().into_bytes(),
             mod_revision: node.modified_index,
         });
-    }
-}
-
-/// The v2 keys API.
-pub(super) struct V2;
-
-impl Keyspace for V2 {
-    fn list(&self, client: &EtcdClient, base: &str, prefix: &str) -> Result<Listing, EtcdError> {
-        list(client, base, prefix)
-    }
-
-    fn get(
-        &self,
-        client: &EtcdClient,
-        base: &str,
-        key: &str,
-    ) -> Result<Option<KeyValue>, EtcdError> {
-        get(client, base, key)
-    }
-
-    fn put(
-        &self,
-        client: &EtcdClient,
-        base: &str,
-        key: &str,
-        value: &[u8],
-        ttl: Option<u64>,
-    ) -> Result<(), EtcdError> {
-        put(client, base, key, value, ttl)
-    }
-
-    fn delete(&self, client: &EtcdClient, base: &str, key: &str) -> Result<(), EtcdError> {
-        delete(client, base, key)
-    }
-
-    fn watch(
-        &self,
-        client: &EtcdClient,
-        base: &str,
-        prefix: &str,
-        revision: i64,
-        keep_waiting: &mut dyn FnMut() -> bool,
-    ) -> Result<WaitOutcome, EtcdError> {
-        watch(client, base, prefix, revision, keep_waiting)
-    }
-
-    fn campaign(
-        &self,
-        client: &EtcdClient,
-        base: &str,
-        key: &str,
-        identity: &str,
-        ttl: u64,
-    ) -> Result<Option<Claim>, EtcdError> {
-        campaign(client, base, key, identity, ttl)
-    }
-
-    /// The claim is the TTL key itself: refreshed while it still holds our identity.
-    fn refresh(
-        &self,
-        client: &EtcdClient,
-        base: &str,
-        (key, identity): (&str, &str),
-        _claim: &Claim,
-        ttl: u64,
-    ) -> Result<bool, EtcdError> {
-        refresh(client, base, key, identity, ttl)
-    }
-
-    fn resign(
-        &self,
-        client: &EtcdClient,
-        base: &str,
-        (key, identity): (&str, &str),
-        _claim: &Claim,
-    ) -> Result<(), EtcdError> {
-        resign(client, base, key, identity)
     }
 }

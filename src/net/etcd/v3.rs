@@ -54,109 +54,6 @@ struct GatewayError {
     error: Option<String>,
 }
 
-fn list(client: &EtcdClient, base: &str, prefix: &str) -> Result<Listing, EtcdError> {
-    let (key, range_end) = if prefix.is_empty() {
-        (vec![0u8], vec![0u8])
-    } else {
-        (
-            prefix.as_bytes().to_vec(),
-            prefix_range_end(prefix.as_bytes()),
-        )
-    };
-    let body = json!({"key": B64.encode(key), "range_end": B64.encode(range_end)});
-    let response = call(client, base, "/v3/kv/range", &body)?;
-    let range: RangeResponse = json_body(&response, base)?;
-    let kvs = range
-        .kvs
-        .into_iter()
-        .map(decode_kv)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Listing {
-        kvs,
-        revision: parse_int(range.header.revision.as_deref()),
-    })
-}
-
-fn get(client: &EtcdClient, base: &str, key: &str) -> Result<Option<KeyValue>, EtcdError> {
-    let body = json!({"key": B64.encode(key)});
-    let response = call(client, base, "/v3/kv/range", &body)?;
-    let range: RangeResponse = json_body(&response, base)?;
-    range.kvs.into_iter().next().map(decode_kv).transpose()
-}
-
-fn put(
-    client: &EtcdClient,
-    base: &str,
-    key: &str,
-    value: &[u8],
-    ttl: Option<u64>,
-) -> Result<(), EtcdError> {
-    let mut body = json!({"key": B64.encode(key), "value": B64.encode(value)});
-    if let Some(ttl) = ttl {
-        body["lease"] = json!(grant_lease(client, base, ttl)?);
-    }
-    call(client, base, "/v3/kv/put", &body).map(|_| ())
-}
-
-fn delete(client: &EtcdClient, base: &str, key: &str) -> Result<(), EtcdError> {
-    let body = json!({"key": B64.encode(key)});
-    let response = call(client, base, "/v3/kv/deleterange", &body)?;
-    #[derive(Deserialize)]
-    struct Deleted {
-        #[serde(default)]
-        deleted: Option<String>,
-    }
-    let deleted: Deleted = json_body(&response, base)?;
-    if parse_int(deleted.deleted.as_deref()) == 0 {
-        return Err(EtcdError::NotFound(format!("etcd key {key} not found")));
-    }
-    Ok(())
-}
-
-/// Watches the prefix from `revision + 1` over the gateway's streamed `/v3/watch`: one JSON
-/// object per line, `{"result": {...}}`. The stream stays open even after etcd cancels the
-/// watch, so cancellation is read from the messages.
-fn watch(
-    client: &EtcdClient,
-    base: &str,
-    prefix: &str,
-    revision: i64,
-    keep_waiting: &mut dyn FnMut() -> bool,
-) -> Result<WaitOutcome, EtcdError> {
-    let body = json!({"create_request": {
-        "key": B64.encode(prefix),
-        "range_end": B64.encode(prefix_range_end(prefix.as_bytes())),
-        "start_revision": (revision + 1).to_string(),
-    }});
-    let url = format!("{base}/v3/watch");
-    let token = token(client, base)?;
-    let auth = token.as_ref().map_or(Auth::None, Auth::Header);
-    let mut stream = client
-        .http
-        .open_stream(&Request::json("POST", &url, auth, &body), WATCH_POLL)?;
-    if stream.status != 200 {
-        return Err(EtcdError::Api(format!(
-            "etcd at {url} refused the watch (HTTP {})",
-            stream.status
-        )));
-    }
-    loop {
-        if !keep_waiting() {
-            return Ok(WaitOutcome::Stopped);
-        }
-        match stream.next_line()? {
-            StreamRead::Idle => {}
-            StreamRead::End => return Ok(WaitOutcome::Resync),
-            StreamRead::Line(line) if line.iter().all(u8::is_ascii_whitespace) => {}
-            StreamRead::Line(line) => {
-                if let Some(outcome) = watch_message(client, &url, &line)? {
-                    return Ok(outcome);
-                }
-            }
-        }
-    }
-}
-
 #[derive(Deserialize)]
 struct WatchLine {
     result: Option<WatchResult>,
@@ -172,6 +69,176 @@ struct WatchResult {
     cancel_reason: Option<String>,
     #[serde(default)]
     events: Vec<serde_json::Value>,
+}
+
+/// The v3 JSON gateway.
+pub(super) struct V3;
+
+impl Keyspace for V3 {
+    fn list(&self, client: &EtcdClient, base: &str, prefix: &str) -> Result<Listing, EtcdError> {
+        let (key, range_end) = if prefix.is_empty() {
+            (vec![0u8], vec![0u8])
+        } else {
+            (
+                prefix.as_bytes().to_vec(),
+                prefix_range_end(prefix.as_bytes()),
+            )
+        };
+        let body = json!({"key": B64.encode(key), "range_end": B64.encode(range_end)});
+        let response = call(client, base, "/v3/kv/range", &body)?;
+        let range: RangeResponse = json_body(&response, base)?;
+        let kvs = range
+            .kvs
+            .into_iter()
+            .map(decode_kv)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Listing {
+            kvs,
+            revision: parse_int(range.header.revision.as_deref()),
+        })
+    }
+
+    fn get(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        key: &str,
+    ) -> Result<Option<KeyValue>, EtcdError> {
+        let body = json!({"key": B64.encode(key)});
+        let response = call(client, base, "/v3/kv/range", &body)?;
+        let range: RangeResponse = json_body(&response, base)?;
+        range.kvs.into_iter().next().map(decode_kv).transpose()
+    }
+
+    fn put(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        key: &str,
+        value: &[u8],
+        ttl: Option<u64>,
+    ) -> Result<(), EtcdError> {
+        let mut body = json!({"key": B64.encode(key), "value": B64.encode(value)});
+        if let Some(ttl) = ttl {
+            body["lease"] = json!(grant_lease(client, base, ttl)?);
+        }
+        call(client, base, "/v3/kv/put", &body).map(|_| ())
+    }
+
+    fn delete(&self, client: &EtcdClient, base: &str, key: &str) -> Result<(), EtcdError> {
+        let body = json!({"key": B64.encode(key)});
+        let response = call(client, base, "/v3/kv/deleterange", &body)?;
+        #[derive(Deserialize)]
+        struct Deleted {
+            #[serde(default)]
+            deleted: Option<String>,
+        }
+        let deleted: Deleted = json_body(&response, base)?;
+        if parse_int(deleted.deleted.as_deref()) == 0 {
+            return Err(EtcdError::NotFound(format!("etcd key {key} not found")));
+        }
+        Ok(())
+    }
+
+    /// Watches the prefix from `revision + 1` over the gateway's streamed `/v3/watch`: one JSON
+    /// object per line, `{"result": {...}}`. The stream stays open even after etcd cancels the
+    /// watch, so cancellation is read from the messages.
+    fn watch(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        prefix: &str,
+        revision: i64,
+        keep_waiting: &mut dyn FnMut() -> bool,
+    ) -> Result<WaitOutcome, EtcdError> {
+        let body = json!({"create_request": {
+            "key": B64.encode(prefix),
+            "range_end": B64.encode(prefix_range_end(prefix.as_bytes())),
+            "start_revision": (revision + 1).to_string(),
+        }});
+        let url = format!("{base}/v3/watch");
+        let token = token(client, base)?;
+        let auth = token.as_ref().map_or(Auth::None, Auth::Header);
+        let mut stream = client
+            .http
+            .open_stream(&Request::json("POST", &url, auth, &body), WATCH_POLL)?;
+        if stream.status != 200 {
+            return Err(EtcdError::Api(format!(
+                "etcd at {url} refused the watch (HTTP {})",
+                stream.status
+            )));
+        }
+        loop {
+            if !keep_waiting() {
+                return Ok(WaitOutcome::Stopped);
+            }
+            match stream.next_line()? {
+                StreamRead::Idle => {}
+                StreamRead::End => return Ok(WaitOutcome::Resync),
+                StreamRead::Line(line) if line.iter().all(u8::is_ascii_whitespace) => {}
+                StreamRead::Line(line) => {
+                    if let Some(outcome) = watch_message(client, &url, &line)? {
+                        return Ok(outcome);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Election: if the key is free, grant a lease and create the key with it in one
+    /// transaction (create_revision == 0), so two candidates cannot both win.
+    fn campaign(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        key: &str,
+        identity: &str,
+        ttl: u64,
+    ) -> Result<Option<Claim>, EtcdError> {
+        let lease = grant_lease(client, base, ttl)?;
+        let k = B64.encode(key);
+        let body = json!({
+            "compare": [{"key": k, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
+            "success": [{"request_put": {"key": k, "value": B64.encode(identity), "lease": lease}}],
+            "failure": [],
+        });
+        let response = call(client, base, "/v3/kv/txn", &body)?;
+        #[derive(Deserialize)]
+        struct Txn {
+            #[serde(default)]
+            succeeded: bool,
+        }
+        if json_body::<Txn>(&response, base)?.succeeded {
+            Ok(Some(Claim::Lease(lease)))
+        } else {
+            // Someone else won between our read and our transaction.
+            let _ = revoke(client, base, &lease);
+            Ok(None)
+        }
+    }
+
+    /// The claim is the lease attached to the election key: kept alive.
+    fn refresh(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        _election: (&str, &str),
+        claim: &Claim,
+        _ttl: u64,
+    ) -> Result<bool, EtcdError> {
+        keepalive(client, base, lease_id(claim)?)
+    }
+
+    /// Revoking the lease deletes the election key with it.
+    fn resign(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        _election: (&str, &str),
+        claim: &Claim,
+    ) -> Result<(), EtcdError> {
+        revoke(client, base, lease_id(claim)?)
+    }
 }
 
 /// Reads one watch message: `Some` when the wait is over.
@@ -210,37 +277,6 @@ fn watch_message(
         )));
     }
     Err(EtcdError::Api(format!("etcd canceled the watch: {reason}")))
-}
-
-/// Election: if the key is free, grant a lease and create the key with it in one
-/// transaction (create_revision == 0), so two candidates cannot both win.
-fn campaign(
-    client: &EtcdClient,
-    base: &str,
-    key: &str,
-    identity: &str,
-    ttl: u64,
-) -> Result<Option<Claim>, EtcdError> {
-    let lease = grant_lease(client, base, ttl)?;
-    let k = B64.encode(key);
-    let body = json!({
-        "compare": [{"key": k, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
-        "success": [{"request_put": {"key": k, "value": B64.encode(identity), "lease": lease}}],
-        "failure": [],
-    });
-    let response = call(client, base, "/v3/kv/txn", &body)?;
-    #[derive(Deserialize)]
-    struct Txn {
-        #[serde(default)]
-        succeeded: bool,
-    }
-    if json_body::<Txn>(&response, base)?.succeeded {
-        Ok(Some(Claim::Lease(lease)))
-    } else {
-        // Someone else won between our read and our transaction.
-        let _ = revoke(client, base, &lease);
-        Ok(None)
-    }
 }
 
 /// Keeps a lease alive; `false` when etcd no longer knows it (its TTL is absent).
@@ -444,84 +480,6 @@ pub(crate) fn prefix_range_end(prefix: &[u8]) -> Vec<u8> {
         }
     }
     vec![0]
-}
-
-/// The v3 JSON gateway.
-pub(super) struct V3;
-
-impl Keyspace for V3 {
-    fn list(&self, client: &EtcdClient, base: &str, prefix: &str) -> Result<Listing, EtcdError> {
-        list(client, base, prefix)
-    }
-
-    fn get(
-        &self,
-        client: &EtcdClient,
-        base: &str,
-        key: &str,
-    ) -> Result<Option<KeyValue>, EtcdError> {
-        get(client, base, key)
-    }
-
-    fn put(
-        &self,
-        client: &EtcdClient,
-        base: &str,
-        key: &str,
-        value: &[u8],
-        ttl: Option<u64>,
-    ) -> Result<(), EtcdError> {
-        put(client, base, key, value, ttl)
-    }
-
-    fn delete(&self, client: &EtcdClient, base: &str, key: &str) -> Result<(), EtcdError> {
-        delete(client, base, key)
-    }
-
-    fn watch(
-        &self,
-        client: &EtcdClient,
-        base: &str,
-        prefix: &str,
-        revision: i64,
-        keep_waiting: &mut dyn FnMut() -> bool,
-    ) -> Result<WaitOutcome, EtcdError> {
-        watch(client, base, prefix, revision, keep_waiting)
-    }
-
-    fn campaign(
-        &self,
-        client: &EtcdClient,
-        base: &str,
-        key: &str,
-        identity: &str,
-        ttl: u64,
-    ) -> Result<Option<Claim>, EtcdError> {
-        campaign(client, base, key, identity, ttl)
-    }
-
-    /// The claim is the lease attached to the election key: kept alive.
-    fn refresh(
-        &self,
-        client: &EtcdClient,
-        base: &str,
-        _election: (&str, &str),
-        claim: &Claim,
-        _ttl: u64,
-    ) -> Result<bool, EtcdError> {
-        keepalive(client, base, lease_id(claim)?)
-    }
-
-    /// Revoking the lease deletes the election key with it.
-    fn resign(
-        &self,
-        client: &EtcdClient,
-        base: &str,
-        _election: (&str, &str),
-        claim: &Claim,
-    ) -> Result<(), EtcdError> {
-        revoke(client, base, lease_id(claim)?)
-    }
 }
 
 /// The lease of a v3 claim.
