@@ -37,12 +37,8 @@ fn as_root(etcd: &Etcd) -> Vec<String> {
         "--etcd-user".into(),
         ROOT_USER.into(),
         "--etcd-password-file".into(),
-        path(etcd.root_password_file()),
+        path_text(etcd.root_password_file()),
     ]
-}
-
-fn path(p: &std::path::Path) -> String {
-    p.to_str().expect("temp paths are UTF-8").to_string()
 }
 
 fn strs(v: &[String]) -> Vec<&str> {
@@ -409,12 +405,12 @@ fn tls_etcd() -> Etcd {
 fn tls_with_the_client_certificate_works_and_without_it_fails_with_exit_1() {
     let etcd = tls_etcd();
     let tls = etcd.tls().expect("tls files");
-    let ca = ["--etcd-ca-cert".to_string(), path(&tls.ca)];
+    let ca = ["--etcd-ca-cert".to_string(), path_text(&tls.ca)];
     let cert = [
         "--etcd-cert-file".to_string(),
-        path(&tls.client_cert),
+        path_text(&tls.client_cert),
         "--etcd-key-file".to_string(),
-        path(&tls.client_key),
+        path_text(&tls.client_key),
     ];
     etcd_cmd(&etcd, &strs(&ca))
         .args(&strs(&cert))
@@ -443,15 +439,19 @@ fn client_key_that_does_not_match_the_certificate_exits_2_before_any_request() {
         "--etcd-endpoints",
         &endpoint,
         "--etcd-ca-cert",
-        &path(&tls.ca),
+        &path_text(&tls.ca),
         "--etcd-cert-file",
-        &path(&tls.client_cert),
+        &path_text(&tls.client_cert),
         "--etcd-key-file",
-        &path(&tls.other_key),
+        &path_text(&tls.other_key),
         "--list",
     ]);
     run.assert_code(2);
-    assert!(run.stderr.contains(&path(&tls.other_key)), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&path_text(&tls.other_key)),
+        "{}",
+        run.stderr
+    );
     listener
         .set_nonblocking(true)
         .expect("non-blocking listener");
@@ -547,7 +547,7 @@ fn pcocc_batch_yaml_selects_its_etcd_with_v2_and_root() {
     let run = pkeyd(&[
         "etcd",
         "--pcocc-dir",
-        &path(dir.path()),
+        &path_text(dir.path()),
         "--list",
         "--prefix",
         "/pcocc/",
@@ -560,7 +560,7 @@ fn pcocc_batch_yaml_selects_its_etcd_with_v2_and_root() {
 fn config_says_where_each_value_comes_from_and_never_prints_a_password() {
     let etcd = auth_etcd();
     let dir = pcocc_dir(&etcd);
-    let run = pkeyd(&["config", "--pcocc-dir", &path(dir.path()), "--json"]);
+    let run = pkeyd(&["config", "--pcocc-dir", &path_text(dir.path()), "--json"]);
     run.assert_ok();
     let config: Value = serde_json::from_str(&run.stdout).expect("config --json prints JSON");
     let key = |name: &str| &config["keys"][name];
@@ -577,7 +577,7 @@ fn config_says_where_each_value_comes_from_and_never_prints_a_password() {
     let run = pkeyd(&[
         "config",
         "--pcocc-dir",
-        &path(dir.path()),
+        &path_text(dir.path()),
         "--etcd-password",
         "flag-secret-4711",
     ]);
@@ -599,7 +599,13 @@ fn unknown_key_in_the_config_file_exits_2_naming_it() {
         "ufm-pkeyd.yaml",
         "etcd-endpoints: [127.0.0.1]\netcd-endpoint: x\n",
     );
-    let run = pkeyd(&["etcd", "--no-pcocc", "--config", &path(&file), "--list"]);
+    let run = pkeyd(&[
+        "etcd",
+        "--no-pcocc",
+        "--config",
+        &path_text(&file),
+        "--list",
+    ]);
     run.assert_code(2);
     assert!(run.stderr.contains("\"etcd-endpoint\""), "{}", run.stderr);
 }
@@ -611,7 +617,7 @@ fn systemd_credential_supplies_the_etcd_password() {
     let credentials = TempDir::new("credentials");
     credentials.write("etcd-password", etcd.root_password());
     let run = etcd_cmd(&etcd, &["--etcd-user", ROOT_USER, "--get", KEY])
-        .env("CREDENTIALS_DIRECTORY", &path(credentials.path()))
+        .env("CREDENTIALS_DIRECTORY", &path_text(credentials.path()))
         .run();
     run.assert_ok();
     assert_eq!(run.stdout, format!("{VALUE}\n"));
@@ -629,11 +635,11 @@ fn tls_with_client_certificate_and_password_works_through_v2_and_v3() {
     let tls = etcd.tls().expect("tls files");
     let connection: Vec<String> = [
         "--etcd-ca-cert".to_string(),
-        path(&tls.ca),
+        path_text(&tls.ca),
         "--etcd-cert-file".to_string(),
-        path(&tls.client_cert),
+        path_text(&tls.client_cert),
         "--etcd-key-file".to_string(),
-        path(&tls.client_key),
+        path_text(&tls.client_key),
     ]
     .into_iter()
     .chain(as_root(&etcd))

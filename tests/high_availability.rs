@@ -7,14 +7,15 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{Daemon, Etcd, EtcdCluster, Pkeyd, TempDir, UfmSim, secs, wait_until};
+use support::{Api, Daemon, EtcdCluster, Pkeyd, Rig, TempDir, UfmSim, path_text, secs, wait_until};
 
-const PREFIX: &str = "/pcocc/global/opensm/pkeys";
 /// The election TTL the tests use: short, so a crash is noticed quickly.
 const TTL: u64 = 3;
 
+const PREFIX: &str = "/pcocc/global/opensm/pkeys";
+
 fn entry(host_guid: u64) -> String {
-    format!("{{'host_guids': ['0x{host_guid:016x}'], 'vf_guids': []}}")
+    support::pcocc_value(&[host_guid], &[])
 }
 
 /// Whether the simulated UFM has the partition.
@@ -22,74 +23,67 @@ fn ufm_has(sim: &UfmSim, pkey: &str) -> bool {
     sim.state().get(pkey).is_some()
 }
 
-fn start_member(etcd: &Etcd, sim: &UfmSim, api: &str, dir: &TempDir, name: &str) -> Daemon {
-    let password = sim.password_file().display().to_string();
-    let state = dir.join(&format!("{name}.json")).display().to_string();
+/// One member of the HA pair: `monitor` with leader election, its own state and metrics files.
+fn start_member(rig: &Rig, name: &str) -> Daemon {
+    let state = path_text(&rig.dir.join(&format!("{name}.json")));
+    let metrics = path_text(&rig.dir.join(&format!("{name}.prom")));
     let ttl = TTL.to_string();
-    Pkeyd::new(&[
+    rig.pkeyd(
         "monitor",
-        "--no-pcocc",
-        "--etcd-endpoints",
-        &etcd.endpoint(),
-        "--etcd-api",
-        api,
-        "--ufm-host",
-        &sim.host_port(),
-        "--http",
-        "--ufm-password-file",
-        &password,
-        "--state-file",
-        &state,
-        "--leader-election",
-        "--election-ttl",
-        &ttl,
-        "--poll-interval",
-        "60",
-    ])
+        &[
+            "--state-file",
+            &state,
+            "--metrics-file",
+            &metrics,
+            "--leader-election",
+            "--election-ttl",
+            &ttl,
+            "--poll-interval",
+            "60",
+        ],
+    )
     .spawn()
 }
 
-fn put(etcd: &Etcd, api: &str, pkey: &str, value: &str) {
-    let key = format!("{PREFIX}/{pkey}");
-    match api {
-        "v2" => etcd.put_v2(&key, value),
-        _ => etcd.put_v3(&key, value),
-    }
+/// The UFM changes a member says it applied (its metrics file).
+fn changes_applied(rig: &Rig, name: &str) -> f64 {
+    let text = std::fs::read_to_string(rig.dir.join(&format!("{name}.prom"))).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("ufm_pkeyd_changes_applied_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
-fn delete(etcd: &Etcd, api: &str, pkey: &str) {
-    let key = format!("{PREFIX}/{pkey}");
-    match api {
-        "v2" => etcd.delete_v2(&key),
-        _ => etcd.delete_v3(&key),
-    }
-}
-
-fn leader_election_hands_over(api: &str) {
-    let etcd = Etcd::with_v2();
-    let sim = UfmSim::http();
-    let dir = TempDir::new("ha");
-    let mut first = start_member(&etcd, &sim, api, &dir, "first");
+fn leader_election_hands_over(api: Api) {
+    let rig = Rig::with(api, support::Etcd::with_v2(), UfmSim::http());
+    let sim = &rig.sim;
+    let mut first = start_member(&rig, "first");
     first.wait_for_stderr("is now the leader", secs(10));
-    let mut second = start_member(&etcd, &sim, api, &dir, "second");
+    let mut second = start_member(&rig, "second");
     second.wait_for_stderr("standing by", secs(10));
 
-    put(&etcd, api, "0x2001", &entry(1));
-    wait_until("0x2001 in UFM", secs(5), || ufm_has(&sim, "0x2001"));
+    sim.reset_stats();
+    rig.put_raw("0x2001", &entry(1));
+    wait_until("0x2001 in UFM", secs(5), || ufm_has(sim, "0x2001"));
     first.wait_for_stderr("0x2001: create", secs(5));
-    assert!(
-        !second.stderr().contains("0x2001"),
-        "the standby changed UFM too:\n{}",
-        second.stderr()
+    // Exactly one writes: every UFM write the simulator saw is one the leader reports.
+    wait_until("the leader's metrics to count its change", secs(5), || {
+        changes_applied(&rig, "first") >= 1.0
+    });
+    assert_eq!(rig.ufm_writes(), 1, "{:?}", rig.ufm_requests());
+    assert_eq!(
+        changes_applied(&rig, "second"),
+        0.0,
+        "the standby changed UFM"
     );
 
     // A crash: the standby takes over once the claim expires (within the TTL, plus its one
     // second between campaigns and one pass).
     first.signal("KILL");
     let crashed = Instant::now();
-    put(&etcd, api, "0x2002", &entry(2));
+    rig.put_raw("0x2002", &entry(2));
     wait_until("the standby to apply 0x2002", secs(TTL + 3), || {
-        ufm_has(&sim, "0x2002")
+        ufm_has(sim, "0x2002")
     });
     let takeover = crashed.elapsed();
     assert!(
@@ -99,21 +93,21 @@ fn leader_election_hands_over(api: &str) {
     second.wait_for_stderr("is now the leader", secs(1));
 
     // Ownership is shared: the new leader deletes what the old one created.
-    delete(&etcd, api, "0x2001");
+    rig.delete("0x2001");
     wait_until("0x2001 deleted by the new leader", secs(5), || {
-        !ufm_has(&sim, "0x2001")
+        !ufm_has(sim, "0x2001")
     });
 
     // A clean stop: the leader resigns and the standby acts within 2 s.
-    let mut third = start_member(&etcd, &sim, api, &dir, "third");
+    let mut third = start_member(&rig, "third");
     third.wait_for_stderr("standing by", secs(10));
     let run = second.stop();
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stderr.contains("resigned"), "{}", run.stderr);
     let stopped = Instant::now();
-    put(&etcd, api, "0x2003", &entry(3));
+    rig.put_raw("0x2003", &entry(3));
     wait_until("the standby to apply 0x2003", secs(5), || {
-        ufm_has(&sim, "0x2003")
+        ufm_has(sim, "0x2003")
     });
     let handover = stopped.elapsed();
     assert!(
@@ -125,12 +119,12 @@ fn leader_election_hands_over(api: &str) {
 
 #[test]
 fn leader_election_v3_exactly_one_writes_and_the_standby_takes_over() {
-    leader_election_hands_over("v3");
+    leader_election_hands_over(Api::V3);
 }
 
 #[test]
 fn leader_election_v2_exactly_one_writes_and_the_standby_takes_over() {
-    leader_election_hands_over("v2");
+    leader_election_hands_over(Api::V2);
 }
 
 #[test]

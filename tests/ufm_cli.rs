@@ -18,7 +18,7 @@ const G3: &str = "0002c903000e0b74";
 /// `ufm-pkeyd ufm --no-pcocc` logged in to `sim` as its user with its password file, trusting
 /// its CA on https and with `--http` on http, followed by `args`.
 fn ufm(sim: &UfmSim, args: &[&str]) -> Run {
-    let password_file = path(sim.password_file());
+    let password_file = path_text(sim.password_file());
     let mut all = vec![
         "ufm",
         "--no-pcocc",
@@ -33,15 +33,11 @@ fn ufm(sim: &UfmSim, args: &[&str]) -> Run {
     .map(String::from)
     .collect::<Vec<_>>();
     match sim.tls() {
-        Some(tls) => all.extend(["--ufm-ca-cert".to_string(), path(&tls.ca)]),
+        Some(tls) => all.extend(["--ufm-ca-cert".to_string(), path_text(&tls.ca)]),
         None => all.push("--http".to_string()),
     }
     all.extend(args.iter().map(|a| a.to_string()));
     pkeyd(&all.iter().map(String::as_str).collect::<Vec<_>>())
-}
-
-fn path(p: &std::path::Path) -> String {
-    p.to_str().expect("temp paths are UTF-8").to_string()
 }
 
 /// The partition `pkey` as the simulator holds it (`None` when it does not exist).
@@ -571,7 +567,7 @@ fn host_that_never_answers_fails_with_exit_1_after_the_timeout() {
         "--ufm-host",
         &sim.host_port(),
         "--ufm-password-file",
-        &path(sim.password_file()),
+        &path_text(sim.password_file()),
         "--ufm-timeout",
         "1",
         "--list",
@@ -602,7 +598,7 @@ fn second_host_is_used_when_the_first_is_down() {
         "--ufm-host",
         &hosts,
         "--ufm-password-file",
-        &path(sim.password_file()),
+        &path_text(sim.password_file()),
         "--list",
     ]);
     run.assert_ok();
@@ -623,7 +619,7 @@ fn https_needs_the_ufm_ca_or_no_ssl_verify() {
         "--ufm-host",
         &sim.host_port(),
         "--ufm-password-file",
-        &path(sim.password_file()),
+        &path_text(sim.password_file()),
         "--check",
     ];
     let untrusted = Pkeyd::new(&base).run();

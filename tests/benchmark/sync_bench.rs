@@ -48,8 +48,6 @@ const IDLE_POLL: &str = "5";
 const IDLE_PASSES: u64 = 12;
 /// Loader threads writing into etcd.
 const LOADERS: usize = 4;
-/// GUIDs per remove request in ufm-pkeyd (`ufm::REMOVE_BATCH`).
-const REMOVE_BATCH: usize = 200;
 
 /// Targets of issue #5.
 const TARGET_SYNC_REQ_PER_PARTITION: f64 = 2.05;
@@ -58,6 +56,9 @@ const TARGET_IDLE_ETCD_PER_PASS: f64 = 2.0;
 const TARGET_IDLE_UFM_PER_PASS: f64 = 1.0;
 const TARGET_P99_MS: f64 = 1_000.0;
 const TARGET_RSS_MB: f64 = 20.0;
+/// "No request per GUID": a shrinking partition's removes carry at least this many GUIDs per
+/// request on average. A target, not ufm-pkeyd's batch size (which is larger).
+const TARGET_GUIDS_PER_REMOVE: usize = 100;
 
 fn main() {
     let started = Instant::now();
@@ -790,9 +791,10 @@ impl Bench {
             let daemon_requests = stats["total"].as_u64().unwrap_or(0) - polls;
             let removed = previous.saturating_sub(size);
             let added = size.saturating_sub(previous);
-            // One list, at most two adds (host and VF groups), removes in batches of 200,
-            // one partition delete at 0.
-            let allowed = 1 + 2 + removed.div_ceil(REMOVE_BATCH) as u64 + u64::from(size == 0);
+            // One list, at most two adds (host and VF groups), removes of many GUIDs each, one
+            // partition delete at 0.
+            let allowed =
+                1 + 2 + removed.div_ceil(TARGET_GUIDS_PER_REMOVE) as u64 + u64::from(size == 0);
             let step_ok = daemon_requests <= allowed;
             ok &= step_ok;
             steps.push(json!({

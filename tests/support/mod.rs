@@ -7,6 +7,8 @@
 //! * [`UfmSim`]: the UFM simulator (`src/bin/ufm-sim`) and its `/_sim/*` control API.
 //! * [`pkeyd`] / [`Pkeyd`]: runs the built `ufm-pkeyd` binary, to completion ([`Run`]) or in
 //!   the background ([`Daemon`]).
+//! * [`Rig`]: one etcd, one simulator and the `ufm-pkeyd` command lines for them; [`Notify`],
+//!   a `$NOTIFY_SOCKET` that records sd_notify messages; pcocc entry and UFM partition shapes.
 //! * [`TempDir`], [`wait_until`], [`wait_for`], [`free_port`], [`dead_endpoint`], [`curl`]:
 //!   the small pieces the above are built from.
 //!
@@ -23,6 +25,7 @@ mod curl; // curl(), CurlReply, form_urlencode()
 mod etcd; // Etcd and its options
 mod pkeyd; // running the ufm-pkeyd binary
 mod process; // Proc: a child process with log files
+mod rig; // Rig: etcd + simulator + ufm-pkeyd command lines; Notify; entry shapes
 mod sim; // UfmSim
 mod tls; // TlsFiles: test certificates
 
@@ -33,6 +36,7 @@ pub use etcd::{
 };
 pub use pkeyd::{Daemon, Pkeyd, Run, pkeyd};
 pub use process::Proc;
+pub use rig::*;
 pub use sim::{SimOptions, UfmSim};
 pub use tls::TlsFiles;
 
