@@ -1,28 +1,28 @@
 //! `ufm-sim`: a stand-in for NVIDIA UFM Enterprise's PKey REST API, for tests.
 //!
-//! This file owns the command line, logging, the listening socket (plain TCP or rustls),
-//! and the per-connection loop (one thread per connection, keep-alive). Request handling
-//! lives in [`api`] and [`control`], the fabric model in [`state`], HTTP framing in
-//! [`http`]. Behaviour follows `/work/shared/reference/ufm-api.md`.
+//! This file owns the command line, logging, TLS set-up and binding the listening socket.
+//! The accept loop and the connections live in [`server`], request handling in [`api`]
+//! and [`control`], the fabric model in [`state`], HTTP framing in [`http`]. Behaviour
+//! follows `/work/shared/reference/ufm-api.md`.
 
 mod api;
 mod control;
 mod http;
+mod server;
 mod state;
 
-use std::io::{self, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use log::{LevelFilter, Log, Metadata, Record, debug, error, info, warn};
+use log::{LevelFilter, Log, Metadata, Record, error, info};
+use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
 use crate::control::{Modes, Settings, Sim, parse_mode};
-use crate::http::{ReadError, Request, Response};
 
 const USAGE: &str = "\
 usage: ufm-sim [options]
@@ -200,115 +200,6 @@ fn bind(args: &Args) -> Result<TcpListener, String> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))
 }
 
-/// A connection the server can talk HTTP over.
-trait Transport: Read + Write {
-    /// Ends the session politely (TLS close_notify).
-    fn finish(&mut self) {}
-}
-
-impl Transport for TcpStream {}
-
-impl Transport for StreamOwned<ServerConnection, TcpStream> {
-    fn finish(&mut self) {
-        self.conn.send_close_notify();
-        let _ = self.flush();
-    }
-}
-
-/// Answers requests on one connection until it closes or an error ends it.
-fn serve<S: Transport>(stream: S, sim: &Sim, peer: SocketAddr) {
-    let mut reader = BufReader::new(stream);
-    loop {
-        let request = http::read_request(&mut reader, |r| {
-            r.get_mut().write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-            r.get_mut().flush()
-        });
-        let (request, response) = match request {
-            Ok(request) => {
-                let response = api::handle(sim, &request);
-                (request, response)
-            }
-            Err(ReadError::Closed) => break,
-            Err(ReadError::Io(e)) => {
-                debug!("{peer}: connection ended: {e}");
-                return;
-            }
-            Err(ReadError::Malformed(msg)) => {
-                debug!("{peer}: bad request: {msg}");
-                let page = api::apache_page(
-                    400,
-                    "Your browser sent a request that this server could not understand.",
-                );
-                (Request::default(), page.closing())
-            }
-            Err(ReadError::LineTooLong) => {
-                let page = api::apache_page(
-                    414,
-                    "The requested URL's length exceeds the capacity\nlimit for this server.",
-                );
-                (Request::default(), page.closing())
-            }
-            Err(ReadError::BodyTooLarge) => {
-                let page = api::apache_page(413, "The request body is too large.");
-                (Request::default(), page.closing())
-            }
-        };
-        log_exchange(peer, &request, &response);
-        let keep_alive = !response.close && !request.method.is_empty() && request.keep_alive();
-        let head_only = request.method == "HEAD";
-        if let Err(e) = http::write_response(reader.get_mut(), &response, head_only, keep_alive) {
-            debug!("{peer}: write failed: {e}");
-            return;
-        }
-        if !keep_alive {
-            break;
-        }
-    }
-    reader.get_mut().finish();
-}
-
-fn log_exchange(peer: SocketAddr, request: &Request, response: &Response) {
-    if log::max_level() < LevelFilter::Debug {
-        return;
-    }
-    let mut target: String = request.target.chars().take(200).collect();
-    if target.len() < request.target.len() {
-        target.push('…');
-    }
-    debug!(
-        "{peer} {} {target} -> {} ({} bytes)",
-        request.method,
-        response.status,
-        response.body.len()
-    );
-}
-
-fn handle_connection(
-    tcp: TcpStream,
-    sim: &Sim,
-    tls: Option<Arc<ServerConfig>>,
-    idle_timeout: Duration,
-) {
-    let peer = tcp
-        .peer_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    if let Err(e) = tcp
-        .set_read_timeout(Some(idle_timeout))
-        .and_then(|()| tcp.set_write_timeout(Some(Duration::from_secs(60))))
-        .and_then(|()| tcp.set_nodelay(true))
-    {
-        debug!("{peer}: socket setup failed: {e}");
-        return;
-    }
-    match tls {
-        None => serve(tcp, sim, peer),
-        Some(config) => match ServerConnection::new(config) {
-            Ok(conn) => serve(StreamOwned::new(conn, tcp), sim, peer),
-            Err(e) => warn!("{peer}: TLS session setup failed: {e}"),
-        },
-    }
-}
-
 fn run(args: Args) -> Result<(), String> {
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
@@ -340,26 +231,11 @@ fn run(args: Args) -> Result<(), String> {
         args.settings.version, args.settings.user
     );
 
-    for incoming in listener.incoming() {
-        let tcp = match incoming {
-            Ok(tcp) => tcp,
-            Err(e) => {
-                warn!("accept failed: {e}");
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-        };
-        let sim = Arc::clone(&sim);
-        let tls = tls.clone();
-        let idle_timeout = args.idle_timeout;
-        let spawned = std::thread::Builder::new()
-            .name("ufm-sim-conn".into())
-            .spawn(move || handle_connection(tcp, &sim, tls, idle_timeout));
-        if let Err(e) = spawned {
-            error!("cannot start a connection thread: {e}");
-        }
-    }
-    Ok(())
+    let config = server::ConnConfig {
+        tls,
+        idle_timeout: args.idle_timeout,
+    };
+    server::run(listener, sim, config)
 }
 
 fn main() -> ExitCode {
