@@ -1,9 +1,13 @@
 //! Proves the test harness against real processes: each etcd flavour starts, its data helpers
-//! work, auth and TLS are really enforced, a restart keeps data, and the simulator starts.
+//! work, auth and TLS are really enforced, a restart keeps data, and the simulator starts and
+//! really produces each fault and variant it offers (delays, expiring rules, no-op writes,
+//! dropped connections), as a client sees them through curl.
 
 mod support;
 
-use serde_json::json;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
 use support::*;
 
 /// A pkey entry as pcocc writes it.
@@ -247,4 +251,223 @@ fn scheme(sim: &UfmSim) -> &'static str {
 fn b64(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// Two port GUIDs as UFM prints them.
+const G1: &str = "946dae03005975c8";
+const G2: &str = "946dae03005985c8";
+
+/// Runs `f` and says how long it took.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let start = Instant::now();
+    let value = f();
+    (value, start.elapsed())
+}
+
+/// A simulator holding PKey 0x5 with member G1.
+fn seeded_sim() -> UfmSim {
+    let sim = UfmSim::http();
+    sim.seed(json!({"0x5": {"guids": [{"guid": G1, "membership": "full"}]}}));
+    sim
+}
+
+fn add_body(pkey: &str, guid: &str) -> Value {
+    json!({"pkey": pkey, "guids": [guid], "membership": "full", "index0": false})
+}
+
+fn last_updated(sim: &UfmSim) -> Value {
+    let reply = sim.api("GET", "/ufmRest/resources/pkeys/last_updated", None);
+    assert_eq!(reply.status, 200, "{reply:?}");
+    reply.json()["last_updated"].clone()
+}
+
+fn version_status(sim: &UfmSim) -> u16 {
+    sim.api("GET", "/ufmRest/app/ufm_version", None).status
+}
+
+#[test]
+fn sim_delay_rule_slows_only_its_route_and_holds_no_lock() {
+    let sim = UfmSim::http();
+    let delay = Duration::from_millis(800);
+    sim.add_faults(json!([{"method": "GET", "route": "/resources/pkeys",
+                            "query": {"guids_data": "true"}, "delay_ms": 800}]));
+    std::thread::scope(|scope| {
+        let slow = scope
+            .spawn(|| timed(|| sim.api("GET", "/ufmRest/resources/pkeys?guids_data=true", None)));
+        // Once the slow request is counted it is sleeping: the others must not wait for it.
+        wait_until("the slow listing to arrive", secs(5), || {
+            sim.stats()["requests"]["GET /resources/pkeys"] == 1
+        });
+        let (names, names_took) = timed(|| sim.api("GET", "/ufmRest/resources/pkeys", None));
+        let (version, version_took) = timed(|| sim.api("GET", "/ufmRest/app/ufm_version", None));
+        assert_eq!((names.status, version.status), (200, 200));
+        assert!(
+            names_took < delay / 2,
+            "the listing without guids_data took {names_took:?}"
+        );
+        assert!(
+            version_took < delay / 2,
+            "ufm_version took {version_took:?}"
+        );
+        let (listing, took) = slow.join().expect("the slow request");
+        assert_eq!(listing.status, 200, "{listing:?}");
+        assert!(took >= delay, "the guids_data listing took only {took:?}");
+    });
+    assert_eq!(sim.faults()["rules"][0]["hits"], 1, "{}", sim.faults());
+}
+
+#[test]
+fn sim_rules_expire_after_count_requests_or_seconds() {
+    let sim = UfmSim::http();
+    sim.add_faults(json!([{"route": "/app/ufm_version", "status": 503, "count": 2}]));
+    assert_eq!(sim.faults()["rules"][0]["remaining"], 2);
+    let first = sim.api("GET", "/ufmRest/app/ufm_version", None);
+    assert_eq!(first.status, 503);
+    assert!(
+        first.body.contains("Service Temporarily Unavailable"),
+        "{first:?}"
+    );
+    assert_eq!(version_status(&sim), 503);
+    assert_eq!(version_status(&sim), 200, "two requests used the rule up");
+    assert_eq!(sim.faults()["rules"], json!([]));
+
+    let added = Instant::now();
+    sim.add_faults(json!([{"status": 500, "seconds": 1}]));
+    assert_eq!(version_status(&sim), 500);
+    let left = sim.faults()["rules"][0]["seconds_left"]
+        .as_f64()
+        .unwrap_or(-1.0);
+    assert!((0.0..=1.0).contains(&left), "seconds_left {left}");
+    wait_until("the 1 s rule to expire", secs(5), || {
+        version_status(&sim) == 200
+    });
+    assert!(
+        added.elapsed() >= Duration::from_millis(900),
+        "expired after {:?}",
+        added.elapsed()
+    );
+    assert_eq!(sim.faults()["rules"], json!([]));
+}
+
+#[test]
+fn sim_noop_rule_answers_2xx_and_changes_nothing() {
+    let sim = seeded_sim();
+    let state = sim.state();
+    let stamp = last_updated(&sim);
+    assert!(stamp.is_string(), "seeding is a change: {stamp}");
+    sim.add_faults(json!([{"method": "WRITE", "noop": true}]));
+
+    let add = sim.api(
+        "POST",
+        "/ufmRest/resources/pkeys",
+        Some(&add_body("0x5", G2)),
+    );
+    assert_eq!(add.status, 200, "{add:?}");
+    assert_eq!(
+        sim.api("DELETE", "/ufmRest/resources/pkeys/0x5", None)
+            .status,
+        200
+    );
+    let bad = sim.api(
+        "POST",
+        "/ufmRest/resources/pkeys",
+        Some(&add_body("0x8000", G2)),
+    );
+    assert_eq!(
+        bad.status, 400,
+        "a no-op still answers as the real request would: {bad:?}"
+    );
+    assert_eq!(sim.state(), state, "nothing applied");
+    assert_eq!(last_updated(&sim), stamp, "last_updated not bumped");
+    assert_eq!(
+        sim.faults()["rules"][0]["hits"],
+        3,
+        "reads never match a noop rule"
+    );
+
+    sim.clear_faults();
+    let add = sim.api(
+        "POST",
+        "/ufmRest/resources/pkeys",
+        Some(&add_body("0x5", G2)),
+    );
+    assert_eq!(add.status, 200, "{add:?}");
+    assert_ne!(sim.state(), state);
+    assert_ne!(last_updated(&sim), stamp);
+}
+
+#[test]
+fn sim_reset_rules_drop_the_connection_before_or_after_applying() {
+    let sim = UfmSim::http();
+    sim.add_faults(json!([{"route": "/app/ufm_version", "reset": true, "count": 1}]));
+    let dropped = sim.api("GET", "/ufmRest/app/ufm_version", None);
+    assert_eq!(
+        (dropped.rc, dropped.status),
+        (52, 0),
+        "empty reply: {dropped:?}"
+    );
+    assert_eq!(version_status(&sim), 200);
+
+    sim.add_faults(
+        json!([{"method": "POST", "route": "/resources/pkeys", "reset_after": true,
+                            "count": 1}]),
+    );
+    let lost = sim.api(
+        "POST",
+        "/ufmRest/resources/pkeys",
+        Some(&add_body("0x6", G1)),
+    );
+    assert_eq!((lost.rc, lost.status), (52, 0), "{lost:?}");
+    assert!(
+        sim.state().get("0x6").is_some(),
+        "applied although unanswered: {}",
+        sim.state()
+    );
+}
+
+#[test]
+fn sim_refuses_bad_control_input_with_a_one_line_reason() {
+    let sim = UfmSim::http();
+    let post = |path: &str, body: &str| {
+        let url = format!("{}{path}", sim.url());
+        sim.curl(&[
+            "-X",
+            "POST",
+            &url,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
+        ])
+    };
+    for (path, body, reason) in [
+        (
+            "/_sim/faults",
+            r#"{"rules": [{"route": "/nope", "status": 503}]}"#,
+            "route",
+        ),
+        (
+            "/_sim/faults",
+            r#"{"rules": [{"route": "*"}]}"#,
+            "no effect",
+        ),
+        (
+            "/_sim/faults",
+            r#"{"rules": [{"delay_ms": 5, "colour": 1}]}"#,
+            "unknown field",
+        ),
+        ("/_sim/faults", r#"[]"#, "Invalid body"),
+    ] {
+        let reply = post(path, body);
+        assert_eq!(reply.status, 400, "{path} {body}: {reply:?}");
+        let error = reply.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            error.contains(reason) && !error.contains('\n'),
+            "{path} {body}: {error}"
+        );
+    }
+    assert_eq!(sim.faults()["rules"], json!([]), "nothing was added");
 }

@@ -188,6 +188,47 @@ impl UfmSim {
         );
     }
 
+    /// Appends fault rules (`POST /_sim/faults {"rules": rules}`); `rules` is a JSON array of
+    /// rule objects, e.g. `json!([{"route": "/resources/pkeys", "delay_ms": 500}])`. Returns
+    /// the new rules' ids. Panics (with the simulator's one-line reason) on a bad rule.
+    pub fn add_faults(&self, rules: Value) -> Vec<u64> {
+        let reply = self.control("POST", "/_sim/faults", Some(json!({ "rules": rules })));
+        reply["added"]
+            .as_array()
+            .map(|ids| ids.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default()
+    }
+
+    /// The active fault rules (with `remaining`, `seconds_left`, `hits`) and the `/_sim/fail`
+    /// and `/_sim/stall` counters (`GET /_sim/faults`).
+    pub fn faults(&self) -> Value {
+        self.control("GET", "/_sim/faults", None)
+    }
+
+    /// Clears every fault: rules, and the [`UfmSim::fail_next`] and [`UfmSim::stall_next`]
+    /// counters (`DELETE /_sim/faults`).
+    pub fn clear_faults(&self) {
+        self.control("DELETE", "/_sim/faults", None);
+    }
+
+    /// One UFM API call as a client makes it, with the basic-auth credentials: `method` on
+    /// `path` (e.g. `/ufmRest/resources/pkeys`), `body` sent as JSON when given.
+    pub fn api(&self, method: &str, path: &str, body: Option<&Value>) -> CurlReply {
+        let creds = format!("{}:{}", self.opts.user, self.opts.password);
+        self.api_call(&["-u", &creds], method, path, body)
+    }
+
+    fn api_call(&self, auth: &[&str], method: &str, path: &str, body: Option<&Value>) -> CurlReply {
+        let url = format!("{}{path}", self.url);
+        let body = body.map(Value::to_string);
+        let mut args: Vec<&str> = auth.to_vec();
+        args.extend(["-X", method, &url]);
+        if let Some(body) = &body {
+            args.extend(["-H", "Content-Type: application/json", "-d", body]);
+        }
+        self.curl(&args)
+    }
+
     /// The simulator's behaviour settings (`GET /_sim/config`).
     pub fn config(&self) -> Value {
         self.control("GET", "/_sim/config", None)

@@ -1,14 +1,16 @@
-//! The simulator's shared state ([`Sim`]: fabric, request statistics, armed faults,
-//! behaviour modes, access tokens) and the test-control interface under `/_sim/`, which
-//! is not part of UFM: no auth, not counted in the statistics, never faulted.
+//! The simulator's shared state ([`Sim`]: fabric, request statistics, armed faults and fault
+//! rules, behaviour modes, access tokens) and the test-control interface under `/_sim/`,
+//! which is not part of UFM: no auth, not counted in the statistics, never faulted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use log::info;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::faults::{FaultRules, RequestFacts, RuleSpec, Verdict};
 use crate::http::{Request, Response};
 use crate::state::{Fabric, FabricError, format_guid, parse_guid};
 
@@ -36,6 +38,8 @@ impl Modes {
     }
 }
 
+/// Parses one of the two-valued modes (`missing_pkey`, `auth_failure`, `unknown_guid`,
+/// `mutation_body`).
 pub fn parse_mode(name: &str, value: &str) -> Result<bool, String> {
     match (name, value) {
         ("missing_pkey", "empty200") => Ok(false),
@@ -92,6 +96,7 @@ pub struct Control {
     /// Next `stall_count` API requests wait `stall_ms` first.
     pub stall_count: u64,
     pub stall_ms: u64,
+    pub faults: FaultRules,
     pub modes: Modes,
     pub tokens: Vec<Token>,
     /// Port inventory for `unknown_guid=reject404`.
@@ -154,10 +159,10 @@ impl Sim {
     }
 
     /// Counts one API request under `key` (`"<METHOD> <route template>"`).
-    pub fn record(&self, key: String) {
+    pub fn record(&self, key: &str) {
         let mut control = self.control();
         control.total += 1;
-        *control.requests.entry(key).or_default() += 1;
+        *control.requests.entry(key.to_string()).or_default() += 1;
     }
 
     /// Consumes one armed stall, returning how long to wait.
@@ -178,8 +183,51 @@ impl Sim {
         })
     }
 
+    /// Matches a request against the fault rules. `pkey` finds the request's PKey; it is
+    /// called (without any lock held) only when some rule selects by PKey.
+    pub fn decide_faults(
+        &self,
+        method: &str,
+        route: &str,
+        query: &[(String, String)],
+        pkey: impl FnOnce() -> Option<u16>,
+    ) -> Verdict {
+        let needs_pkey = {
+            let control = self.control();
+            if control.faults.is_empty() {
+                return Verdict::default();
+            }
+            control.faults.needs_pkey()
+        };
+        let facts = RequestFacts {
+            method,
+            route,
+            pkey: if needs_pkey { pkey() } else { None },
+            query,
+        };
+        self.control().faults.decide(&facts, Instant::now())
+    }
+
     pub fn modes(&self) -> Modes {
         self.control().modes
+    }
+
+    /// Every fault: rules, and the `/_sim/fail` and `/_sim/stall` counters.
+    fn clear_faults(&self) {
+        let mut control = self.control();
+        control.faults.clear();
+        control.fail_count = 0;
+        control.stall_count = 0;
+    }
+
+    fn faults_json(&self) -> Value {
+        let mut control = self.control();
+        let rules = control.faults.listing(Instant::now());
+        json!({
+            "rules": rules,
+            "fail": {"count": control.fail_count, "status": control.fail_status},
+            "stall": {"count": control.stall_count, "ms": control.stall_ms},
+        })
     }
 }
 
@@ -193,6 +241,12 @@ fn error(status: u16, msg: impl Into<String>) -> Response {
 
 fn body<T: for<'de> Deserialize<'de>>(req: &Request) -> Result<T, Response> {
     serde_json::from_slice(&req.body).map_err(|e| error(400, format!("Invalid body: {e}")))
+}
+
+fn fabric_message(e: FabricError) -> String {
+    match e {
+        FabricError::BadRequest(m) | FabricError::NotFound(m) | FabricError::Conflict(m) => m,
+    }
 }
 
 #[derive(Deserialize)]
@@ -211,6 +265,12 @@ struct StallBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct FaultsBody {
+    rules: Vec<RuleSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ConfigBody {
     missing_pkey: Option<String>,
     auth_failure: Option<String>,
@@ -218,6 +278,7 @@ struct ConfigBody {
     mutation_body: Option<String>,
 }
 
+/// Applies every given setting, or none when one is invalid.
 fn apply_config(modes: &mut Modes, cfg: ConfigBody) -> Result<(), String> {
     let mut next = *modes;
     for (name, value, slot) in [
@@ -248,6 +309,19 @@ pub fn handle(sim: &Sim, req: &Request) -> Response {
         Ok(response) | Err(response) => response,
     }
 }
+
+/// The control endpoints and the methods each accepts (for 405 versus 404).
+const ENDPOINTS: &[&str] = &[
+    "/_sim/stats",
+    "/_sim/stats/reset",
+    "/_sim/fail",
+    "/_sim/stall",
+    "/_sim/faults",
+    "/_sim/config",
+    "/_sim/state",
+    "/_sim/known_guids",
+    "/_sim/reset",
+];
 
 fn handle_inner(sim: &Sim, req: &Request) -> Result<Response, Response> {
     let path = req.path.trim_end_matches('/');
@@ -280,6 +354,24 @@ fn handle_inner(sim: &Sim, req: &Request) -> Result<Response, Response> {
             control.stall_ms = b.ms.unwrap_or(1000);
             ok(json!({ "count": control.stall_count, "ms": control.stall_ms }))
         }
+        ("GET", "/_sim/faults") => ok(sim.faults_json()),
+        ("POST", "/_sim/faults") => {
+            let b: FaultsBody = body(req)?;
+            let added = sim
+                .control()
+                .faults
+                .add(b.rules, Instant::now(), crate::api::ROUTES)
+                .map_err(|e| error(400, e))?;
+            info!("fault rules added: {added:?}");
+            let mut listing = sim.faults_json();
+            listing["added"] = json!(added);
+            ok(listing)
+        }
+        ("DELETE", "/_sim/faults") => {
+            sim.clear_faults();
+            info!("all faults cleared");
+            ok(sim.faults_json())
+        }
         ("GET", "/_sim/config") => ok(sim.modes().to_json()),
         ("POST", "/_sim/config") => {
             let b: ConfigBody = body(req)?;
@@ -290,11 +382,10 @@ fn handle_inner(sim: &Sim, req: &Request) -> Result<Response, Response> {
         ("GET", "/_sim/state") => ok(sim.fabric().snapshot()),
         ("POST", "/_sim/state") => {
             let value: Value = body(req)?;
-            match sim.fabric().load(value) {
-                Ok(()) => ok(json!({})),
-                Err(FabricError::BadRequest(m) | FabricError::NotFound(m))
-                | Err(FabricError::Conflict(m)) => return Err(error(400, m)),
-            }
+            sim.fabric()
+                .load(value)
+                .map_err(|e| error(400, fabric_message(e)))?;
+            ok(json!({}))
         }
         ("GET", "/_sim/known_guids") => {
             let control = sim.control();
@@ -306,17 +397,8 @@ fn handle_inner(sim: &Sim, req: &Request) -> Result<Response, Response> {
             ok(json!(guids))
         }
         ("POST", "/_sim/known_guids") => {
-            let texts: Vec<String> = body(req)?;
-            let guids = texts
-                .iter()
-                .map(|t| parse_guid(t))
-                .collect::<Result<BTreeSet<u64>, _>>()
-                .map_err(|e| match e {
-                    FabricError::BadRequest(m)
-                    | FabricError::NotFound(m)
-                    | FabricError::Conflict(m) => error(400, m),
-                })?;
-            sim.control().known_guids = guids;
+            let guids = guid_list(req)?;
+            sim.control().known_guids = guids.into_iter().collect();
             ok(json!({}))
         }
         ("POST", "/_sim/reset") => {
@@ -330,11 +412,20 @@ fn handle_inner(sim: &Sim, req: &Request) -> Result<Response, Response> {
             };
             ok(json!({}))
         }
-        (_, "/_sim/stats" | "/_sim/stats/reset" | "/_sim/fail" | "/_sim/stall")
-        | (_, "/_sim/config" | "/_sim/state" | "/_sim/known_guids" | "/_sim/reset") => {
-            error(405, format!("{} not allowed on {path}", req.method))
+        (method, _) if ENDPOINTS.contains(&path) => {
+            error(405, format!("{method} not allowed on {path}"))
         }
         _ => error(404, format!("no such control endpoint {path}")),
     };
     Ok(response)
+}
+
+/// A JSON array of GUID strings.
+fn guid_list(req: &Request) -> Result<Vec<u64>, Response> {
+    let texts: Vec<String> = body(req)?;
+    texts
+        .iter()
+        .map(|t| parse_guid(t))
+        .collect::<Result<Vec<u64>, _>>()
+        .map_err(|e| error(400, fabric_message(e)))
 }

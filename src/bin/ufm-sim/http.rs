@@ -338,6 +338,8 @@ pub struct Response {
     pub body: Vec<u8>,
     /// Close the connection after this response.
     pub close: bool,
+    /// Write nothing: drop the connection instead of answering (an injected fault).
+    pub abort: bool,
 }
 
 pub const JSON: &str = "application/json";
@@ -352,6 +354,15 @@ impl Response {
             headers: Vec::new(),
             body: body.into(),
             close: false,
+            abort: false,
+        }
+    }
+
+    /// No answer at all: the connection is dropped.
+    pub fn dropped() -> Self {
+        Self {
+            abort: true,
+            ..Self::new(0, TEXT, "")
         }
     }
 

@@ -1,12 +1,14 @@
 //! `ufm-sim`: a stand-in for NVIDIA UFM Enterprise's PKey REST API, for tests.
 //!
 //! This file owns the command line, logging, TLS set-up and binding the listening socket.
-//! The accept loop and the connections live in [`server`], request handling in [`api`]
-//! and [`control`], the fabric model in [`state`], HTTP framing in [`http`]. Behaviour
-//! follows `/work/shared/reference/ufm-api.md`.
+//! The accept loop and the connections live in [`server`], request handling in [`api`],
+//! the test-control API in [`control`], fault rules in [`faults`], the fabric model in
+//! [`state`], HTTP framing in [`http`]. Behaviour follows
+//! `/work/shared/reference/ufm-api.md`.
 
 mod api;
 mod control;
+mod faults;
 mod http;
 mod server;
 mod state;
@@ -43,7 +45,11 @@ usage: ufm-sim [options]
   --exit-on-stdin-eof        exit when stdin reaches end of file
   -v, --verbose              log every request to stderr
   -h, --help                 show this help
-Prints `listening on http(s)://ADDR:PORT` on stdout once ready.";
+Prints `listening on http(s)://ADDR:PORT` on stdout once ready.
+
+Test control (no auth, not counted): /_sim/stats, /_sim/stats/reset, /_sim/config,
+/_sim/state, /_sim/known_guids, /_sim/reset, /_sim/fail, /_sim/stall,
+/_sim/faults (GET, POST {\"rules\": [...]}, DELETE).";
 
 /// Parsed command line.
 struct Args {

@@ -122,7 +122,7 @@ fn next_request<S: Transport>(
     })
 }
 
-/// Answers requests on one connection until it closes or an error ends it.
+/// Answers requests on one connection until it closes, an error ends it, or a fault drops it.
 fn serve<S: Transport>(stream: S, sim: &Sim, peer: SocketAddr) {
     let mut reader = BufReader::new(stream);
     loop {
@@ -130,6 +130,9 @@ fn serve<S: Transport>(stream: S, sim: &Sim, peer: SocketAddr) {
             return;
         };
         log_exchange(peer, &request, &response);
+        if response.abort {
+            return; // dropped without an answer (and without TLS close_notify)
+        }
         let keep_alive = !response.close && !request.method.is_empty() && request.keep_alive();
         let head_only = request.method == "HEAD";
         if let Err(e) = http::write_response(reader.get_mut(), &response, head_only, keep_alive) {
@@ -150,6 +153,10 @@ fn log_exchange(peer: SocketAddr, request: &Request, response: &Response) {
     let mut target: String = request.target.chars().take(200).collect();
     if target.len() < request.target.len() {
         target.push('…');
+    }
+    if response.abort {
+        debug!("{peer} {} {target} -> connection dropped", request.method);
+        return;
     }
     debug!(
         "{peer} {} {target} -> {} ({} bytes)",
