@@ -1,10 +1,12 @@
 //! Proves the test harness against real processes: each etcd flavour starts, its data helpers
 //! work, auth and TLS are really enforced, a restart keeps data, and the simulator starts and
 //! really produces each fault and variant it offers (delays, expiring rules, no-op writes,
-//! dropped connections), as a client sees them through curl.
+//! dropped connections, outages), as a client sees them through curl.
 
 mod support;
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -425,6 +427,109 @@ fn sim_reset_rules_drop_the_connection_before_or_after_applying() {
     );
 }
 
+/// A keep-alive connection that has had one answer.
+fn open_keep_alive(sim: &UfmSim) -> BufReader<TcpStream> {
+    let stream = TcpStream::connect(sim.host_port()).expect("connecting to the simulator");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    let mut reader = BufReader::new(stream);
+    let creds = b64(&format!("{}:{}", sim.user(), sim.password()));
+    let request = format!(
+        "GET /ufmRest/app/ufm_version HTTP/1.1\r\nHost: sim\r\nAuthorization: Basic {creds}\r\n\r\n"
+    );
+    reader
+        .get_mut()
+        .write_all(request.as_bytes())
+        .expect("sending");
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("reading the answer");
+        if let Some(n) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = n.trim().parse().expect("a length");
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).expect("reading the body");
+    reader
+}
+
+#[test]
+fn sim_refuse_outage_closes_the_port_then_listens_again_with_its_state() {
+    let sim = seeded_sim();
+    let state = sim.state();
+    let url = sim.url();
+    let mut idle = open_keep_alive(&sim);
+
+    sim.outage(1.0, "refuse");
+    let mut rest = Vec::new();
+    // End of file (or a reset), not the 5 s read timeout.
+    let ended = idle.read_to_end(&mut rest).map_err(|e| e.kind());
+    assert!(
+        matches!(ended, Ok(0) | Err(std::io::ErrorKind::ConnectionReset)),
+        "the open keep-alive connection is dropped: {ended:?}"
+    );
+    let refused = sim.api("GET", "/ufmRest/app/ufm_version", None);
+    assert_eq!(refused.rc, 7, "connection refused: {refused:?}");
+    assert_eq!(
+        curl(&[&format!("{url}/_sim/outage")]).rc,
+        7,
+        "control API down too"
+    );
+
+    wait_until("the simulator to listen again", secs(5), || {
+        version_status(&sim) == 200
+    });
+    assert_eq!(sim.url(), url, "same port");
+    assert_eq!(sim.state(), state, "same state");
+    assert_eq!(sim.outage_status(), json!({"active": false}));
+    assert!(sim.log().contains("outage started"), "{}", sim.log());
+}
+
+#[test]
+fn sim_503_and_hang_outages() {
+    let sim = UfmSim::http();
+    sim.outage(1.0, "503");
+    let page = sim.api("GET", "/ufmRest/app/ufm_version", None);
+    assert_eq!(page.status, 503);
+    assert!(
+        page.body
+            .contains("<title>503 Service Temporarily Unavailable</title>"),
+        "{page:?}"
+    );
+    assert_eq!(
+        sim.outage_status()["mode"],
+        "503",
+        "the control API stays up"
+    );
+    wait_until("the 503 outage to end", secs(5), || {
+        version_status(&sim) == 200
+    });
+    assert!(sim.log().contains("outage ended"), "{}", sim.log());
+
+    let started = Instant::now();
+    sim.outage(0.8, "hang");
+    assert_eq!(version_status(&sim), 200, "answered once the hang ends");
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
+
+    sim.outage(60.0, "503");
+    assert_eq!(version_status(&sim), 503);
+    sim.clear_faults();
+    assert_eq!(
+        version_status(&sim),
+        200,
+        "clearing the faults ends the outage"
+    );
+}
+
 #[test]
 fn sim_refuses_bad_control_input_with_a_one_line_reason() {
     let sim = UfmSim::http();
@@ -457,6 +562,12 @@ fn sim_refuses_bad_control_input_with_a_one_line_reason() {
             "unknown field",
         ),
         ("/_sim/faults", r#"[]"#, "Invalid body"),
+        ("/_sim/outage", r#"{"seconds": 1, "mode": "down"}"#, "mode"),
+        (
+            "/_sim/outage",
+            r#"{"seconds": 0, "mode": "503"}"#,
+            "seconds",
+        ),
     ] {
         let reply = post(path, body);
         assert_eq!(reply.status, 400, "{path} {body}: {reply:?}");

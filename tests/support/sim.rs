@@ -199,16 +199,34 @@ impl UfmSim {
             .unwrap_or_default()
     }
 
-    /// The active fault rules (with `remaining`, `seconds_left`, `hits`) and the `/_sim/fail`
-    /// and `/_sim/stall` counters (`GET /_sim/faults`).
+    /// The active fault rules (with `remaining`, `seconds_left`, `hits`), the outage and the
+    /// `/_sim/fail` and `/_sim/stall` counters (`GET /_sim/faults`).
     pub fn faults(&self) -> Value {
         self.control("GET", "/_sim/faults", None)
     }
 
-    /// Clears every fault: rules, and the [`UfmSim::fail_next`] and [`UfmSim::stall_next`]
-    /// counters (`DELETE /_sim/faults`).
+    /// Clears every fault: rules, the outage, and the [`UfmSim::fail_next`] and
+    /// [`UfmSim::stall_next`] counters (`DELETE /_sim/faults`).
     pub fn clear_faults(&self) {
         self.control("DELETE", "/_sim/faults", None);
+    }
+
+    /// Starts an outage of `seconds` (`POST /_sim/outage`). `mode` is `"refuse"` (the port is
+    /// closed, the control API included, and open connections are dropped; afterwards it
+    /// listens on the same port with its state intact), `"503"` (Apache's 503 page for every
+    /// API request) or `"hang"` (API requests are held until the end, then answered).
+    pub fn outage(&self, seconds: f64, mode: &str) {
+        self.control(
+            "POST",
+            "/_sim/outage",
+            Some(json!({"seconds": seconds, "mode": mode})),
+        );
+    }
+
+    /// The current outage (`GET /_sim/outage`): `{"active": false}` or `{"active": true,
+    /// "mode", "seconds", "seconds_left"}`. Panics during a `refuse` outage (unreachable).
+    pub fn outage_status(&self) -> Value {
+        self.control("GET", "/_sim/outage", None)
     }
 
     /// One UFM API call as a client makes it, with the basic-auth credentials: `method` on

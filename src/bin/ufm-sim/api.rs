@@ -1,5 +1,5 @@
 //! The UFM REST API as seen by a client: the order of request handling (414 check,
-//! statistics, injected stalls, failures and fault rules), the `/ufmRest` and
+//! statistics, outages, injected stalls, failures and fault rules), the `/ufmRest` and
 //! `/ufmRestV3` prefixes, authentication, routing to route templates, request-body
 //! validation and the response of each endpoint on top of [`crate::state::Fabric`].
 //! `/_sim/` requests are handed to [`crate::control`].
@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use crate::control::{self, Sim, Token, now_secs};
 use crate::faults::Outcome;
 use crate::http::{HTML, JSON, REQUEST_LINE_LIMIT, Request, Response, TEXT, reason};
+use crate::outage::Gate;
 use crate::state::{
     Fabric, FabricError, MANAGEMENT_PKEY, Member, Membership, NewPartition, Qos, format_guid,
     parse_guid, parse_guids, parse_pkey,
@@ -224,10 +225,13 @@ pub fn mutate<T>(
     }
 }
 
-/// The UFM API: faults first (no lock is held while waiting), then the routes.
+/// The UFM API: outages and faults first (no lock is held while waiting), then the routes.
 fn handle_api(sim: &Sim, req: &Request, route: &str) -> Response {
     if req.line_len > REQUEST_LINE_LIMIT {
         return too_long();
+    }
+    if sim.outages.gate() == Gate::Unavailable {
+        return fault_page(503);
     }
     if let Some(pause) = sim.take_stall() {
         std::thread::sleep(pause);

@@ -1,9 +1,10 @@
 //! The simulator's shared state ([`Sim`]: fabric, request statistics, armed faults and fault
-//! rules, behaviour modes, access tokens) and the test-control interface under `/_sim/`,
-//! which is not part of UFM: no auth, not counted in the statistics, never faulted.
+//! rules, outages, behaviour modes, access tokens) and the test-control interface under
+//! `/_sim/`, which is not part of UFM: no auth, not counted in the statistics, never faulted
+//! (but unreachable during a `refuse` outage, like the rest of the port).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::info;
@@ -12,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::faults::{FaultRules, RequestFacts, RuleSpec, Verdict};
 use crate::http::{Request, Response};
+use crate::outage::{self, Outages};
 use crate::state::{Fabric, FabricError, format_guid, parse_guid};
 
 /// Behaviour where real UFM is unknown or varies (spec §9).
@@ -85,7 +87,7 @@ pub struct Settings {
     pub tokens: Vec<String>,
 }
 
-/// Everything but the fabric that requests change.
+/// Everything but the fabric and the outages that requests change.
 #[derive(Debug, Default)]
 pub struct Control {
     pub total: u64,
@@ -106,6 +108,7 @@ pub struct Control {
 /// The whole simulator, shared by the connection threads.
 pub struct Sim {
     pub settings: Settings,
+    pub outages: Arc<Outages>,
     fabric: Mutex<Fabric>,
     control: Mutex<Control>,
 }
@@ -132,6 +135,7 @@ impl Sim {
         Self {
             fabric: Mutex::new(Fabric::new()),
             control: Mutex::new(control),
+            outages: Arc::new(Outages::default()),
             settings,
         }
     }
@@ -212,12 +216,15 @@ impl Sim {
         self.control().modes
     }
 
-    /// Every fault: rules, and the `/_sim/fail` and `/_sim/stall` counters.
+    /// Every fault: rules, outage, and the `/_sim/fail` and `/_sim/stall` counters.
     fn clear_faults(&self) {
-        let mut control = self.control();
-        control.faults.clear();
-        control.fail_count = 0;
-        control.stall_count = 0;
+        {
+            let mut control = self.control();
+            control.faults.clear();
+            control.fail_count = 0;
+            control.stall_count = 0;
+        }
+        self.outages.clear();
     }
 
     fn faults_json(&self) -> Value {
@@ -227,6 +234,7 @@ impl Sim {
             "rules": rules,
             "fail": {"count": control.fail_count, "status": control.fail_status},
             "stall": {"count": control.stall_count, "ms": control.stall_ms},
+            "outage": self.outages.to_json(),
         })
     }
 }
@@ -267,6 +275,13 @@ struct StallBody {
 #[serde(deny_unknown_fields)]
 struct FaultsBody {
     rules: Vec<RuleSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutageBody {
+    seconds: f64,
+    mode: String,
 }
 
 #[derive(Deserialize)]
@@ -317,6 +332,7 @@ const ENDPOINTS: &[&str] = &[
     "/_sim/fail",
     "/_sim/stall",
     "/_sim/faults",
+    "/_sim/outage",
     "/_sim/config",
     "/_sim/state",
     "/_sim/known_guids",
@@ -372,6 +388,12 @@ fn handle_inner(sim: &Sim, req: &Request) -> Result<Response, Response> {
             info!("all faults cleared");
             ok(sim.faults_json())
         }
+        ("GET", "/_sim/outage") => ok(sim.outages.to_json()),
+        ("POST", "/_sim/outage") => start_outage(sim, req)?,
+        ("DELETE", "/_sim/outage") => {
+            sim.outages.clear();
+            ok(sim.outages.to_json())
+        }
         ("GET", "/_sim/config") => ok(sim.modes().to_json()),
         ("POST", "/_sim/config") => {
             let b: ConfigBody = body(req)?;
@@ -403,13 +425,16 @@ fn handle_inner(sim: &Sim, req: &Request) -> Result<Response, Response> {
         }
         ("POST", "/_sim/reset") => {
             *sim.fabric() = Fabric::new();
-            let mut control = sim.control();
-            let tokens = std::mem::take(&mut control.tokens);
-            *control = Control {
-                modes: sim.settings.modes,
-                tokens,
-                ..Control::default()
-            };
+            {
+                let mut control = sim.control();
+                let tokens = std::mem::take(&mut control.tokens);
+                *control = Control {
+                    modes: sim.settings.modes,
+                    tokens,
+                    ..Control::default()
+                };
+            }
+            sim.outages.clear();
             ok(json!({}))
         }
         (method, _) if ENDPOINTS.contains(&path) => {
@@ -428,4 +453,25 @@ fn guid_list(req: &Request) -> Result<Vec<u64>, Response> {
         .map(|t| parse_guid(t))
         .collect::<Result<Vec<u64>, _>>()
         .map_err(|e| error(400, fabric_message(e)))
+}
+
+/// `POST /_sim/outage`. A `refuse` outage closes the asking connection after the answer.
+fn start_outage(sim: &Sim, req: &Request) -> Result<Response, Response> {
+    let b: OutageBody = body(req)?;
+    let mode = outage::Mode::parse(&b.mode).map_err(|e| error(400, e))?;
+    if !(b.seconds > 0.0 && b.seconds <= outage::MAX_SECONDS) {
+        return Err(error(
+            400,
+            format!(
+                "seconds {} is not in (0, {}]",
+                b.seconds,
+                outage::MAX_SECONDS
+            ),
+        ));
+    }
+    let seconds = Duration::from_secs_f64(b.seconds);
+    let refuse = mode == outage::Mode::Refuse;
+    sim.outages.start(mode, seconds, refuse.then_some(req.conn));
+    let response = ok(sim.outages.to_json());
+    Ok(if refuse { response.closing() } else { response })
 }

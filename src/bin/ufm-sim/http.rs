@@ -33,6 +33,8 @@ pub struct Request {
     pub body: Vec<u8>,
     /// Length of the request line without its CRLF.
     pub line_len: usize,
+    /// Which connection it came on (set by the server; 0 when unknown).
+    pub conn: u64,
 }
 
 impl Request {
@@ -206,6 +208,7 @@ pub fn read_request<R: BufRead>(
         headers,
         body: Vec::new(),
         line_len,
+        conn: 0,
     };
 
     let chunked = request

@@ -2,7 +2,7 @@
 //!
 //! This file owns the command line, logging, TLS set-up and binding the listening socket.
 //! The accept loop and the connections live in [`server`], request handling in [`api`],
-//! the test-control API in [`control`], fault rules in [`faults`], the fabric model in
+//! the test-control API in [`control`], fault rules in [`faults`], outages in [`outage`], the fabric model in
 //! [`state`], HTTP framing in [`http`]. Behaviour follows
 //! `/work/shared/reference/ufm-api.md`.
 
@@ -10,6 +10,7 @@ mod api;
 mod control;
 mod faults;
 mod http;
+mod outage;
 mod server;
 mod state;
 
@@ -49,7 +50,9 @@ Prints `listening on http(s)://ADDR:PORT` on stdout once ready.
 
 Test control (no auth, not counted): /_sim/stats, /_sim/stats/reset, /_sim/config,
 /_sim/state, /_sim/known_guids, /_sim/reset, /_sim/fail, /_sim/stall,
-/_sim/faults (GET, POST {\"rules\": [...]}, DELETE).";
+/_sim/faults (GET, POST {\"rules\": [...]}, DELETE), /_sim/outage (GET, POST
+{\"seconds\": S, \"mode\": \"refuse\"|\"503\"|\"hang\"}, DELETE). During a refuse outage
+the port is closed, the control API included.";
 
 /// Parsed command line.
 struct Args {

@@ -1,13 +1,16 @@
-//! The listening socket and the connections: the accept loop and the per-connection loop
-//! (one thread per connection, keep-alive, plain TCP or rustls). Request handling is
-//! [`crate::api`]'s.
+//! The listening socket and the connections: the accept loop (which stops listening during a
+//! `refuse` outage and listens again on the same port afterwards), the registry of open
+//! connections (so an outage can drop them), and the per-connection loop (one thread per
+//! connection, keep-alive, plain TCP or rustls). Request handling is [`crate::api`]'s.
 
+use std::collections::HashMap;
 use std::io::{BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use log::{LevelFilter, debug, error, warn};
+use log::{LevelFilter, debug, error, info, warn};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
 use crate::api;
@@ -21,9 +24,111 @@ pub struct ConnConfig {
     pub idle_timeout: Duration,
 }
 
-/// Accepts connections until the process ends, each served on its own thread.
+/// Open connections, by id, so a `refuse` outage can drop them.
+#[derive(Default)]
+struct Registry {
+    next_id: AtomicU64,
+    open: Mutex<HashMap<u64, TcpStream>>,
+}
+
+impl Registry {
+    /// Registers a connection; it is deregistered when the guard drops.
+    fn register(self: &Arc<Self>, tcp: &TcpStream) -> ConnGuard {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        match tcp.try_clone() {
+            Ok(clone) => {
+                self.lock().insert(id, clone);
+            }
+            Err(e) => debug!("connection {id}: cannot register it for outages: {e}"),
+        }
+        ConnGuard {
+            id,
+            registry: Arc::clone(self),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, TcpStream>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Shuts every open connection down but `except`; their threads then see end of file or
+    /// a write error and exit.
+    fn shutdown_all(&self, except: Option<u64>) -> usize {
+        let open = self.lock();
+        let mut n = 0;
+        for (id, tcp) in open.iter() {
+            if Some(*id) != except {
+                let _ = tcp.shutdown(Shutdown::Both);
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+struct ConnGuard {
+    id: u64,
+    registry: Arc<Registry>,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.id);
+    }
+}
+
+/// Binds `addr` again after a `refuse` outage, retrying for a while if the port is busy.
+fn rebind(addr: SocketAddr) -> Result<TcpListener, String> {
+    let mut last = String::new();
+    for _ in 0..100 {
+        match TcpListener::bind(addr) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!("cannot listen on {addr} again: {last}"))
+}
+
+/// Accepts connections until the process ends. During a `refuse` outage the socket is closed
+/// (new connections are refused) and open connections are dropped; afterwards it listens on
+/// the same address again.
 pub fn run(listener: TcpListener, sim: Arc<Sim>, config: ConnConfig) -> Result<(), String> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    sim.outages.set_listen_addr(addr);
+    let registry = Arc::new(Registry::default());
+    let mut listener = Some(listener);
+    loop {
+        let current = match listener.take() {
+            Some(l) => l,
+            None => {
+                sim.outages.wait_while_refusing();
+                let l = rebind(addr)?;
+                info!("outage over: listening again on {addr}");
+                l
+            }
+        };
+        accept_until_refused(&current, &sim, &registry, &config);
+        drop(current);
+        let exempt = sim.outages.refusing().and_then(|o| o.exempt_conn);
+        let dropped = registry.shutdown_all(exempt);
+        info!("stopped listening on {addr}; dropped {dropped} open connection(s)");
+    }
+}
+
+/// Hands each accepted connection to a thread, until a `refuse` outage starts.
+fn accept_until_refused(
+    listener: &TcpListener,
+    sim: &Arc<Sim>,
+    registry: &Arc<Registry>,
+    config: &ConnConfig,
+) {
     for incoming in listener.incoming() {
+        if sim.outages.refusing().is_some() {
+            return; // this connection (perhaps the wake-up) is dropped with the listener
+        }
         let tcp = match incoming {
             Ok(tcp) => tcp,
             Err(e) => {
@@ -32,16 +137,16 @@ pub fn run(listener: TcpListener, sim: Arc<Sim>, config: ConnConfig) -> Result<(
                 continue;
             }
         };
-        let sim = Arc::clone(&sim);
+        let guard = registry.register(&tcp);
+        let sim = Arc::clone(sim);
         let config = config.clone();
         let spawned = std::thread::Builder::new()
             .name("ufm-sim-conn".into())
-            .spawn(move || handle_connection(tcp, &sim, &config));
+            .spawn(move || handle_connection(tcp, &sim, &config, guard));
         if let Err(e) = spawned {
             error!("cannot start a connection thread: {e}");
         }
     }
-    Ok(())
 }
 
 /// A connection the server can talk HTTP over.
@@ -59,7 +164,7 @@ impl Transport for StreamOwned<ServerConnection, TcpStream> {
     }
 }
 
-fn handle_connection(tcp: TcpStream, sim: &Sim, config: &ConnConfig) {
+fn handle_connection(tcp: TcpStream, sim: &Sim, config: &ConnConfig, guard: ConnGuard) {
     let peer = tcp
         .peer_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -72,9 +177,9 @@ fn handle_connection(tcp: TcpStream, sim: &Sim, config: &ConnConfig) {
         return;
     }
     match &config.tls {
-        None => serve(tcp, sim, peer),
+        None => serve(tcp, sim, peer, guard.id),
         Some(tls) => match ServerConnection::new(Arc::clone(tls)) {
-            Ok(conn) => serve(StreamOwned::new(conn, tcp), sim, peer),
+            Ok(conn) => serve(StreamOwned::new(conn, tcp), sim, peer, guard.id),
             Err(e) => warn!("{peer}: TLS session setup failed: {e}"),
         },
     }
@@ -85,13 +190,15 @@ fn next_request<S: Transport>(
     reader: &mut BufReader<S>,
     sim: &Sim,
     peer: SocketAddr,
+    conn: u64,
 ) -> Option<(Request, Response)> {
     let request = http::read_request(reader, |r| {
         r.get_mut().write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         r.get_mut().flush()
     });
     Some(match request {
-        Ok(request) => {
+        Ok(mut request) => {
+            request.conn = conn;
             let response = api::handle(sim, &request);
             (request, response)
         }
@@ -123,10 +230,10 @@ fn next_request<S: Transport>(
 }
 
 /// Answers requests on one connection until it closes, an error ends it, or a fault drops it.
-fn serve<S: Transport>(stream: S, sim: &Sim, peer: SocketAddr) {
+fn serve<S: Transport>(stream: S, sim: &Sim, peer: SocketAddr, conn: u64) {
     let mut reader = BufReader::new(stream);
     loop {
-        let Some((request, response)) = next_request(&mut reader, sim, peer) else {
+        let Some((request, response)) = next_request(&mut reader, sim, peer, conn) else {
             return;
         };
         log_exchange(peer, &request, &response);
