@@ -1,7 +1,7 @@
 //! Proves the test harness against real processes: each etcd flavour starts, its data helpers
 //! work, auth and TLS are really enforced, a restart keeps data, and the simulator starts and
 //! really produces each fault and variant it offers (delays, expiring rules, no-op writes,
-//! dropped connections, outages), as a client sees them through curl.
+//! dropped connections, outages, byte counters), as a client sees them through curl.
 
 mod support;
 
@@ -425,6 +425,7 @@ fn sim_reset_rules_drop_the_connection_before_or_after_applying() {
         "applied although unanswered: {}",
         sim.state()
     );
+    assert_eq!(sim.bytes()["POST /resources/pkeys"], 0, "nothing was sent");
 }
 
 /// A keep-alive connection that has had one answer.
@@ -528,6 +529,38 @@ fn sim_503_and_hang_outages() {
         200,
         "clearing the faults ends the outage"
     );
+}
+
+#[test]
+fn sim_counts_response_bytes_per_route() {
+    let sim = seeded_sim();
+    let listing = sim.api("GET", "/ufmRest/resources/pkeys?guids_data=true", None);
+    let version = sim.api("GET", "/ufmRest/app/ufm_version", None);
+    let denied = sim.curl(&[&format!("{}/ufmRest/app/ufm_version", sim.url())]);
+    assert_eq!(
+        (listing.status, version.status, denied.status),
+        (200, 200, 401)
+    );
+    let bytes = sim.bytes();
+    assert_eq!(
+        bytes["GET /resources/pkeys"],
+        listing.body.len() as u64,
+        "{bytes}"
+    );
+    let version_bytes = version.body.len() + denied.body.len();
+    assert_eq!(bytes["GET /app/ufm_version"], version_bytes as u64);
+    assert_eq!(
+        sim.bytes_total(),
+        (listing.body.len() + version_bytes) as u64
+    );
+    let stats = sim.stats();
+    assert_eq!(stats["total"], 3);
+    assert_eq!(
+        stats["requests"],
+        json!({"GET /app/ufm_version": 2, "GET /resources/pkeys": 1})
+    );
+    sim.reset_stats();
+    assert_eq!((sim.bytes(), sim.bytes_total()), (json!({}), 0));
 }
 
 #[test]

@@ -188,6 +188,17 @@ impl UfmSim {
         );
     }
 
+    /// Response body bytes sent per `"<METHOD> <route>"` key (`/_sim/stats` `bytes`), e.g.
+    /// `bytes()["GET /resources/pkeys"]`.
+    pub fn bytes(&self) -> Value {
+        self.stats()["bytes"].clone()
+    }
+
+    /// All response body bytes sent since the start or the last [`UfmSim::reset_stats`].
+    pub fn bytes_total(&self) -> u64 {
+        self.stats()["bytes_total"].as_u64().unwrap_or(0)
+    }
+
     /// Appends fault rules (`POST /_sim/faults {"rules": rules}`); `rules` is a JSON array of
     /// rule objects, e.g. `json!([{"route": "/resources/pkeys", "delay_ms": 500}])`. Returns
     /// the new rules' ids. Panics (with the simulator's one-line reason) on a bad rule.

@@ -198,7 +198,14 @@ pub fn handle(sim: &Sim, req: &Request) -> Response {
     let route = route_name(req);
     let key = format!("{} {route}", req.method);
     sim.record(&key);
-    handle_api(sim, req, &route)
+    let response = handle_api(sim, req, &route);
+    let sent = if response.abort || req.method == "HEAD" {
+        0
+    } else {
+        response.body.len()
+    };
+    sim.record_bytes(&key, sent);
+    response
 }
 
 /// Whether a request's changes are kept: under a `noop` fault it is answered as usual, but

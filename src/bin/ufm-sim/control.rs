@@ -92,6 +92,9 @@ pub struct Settings {
 pub struct Control {
     pub total: u64,
     pub requests: BTreeMap<String, u64>,
+    /// Response body bytes sent, per statistics key.
+    pub bytes: BTreeMap<String, u64>,
+    pub bytes_total: u64,
     /// Next `fail_count` API requests are answered with `fail_status`.
     pub fail_count: u64,
     pub fail_status: u16,
@@ -167,6 +170,14 @@ impl Sim {
         let mut control = self.control();
         control.total += 1;
         *control.requests.entry(key.to_string()).or_default() += 1;
+    }
+
+    /// Counts the response body bytes sent for a request counted under `key`.
+    pub fn record_bytes(&self, key: &str, bytes: usize) {
+        let mut control = self.control();
+        let bytes = bytes as u64;
+        control.bytes_total += bytes;
+        *control.bytes.entry(key.to_string()).or_default() += bytes;
     }
 
     /// Consumes one armed stall, returning how long to wait.
@@ -344,12 +355,19 @@ fn handle_inner(sim: &Sim, req: &Request) -> Result<Response, Response> {
     let response = match (req.method.as_str(), path) {
         ("GET", "/_sim/stats") => {
             let control = sim.control();
-            ok(json!({ "total": control.total, "requests": control.requests }))
+            ok(json!({
+                "total": control.total,
+                "requests": control.requests,
+                "bytes": control.bytes,
+                "bytes_total": control.bytes_total,
+            }))
         }
         ("POST", "/_sim/stats/reset") => {
             let mut control = sim.control();
             control.total = 0;
             control.requests.clear();
+            control.bytes.clear();
+            control.bytes_total = 0;
             ok(json!({}))
         }
         ("POST", "/_sim/fail") => {
