@@ -1,7 +1,8 @@
 //! Proves the test harness against real processes: each etcd flavour starts, its data helpers
 //! work, auth and TLS are really enforced, a restart keeps data, and the simulator starts and
 //! really produces each fault and variant it offers (delays, expiring rules, no-op writes,
-//! dropped connections, outages, byte counters), as a client sees them through curl.
+//! dropped connections, outages, `last_updated` formats, byte counters), as a client sees them
+//! through curl.
 
 mod support;
 
@@ -532,6 +533,56 @@ fn sim_503_and_hang_outages() {
 }
 
 #[test]
+fn sim_last_updated_formats() {
+    let sim = UfmSim::http();
+    assert_eq!(
+        last_updated(&sim),
+        Value::Null,
+        "null before the first change"
+    );
+    assert_eq!(
+        sim.api(
+            "POST",
+            "/ufmRest/resources/pkeys",
+            Some(&add_body("0x5", G1))
+        )
+        .status,
+        200
+    );
+    let rfc = last_updated(&sim).as_str().unwrap_or_default().to_string();
+    assert!(
+        rfc.len() == 27 && rfc.ends_with('Z') && rfc.as_bytes()[10] == b'T',
+        "{rfc}"
+    );
+
+    sim.set_mode(json!({"last_updated_format": "ctime"}));
+    let ctime = last_updated(&sim).as_str().unwrap_or_default().to_string();
+    let words: Vec<&str> = ctime.split_whitespace().collect();
+    assert!(
+        words.len() == 6 && words[4] == "UTC" && words[3].len() == 8,
+        "{ctime}"
+    );
+    assert!(ctime.ends_with(&rfc[..4]), "same year: {ctime} {rfc}");
+
+    sim.set_mode(json!({"last_updated_format": "dmy-local"}));
+    let dmy = last_updated(&sim).as_str().unwrap_or_default().to_string();
+    let expected = format!(
+        "{}-{}-{}, {}",
+        &rfc[8..10],
+        &rfc[5..7],
+        &rfc[..4],
+        &rfc[11..19]
+    );
+    assert_eq!(dmy, expected);
+
+    let flagged = UfmSim::start(SimOptions {
+        extra_args: vec!["--last-updated-format".into(), "ctime".into()],
+        ..SimOptions::default()
+    });
+    assert_eq!(flagged.config()["last_updated_format"], "ctime");
+}
+
+#[test]
 fn sim_counts_response_bytes_per_route() {
     let sim = seeded_sim();
     let listing = sim.api("GET", "/ufmRest/resources/pkeys?guids_data=true", None);
@@ -600,6 +651,11 @@ fn sim_refuses_bad_control_input_with_a_one_line_reason() {
             "/_sim/outage",
             r#"{"seconds": 0, "mode": "503"}"#,
             "seconds",
+        ),
+        (
+            "/_sim/config",
+            r#"{"last_updated_format": "iso"}"#,
+            "last_updated_format",
         ),
     ] {
         let reply = post(path, body);

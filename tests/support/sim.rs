@@ -263,7 +263,8 @@ impl UfmSim {
         self.control("GET", "/_sim/config", None)
     }
 
-    /// Changes the simulator's behaviour (`POST /_sim/config`).
+    /// Changes the simulator's behaviour (`POST /_sim/config`), e.g.
+    /// `{"last_updated_format": "ctime"}`.
     pub fn set_mode(&self, config: Value) {
         self.control("POST", "/_sim/config", Some(config));
     }

@@ -479,7 +479,9 @@ fn route(
             }
         }
         ("GET", "/resources/pkeys/last_updated") => {
-            Response::json(200, &json!({ "last_updated": sim.fabric().last_updated() }))
+            let format = sim.modes().last_updated_format;
+            let stamp = sim.fabric().last_updated(format);
+            Response::json(200, &json!({ "last_updated": stamp }))
         }
         ("GET", "/resources/pkeys/{pkey}") => {
             let pkey = parse_pkey(segs[2])?;

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::faults::{FaultRules, RequestFacts, RuleSpec, Verdict};
 use crate::http::{Request, Response};
 use crate::outage::{self, Outages};
-use crate::state::{Fabric, FabricError, format_guid, parse_guid};
+use crate::state::{Fabric, FabricError, StampFormat, format_guid, parse_guid};
 
 /// Behaviour where real UFM is unknown or varies (spec §9).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -27,6 +27,7 @@ pub struct Modes {
     pub unknown_guid_reject404: bool,
     /// Successful mutations: `true` → body `{}`, `false` → empty body.
     pub mutation_body_json: bool,
+    pub last_updated_format: StampFormat,
 }
 
 impl Modes {
@@ -36,6 +37,7 @@ impl Modes {
             "auth_failure": if self.auth_login200 { "login200" } else { "401" },
             "unknown_guid": if self.unknown_guid_reject404 { "reject404" } else { "accept" },
             "mutation_body": if self.mutation_body_json { "{}" } else { "empty" },
+            "last_updated_format": self.last_updated_format.as_str(),
         })
     }
 }
@@ -302,6 +304,7 @@ struct ConfigBody {
     auth_failure: Option<String>,
     unknown_guid: Option<String>,
     mutation_body: Option<String>,
+    last_updated_format: Option<String>,
 }
 
 /// Applies every given setting, or none when one is invalid.
@@ -324,6 +327,9 @@ fn apply_config(modes: &mut Modes, cfg: ConfigBody) -> Result<(), String> {
         if let Some(value) = value {
             *slot = parse_mode(name, &value)?;
         }
+    }
+    if let Some(value) = cfg.last_updated_format {
+        next.last_updated_format = StampFormat::parse(&value)?;
     }
     *modes = next;
     Ok(())
@@ -492,4 +498,29 @@ fn start_outage(sim: &Sim, req: &Request) -> Result<Response, Response> {
     sim.outages.start(mode, seconds, refuse.then_some(req.conn));
     let response = ok(sim.outages.to_json());
     Ok(if refuse { response.closing() } else { response })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_is_all_or_nothing() {
+        let mut modes = Modes::default();
+        let good: ConfigBody = serde_json::from_value(json!({
+            "last_updated_format": "ctime", "mutation_body": "{}"
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(apply_config(&mut modes, good), Ok(()));
+        assert_eq!(modes.last_updated_format, StampFormat::Ctime);
+        assert!(modes.mutation_body_json);
+
+        let bad: ConfigBody =
+            serde_json::from_value(json!({"missing_pkey": "404", "last_updated_format": "iso"}))
+                .unwrap_or_else(|e| panic!("{e}"));
+        let before = modes;
+        assert!(apply_config(&mut modes, bad).is_err_and(|e| e.contains("last_updated_format")));
+        assert_eq!(modes, before);
+        assert_eq!(modes.to_json()["last_updated_format"], "ctime");
+    }
 }

@@ -26,6 +26,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::control::{Modes, Settings, Sim, parse_mode};
+use crate::state::StampFormat;
 
 const USAGE: &str = "\
 usage: ufm-sim [options]
@@ -41,6 +42,7 @@ usage: ufm-sim [options]
   --auth-failure MODE        401 (default) | login200
   --unknown-guid MODE        accept (default) | reject404
   --mutation-body MODE       empty (default) | {}
+  --last-updated-format F    rfc3339 (default) | ctime | dmy-local
   --version-string S         ufm_release_version (default 6.19.1-4)
   --idle-timeout SECS        close idle keep-alive connections after SECS (default 300)
   --exit-on-stdin-eof        exit when stdin reaches end of file
@@ -123,6 +125,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, St
             "--mutation-body" => {
                 s.modes.mutation_body_json = parse_mode("mutation_body", &value()?)?
             }
+            "--last-updated-format" => s.modes.last_updated_format = StampFormat::parse(&value()?)?,
             "--version-string" => s.version = value()?,
             "--idle-timeout" => {
                 let secs: u64 = value()?

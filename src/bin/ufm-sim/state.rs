@@ -6,7 +6,8 @@
 //!   every mutation aimed at it is a [`FabricError::BadRequest`].
 //! - Adding GUIDs to a missing partition creates it (`api_pkey_0x<hex>`, default QoS).
 //! - Removing the last member of a non-default partition deletes the partition.
-//! - Every successful mutation bumps `last_updated`.
+//! - Every successful mutation bumps `last_updated` (spelt in one of the [`StampFormat`]s
+//!   real UFMs use); nothing else does.
 //!
 //! Pure data and rules, no I/O: the HTTP layer maps [`FabricError`] to status codes and
 //! the JSON views built here are what the API returns.
@@ -304,9 +305,9 @@ impl Fabric {
         self.partitions.contains_key(&pkey)
     }
 
-    /// RFC 3339 time of the last successful mutation, if any.
-    pub fn last_updated(&self) -> Option<String> {
-        self.last_updated.map(rfc3339)
+    /// The time of the last successful mutation, if any, in `format`.
+    pub fn last_updated(&self, format: StampFormat) -> Option<String> {
+        self.last_updated.map(|t| format.format(t))
     }
 
     fn touch(&mut self) {
@@ -622,18 +623,111 @@ struct SeedQos {
     rate_limit: Option<f64>,
 }
 
-/// Formats a time as RFC 3339 UTC with microseconds: `2025-01-31T12:34:56.789012Z`.
-pub fn rfc3339(time: SystemTime) -> String {
+/// How `GET /resources/pkeys/last_updated` spells the time (real UFMs differ, §3.10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StampFormat {
+    /// `2025-01-31T12:34:56.789012Z`
+    #[default]
+    Rfc3339,
+    /// `Thu Sep  3 11:42:39 UTC 2020` (`date`'s output; 1-second resolution)
+    Ctime,
+    /// `03-09-2020, 11:42:39`: the subnet manager's local time without a zone (UTC here;
+    /// 1-second resolution)
+    DmyLocal,
+}
+
+impl StampFormat {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "rfc3339" => Ok(Self::Rfc3339),
+            "ctime" => Ok(Self::Ctime),
+            "dmy-local" => Ok(Self::DmyLocal),
+            other => Err(format!(
+                "invalid last_updated_format '{other}': expected rfc3339, ctime or dmy-local"
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rfc3339 => "rfc3339",
+            Self::Ctime => "ctime",
+            Self::DmyLocal => "dmy-local",
+        }
+    }
+
+    pub fn format(self, time: SystemTime) -> String {
+        match self {
+            Self::Rfc3339 => rfc3339(time),
+            Self::Ctime => ctime(time),
+            Self::DmyLocal => dmy(time),
+        }
+    }
+}
+
+/// A UTC time split into its calendar fields.
+struct Civil {
+    year: u64,
+    month: u64,
+    day: u64,
+    hour: u64,
+    minute: u64,
+    second: u64,
+    micros: u32,
+    /// 0 is Sunday.
+    weekday: u64,
+}
+
+fn civil(time: SystemTime) -> Civil {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (year, month, day) = civil_from_days(days);
+    Civil {
+        year,
+        month,
+        day,
+        hour: rem / 3600,
+        minute: rem % 3600 / 60,
+        second: rem % 60,
+        micros: since.subsec_micros(),
+        weekday: (days + 4) % 7, // 1970-01-01 was a Thursday
+    }
+}
+
+/// Formats a time as RFC 3339 UTC with microseconds: `2025-01-31T12:34:56.789012Z`.
+pub fn rfc3339(time: SystemTime) -> String {
+    let c = civil(time);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_micros()
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        c.year, c.month, c.day, c.hour, c.minute, c.second, c.micros
+    )
+}
+
+/// Formats a time as `date` does in UTC: `Thu Sep  3 11:42:39 UTC 2020`.
+pub fn ctime(time: SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let c = civil(time);
+    let weekday = DAYS.get(c.weekday as usize).copied().unwrap_or("???");
+    let month = MONTHS
+        .get(c.month.saturating_sub(1) as usize)
+        .copied()
+        .unwrap_or("???");
+    format!(
+        "{weekday} {month} {:>2} {:02}:{:02}:{:02} UTC {}",
+        c.day, c.hour, c.minute, c.second, c.year
+    )
+}
+
+/// Formats a time as `DD-MM-YYYY, HH:MM:SS` (no zone): `03-09-2020, 11:42:39`.
+pub fn dmy(time: SystemTime) -> String {
+    let c = civil(time);
+    format!(
+        "{:02}-{:02}-{:04}, {:02}:{:02}:{:02}",
+        c.day, c.month, c.year, c.hour, c.minute, c.second
     )
 }
 
@@ -730,7 +824,7 @@ mod tests {
             .map(|_| ())));
         assert!(ro(fabric.delete(MANAGEMENT_PKEY)));
         assert!(ro(fabric.set_qos(MANAGEMENT_PKEY, Some(4), None, None)));
-        assert!(fabric.last_updated().is_none());
+        assert!(fabric.last_updated(StampFormat::Rfc3339).is_none());
         assert_eq!(
             fabric.partition(MANAGEMENT_PKEY),
             Some(&Partition::management())
@@ -754,7 +848,7 @@ mod tests {
         assert!(p.ip_over_ib);
         assert_eq!(p.qos, Qos::default());
         assert_eq!(p.members.len(), 2);
-        assert!(fabric.last_updated().is_some());
+        assert!(fabric.last_updated(StampFormat::Rfc3339).is_some());
 
         assert_eq!(
             fabric.add_guids(0x2fb, &[G1], limited_index0(), Some(false)),
@@ -908,6 +1002,27 @@ mod tests {
         assert!(other.load(json!({"5": {}})).is_err());
         // A failed load leaves the fabric alone.
         assert_eq!(other.snapshot(), fabric.snapshot());
+    }
+
+    #[test]
+    fn last_updated_formats() {
+        // Thu Sep  3 11:42:39 UTC 2020
+        let t = UNIX_EPOCH + Duration::new(1_599_133_359, 250_000_000);
+        assert_eq!(ctime(t), "Thu Sep  3 11:42:39 UTC 2020");
+        assert_eq!(dmy(t), "03-09-2020, 11:42:39");
+        assert_eq!(
+            StampFormat::Rfc3339.format(t),
+            "2020-09-03T11:42:39.250000Z"
+        );
+        assert_eq!(
+            ctime(UNIX_EPOCH + Duration::from_secs(1_609_459_199)),
+            "Thu Dec 31 23:59:59 UTC 2020"
+        );
+        assert_eq!(ctime(UNIX_EPOCH), "Thu Jan  1 00:00:00 UTC 1970");
+        for f in ["rfc3339", "ctime", "dmy-local"] {
+            assert_eq!(StampFormat::parse(f).map(StampFormat::as_str), Ok(f));
+        }
+        assert!(StampFormat::parse("iso").is_err());
     }
 
     #[test]
