@@ -1,8 +1,8 @@
 //! Proves the test harness against real processes: each etcd flavour starts, its data helpers
 //! work, auth and TLS are really enforced, a restart keeps data, and the simulator starts and
 //! really produces each fault and variant it offers (delays, expiring rules, no-op writes,
-//! dropped connections, outages, `last_updated` formats, byte counters), as a client sees them
-//! through curl.
+//! dropped connections, outages, IPoIB and `last_updated` modes, byte counters), as a client
+//! sees them through curl.
 
 mod support;
 
@@ -533,6 +533,43 @@ fn sim_503_and_hang_outages() {
 }
 
 #[test]
+fn sim_ipoib_follow_mode_sets_the_flag_on_every_add() {
+    let sim = UfmSim::http();
+    let ipoib = |sim: &UfmSim| sim.state()["0x5"]["ip_over_ib"].clone();
+    let mut add = add_body("0x5", G1);
+    add["ip_over_ib"] = json!(false);
+    assert_eq!(
+        sim.api("POST", "/ufmRest/resources/pkeys", Some(&add))
+            .status,
+        200
+    );
+    assert_eq!(ipoib(&sim), false);
+    let without = add_body("0x5", G2);
+    assert_eq!(
+        sim.api("POST", "/ufmRest/resources/pkeys", Some(&without))
+            .status,
+        200
+    );
+    assert_eq!(
+        ipoib(&sim),
+        false,
+        "keep: an add without the field keeps the flag"
+    );
+
+    sim.set_mode(json!({"ipoib_on_add": "follow"}));
+    let actions = json!({"pkey": "0x5", "guids": [G1]});
+    let reply = sim.api("POST", "/ufmRest/actions/add_guids_to_pkey", Some(&actions));
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(ipoib(&sim), true, "follow: a missing field means true");
+    assert_eq!(
+        sim.api("POST", "/ufmRest/resources/pkeys", Some(&add))
+            .status,
+        200
+    );
+    assert_eq!(ipoib(&sim), false, "follow: the request's value");
+}
+
+#[test]
 fn sim_last_updated_formats() {
     let sim = UfmSim::http();
     assert_eq!(
@@ -615,6 +652,27 @@ fn sim_counts_response_bytes_per_route() {
 }
 
 #[test]
+fn sim_drops_members_on_its_own_and_lists_both_flags_either_way() {
+    let sim = seeded_sim();
+    let dropped = sim.drop_guids(&[G1]);
+    assert_eq!(
+        dropped,
+        json!({"removed": 1, "deleted_partitions": ["0x5"]})
+    );
+    assert!(sim.state().get("0x5").is_none());
+
+    let both = "/ufmRest/resources/pkeys?guids_data=true&qos_conf=true";
+    assert_eq!(sim.api("GET", both, None).status, 400);
+    sim.set_mode(json!({"list_guids_and_qos": "drop_guids"}));
+    let qos_only = sim.api("GET", both, None);
+    assert_eq!(qos_only.status, 200);
+    assert!(
+        qos_only.json()["0x7fff"].get("guids").is_none(),
+        "{qos_only:?}"
+    );
+}
+
+#[test]
 fn sim_refuses_bad_control_input_with_a_one_line_reason() {
     let sim = UfmSim::http();
     let post = |path: &str, body: &str| {
@@ -657,6 +715,7 @@ fn sim_refuses_bad_control_input_with_a_one_line_reason() {
             r#"{"last_updated_format": "iso"}"#,
             "last_updated_format",
         ),
+        ("/_sim/drop_guids", r#"["xyz"]"#, "guid"),
     ] {
         let reply = post(path, body);
         assert_eq!(reply.status, 400, "{path} {body}: {reply:?}");

@@ -240,6 +240,12 @@ impl UfmSim {
         self.control("GET", "/_sim/outage", None)
     }
 
+    /// UFM drops these GUIDs from every partition on its own, deleting partitions left
+    /// empty (`POST /_sim/drop_guids`). Returns `{"removed": n, "deleted_partitions": [...]}`.
+    pub fn drop_guids(&self, guids: &[&str]) -> Value {
+        self.control("POST", "/_sim/drop_guids", Some(json!(guids)))
+    }
+
     /// One UFM API call as a client makes it, with the basic-auth credentials: `method` on
     /// `path` (e.g. `/ufmRest/resources/pkeys`), `body` sent as JSON when given.
     pub fn api(&self, method: &str, path: &str, body: Option<&Value>) -> CurlReply {
@@ -263,8 +269,8 @@ impl UfmSim {
         self.control("GET", "/_sim/config", None)
     }
 
-    /// Changes the simulator's behaviour (`POST /_sim/config`), e.g.
-    /// `{"last_updated_format": "ctime"}`.
+    /// Changes the simulator's behaviour (`POST /_sim/config`), e.g. `{"ipoib_on_add":
+    /// "follow"}`, `{"last_updated_format": "ctime"}`.
     pub fn set_mode(&self, config: Value) {
         self.control("POST", "/_sim/config", Some(config));
     }

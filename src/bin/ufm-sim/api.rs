@@ -466,8 +466,11 @@ fn route(
         ("GET", "/resources/pkeys" | "/actions/get_all_pkeys") => {
             let guids_data = flag(req, "guids_data")?;
             let qos_conf = flag(req, "qos_conf")?;
+            let drops_guids = sim.modes().list_both_drops_guids;
             let fabric = sim.fabric();
             match (guids_data, qos_conf) {
+                // UFM 6.19.0-1 and 6.21.0-8 answer the QoS view: the GUIDs are silently lost.
+                (true, true) if drops_guids => Response::json(200, &fabric.list_qos()),
                 (true, true) => Response::new(
                     400,
                     TEXT,
@@ -525,8 +528,9 @@ fn route(
                 index0: b.index0.unwrap_or(false),
             };
             check_known(sim, pkey, &guids)?;
+            let ip_over_ib = sim.modes().ipoib_on_add.flag(b.ip_over_ib);
             mutate(sim, apply, |f| {
-                f.add_guids(pkey, &guids, member, b.ip_over_ib)
+                f.add_guids(pkey, &guids, member, ip_over_ib)
             })?;
             mutation_ok(sim)
         }
@@ -598,8 +602,9 @@ fn route(
                 index0: b.index0.unwrap_or(false),
             };
             check_known(sim, pkey, &guids)?;
+            let ip_over_ib = sim.modes().ipoib_on_add.flag(b.ip_over_ib);
             mutate(sim, apply, |f| {
-                f.add_guids(pkey, &guids, member, b.ip_over_ib)
+                f.add_guids(pkey, &guids, member, ip_over_ib)
             })?;
             mutation_ok(sim)
         }

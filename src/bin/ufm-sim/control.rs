@@ -14,7 +14,46 @@ use serde_json::{Value, json};
 use crate::faults::{FaultRules, RequestFacts, RuleSpec, Verdict};
 use crate::http::{Request, Response};
 use crate::outage::{self, Outages};
-use crate::state::{Fabric, FabricError, StampFormat, format_guid, parse_guid};
+use crate::state::{Fabric, FabricError, StampFormat, format_guid, format_pkey, parse_guid};
+
+/// What an add (POST `/resources/pkeys`, `/actions/add_guids_to_pkey`) does to the
+/// partition's `ip_over_ib` flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IpoibOnAdd {
+    /// The flag changes only when the request has the field.
+    #[default]
+    Keep,
+    /// Every add sets the flag; a request without the field sets it to `true` (UFM's
+    /// documented default).
+    Follow,
+}
+
+impl IpoibOnAdd {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "keep" => Ok(Self::Keep),
+            "follow" => Ok(Self::Follow),
+            other => Err(format!(
+                "invalid ipoib_on_add '{other}': expected keep or follow"
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Keep => "keep",
+            Self::Follow => "follow",
+        }
+    }
+
+    /// The flag to store for a request that carried `requested`.
+    pub fn flag(self, requested: Option<bool>) -> Option<bool> {
+        match self {
+            Self::Keep => requested,
+            Self::Follow => Some(requested.unwrap_or(true)),
+        }
+    }
+}
 
 /// Behaviour where real UFM is unknown or varies (spec §9).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -27,6 +66,10 @@ pub struct Modes {
     pub unknown_guid_reject404: bool,
     /// Successful mutations: `true` → body `{}`, `false` → empty body.
     pub mutation_body_json: bool,
+    /// The list with both `guids_data` and `qos_conf`: `true` → the QoS view without GUIDs
+    /// (UFM 6.19.0-1, 6.21.0-8), `false` → 400 "not supported" (nvbug 5409095).
+    pub list_both_drops_guids: bool,
+    pub ipoib_on_add: IpoibOnAdd,
     pub last_updated_format: StampFormat,
 }
 
@@ -37,13 +80,15 @@ impl Modes {
             "auth_failure": if self.auth_login200 { "login200" } else { "401" },
             "unknown_guid": if self.unknown_guid_reject404 { "reject404" } else { "accept" },
             "mutation_body": if self.mutation_body_json { "{}" } else { "empty" },
+            "list_guids_and_qos": if self.list_both_drops_guids { "drop_guids" } else { "400" },
+            "ipoib_on_add": self.ipoib_on_add.as_str(),
             "last_updated_format": self.last_updated_format.as_str(),
         })
     }
 }
 
 /// Parses one of the two-valued modes (`missing_pkey`, `auth_failure`, `unknown_guid`,
-/// `mutation_body`).
+/// `mutation_body`, `list_guids_and_qos`).
 pub fn parse_mode(name: &str, value: &str) -> Result<bool, String> {
     match (name, value) {
         ("missing_pkey", "empty200") => Ok(false),
@@ -54,6 +99,8 @@ pub fn parse_mode(name: &str, value: &str) -> Result<bool, String> {
         ("unknown_guid", "reject404") => Ok(true),
         ("mutation_body", "empty") => Ok(false),
         ("mutation_body", "{}") => Ok(true),
+        ("list_guids_and_qos", "400") => Ok(false),
+        ("list_guids_and_qos", "drop_guids") => Ok(true),
         _ => Err(format!("invalid {name} mode '{value}'")),
     }
 }
@@ -304,6 +351,8 @@ struct ConfigBody {
     auth_failure: Option<String>,
     unknown_guid: Option<String>,
     mutation_body: Option<String>,
+    list_guids_and_qos: Option<String>,
+    ipoib_on_add: Option<String>,
     last_updated_format: Option<String>,
 }
 
@@ -323,10 +372,18 @@ fn apply_config(modes: &mut Modes, cfg: ConfigBody) -> Result<(), String> {
             cfg.mutation_body,
             &mut next.mutation_body_json,
         ),
+        (
+            "list_guids_and_qos",
+            cfg.list_guids_and_qos,
+            &mut next.list_both_drops_guids,
+        ),
     ] {
         if let Some(value) = value {
             *slot = parse_mode(name, &value)?;
         }
+    }
+    if let Some(value) = cfg.ipoib_on_add {
+        next.ipoib_on_add = IpoibOnAdd::parse(&value)?;
     }
     if let Some(value) = cfg.last_updated_format {
         next.last_updated_format = StampFormat::parse(&value)?;
@@ -353,6 +410,7 @@ const ENDPOINTS: &[&str] = &[
     "/_sim/config",
     "/_sim/state",
     "/_sim/known_guids",
+    "/_sim/drop_guids",
     "/_sim/reset",
 ];
 
@@ -447,6 +505,12 @@ fn handle_inner(sim: &Sim, req: &Request) -> Result<Response, Response> {
             sim.control().known_guids = guids.into_iter().collect();
             ok(json!({}))
         }
+        ("POST", "/_sim/drop_guids") => {
+            let guids = guid_list(req)?;
+            let (removed, deleted) = sim.fabric().drop_guids(&guids);
+            let deleted: Vec<String> = deleted.into_iter().map(format_pkey).collect();
+            ok(json!({ "removed": removed, "deleted_partitions": deleted }))
+        }
         ("POST", "/_sim/reset") => {
             *sim.fabric() = Fabric::new();
             {
@@ -508,19 +572,29 @@ mod tests {
     fn config_is_all_or_nothing() {
         let mut modes = Modes::default();
         let good: ConfigBody = serde_json::from_value(json!({
-            "last_updated_format": "ctime", "mutation_body": "{}"
+            "ipoib_on_add": "follow",
+            "last_updated_format": "ctime", "list_guids_and_qos": "drop_guids"
         }))
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(apply_config(&mut modes, good), Ok(()));
+        assert_eq!(modes.ipoib_on_add, IpoibOnAdd::Follow);
         assert_eq!(modes.last_updated_format, StampFormat::Ctime);
-        assert!(modes.mutation_body_json);
+        assert!(modes.list_both_drops_guids);
 
         let bad: ConfigBody =
-            serde_json::from_value(json!({"missing_pkey": "404", "last_updated_format": "iso"}))
+            serde_json::from_value(json!({"missing_pkey": "404", "ipoib_on_add": "always"}))
                 .unwrap_or_else(|e| panic!("{e}"));
         let before = modes;
-        assert!(apply_config(&mut modes, bad).is_err_and(|e| e.contains("last_updated_format")));
+        assert!(apply_config(&mut modes, bad).is_err_and(|e| e.contains("ipoib_on_add")));
         assert_eq!(modes, before);
-        assert_eq!(modes.to_json()["last_updated_format"], "ctime");
+        assert_eq!(modes.to_json()["ipoib_on_add"], "follow");
+    }
+
+    #[test]
+    fn ipoib_follow_sets_the_flag_on_every_add() {
+        assert_eq!(IpoibOnAdd::Keep.flag(None), None);
+        assert_eq!(IpoibOnAdd::Keep.flag(Some(false)), Some(false));
+        assert_eq!(IpoibOnAdd::Follow.flag(None), Some(true));
+        assert_eq!(IpoibOnAdd::Follow.flag(Some(false)), Some(false));
     }
 }

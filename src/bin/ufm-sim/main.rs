@@ -25,7 +25,7 @@ use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::control::{Modes, Settings, Sim, parse_mode};
+use crate::control::{IpoibOnAdd, Modes, Settings, Sim, parse_mode};
 use crate::state::StampFormat;
 
 const USAGE: &str = "\
@@ -42,6 +42,9 @@ usage: ufm-sim [options]
   --auth-failure MODE        401 (default) | login200
   --unknown-guid MODE        accept (default) | reject404
   --mutation-body MODE       empty (default) | {}
+  --list-guids-and-qos MODE  400 (default) | drop_guids: the list with both flags
+  --ipoib-on-add MODE        keep (default) | follow: every add sets ip_over_ib (absent
+                             field: true)
   --last-updated-format F    rfc3339 (default) | ctime | dmy-local
   --version-string S         ufm_release_version (default 6.19.1-4)
   --idle-timeout SECS        close idle keep-alive connections after SECS (default 300)
@@ -51,7 +54,7 @@ usage: ufm-sim [options]
 Prints `listening on http(s)://ADDR:PORT` on stdout once ready.
 
 Test control (no auth, not counted): /_sim/stats, /_sim/stats/reset, /_sim/config,
-/_sim/state, /_sim/known_guids, /_sim/reset, /_sim/fail, /_sim/stall,
+/_sim/state, /_sim/known_guids, /_sim/drop_guids, /_sim/reset, /_sim/fail, /_sim/stall,
 /_sim/faults (GET, POST {\"rules\": [...]}, DELETE), /_sim/outage (GET, POST
 {\"seconds\": S, \"mode\": \"refuse\"|\"503\"|\"hang\"}, DELETE). During a refuse outage
 the port is closed, the control API included.";
@@ -125,6 +128,10 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, St
             "--mutation-body" => {
                 s.modes.mutation_body_json = parse_mode("mutation_body", &value()?)?
             }
+            "--list-guids-and-qos" => {
+                s.modes.list_both_drops_guids = parse_mode("list_guids_and_qos", &value()?)?
+            }
+            "--ipoib-on-add" => s.modes.ipoib_on_add = IpoibOnAdd::parse(&value()?)?,
             "--last-updated-format" => s.modes.last_updated_format = StampFormat::parse(&value()?)?,
             "--version-string" => s.version = value()?,
             "--idle-timeout" => {

@@ -310,6 +310,32 @@ impl Fabric {
         self.last_updated.map(|t| format.format(t))
     }
 
+    /// UFM dropping members on its own (a node restarted, a port left the fabric): removes
+    /// `guids` from every partition and deletes the partitions this empties, as removals do.
+    /// Returns how many memberships went and which partitions were deleted. Bumps
+    /// `last_updated` when anything changed.
+    pub fn drop_guids(&mut self, guids: &[u64]) -> (usize, Vec<u16>) {
+        let mut removed = 0;
+        let mut emptied = Vec::new();
+        for (pkey, partition) in &mut self.partitions {
+            let before = partition.members.len();
+            for guid in guids {
+                partition.members.remove(guid);
+            }
+            removed += before - partition.members.len();
+            if before > 0 && partition.members.is_empty() && *pkey != MANAGEMENT_PKEY {
+                emptied.push(*pkey);
+            }
+        }
+        for pkey in &emptied {
+            self.partitions.remove(pkey);
+        }
+        if removed > 0 {
+            self.touch();
+        }
+        (removed, emptied)
+    }
+
     fn touch(&mut self) {
         self.last_updated = Some(SystemTime::now());
     }
@@ -1023,6 +1049,23 @@ mod tests {
             assert_eq!(StampFormat::parse(f).map(StampFormat::as_str), Ok(f));
         }
         assert!(StampFormat::parse("iso").is_err());
+    }
+
+    #[test]
+    fn dropped_guids_leave_every_partition() {
+        let mut fabric = Fabric::new();
+        assert_eq!(fabric.add_guids(0x10, &[G1, G2], full(), None), Ok(()));
+        assert_eq!(fabric.add_guids(0x11, &[G1], full(), None), Ok(()));
+        assert_eq!(fabric.create(0x12, NewPartition::default()), Ok(()));
+        assert_eq!(fabric.drop_guids(&[G1]), (2, vec![0x11]));
+        assert!(fabric.contains(0x10) && fabric.contains(0x12) && !fabric.contains(0x11));
+        let stamp = fabric.last_updated(StampFormat::Rfc3339);
+        assert_eq!(fabric.drop_guids(&[G1]), (0, vec![]));
+        assert_eq!(
+            fabric.last_updated(StampFormat::Rfc3339),
+            stamp,
+            "nothing changed"
+        );
     }
 
     #[test]
