@@ -1,8 +1,8 @@
 //! Proves the test harness against real processes: each etcd flavour starts, its data helpers
 //! work, auth and TLS are really enforced, a restart keeps data, and the simulator starts and
 //! really produces each fault and variant it offers (delays, expiring rules, no-op writes,
-//! dropped connections, outages, IPoIB and `last_updated` modes, byte counters), as a client
-//! sees them through curl.
+//! dropped connections, outages, NVIDIA's mock routes, IPoIB and `last_updated` modes, byte
+//! counters), as a client sees them through curl.
 
 mod support;
 
@@ -533,6 +533,99 @@ fn sim_503_and_hang_outages() {
 }
 
 #[test]
+fn sim_nvidia_mock_route_set_answers_as_nvidia_s_mock() {
+    let sim = UfmSim::start(SimOptions::nvidia_mock("mocktoken0123456789abcdefghijk"));
+    assert_eq!(sim.config()["route_set"], "nvidia-mock");
+    assert_eq!(version_status(&sim), 404, "no /ufmRest prefix");
+    let basic = sim.api("GET", "/ufmRestV3/app/ufm_version", None);
+    assert_eq!(
+        (basic.status, basic.body.as_str()),
+        (401, "invalid UFM authorization token")
+    );
+    assert_eq!(
+        sim.token_api("GET", "/ufmRestV3/app/ufm_version", None)
+            .status,
+        200
+    );
+    let call = |method: &str, path: &str, body: Option<&Value>| {
+        sim.token_api(method, &format!("/ufmRestV3{path}"), body)
+    };
+
+    sim.set_known_guids(&[G1]);
+    let mut add = add_body("0x5", G1);
+    add["ip_over_ib"] = json!(false);
+    let added = call("POST", "/resources/pkeys", Some(&add));
+    assert_eq!(
+        (added.status, added.body.as_str()),
+        (200, "{}"),
+        "{added:?}"
+    );
+    add["guids"] = json!([G2]);
+    let unknown = call("POST", "/resources/pkeys", Some(&add));
+    assert_eq!(unknown.status, 404);
+    assert_eq!(
+        unknown.json()["error"],
+        format!("InfiniBand port {G2} does not exist")
+    );
+    let missing = call("POST", "/resources/pkeys", Some(&add_body("0x5", G1)));
+    assert_eq!(missing.status, 422, "ip_over_ib is mandatory: {missing:?}");
+
+    for (method, path, status) in [
+        ("POST", "/resources/pkeys/add", 405),
+        ("DELETE", "/resources/pkeys/0x5", 405),
+        ("PUT", "/resources/pkeys", 405),
+        ("GET", "/resources/pkeys/qos_conf", 405),
+        ("GET", "/actions/remove_guids_from_pkey", 405),
+        ("DELETE", &format!("/resources/pkeys/0x5/guids/{G1}"), 404),
+        ("POST", "/actions/add_guids_to_pkey", 404),
+        ("GET", "/app/tokens", 404),
+        ("GET", "/resources/pkeys/", 404),
+        ("GET", "/resources/pkeys/last_updated", 400),
+        ("GET", "/resources/pkeys?guids_data=yes", 400),
+    ] {
+        let reply = call(method, path, None);
+        assert_eq!(reply.status, status, "{method} {path}: {reply:?}");
+    }
+
+    let names = call("GET", "/resources/pkeys", None).json();
+    assert_eq!(
+        names["0x7fff"],
+        json!({"partition": "management", "ip_over_ib": true,
+                                       "membership": "limited"}),
+        "{names}"
+    );
+    assert_eq!(
+        names["0x5"],
+        json!({"partition": "api_pkey_0x5", "ip_over_ib": false})
+    );
+    let full = call(
+        "GET",
+        "/resources/pkeys?guids_data=true&qos_conf=true",
+        None,
+    )
+    .json();
+    assert_eq!(
+        full["0x5"]["guids"][0]["guid"], G1,
+        "both flags work: {full}"
+    );
+    assert_eq!(call("GET", "/resources/pkeys/0x6", None).body, "{}");
+
+    let remove = json!({"pkey": "0x5", "guids": [G1]});
+    let removed = call("POST", "/actions/remove_guids_from_pkey", Some(&remove));
+    assert_eq!((removed.status, removed.body.as_str()), (200, "{}"));
+    assert_eq!(
+        call("GET", "/resources/pkeys/0x5", None).body,
+        "{}",
+        "emptied: deleted"
+    );
+    let again = call("POST", "/actions/remove_guids_from_pkey", Some(&remove));
+    assert_eq!(again.status, 200, "a missing PKey is a silent success");
+
+    sim.set_mode(json!({"route_set": "full"}));
+    assert_eq!(version_status(&sim), 200, "back to the full route set");
+}
+
+#[test]
 fn sim_ipoib_follow_mode_sets_the_flag_on_every_add() {
     let sim = UfmSim::http();
     let ipoib = |sim: &UfmSim| sim.state()["0x5"]["ip_over_ib"].clone();
@@ -710,6 +803,7 @@ fn sim_refuses_bad_control_input_with_a_one_line_reason() {
             r#"{"seconds": 0, "mode": "503"}"#,
             "seconds",
         ),
+        ("/_sim/config", r#"{"route_set": "ufm-6.9"}"#, "route_set"),
         (
             "/_sim/config",
             r#"{"last_updated_format": "iso"}"#,

@@ -29,6 +29,19 @@ pub struct SimOptions {
     pub extra_args: Vec<String>,
 }
 
+impl SimOptions {
+    /// Options for the `nvidia-mock` route set (`--route-set nvidia-mock`): the routes NVIDIA's
+    /// UFM mock serves, under `/ufmRestV3` only, authenticated by `token` alone. Its adds need
+    /// known ports: see [`UfmSim::set_known_guids`].
+    pub fn nvidia_mock(token: &str) -> SimOptions {
+        SimOptions {
+            token: Some(token.to_string()),
+            extra_args: vec!["--route-set".to_string(), "nvidia-mock".to_string()],
+            ..SimOptions::default()
+        }
+    }
+}
+
 impl Default for SimOptions {
     fn default() -> Self {
         SimOptions {
@@ -240,6 +253,12 @@ impl UfmSim {
         self.control("GET", "/_sim/outage", None)
     }
 
+    /// Sets the port inventory (`POST /_sim/known_guids`): the GUIDs an add may name under
+    /// `unknown_guid=reject404` and in the `nvidia-mock` route set.
+    pub fn set_known_guids(&self, guids: &[&str]) {
+        self.control("POST", "/_sim/known_guids", Some(json!(guids)));
+    }
+
     /// UFM drops these GUIDs from every partition on its own, deleting partitions left
     /// empty (`POST /_sim/drop_guids`). Returns `{"removed": n, "deleted_partitions": [...]}`.
     pub fn drop_guids(&self, guids: &[&str]) -> Value {
@@ -251,6 +270,14 @@ impl UfmSim {
     pub fn api(&self, method: &str, path: &str, body: Option<&Value>) -> CurlReply {
         let creds = format!("{}:{}", self.opts.user, self.opts.password);
         self.api_call(&["-u", &creds], method, path, body)
+    }
+
+    /// [`UfmSim::api`] with the access token instead (`Authorization: Basic <token>`, for
+    /// `/ufmRestV3`). Panics when the simulator was started without a token.
+    pub fn token_api(&self, method: &str, path: &str, body: Option<&Value>) -> CurlReply {
+        let token = self.opts.token.as_deref().expect("started with a token");
+        let header = format!("Authorization: Basic {token}");
+        self.api_call(&["-H", &header], method, path, body)
     }
 
     fn api_call(&self, auth: &[&str], method: &str, path: &str, body: Option<&Value>) -> CurlReply {
@@ -269,8 +296,8 @@ impl UfmSim {
         self.control("GET", "/_sim/config", None)
     }
 
-    /// Changes the simulator's behaviour (`POST /_sim/config`), e.g. `{"ipoib_on_add":
-    /// "follow"}`, `{"last_updated_format": "ctime"}`.
+    /// Changes the simulator's behaviour (`POST /_sim/config`), e.g. `{"route_set":
+    /// "nvidia-mock"}`, `{"ipoib_on_add": "follow"}`, `{"last_updated_format": "ctime"}`.
     pub fn set_mode(&self, config: Value) {
         self.control("POST", "/_sim/config", Some(config));
     }

@@ -1,8 +1,9 @@
 //! The UFM REST API as seen by a client: the order of request handling (414 check,
-//! statistics, outages, injected stalls, failures and fault rules), the `/ufmRest` and
-//! `/ufmRestV3` prefixes, authentication, routing to route templates, request-body
-//! validation and the response of each endpoint on top of [`crate::state::Fabric`].
-//! `/_sim/` requests are handed to [`crate::control`].
+//! statistics, outages, injected stalls, failures and fault rules, then the route set),
+//! and the `full` route set: the `/ufmRest` and `/ufmRestV3` prefixes, authentication,
+//! routing to route templates, request-body validation and the response of each endpoint
+//! on top of [`crate::state::Fabric`]. `/_sim/` requests are handed to [`crate::control`],
+//! the `nvidia-mock` route set to [`crate::mock`].
 
 use std::hash::{BuildHasher, RandomState};
 
@@ -12,9 +13,10 @@ use log::debug;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::control::{self, Sim, Token, now_secs};
+use crate::control::{self, RouteSet, Sim, Token, now_secs};
 use crate::faults::Outcome;
 use crate::http::{HTML, JSON, REQUEST_LINE_LIMIT, Request, Response, TEXT, reason};
+use crate::mock;
 use crate::outage::Gate;
 use crate::state::{
     Fabric, FabricError, MANAGEMENT_PKEY, Member, Membership, NewPartition, Qos, format_guid,
@@ -22,7 +24,8 @@ use crate::state::{
 };
 
 /// Every route template: the routes of `/_sim/stats` keys (paths that match none count
-/// under themselves), and what a fault rule's `route` may name.
+/// under themselves), and what a fault rule's `route` may name. The last two are served by
+/// the `nvidia-mock` route set only.
 pub const ROUTES: &[&str] = &[
     "/app/ufm_version",
     "/app/tokens",
@@ -36,6 +39,8 @@ pub const ROUTES: &[&str] = &[
     "/actions/remove_guids_from_pkey",
     "/actions/add_guids_to_pkey",
     "/actions/get_all_pkeys",
+    "/resources/ports",
+    "/app/smconf",
 ];
 
 /// Which REST tree a request is under, which decides how it authenticates.
@@ -100,7 +105,7 @@ fn route_name(req: &Request) -> String {
 }
 
 /// The PKey a request is about, for fault rules: from the path, else from the JSON body's
-/// `pkey` field.
+/// `pkey` field; `0x` hex or (as NVIDIA's mock reads it) decimal.
 fn request_pkey(req: &Request, route: &str) -> Option<u16> {
     let text = match route {
         "/resources/pkeys/{pkey}" | "/resources/pkeys/{pkey}/guids" => {
@@ -112,7 +117,11 @@ fn request_pkey(req: &Request, route: &str) -> Option<u16> {
             body.get("pkey")?.as_str()?.to_string()
         }
     };
-    parse_pkey(&text).ok()
+    parse_pkey(&text).ok().or_else(|| {
+        text.parse::<u16>()
+            .ok()
+            .filter(|p| (1..=MANAGEMENT_PKEY).contains(p))
+    })
 }
 
 /// An Apache-style error page.
@@ -232,7 +241,7 @@ pub fn mutate<T>(
     }
 }
 
-/// The UFM API: outages and faults first (no lock is held while waiting), then the routes.
+/// The UFM API: outages and faults first (no lock is held while waiting), then the route set.
 fn handle_api(sim: &Sim, req: &Request, route: &str) -> Response {
     if req.line_len > REQUEST_LINE_LIMIT {
         return too_long();
@@ -264,7 +273,10 @@ fn handle_api(sim: &Sim, req: &Request, route: &str) -> Response {
         Some(Outcome::Noop) => Apply::Noop,
         Some(Outcome::ResetAfter) | None => Apply::Real,
     };
-    let response = full_api(sim, req, apply);
+    let response = match sim.modes().route_set {
+        RouteSet::Full => full_api(sim, req, apply),
+        RouteSet::NvidiaMock => mock::handle(sim, req, apply),
+    };
     if verdict.outcome == Some(Outcome::ResetAfter) {
         Response::dropped()
     } else {
@@ -272,7 +284,7 @@ fn handle_api(sim: &Sim, req: &Request, route: &str) -> Response {
     }
 }
 
-/// Prefix, authentication and routing.
+/// The `full` route set.
 fn full_api(sim: &Sim, req: &Request, apply: Apply) -> Response {
     let Some((prefix, rest)) = split_prefix(&req.path) else {
         return apache_page(
@@ -721,6 +733,8 @@ mod tests {
         req.path = "/ufmRestV3/resources/pkeys".into();
         req.body = br#"{"pkey": "0x31a", "guids": []}"#.to_vec();
         assert_eq!(request_pkey(&req, "/resources/pkeys"), Some(0x31a));
+        req.body = br#"{"pkey": "10"}"#.to_vec();
+        assert_eq!(request_pkey(&req, "/resources/pkeys"), Some(10));
         req.body = b"not json".to_vec();
         assert_eq!(request_pkey(&req, "/resources/pkeys"), None);
     }

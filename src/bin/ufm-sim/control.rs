@@ -16,6 +16,35 @@ use crate::http::{Request, Response};
 use crate::outage::{self, Outages};
 use crate::state::{Fabric, FabricError, StampFormat, format_guid, format_pkey, parse_guid};
 
+/// Which PKey routes are served, and how (see [`crate::mock`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RouteSet {
+    /// Every route in the reference, under `/ufmRest` and `/ufmRestV3`.
+    #[default]
+    Full,
+    /// Exactly what NVIDIA's Rust UFM mock serves.
+    NvidiaMock,
+}
+
+impl RouteSet {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "full" => Ok(Self::Full),
+            "nvidia-mock" => Ok(Self::NvidiaMock),
+            other => Err(format!(
+                "invalid route_set '{other}': expected full or nvidia-mock"
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::NvidiaMock => "nvidia-mock",
+        }
+    }
+}
+
 /// What an add (POST `/resources/pkeys`, `/actions/add_guids_to_pkey`) does to the
 /// partition's `ip_over_ib` flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -24,7 +53,7 @@ pub enum IpoibOnAdd {
     #[default]
     Keep,
     /// Every add sets the flag; a request without the field sets it to `true` (UFM's
-    /// documented default).
+    /// documented default), as NVIDIA's mock overwrites it on every add.
     Follow,
 }
 
@@ -69,6 +98,7 @@ pub struct Modes {
     /// The list with both `guids_data` and `qos_conf`: `true` → the QoS view without GUIDs
     /// (UFM 6.19.0-1, 6.21.0-8), `false` → 400 "not supported" (nvbug 5409095).
     pub list_both_drops_guids: bool,
+    pub route_set: RouteSet,
     pub ipoib_on_add: IpoibOnAdd,
     pub last_updated_format: StampFormat,
 }
@@ -81,6 +111,7 @@ impl Modes {
             "unknown_guid": if self.unknown_guid_reject404 { "reject404" } else { "accept" },
             "mutation_body": if self.mutation_body_json { "{}" } else { "empty" },
             "list_guids_and_qos": if self.list_both_drops_guids { "drop_guids" } else { "400" },
+            "route_set": self.route_set.as_str(),
             "ipoib_on_add": self.ipoib_on_add.as_str(),
             "last_updated_format": self.last_updated_format.as_str(),
         })
@@ -153,7 +184,7 @@ pub struct Control {
     pub faults: FaultRules,
     pub modes: Modes,
     pub tokens: Vec<Token>,
-    /// Port inventory for `unknown_guid=reject404`.
+    /// Port inventory for `unknown_guid=reject404` (and the `nvidia-mock` route set).
     pub known_guids: BTreeSet<u64>,
 }
 
@@ -352,6 +383,7 @@ struct ConfigBody {
     unknown_guid: Option<String>,
     mutation_body: Option<String>,
     list_guids_and_qos: Option<String>,
+    route_set: Option<String>,
     ipoib_on_add: Option<String>,
     last_updated_format: Option<String>,
 }
@@ -381,6 +413,9 @@ fn apply_config(modes: &mut Modes, cfg: ConfigBody) -> Result<(), String> {
         if let Some(value) = value {
             *slot = parse_mode(name, &value)?;
         }
+    }
+    if let Some(value) = cfg.route_set {
+        next.route_set = RouteSet::parse(&value)?;
     }
     if let Some(value) = cfg.ipoib_on_add {
         next.ipoib_on_add = IpoibOnAdd::parse(&value)?;
@@ -572,22 +607,23 @@ mod tests {
     fn config_is_all_or_nothing() {
         let mut modes = Modes::default();
         let good: ConfigBody = serde_json::from_value(json!({
-            "ipoib_on_add": "follow",
+            "route_set": "nvidia-mock", "ipoib_on_add": "follow",
             "last_updated_format": "ctime", "list_guids_and_qos": "drop_guids"
         }))
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(apply_config(&mut modes, good), Ok(()));
+        assert_eq!(modes.route_set, RouteSet::NvidiaMock);
         assert_eq!(modes.ipoib_on_add, IpoibOnAdd::Follow);
         assert_eq!(modes.last_updated_format, StampFormat::Ctime);
         assert!(modes.list_both_drops_guids);
 
         let bad: ConfigBody =
-            serde_json::from_value(json!({"missing_pkey": "404", "ipoib_on_add": "always"}))
+            serde_json::from_value(json!({"missing_pkey": "404", "route_set": "ufm-6.9"}))
                 .unwrap_or_else(|e| panic!("{e}"));
         let before = modes;
-        assert!(apply_config(&mut modes, bad).is_err_and(|e| e.contains("ipoib_on_add")));
+        assert!(apply_config(&mut modes, bad).is_err_and(|e| e.contains("route_set")));
         assert_eq!(modes, before);
-        assert_eq!(modes.to_json()["ipoib_on_add"], "follow");
+        assert_eq!(modes.to_json()["route_set"], "nvidia-mock");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! A minimal HTTP/1.1 server side: reading one request from a byte stream (request line,
 //! case-insensitive headers, `Content-Length` or chunked bodies, percent-decoded path,
-//! query string) and writing one response (always with `Content-Length` and
-//! `Content-Type`). Knows nothing about UFM; transport (TCP or TLS) is the caller's.
+//! query string) and writing one response (always with `Content-Length`, and with
+//! `Content-Type` unless the response has none). Knows nothing about UFM; transport (TCP or TLS) is the caller's.
 
 use std::io::{self, BufRead, Write};
 
@@ -348,6 +348,8 @@ pub struct Response {
 pub const JSON: &str = "application/json";
 pub const HTML: &str = "text/html; charset=iso-8859-1";
 pub const TEXT: &str = "text/plain; charset=utf-8";
+/// No `Content-Type` header at all (axum's bare 404 and 405).
+pub const NONE: &str = "";
 
 impl Response {
     pub fn new(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Self {
@@ -365,7 +367,7 @@ impl Response {
     pub fn dropped() -> Self {
         Self {
             abort: true,
-            ..Self::new(0, TEXT, "")
+            ..Self::new(0, NONE, "")
         }
     }
 
@@ -401,6 +403,8 @@ pub fn reason(status: u16) -> &'static str {
         409 => "Conflict",
         413 => "Request Entity Too Large",
         414 => "Request-URI Too Long",
+        415 => "Unsupported Media Type",
+        422 => "Unprocessable Entity",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
         501 => "Not Implemented",
@@ -419,12 +423,14 @@ pub fn write_response(
     keep_alive: bool,
 ) -> io::Result<()> {
     let mut head = format!(
-        "HTTP/1.1 {} {}\r\nServer: Apache\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+        "HTTP/1.1 {} {}\r\nServer: Apache\r\n",
         response.status,
         reason(response.status),
-        response.content_type,
-        response.body.len()
     );
+    if !response.content_type.is_empty() {
+        head.push_str(&format!("Content-Type: {}\r\n", response.content_type));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n", response.body.len()));
     for (name, value) in &response.headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }

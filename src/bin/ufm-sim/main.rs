@@ -1,8 +1,9 @@
 //! `ufm-sim`: a stand-in for NVIDIA UFM Enterprise's PKey REST API, for tests.
 //!
 //! This file owns the command line, logging, TLS set-up and binding the listening socket.
-//! The accept loop and the connections live in [`server`], request handling in [`api`],
-//! the test-control API in [`control`], fault rules in [`faults`], outages in [`outage`], the fabric model in
+//! The accept loop and the connections live in [`server`], request handling in [`api`]
+//! (the `full` route set) and [`mock`] (the `nvidia-mock` route set), the test-control API
+//! in [`control`], fault rules in [`faults`], outages in [`outage`], the fabric model in
 //! [`state`], HTTP framing in [`http`]. Behaviour follows
 //! `/work/shared/reference/ufm-api.md`.
 
@@ -10,6 +11,7 @@ mod api;
 mod control;
 mod faults;
 mod http;
+mod mock;
 mod outage;
 mod server;
 mod state;
@@ -20,12 +22,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use log::{LevelFilter, Log, Metadata, Record, error, info};
+use log::{LevelFilter, Log, Metadata, Record, error, info, warn};
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::control::{IpoibOnAdd, Modes, Settings, Sim, parse_mode};
+use crate::control::{IpoibOnAdd, Modes, RouteSet, Settings, Sim, parse_mode};
 use crate::state::StampFormat;
 
 const USAGE: &str = "\
@@ -43,6 +45,8 @@ usage: ufm-sim [options]
   --unknown-guid MODE        accept (default) | reject404
   --mutation-body MODE       empty (default) | {}
   --list-guids-and-qos MODE  400 (default) | drop_guids: the list with both flags
+  --route-set SET            full (default) | nvidia-mock: the routes NVIDIA's UFM mock
+                             serves, token auth on /ufmRestV3 only (needs --token)
   --ipoib-on-add MODE        keep (default) | follow: every add sets ip_over_ib (absent
                              field: true)
   --last-updated-format F    rfc3339 (default) | ctime | dmy-local
@@ -131,6 +135,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, St
             "--list-guids-and-qos" => {
                 s.modes.list_both_drops_guids = parse_mode("list_guids_and_qos", &value()?)?
             }
+            "--route-set" => s.modes.route_set = RouteSet::parse(&value()?)?,
             "--ipoib-on-add" => s.modes.ipoib_on_add = IpoibOnAdd::parse(&value()?)?,
             "--last-updated-format" => s.modes.last_updated_format = StampFormat::parse(&value()?)?,
             "--version-string" => s.version = value()?,
@@ -246,9 +251,14 @@ fn run(args: Args) -> Result<(), String> {
             .map_err(|e| format!("cannot write to stdout: {e}"))?;
     }
     info!(
-        "serving UFM {} on {scheme}://{addr} (user {})",
-        args.settings.version, args.settings.user
+        "serving UFM {} on {scheme}://{addr} (user {}, route set {})",
+        args.settings.version,
+        args.settings.user,
+        args.settings.modes.route_set.as_str()
     );
+    if args.settings.modes.route_set == RouteSet::NvidiaMock && args.settings.tokens.is_empty() {
+        warn!("route set nvidia-mock without --token: every /ufmRestV3 request gets a 401");
+    }
 
     let config = server::ConnConfig {
         tls,

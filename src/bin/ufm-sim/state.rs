@@ -296,11 +296,6 @@ impl Fabric {
         }
     }
 
-    #[cfg(test)]
-    pub fn partition(&self, pkey: u16) -> Option<&Partition> {
-        self.partitions.get(&pkey)
-    }
-
     pub fn contains(&self, pkey: u16) -> bool {
         self.partitions.contains_key(&pkey)
     }
@@ -308,6 +303,16 @@ impl Fabric {
     /// The time of the last successful mutation, if any, in `format`.
     pub fn last_updated(&self, format: StampFormat) -> Option<String> {
         self.last_updated.map(|t| format.format(t))
+    }
+
+    /// One partition.
+    pub fn get(&self, pkey: u16) -> Option<&Partition> {
+        self.partitions.get(&pkey)
+    }
+
+    /// Every partition, by PKey.
+    pub fn iter(&self) -> impl Iterator<Item = (u16, &Partition)> {
+        self.partitions.iter().map(|(k, p)| (*k, p))
     }
 
     /// UFM dropping members on its own (a node restarted, a port left the fabric): removes
@@ -395,6 +400,19 @@ impl Fabric {
         for guid in guids {
             partition.members.insert(*guid, member);
         }
+        self.touch();
+        Ok(())
+    }
+
+    /// Creates the partition with UFM's defaults if it is missing, and sets its `ip_over_ib`
+    /// when given (NVIDIA's mock does this for an add with no GUIDs).
+    pub fn upsert_partition(
+        &mut self,
+        pkey: u16,
+        ip_over_ib: Option<bool>,
+    ) -> Result<(), FabricError> {
+        Self::writable(pkey)?;
+        self.partition_for_write(pkey, ip_over_ib);
         self.touch();
         Ok(())
     }
@@ -851,10 +869,7 @@ mod tests {
         assert!(ro(fabric.delete(MANAGEMENT_PKEY)));
         assert!(ro(fabric.set_qos(MANAGEMENT_PKEY, Some(4), None, None)));
         assert!(fabric.last_updated(StampFormat::Rfc3339).is_none());
-        assert_eq!(
-            fabric.partition(MANAGEMENT_PKEY),
-            Some(&Partition::management())
-        );
+        assert_eq!(fabric.get(MANAGEMENT_PKEY), Some(&Partition::management()));
         // Even a full state load keeps it.
         assert_eq!(fabric.load(json!({"0x5": {"guids": []}})), Ok(()));
         assert!(fabric.contains(MANAGEMENT_PKEY));
@@ -869,7 +884,7 @@ mod tests {
     fn add_creates_with_defaults_and_readd_overwrites() {
         let mut fabric = Fabric::new();
         assert_eq!(fabric.add_guids(0x2fb, &[G1, G2], full(), None), Ok(()));
-        let p = fabric.partition(0x2fb).cloned().unwrap_or_else(|| panic!());
+        let p = fabric.get(0x2fb).cloned().unwrap_or_else(|| panic!());
         assert_eq!(p.name, "api_pkey_0x2fb");
         assert!(p.ip_over_ib);
         assert_eq!(p.qos, Qos::default());
@@ -880,13 +895,13 @@ mod tests {
             fabric.add_guids(0x2fb, &[G1], limited_index0(), Some(false)),
             Ok(())
         );
-        let p = fabric.partition(0x2fb).cloned().unwrap_or_else(|| panic!());
+        let p = fabric.get(0x2fb).cloned().unwrap_or_else(|| panic!());
         assert_eq!(p.members.get(&G1), Some(&limited_index0()));
         assert_eq!(p.members.get(&G2), Some(&full()));
         assert!(!p.ip_over_ib);
         // ip_over_ib left out keeps the flag.
         assert_eq!(fabric.add_guids(0x2fb, &[G2], full(), None), Ok(()));
-        assert_eq!(fabric.partition(0x2fb).map(|p| p.ip_over_ib), Some(false));
+        assert_eq!(fabric.get(0x2fb).map(|p| p.ip_over_ib), Some(false));
     }
 
     #[test]
@@ -945,7 +960,7 @@ mod tests {
             Ok(())
         );
         let members = fabric
-            .partition(0x30)
+            .get(0x30)
             .map(|p| p.members.clone())
             .unwrap_or_default();
         assert_eq!(
@@ -955,7 +970,7 @@ mod tests {
         assert!(fabric.set_guids(0x30, &[], None).is_err());
         assert!(fabric.set_guids(0x31, &[(G1, full())], None).is_ok());
         assert_eq!(
-            fabric.partition(0x31).map(|p| p.name.as_str()),
+            fabric.get(0x31).map(|p| p.name.as_str()),
             Some("api_pkey_0x31")
         );
     }
