@@ -29,6 +29,19 @@ pub struct SimOptions {
     pub extra_args: Vec<String>,
 }
 
+impl SimOptions {
+    /// Options for the `nvidia-mock` route set (`--route-set nvidia-mock`): the routes NVIDIA's
+    /// UFM mock serves, under `/ufmRestV3` only, authenticated by `token` alone. Its adds need
+    /// known ports: see [`UfmSim::set_known_guids`].
+    pub fn nvidia_mock(token: &str) -> SimOptions {
+        SimOptions {
+            token: Some(token.to_string()),
+            extra_args: vec!["--route-set".to_string(), "nvidia-mock".to_string()],
+            ..SimOptions::default()
+        }
+    }
+}
+
 impl Default for SimOptions {
     fn default() -> Self {
         SimOptions {
@@ -188,12 +201,103 @@ impl UfmSim {
         );
     }
 
+    /// Response body bytes sent per `"<METHOD> <route>"` key (`/_sim/stats` `bytes`), e.g.
+    /// `bytes()["GET /resources/pkeys"]`.
+    pub fn bytes(&self) -> Value {
+        self.stats()["bytes"].clone()
+    }
+
+    /// All response body bytes sent since the start or the last [`UfmSim::reset_stats`].
+    pub fn bytes_total(&self) -> u64 {
+        self.stats()["bytes_total"].as_u64().unwrap_or(0)
+    }
+
+    /// Appends fault rules (`POST /_sim/faults {"rules": rules}`); `rules` is a JSON array of
+    /// rule objects, e.g. `json!([{"route": "/resources/pkeys", "delay_ms": 500}])`. Returns
+    /// the new rules' ids. Panics (with the simulator's one-line reason) on a bad rule.
+    pub fn add_faults(&self, rules: Value) -> Vec<u64> {
+        let reply = self.control("POST", "/_sim/faults", Some(json!({ "rules": rules })));
+        reply["added"]
+            .as_array()
+            .map(|ids| ids.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default()
+    }
+
+    /// The active fault rules (with `remaining`, `seconds_left`, `hits`), the outage and the
+    /// `/_sim/fail` and `/_sim/stall` counters (`GET /_sim/faults`).
+    pub fn faults(&self) -> Value {
+        self.control("GET", "/_sim/faults", None)
+    }
+
+    /// Clears every fault: rules, the outage, and the [`UfmSim::fail_next`] and
+    /// [`UfmSim::stall_next`] counters (`DELETE /_sim/faults`).
+    pub fn clear_faults(&self) {
+        self.control("DELETE", "/_sim/faults", None);
+    }
+
+    /// Starts an outage of `seconds` (`POST /_sim/outage`). `mode` is `"refuse"` (the port is
+    /// closed, the control API included, and open connections are dropped; afterwards it
+    /// listens on the same port with its state intact), `"503"` (Apache's 503 page for every
+    /// API request) or `"hang"` (API requests are held until the end, then answered).
+    pub fn outage(&self, seconds: f64, mode: &str) {
+        self.control(
+            "POST",
+            "/_sim/outage",
+            Some(json!({"seconds": seconds, "mode": mode})),
+        );
+    }
+
+    /// The current outage (`GET /_sim/outage`): `{"active": false}` or `{"active": true,
+    /// "mode", "seconds", "seconds_left"}`. Panics during a `refuse` outage (unreachable).
+    pub fn outage_status(&self) -> Value {
+        self.control("GET", "/_sim/outage", None)
+    }
+
+    /// Sets the port inventory (`POST /_sim/known_guids`): the GUIDs an add may name under
+    /// `unknown_guid=reject404` and in the `nvidia-mock` route set.
+    pub fn set_known_guids(&self, guids: &[&str]) {
+        self.control("POST", "/_sim/known_guids", Some(json!(guids)));
+    }
+
+    /// UFM drops these GUIDs from every partition on its own, deleting partitions left
+    /// empty (`POST /_sim/drop_guids`). Returns `{"removed": n, "deleted_partitions": [...]}`.
+    pub fn drop_guids(&self, guids: &[&str]) -> Value {
+        self.control("POST", "/_sim/drop_guids", Some(json!(guids)))
+    }
+
+    /// One UFM API call as a client makes it, with the basic-auth credentials: `method` on
+    /// `path` (e.g. `/ufmRest/resources/pkeys`), `body` sent as JSON when given.
+    pub fn api(&self, method: &str, path: &str, body: Option<&Value>) -> CurlReply {
+        let creds = format!("{}:{}", self.opts.user, self.opts.password);
+        self.api_call(&["-u", &creds], method, path, body)
+    }
+
+    /// [`UfmSim::api`] with the access token instead (`Authorization: Basic <token>`, for
+    /// `/ufmRestV3`). Panics when the simulator was started without a token.
+    pub fn token_api(&self, method: &str, path: &str, body: Option<&Value>) -> CurlReply {
+        let token = self.opts.token.as_deref().expect("started with a token");
+        let header = format!("Authorization: Basic {token}");
+        self.api_call(&["-H", &header], method, path, body)
+    }
+
+    fn api_call(&self, auth: &[&str], method: &str, path: &str, body: Option<&Value>) -> CurlReply {
+        let url = format!("{}{path}", self.url);
+        let body = body.map(Value::to_string);
+        let mut args: Vec<&str> = auth.to_vec();
+        args.extend(["-X", method, &url]);
+        if let Some(body) = &body {
+            args.extend(["-H", "Content-Type: application/json", "-d", body]);
+        }
+        self.curl(&args)
+    }
+
     /// The simulator's behaviour settings (`GET /_sim/config`).
     pub fn config(&self) -> Value {
         self.control("GET", "/_sim/config", None)
     }
 
-    /// Changes the simulator's behaviour (`POST /_sim/config`).
+    /// Changes the simulator's behaviour (`POST /_sim/config`), e.g. `{"route_set":
+    /// "nvidia-mock"}`, `{"ipoib_on_add": "follow"}`, `{"last_updated_format": "ctime"}`.
     pub fn set_mode(&self, config: Value) {
         self.control("POST", "/_sim/config", Some(config));
     }

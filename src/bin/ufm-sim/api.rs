@@ -1,22 +1,47 @@
 //! The UFM REST API as seen by a client: the order of request handling (414 check,
-//! statistics, injected stalls and faults, authentication), the `/ufmRest` and
-//! `/ufmRestV3` prefixes, routing to route templates, request-body validation and the
-//! response of each endpoint on top of [`crate::state::Fabric`]. `/_sim/` requests are
-//! handed to [`crate::control`].
+//! statistics, outages, injected stalls, failures and fault rules, then the route set),
+//! and the `full` route set: the `/ufmRest` and `/ufmRestV3` prefixes, authentication,
+//! routing to route templates, request-body validation and the response of each endpoint
+//! on top of [`crate::state::Fabric`]. `/_sim/` requests are handed to [`crate::control`],
+//! the `nvidia-mock` route set to [`crate::mock`].
 
 use std::hash::{BuildHasher, RandomState};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use log::debug;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::control::{self, Sim, Token, now_secs};
+use crate::control::{self, RouteSet, Sim, Token, now_secs};
+use crate::faults::Outcome;
 use crate::http::{HTML, JSON, REQUEST_LINE_LIMIT, Request, Response, TEXT, reason};
+use crate::mock;
+use crate::outage::Gate;
 use crate::state::{
-    FabricError, MANAGEMENT_PKEY, Member, Membership, NewPartition, Qos, format_guid, parse_guid,
-    parse_guids, parse_pkey,
+    Fabric, FabricError, MANAGEMENT_PKEY, Member, Membership, NewPartition, Qos, format_guid,
+    parse_guid, parse_guids, parse_pkey,
 };
+
+/// Every route template: the routes of `/_sim/stats` keys (paths that match none count
+/// under themselves), and what a fault rule's `route` may name. The last two are served by
+/// the `nvidia-mock` route set only.
+pub const ROUTES: &[&str] = &[
+    "/app/ufm_version",
+    "/app/tokens",
+    "/app/tokens/revoke",
+    "/resources/pkeys",
+    "/resources/pkeys/add",
+    "/resources/pkeys/qos_conf",
+    "/resources/pkeys/last_updated",
+    "/resources/pkeys/{pkey}",
+    "/resources/pkeys/{pkey}/guids",
+    "/actions/remove_guids_from_pkey",
+    "/actions/add_guids_to_pkey",
+    "/actions/get_all_pkeys",
+    "/resources/ports",
+    "/app/smconf",
+];
 
 /// Which REST tree a request is under, which decides how it authenticates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,9 +89,10 @@ fn template(rest: &str) -> Option<&'static str> {
     })
 }
 
-/// `"<METHOD> <route template>"`; paths that match no route count under themselves.
-fn stats_key(req: &Request) -> String {
-    let route = match split_prefix(&req.path) {
+/// The route part of a statistics key: the route template, or the path itself (below the
+/// prefix, if any) when no route matches.
+fn route_name(req: &Request) -> String {
+    match split_prefix(&req.path) {
         Some((_, rest)) => template(rest).map(str::to_string).unwrap_or_else(|| {
             if rest.is_empty() {
                 "/".to_string()
@@ -75,8 +101,27 @@ fn stats_key(req: &Request) -> String {
             }
         }),
         None => req.path.clone(),
+    }
+}
+
+/// The PKey a request is about, for fault rules: from the path, else from the JSON body's
+/// `pkey` field; `0x` hex or (as NVIDIA's mock reads it) decimal.
+fn request_pkey(req: &Request, route: &str) -> Option<u16> {
+    let text = match route {
+        "/resources/pkeys/{pkey}" | "/resources/pkeys/{pkey}/guids" => {
+            let (_, rest) = split_prefix(&req.path)?;
+            segments(rest).get(2)?.to_string()
+        }
+        _ => {
+            let body: Value = serde_json::from_slice(&req.body).ok()?;
+            body.get("pkey")?.as_str()?.to_string()
+        }
     };
-    format!("{} {route}", req.method)
+    parse_pkey(&text).ok().or_else(|| {
+        text.parse::<u16>()
+            .ok()
+            .filter(|p| (1..=MANAGEMENT_PKEY).contains(p))
+    })
 }
 
 /// An Apache-style error page.
@@ -88,7 +133,7 @@ pub fn apache_page(status: u16, text: &str) -> Response {
     Response::new(status, HTML, body)
 }
 
-fn fault_page(status: u16) -> Response {
+pub fn fault_page(status: u16) -> Response {
     let text = match status {
         503 => {
             "The server is temporarily unable to service your\nrequest due to maintenance downtime or capacity\nproblems. Please try again later."
@@ -143,21 +188,66 @@ fn authenticate(sim: &Sim, prefix: Prefix, req: &Request) -> Option<String> {
     }
 }
 
-/// Handles any request: `/_sim/` control, or the UFM API.
+fn too_long() -> Response {
+    apache_page(
+        414,
+        "The requested URL's length exceeds the capacity\nlimit for this server.",
+    )
+    .closing()
+}
+
+/// Handles any request: `/_sim/` control, or the UFM API (counted in the statistics).
 pub fn handle(sim: &Sim, req: &Request) -> Response {
-    let is_control = req.path == "/_sim" || req.path.starts_with("/_sim/");
-    if !is_control {
-        sim.record(stats_key(req));
-    }
-    if req.line_len > REQUEST_LINE_LIMIT {
-        return apache_page(
-            414,
-            "The requested URL's length exceeds the capacity\nlimit for this server.",
-        )
-        .closing();
-    }
-    if is_control {
+    if req.path == "/_sim" || req.path.starts_with("/_sim/") {
+        if req.line_len > REQUEST_LINE_LIMIT {
+            return too_long();
+        }
         return control::handle(sim, req);
+    }
+    let route = route_name(req);
+    let key = format!("{} {route}", req.method);
+    sim.record(&key);
+    let response = handle_api(sim, req, &route);
+    let sent = if response.abort || req.method == "HEAD" {
+        0
+    } else {
+        response.body.len()
+    };
+    sim.record_bytes(&key, sent);
+    response
+}
+
+/// Whether a request's changes are kept: under a `noop` fault it is answered as usual, but
+/// nothing changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Apply {
+    Real,
+    Noop,
+}
+
+/// Runs a fabric change. Under [`Apply::Noop`] it runs on a scratch copy: the answer is the
+/// one the real change gets, but the fabric (and its `last_updated`) stays as it was.
+pub fn mutate<T>(
+    sim: &Sim,
+    apply: Apply,
+    change: impl FnOnce(&mut Fabric) -> Result<T, FabricError>,
+) -> Result<T, FabricError> {
+    match apply {
+        Apply::Real => change(&mut sim.fabric()),
+        Apply::Noop => {
+            let mut scratch = sim.fabric().clone();
+            change(&mut scratch)
+        }
+    }
+}
+
+/// The UFM API: outages and faults first (no lock is held while waiting), then the route set.
+fn handle_api(sim: &Sim, req: &Request, route: &str) -> Response {
+    if req.line_len > REQUEST_LINE_LIMIT {
+        return too_long();
+    }
+    if sim.outages.gate() == Gate::Unavailable {
+        return fault_page(503);
     }
     if let Some(pause) = sim.take_stall() {
         std::thread::sleep(pause);
@@ -165,6 +255,37 @@ pub fn handle(sim: &Sim, req: &Request) -> Response {
     if let Some(status) = sim.take_fail() {
         return fault_page(status);
     }
+    let verdict = sim.decide_faults(&req.method, route, &req.query, || request_pkey(req, route));
+    if !verdict.delay.is_zero() {
+        debug!(
+            "fault rules delay {} {route} by {} ms",
+            req.method,
+            verdict.delay.as_millis()
+        );
+        std::thread::sleep(verdict.delay);
+    }
+    if let (Some(outcome), Some(rule)) = (verdict.outcome, verdict.rule) {
+        debug!("fault rule {rule}: {outcome:?} for {} {route}", req.method);
+    }
+    let apply = match verdict.outcome {
+        Some(Outcome::Status(status)) => return fault_page(status),
+        Some(Outcome::Reset) => return Response::dropped(),
+        Some(Outcome::Noop) => Apply::Noop,
+        Some(Outcome::ResetAfter) | None => Apply::Real,
+    };
+    let response = match sim.modes().route_set {
+        RouteSet::Full => full_api(sim, req, apply),
+        RouteSet::NvidiaMock => mock::handle(sim, req, apply),
+    };
+    if verdict.outcome == Some(Outcome::ResetAfter) {
+        Response::dropped()
+    } else {
+        response
+    }
+}
+
+/// The `full` route set.
+fn full_api(sim: &Sim, req: &Request, apply: Apply) -> Response {
     let Some((prefix, rest)) = split_prefix(&req.path) else {
         return apache_page(
             404,
@@ -177,7 +298,7 @@ pub fn handle(sim: &Sim, req: &Request) -> Response {
     let Some(user) = authenticate(sim, prefix, req) else {
         return unauthorized(sim, prefix);
     };
-    match route(sim, req, rest, &user) {
+    match route(sim, req, rest, &user, apply) {
         Ok(response) | Err(response) => response,
     }
 }
@@ -298,7 +419,13 @@ fn membership(text: Option<&str>) -> Result<Membership, FabricError> {
     text.map_or(Ok(Membership::Full), Membership::parse)
 }
 
-fn route(sim: &Sim, req: &Request, rest: &str, user: &str) -> Result<Response, Response> {
+fn route(
+    sim: &Sim,
+    req: &Request,
+    rest: &str,
+    user: &str,
+    apply: Apply,
+) -> Result<Response, Response> {
     let segs = segments(rest);
     let Some(template) = template(rest) else {
         return Ok(error(404, format!("Resource {rest} not found")));
@@ -315,7 +442,9 @@ fn route(sim: &Sim, req: &Request, rest: &str, user: &str) -> Result<Response, R
                 username: user.to_string(),
             };
             let value = token.to_json();
-            sim.control().tokens.push(token);
+            if apply == Apply::Real {
+                sim.control().tokens.push(token);
+            }
             Response::json(200, &value)
         }
         ("GET", "/app/tokens") => {
@@ -339,7 +468,7 @@ fn route(sim: &Sim, req: &Request, rest: &str, user: &str) -> Result<Response, R
                 .find(|t| t.access_token == wanted && t.username == user)
             {
                 Some(token) => {
-                    token.revoked = true;
+                    token.revoked |= apply == Apply::Real;
                     drop(control);
                     mutation_ok(sim)
                 }
@@ -349,8 +478,11 @@ fn route(sim: &Sim, req: &Request, rest: &str, user: &str) -> Result<Response, R
         ("GET", "/resources/pkeys" | "/actions/get_all_pkeys") => {
             let guids_data = flag(req, "guids_data")?;
             let qos_conf = flag(req, "qos_conf")?;
+            let drops_guids = sim.modes().list_both_drops_guids;
             let fabric = sim.fabric();
             match (guids_data, qos_conf) {
+                // UFM 6.19.0-1 and 6.21.0-8 answer the QoS view: the GUIDs are silently lost.
+                (true, true) if drops_guids => Response::json(200, &fabric.list_qos()),
                 (true, true) => Response::new(
                     400,
                     TEXT,
@@ -362,7 +494,9 @@ fn route(sim: &Sim, req: &Request, rest: &str, user: &str) -> Result<Response, R
             }
         }
         ("GET", "/resources/pkeys/last_updated") => {
-            Response::json(200, &json!({ "last_updated": sim.fabric().last_updated() }))
+            let format = sim.modes().last_updated_format;
+            let stamp = sim.fabric().last_updated(format);
+            Response::json(200, &json!({ "last_updated": stamp }))
         }
         ("GET", "/resources/pkeys/{pkey}") => {
             let pkey = parse_pkey(segs[2])?;
@@ -379,7 +513,7 @@ fn route(sim: &Sim, req: &Request, rest: &str, user: &str) -> Result<Response, R
         }
         ("DELETE", "/resources/pkeys/{pkey}") => {
             let pkey = parse_pkey(segs[2])?;
-            sim.fabric().delete(pkey)?;
+            mutate(sim, apply, |f| f.delete(pkey))?;
             mutation_ok(sim)
         }
         ("POST", "/resources/pkeys/add") => {
@@ -393,7 +527,7 @@ fn route(sim: &Sim, req: &Request, rest: &str, user: &str) -> Result<Response, R
                 ip_over_ib: b.ip_over_ib,
                 qos,
             };
-            sim.fabric().create(pkey, spec)?;
+            mutate(sim, apply, |f| f.create(pkey, spec))?;
             mutation_ok(sim)
         }
         ("POST", "/resources/pkeys") => {
@@ -406,7 +540,10 @@ fn route(sim: &Sim, req: &Request, rest: &str, user: &str) -> Result<Response, R
                 index0: b.index0.unwrap_or(false),
             };
             check_known(sim, pkey, &guids)?;
-            sim.fabric().add_guids(pkey, &guids, member, b.ip_over_ib)?;
+            let ip_over_ib = sim.modes().ipoib_on_add.flag(b.ip_over_ib);
+            mutate(sim, apply, |f| {
+                f.add_guids(pkey, &guids, member, ip_over_ib)
+            })?;
             mutation_ok(sim)
         }
         ("PUT", "/resources/pkeys") => {
@@ -437,14 +574,15 @@ fn route(sim: &Sim, req: &Request, rest: &str, user: &str) -> Result<Response, R
                 .map(|(g, membership)| (*g, Member { membership, index0 }))
                 .collect();
             check_known(sim, pkey, &guids)?;
-            sim.fabric().set_guids(pkey, &members, b.ip_over_ib)?;
+            mutate(sim, apply, |f| f.set_guids(pkey, &members, b.ip_over_ib))?;
             mutation_ok(sim)
         }
         ("PUT", "/resources/pkeys/qos_conf") => {
             let b: QosBody = body(req)?;
             let pkey = parse_pkey(&b.pkey)?;
-            sim.fabric()
-                .set_qos(pkey, b.mtu_limit, b.service_level, b.rate_limit)?;
+            mutate(sim, apply, |f| {
+                f.set_qos(pkey, b.mtu_limit, b.service_level, b.rate_limit)
+            })?;
             mutation_ok(sim)
         }
         ("DELETE", "/resources/pkeys/{pkey}/guids") => {
@@ -457,14 +595,14 @@ fn route(sim: &Sim, req: &Request, rest: &str, user: &str) -> Result<Response, R
                 .split(',')
                 .map(parse_guid)
                 .collect::<Result<Vec<_>, _>>()?;
-            sim.fabric().remove_guids(pkey, &guids, false)?;
+            mutate(sim, apply, |f| f.remove_guids(pkey, &guids, false))?;
             mutation_ok(sim)
         }
         ("POST", "/actions/remove_guids_from_pkey") => {
             let b: ActionsRemoveBody = body(req)?;
             let pkey = parse_pkey(&b.pkey)?;
             let guids = parse_guids(&b.guids)?;
-            sim.fabric().remove_guids(pkey, &guids, true)?;
+            mutate(sim, apply, |f| f.remove_guids(pkey, &guids, true))?;
             mutation_ok(sim)
         }
         ("POST", "/actions/add_guids_to_pkey") => {
@@ -476,7 +614,10 @@ fn route(sim: &Sim, req: &Request, rest: &str, user: &str) -> Result<Response, R
                 index0: b.index0.unwrap_or(false),
             };
             check_known(sim, pkey, &guids)?;
-            sim.fabric().add_guids(pkey, &guids, member, b.ip_over_ib)?;
+            let ip_over_ib = sim.modes().ipoib_on_add.flag(b.ip_over_ib);
+            mutate(sim, apply, |f| {
+                f.add_guids(pkey, &guids, member, ip_over_ib)
+            })?;
             mutation_ok(sim)
         }
         (method, template) => error(405, format!("Method {method} not allowed on {template}")),
@@ -556,6 +697,46 @@ mod tests {
             Some((Prefix::Token, "/app/ufm_version"))
         );
         assert_eq!(split_prefix("/ufmRestV2/x"), None);
+    }
+
+    #[test]
+    fn every_template_is_a_known_route() {
+        for path in [
+            "/app/ufm_version",
+            "/app/tokens",
+            "/app/tokens/revoke",
+            "/resources/pkeys",
+            "/resources/pkeys/add",
+            "/resources/pkeys/qos_conf",
+            "/resources/pkeys/last_updated",
+            "/resources/pkeys/0x5",
+            "/resources/pkeys/0x5/guids/a",
+            "/actions/remove_guids_from_pkey",
+            "/actions/add_guids_to_pkey",
+            "/actions/get_all_pkeys",
+        ] {
+            let t = template(path).unwrap_or("none");
+            assert!(ROUTES.contains(&t), "{path} -> {t}");
+        }
+    }
+
+    #[test]
+    fn request_pkey_comes_from_the_path_or_the_body() {
+        let mut req = Request {
+            path: "/ufmRest/resources/pkeys/0x0A12/guids/x".into(),
+            ..Request::default()
+        };
+        assert_eq!(
+            request_pkey(&req, "/resources/pkeys/{pkey}/guids"),
+            Some(0xa12)
+        );
+        req.path = "/ufmRestV3/resources/pkeys".into();
+        req.body = br#"{"pkey": "0x31a", "guids": []}"#.to_vec();
+        assert_eq!(request_pkey(&req, "/resources/pkeys"), Some(0x31a));
+        req.body = br#"{"pkey": "10"}"#.to_vec();
+        assert_eq!(request_pkey(&req, "/resources/pkeys"), Some(10));
+        req.body = b"not json".to_vec();
+        assert_eq!(request_pkey(&req, "/resources/pkeys"), None);
     }
 
     #[test]

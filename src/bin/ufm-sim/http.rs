@@ -1,7 +1,7 @@
 //! A minimal HTTP/1.1 server side: reading one request from a byte stream (request line,
 //! case-insensitive headers, `Content-Length` or chunked bodies, percent-decoded path,
-//! query string) and writing one response (always with `Content-Length` and
-//! `Content-Type`). Knows nothing about UFM; transport (TCP or TLS) is the caller's.
+//! query string) and writing one response (always with `Content-Length`, and with
+//! `Content-Type` unless the response has none). Knows nothing about UFM; transport (TCP or TLS) is the caller's.
 
 use std::io::{self, BufRead, Write};
 
@@ -33,6 +33,8 @@ pub struct Request {
     pub body: Vec<u8>,
     /// Length of the request line without its CRLF.
     pub line_len: usize,
+    /// Which connection it came on (set by the server; 0 when unknown).
+    pub conn: u64,
 }
 
 impl Request {
@@ -206,6 +208,7 @@ pub fn read_request<R: BufRead>(
         headers,
         body: Vec::new(),
         line_len,
+        conn: 0,
     };
 
     let chunked = request
@@ -338,11 +341,15 @@ pub struct Response {
     pub body: Vec<u8>,
     /// Close the connection after this response.
     pub close: bool,
+    /// Write nothing: drop the connection instead of answering (an injected fault).
+    pub abort: bool,
 }
 
 pub const JSON: &str = "application/json";
 pub const HTML: &str = "text/html; charset=iso-8859-1";
 pub const TEXT: &str = "text/plain; charset=utf-8";
+/// No `Content-Type` header at all (axum's bare 404 and 405).
+pub const NONE: &str = "";
 
 impl Response {
     pub fn new(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Self {
@@ -352,6 +359,15 @@ impl Response {
             headers: Vec::new(),
             body: body.into(),
             close: false,
+            abort: false,
+        }
+    }
+
+    /// No answer at all: the connection is dropped.
+    pub fn dropped() -> Self {
+        Self {
+            abort: true,
+            ..Self::new(0, NONE, "")
         }
     }
 
@@ -387,6 +403,8 @@ pub fn reason(status: u16) -> &'static str {
         409 => "Conflict",
         413 => "Request Entity Too Large",
         414 => "Request-URI Too Long",
+        415 => "Unsupported Media Type",
+        422 => "Unprocessable Entity",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
         501 => "Not Implemented",
@@ -405,12 +423,14 @@ pub fn write_response(
     keep_alive: bool,
 ) -> io::Result<()> {
     let mut head = format!(
-        "HTTP/1.1 {} {}\r\nServer: Apache\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+        "HTTP/1.1 {} {}\r\nServer: Apache\r\n",
         response.status,
         reason(response.status),
-        response.content_type,
-        response.body.len()
     );
+    if !response.content_type.is_empty() {
+        head.push_str(&format!("Content-Type: {}\r\n", response.content_type));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n", response.body.len()));
     for (name, value) in &response.headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }

@@ -1,28 +1,34 @@
 //! `ufm-sim`: a stand-in for NVIDIA UFM Enterprise's PKey REST API, for tests.
 //!
-//! This file owns the command line, logging, the listening socket (plain TCP or rustls),
-//! and the per-connection loop (one thread per connection, keep-alive). Request handling
-//! lives in [`api`] and [`control`], the fabric model in [`state`], HTTP framing in
-//! [`http`]. Behaviour follows `/work/shared/reference/ufm-api.md`.
+//! This file owns the command line, logging, TLS set-up and binding the listening socket.
+//! The accept loop and the connections live in [`server`], request handling in [`api`]
+//! (the `full` route set) and [`mock`] (the `nvidia-mock` route set), the test-control API
+//! in [`control`], fault rules in [`faults`], outages in [`outage`], the fabric model in
+//! [`state`], HTTP framing in [`http`]. Behaviour follows
+//! `/work/shared/reference/ufm-api.md`.
 
 mod api;
 mod control;
+mod faults;
 mod http;
+mod mock;
+mod outage;
+mod server;
 mod state;
 
-use std::io::{self, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use log::{LevelFilter, Log, Metadata, Record, debug, error, info, warn};
+use log::{LevelFilter, Log, Metadata, Record, error, info, warn};
+use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
-use crate::control::{Modes, Settings, Sim, parse_mode};
-use crate::http::{ReadError, Request, Response};
+use crate::control::{IpoibOnAdd, Modes, RouteSet, Settings, Sim, parse_mode};
+use crate::state::StampFormat;
 
 const USAGE: &str = "\
 usage: ufm-sim [options]
@@ -38,12 +44,24 @@ usage: ufm-sim [options]
   --auth-failure MODE        401 (default) | login200
   --unknown-guid MODE        accept (default) | reject404
   --mutation-body MODE       empty (default) | {}
+  --list-guids-and-qos MODE  400 (default) | drop_guids: the list with both flags
+  --route-set SET            full (default) | nvidia-mock: the routes NVIDIA's UFM mock
+                             serves, token auth on /ufmRestV3 only (needs --token)
+  --ipoib-on-add MODE        keep (default) | follow: every add sets ip_over_ib (absent
+                             field: true)
+  --last-updated-format F    rfc3339 (default) | ctime | dmy-local
   --version-string S         ufm_release_version (default 6.19.1-4)
   --idle-timeout SECS        close idle keep-alive connections after SECS (default 300)
   --exit-on-stdin-eof        exit when stdin reaches end of file
   -v, --verbose              log every request to stderr
   -h, --help                 show this help
-Prints `listening on http(s)://ADDR:PORT` on stdout once ready.";
+Prints `listening on http(s)://ADDR:PORT` on stdout once ready.
+
+Test control (no auth, not counted): /_sim/stats, /_sim/stats/reset, /_sim/config,
+/_sim/state, /_sim/known_guids, /_sim/drop_guids, /_sim/reset, /_sim/fail, /_sim/stall,
+/_sim/faults (GET, POST {\"rules\": [...]}, DELETE), /_sim/outage (GET, POST
+{\"seconds\": S, \"mode\": \"refuse\"|\"503\"|\"hang\"}, DELETE). During a refuse outage
+the port is closed, the control API included.";
 
 /// Parsed command line.
 struct Args {
@@ -114,6 +132,12 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, St
             "--mutation-body" => {
                 s.modes.mutation_body_json = parse_mode("mutation_body", &value()?)?
             }
+            "--list-guids-and-qos" => {
+                s.modes.list_both_drops_guids = parse_mode("list_guids_and_qos", &value()?)?
+            }
+            "--route-set" => s.modes.route_set = RouteSet::parse(&value()?)?,
+            "--ipoib-on-add" => s.modes.ipoib_on_add = IpoibOnAdd::parse(&value()?)?,
+            "--last-updated-format" => s.modes.last_updated_format = StampFormat::parse(&value()?)?,
             "--version-string" => s.version = value()?,
             "--idle-timeout" => {
                 let secs: u64 = value()?
@@ -200,115 +224,6 @@ fn bind(args: &Args) -> Result<TcpListener, String> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))
 }
 
-/// A connection the server can talk HTTP over.
-trait Transport: Read + Write {
-    /// Ends the session politely (TLS close_notify).
-    fn finish(&mut self) {}
-}
-
-impl Transport for TcpStream {}
-
-impl Transport for StreamOwned<ServerConnection, TcpStream> {
-    fn finish(&mut self) {
-        self.conn.send_close_notify();
-        let _ = self.flush();
-    }
-}
-
-/// Answers requests on one connection until it closes or an error ends it.
-fn serve<S: Transport>(stream: S, sim: &Sim, peer: SocketAddr) {
-    let mut reader = BufReader::new(stream);
-    loop {
-        let request = http::read_request(&mut reader, |r| {
-            r.get_mut().write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-            r.get_mut().flush()
-        });
-        let (request, response) = match request {
-            Ok(request) => {
-                let response = api::handle(sim, &request);
-                (request, response)
-            }
-            Err(ReadError::Closed) => break,
-            Err(ReadError::Io(e)) => {
-                debug!("{peer}: connection ended: {e}");
-                return;
-            }
-            Err(ReadError::Malformed(msg)) => {
-                debug!("{peer}: bad request: {msg}");
-                let page = api::apache_page(
-                    400,
-                    "Your browser sent a request that this server could not understand.",
-                );
-                (Request::default(), page.closing())
-            }
-            Err(ReadError::LineTooLong) => {
-                let page = api::apache_page(
-                    414,
-                    "The requested URL's length exceeds the capacity\nlimit for this server.",
-                );
-                (Request::default(), page.closing())
-            }
-            Err(ReadError::BodyTooLarge) => {
-                let page = api::apache_page(413, "The request body is too large.");
-                (Request::default(), page.closing())
-            }
-        };
-        log_exchange(peer, &request, &response);
-        let keep_alive = !response.close && !request.method.is_empty() && request.keep_alive();
-        let head_only = request.method == "HEAD";
-        if let Err(e) = http::write_response(reader.get_mut(), &response, head_only, keep_alive) {
-            debug!("{peer}: write failed: {e}");
-            return;
-        }
-        if !keep_alive {
-            break;
-        }
-    }
-    reader.get_mut().finish();
-}
-
-fn log_exchange(peer: SocketAddr, request: &Request, response: &Response) {
-    if log::max_level() < LevelFilter::Debug {
-        return;
-    }
-    let mut target: String = request.target.chars().take(200).collect();
-    if target.len() < request.target.len() {
-        target.push('…');
-    }
-    debug!(
-        "{peer} {} {target} -> {} ({} bytes)",
-        request.method,
-        response.status,
-        response.body.len()
-    );
-}
-
-fn handle_connection(
-    tcp: TcpStream,
-    sim: &Sim,
-    tls: Option<Arc<ServerConfig>>,
-    idle_timeout: Duration,
-) {
-    let peer = tcp
-        .peer_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    if let Err(e) = tcp
-        .set_read_timeout(Some(idle_timeout))
-        .and_then(|()| tcp.set_write_timeout(Some(Duration::from_secs(60))))
-        .and_then(|()| tcp.set_nodelay(true))
-    {
-        debug!("{peer}: socket setup failed: {e}");
-        return;
-    }
-    match tls {
-        None => serve(tcp, sim, peer),
-        Some(config) => match ServerConnection::new(config) {
-            Ok(conn) => serve(StreamOwned::new(conn, tcp), sim, peer),
-            Err(e) => warn!("{peer}: TLS session setup failed: {e}"),
-        },
-    }
-}
-
 fn run(args: Args) -> Result<(), String> {
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
@@ -336,30 +251,20 @@ fn run(args: Args) -> Result<(), String> {
             .map_err(|e| format!("cannot write to stdout: {e}"))?;
     }
     info!(
-        "serving UFM {} on {scheme}://{addr} (user {})",
-        args.settings.version, args.settings.user
+        "serving UFM {} on {scheme}://{addr} (user {}, route set {})",
+        args.settings.version,
+        args.settings.user,
+        args.settings.modes.route_set.as_str()
     );
-
-    for incoming in listener.incoming() {
-        let tcp = match incoming {
-            Ok(tcp) => tcp,
-            Err(e) => {
-                warn!("accept failed: {e}");
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-        };
-        let sim = Arc::clone(&sim);
-        let tls = tls.clone();
-        let idle_timeout = args.idle_timeout;
-        let spawned = std::thread::Builder::new()
-            .name("ufm-sim-conn".into())
-            .spawn(move || handle_connection(tcp, &sim, tls, idle_timeout));
-        if let Err(e) = spawned {
-            error!("cannot start a connection thread: {e}");
-        }
+    if args.settings.modes.route_set == RouteSet::NvidiaMock && args.settings.tokens.is_empty() {
+        warn!("route set nvidia-mock without --token: every /ufmRestV3 request gets a 401");
     }
-    Ok(())
+
+    let config = server::ConnConfig {
+        tls,
+        idle_timeout: args.idle_timeout,
+    };
+    server::run(listener, sim, config)
 }
 
 fn main() -> ExitCode {

@@ -6,7 +6,8 @@
 //!   every mutation aimed at it is a [`FabricError::BadRequest`].
 //! - Adding GUIDs to a missing partition creates it (`api_pkey_0x<hex>`, default QoS).
 //! - Removing the last member of a non-default partition deletes the partition.
-//! - Every successful mutation bumps `last_updated`.
+//! - Every successful mutation bumps `last_updated` (spelt in one of the [`StampFormat`]s
+//!   real UFMs use); nothing else does.
 //!
 //! Pure data and rules, no I/O: the HTTP layer maps [`FabricError`] to status codes and
 //! the JSON views built here are what the API returns.
@@ -295,18 +296,49 @@ impl Fabric {
         }
     }
 
-    #[cfg(test)]
-    pub fn partition(&self, pkey: u16) -> Option<&Partition> {
-        self.partitions.get(&pkey)
-    }
-
     pub fn contains(&self, pkey: u16) -> bool {
         self.partitions.contains_key(&pkey)
     }
 
-    /// RFC 3339 time of the last successful mutation, if any.
-    pub fn last_updated(&self) -> Option<String> {
-        self.last_updated.map(rfc3339)
+    /// The time of the last successful mutation, if any, in `format`.
+    pub fn last_updated(&self, format: StampFormat) -> Option<String> {
+        self.last_updated.map(|t| format.format(t))
+    }
+
+    /// One partition.
+    pub fn get(&self, pkey: u16) -> Option<&Partition> {
+        self.partitions.get(&pkey)
+    }
+
+    /// Every partition, by PKey.
+    pub fn iter(&self) -> impl Iterator<Item = (u16, &Partition)> {
+        self.partitions.iter().map(|(k, p)| (*k, p))
+    }
+
+    /// UFM dropping members on its own (a node restarted, a port left the fabric): removes
+    /// `guids` from every partition and deletes the partitions this empties, as removals do.
+    /// Returns how many memberships went and which partitions were deleted. Bumps
+    /// `last_updated` when anything changed.
+    pub fn drop_guids(&mut self, guids: &[u64]) -> (usize, Vec<u16>) {
+        let mut removed = 0;
+        let mut emptied = Vec::new();
+        for (pkey, partition) in &mut self.partitions {
+            let before = partition.members.len();
+            for guid in guids {
+                partition.members.remove(guid);
+            }
+            removed += before - partition.members.len();
+            if before > 0 && partition.members.is_empty() && *pkey != MANAGEMENT_PKEY {
+                emptied.push(*pkey);
+            }
+        }
+        for pkey in &emptied {
+            self.partitions.remove(pkey);
+        }
+        if removed > 0 {
+            self.touch();
+        }
+        (removed, emptied)
     }
 
     fn touch(&mut self) {
@@ -368,6 +400,19 @@ impl Fabric {
         for guid in guids {
             partition.members.insert(*guid, member);
         }
+        self.touch();
+        Ok(())
+    }
+
+    /// Creates the partition with UFM's defaults if it is missing, and sets its `ip_over_ib`
+    /// when given (NVIDIA's mock does this for an add with no GUIDs).
+    pub fn upsert_partition(
+        &mut self,
+        pkey: u16,
+        ip_over_ib: Option<bool>,
+    ) -> Result<(), FabricError> {
+        Self::writable(pkey)?;
+        self.partition_for_write(pkey, ip_over_ib);
         self.touch();
         Ok(())
     }
@@ -622,18 +667,111 @@ struct SeedQos {
     rate_limit: Option<f64>,
 }
 
-/// Formats a time as RFC 3339 UTC with microseconds: `2025-01-31T12:34:56.789012Z`.
-pub fn rfc3339(time: SystemTime) -> String {
+/// How `GET /resources/pkeys/last_updated` spells the time (real UFMs differ, §3.10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StampFormat {
+    /// `2025-01-31T12:34:56.789012Z`
+    #[default]
+    Rfc3339,
+    /// `Thu Sep  3 11:42:39 UTC 2020` (`date`'s output; 1-second resolution)
+    Ctime,
+    /// `03-09-2020, 11:42:39`: the subnet manager's local time without a zone (UTC here;
+    /// 1-second resolution)
+    DmyLocal,
+}
+
+impl StampFormat {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "rfc3339" => Ok(Self::Rfc3339),
+            "ctime" => Ok(Self::Ctime),
+            "dmy-local" => Ok(Self::DmyLocal),
+            other => Err(format!(
+                "invalid last_updated_format '{other}': expected rfc3339, ctime or dmy-local"
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rfc3339 => "rfc3339",
+            Self::Ctime => "ctime",
+            Self::DmyLocal => "dmy-local",
+        }
+    }
+
+    pub fn format(self, time: SystemTime) -> String {
+        match self {
+            Self::Rfc3339 => rfc3339(time),
+            Self::Ctime => ctime(time),
+            Self::DmyLocal => dmy(time),
+        }
+    }
+}
+
+/// A UTC time split into its calendar fields.
+struct Civil {
+    year: u64,
+    month: u64,
+    day: u64,
+    hour: u64,
+    minute: u64,
+    second: u64,
+    micros: u32,
+    /// 0 is Sunday.
+    weekday: u64,
+}
+
+fn civil(time: SystemTime) -> Civil {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (year, month, day) = civil_from_days(days);
+    Civil {
+        year,
+        month,
+        day,
+        hour: rem / 3600,
+        minute: rem % 3600 / 60,
+        second: rem % 60,
+        micros: since.subsec_micros(),
+        weekday: (days + 4) % 7, // 1970-01-01 was a Thursday
+    }
+}
+
+/// Formats a time as RFC 3339 UTC with microseconds: `2025-01-31T12:34:56.789012Z`.
+pub fn rfc3339(time: SystemTime) -> String {
+    let c = civil(time);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_micros()
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        c.year, c.month, c.day, c.hour, c.minute, c.second, c.micros
+    )
+}
+
+/// Formats a time as `date` does in UTC: `Thu Sep  3 11:42:39 UTC 2020`.
+pub fn ctime(time: SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let c = civil(time);
+    let weekday = DAYS.get(c.weekday as usize).copied().unwrap_or("???");
+    let month = MONTHS
+        .get(c.month.saturating_sub(1) as usize)
+        .copied()
+        .unwrap_or("???");
+    format!(
+        "{weekday} {month} {:>2} {:02}:{:02}:{:02} UTC {}",
+        c.day, c.hour, c.minute, c.second, c.year
+    )
+}
+
+/// Formats a time as `DD-MM-YYYY, HH:MM:SS` (no zone): `03-09-2020, 11:42:39`.
+pub fn dmy(time: SystemTime) -> String {
+    let c = civil(time);
+    format!(
+        "{:02}-{:02}-{:04}, {:02}:{:02}:{:02}",
+        c.day, c.month, c.year, c.hour, c.minute, c.second
     )
 }
 
@@ -730,11 +868,8 @@ mod tests {
             .map(|_| ())));
         assert!(ro(fabric.delete(MANAGEMENT_PKEY)));
         assert!(ro(fabric.set_qos(MANAGEMENT_PKEY, Some(4), None, None)));
-        assert!(fabric.last_updated().is_none());
-        assert_eq!(
-            fabric.partition(MANAGEMENT_PKEY),
-            Some(&Partition::management())
-        );
+        assert!(fabric.last_updated(StampFormat::Rfc3339).is_none());
+        assert_eq!(fabric.get(MANAGEMENT_PKEY), Some(&Partition::management()));
         // Even a full state load keeps it.
         assert_eq!(fabric.load(json!({"0x5": {"guids": []}})), Ok(()));
         assert!(fabric.contains(MANAGEMENT_PKEY));
@@ -749,24 +884,24 @@ mod tests {
     fn add_creates_with_defaults_and_readd_overwrites() {
         let mut fabric = Fabric::new();
         assert_eq!(fabric.add_guids(0x2fb, &[G1, G2], full(), None), Ok(()));
-        let p = fabric.partition(0x2fb).cloned().unwrap_or_else(|| panic!());
+        let p = fabric.get(0x2fb).cloned().unwrap_or_else(|| panic!());
         assert_eq!(p.name, "api_pkey_0x2fb");
         assert!(p.ip_over_ib);
         assert_eq!(p.qos, Qos::default());
         assert_eq!(p.members.len(), 2);
-        assert!(fabric.last_updated().is_some());
+        assert!(fabric.last_updated(StampFormat::Rfc3339).is_some());
 
         assert_eq!(
             fabric.add_guids(0x2fb, &[G1], limited_index0(), Some(false)),
             Ok(())
         );
-        let p = fabric.partition(0x2fb).cloned().unwrap_or_else(|| panic!());
+        let p = fabric.get(0x2fb).cloned().unwrap_or_else(|| panic!());
         assert_eq!(p.members.get(&G1), Some(&limited_index0()));
         assert_eq!(p.members.get(&G2), Some(&full()));
         assert!(!p.ip_over_ib);
         // ip_over_ib left out keeps the flag.
         assert_eq!(fabric.add_guids(0x2fb, &[G2], full(), None), Ok(()));
-        assert_eq!(fabric.partition(0x2fb).map(|p| p.ip_over_ib), Some(false));
+        assert_eq!(fabric.get(0x2fb).map(|p| p.ip_over_ib), Some(false));
     }
 
     #[test]
@@ -825,7 +960,7 @@ mod tests {
             Ok(())
         );
         let members = fabric
-            .partition(0x30)
+            .get(0x30)
             .map(|p| p.members.clone())
             .unwrap_or_default();
         assert_eq!(
@@ -835,7 +970,7 @@ mod tests {
         assert!(fabric.set_guids(0x30, &[], None).is_err());
         assert!(fabric.set_guids(0x31, &[(G1, full())], None).is_ok());
         assert_eq!(
-            fabric.partition(0x31).map(|p| p.name.as_str()),
+            fabric.get(0x31).map(|p| p.name.as_str()),
             Some("api_pkey_0x31")
         );
     }
@@ -908,6 +1043,44 @@ mod tests {
         assert!(other.load(json!({"5": {}})).is_err());
         // A failed load leaves the fabric alone.
         assert_eq!(other.snapshot(), fabric.snapshot());
+    }
+
+    #[test]
+    fn last_updated_formats() {
+        // Thu Sep  3 11:42:39 UTC 2020
+        let t = UNIX_EPOCH + Duration::new(1_599_133_359, 250_000_000);
+        assert_eq!(ctime(t), "Thu Sep  3 11:42:39 UTC 2020");
+        assert_eq!(dmy(t), "03-09-2020, 11:42:39");
+        assert_eq!(
+            StampFormat::Rfc3339.format(t),
+            "2020-09-03T11:42:39.250000Z"
+        );
+        assert_eq!(
+            ctime(UNIX_EPOCH + Duration::from_secs(1_609_459_199)),
+            "Thu Dec 31 23:59:59 UTC 2020"
+        );
+        assert_eq!(ctime(UNIX_EPOCH), "Thu Jan  1 00:00:00 UTC 1970");
+        for f in ["rfc3339", "ctime", "dmy-local"] {
+            assert_eq!(StampFormat::parse(f).map(StampFormat::as_str), Ok(f));
+        }
+        assert!(StampFormat::parse("iso").is_err());
+    }
+
+    #[test]
+    fn dropped_guids_leave_every_partition() {
+        let mut fabric = Fabric::new();
+        assert_eq!(fabric.add_guids(0x10, &[G1, G2], full(), None), Ok(()));
+        assert_eq!(fabric.add_guids(0x11, &[G1], full(), None), Ok(()));
+        assert_eq!(fabric.create(0x12, NewPartition::default()), Ok(()));
+        assert_eq!(fabric.drop_guids(&[G1]), (2, vec![0x11]));
+        assert!(fabric.contains(0x10) && fabric.contains(0x12) && !fabric.contains(0x11));
+        let stamp = fabric.last_updated(StampFormat::Rfc3339);
+        assert_eq!(fabric.drop_guids(&[G1]), (0, vec![]));
+        assert_eq!(
+            fabric.last_updated(StampFormat::Rfc3339),
+            stamp,
+            "nothing changed"
+        );
     }
 
     #[test]
