@@ -35,16 +35,16 @@ pub fn main_with_args(args: Vec<OsString>) -> i32 {
         Ok(invocation) => invocation,
         Err(e) => return report(&e),
     };
-    match &invocation.command {
-        cli::Command::Help(topic) => {
-            print!("{}", cli::help(*topic));
-            return error::EXIT_OK;
-        }
-        cli::Command::Version => {
-            println!("ufm-pkeyd {}", env!("CARGO_PKG_VERSION"));
-            return error::EXIT_OK;
-        }
-        _ => {}
+    let shown = match &invocation.command {
+        cli::Command::Help(topic) => Some(cli::help(*topic)),
+        cli::Command::Version => Some(format!("ufm-pkeyd {}\n", env!("CARGO_PKG_VERSION"))),
+        _ => None,
+    };
+    if let Some(text) = shown {
+        return match app::print_stdout(&text) {
+            Ok(()) => error::EXIT_OK,
+            Err(e) => report(&e),
+        };
     }
     let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
     let config = match config::load(&invocation.flags, credentials.as_deref()) {

@@ -8,15 +8,39 @@
 
 use std::io::Write;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 /// Targets whose records may carry secrets below `warn`: ureq, ureq_proto (which hex-dumps
 /// requests, Authorization headers included) and rustls.
 const WIRE_LEVEL_PREFIXES: &[&str] = &["ureq", "rustls"];
 
+/// Whether ufm-pkeyd's own debug records are shown; SIGHUP may change it (`debug`).
+static DEBUG: AtomicBool = AtomicBool::new(false);
+
 /// Installs the logger. `debug` raises ufm-pkeyd's own records to debug level; `RUST_LOG`
 /// still applies on top, except to the wire-level targets.
 pub(crate) fn init(debug: bool) {
+    let plain = build(false);
+    let verbose = build(true);
+    let max = plain.filter().max(verbose.filter());
+    DEBUG.store(debug, Ordering::Relaxed);
+    if log::set_boxed_logger(Box::new(Redacting { plain, verbose })).is_ok() {
+        log::set_max_level(max);
+    }
+}
+
+/// Turns ufm-pkeyd's debug records on or off (the configuration was reloaded).
+pub(crate) fn set_debug(debug: bool) {
+    if DEBUG.swap(debug, Ordering::Relaxed) != debug {
+        log::info!("debug logging {}", if debug { "on" } else { "off" });
+    }
+}
+
+/// One logger: `RUST_LOG`, or info by default; with `debug`, ufm-pkeyd at debug at least
+/// (`RUST_LOG=warn` does not hide its records, `RUST_LOG=trace` still shows trace).
+fn build(debug: bool) -> env_logger::Logger {
     let default = if debug {
         "ufm_pkeyd=debug,info"
     } else {
@@ -24,8 +48,6 @@ pub(crate) fn init(debug: bool) {
     };
     let env = || env_logger::Env::default().default_filter_or(default);
     let mut builder = env_logger::Builder::from_env(env());
-    // --debug raises ufm-pkeyd's records to debug at least: RUST_LOG=warn does not hide them,
-    // and RUST_LOG=trace still shows trace.
     if debug
         && !env_logger::Builder::from_env(env())
             .build()
@@ -52,11 +74,7 @@ pub(crate) fn init(debug: bool) {
             )
         });
     }
-    let inner = builder.build();
-    let max = inner.filter();
-    if log::set_boxed_logger(Box::new(Redacting { inner })).is_ok() {
-        log::set_max_level(max);
-    }
+    builder.build()
 }
 
 /// A debug record of this crate, to ask a filter whether it would pass.
@@ -67,9 +85,11 @@ fn own_debug() -> Metadata<'static> {
         .build()
 }
 
-/// Drops wire-level records from HTTP and TLS libraries.
+/// Drops wire-level records from HTTP and TLS libraries, and passes the others to the plain
+/// or the debug logger as [`DEBUG`] says.
 struct Redacting {
-    inner: env_logger::Logger,
+    plain: env_logger::Logger,
+    verbose: env_logger::Logger,
 }
 
 impl Redacting {
@@ -81,19 +101,29 @@ impl Redacting {
     }
 }
 
+impl Redacting {
+    fn inner(&self) -> &env_logger::Logger {
+        if DEBUG.load(Ordering::Relaxed) {
+            &self.verbose
+        } else {
+            &self.plain
+        }
+    }
+}
+
 impl Log for Redacting {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        Self::allowed(metadata) && self.inner.enabled(metadata)
+        Self::allowed(metadata) && self.inner().enabled(metadata)
     }
 
     fn log(&self, record: &Record<'_>) {
         if Self::allowed(record.metadata()) {
-            self.inner.log(record);
+            self.inner().log(record);
         }
     }
 
     fn flush(&self) {
-        self.inner.flush();
+        self.inner().flush();
     }
 }
 

@@ -171,10 +171,10 @@ fn unowned_partitions_are_reported_as_unmanaged_and_never_changed() {
     );
 
     // Gone from etcd while never owned: still not ours to delete, even with the guard off.
+    daemon.stop().assert_ok();
     let run = rig.sync(&["--allow-mass-delete"]);
     run.assert_ok();
     assert_eq!(rig.pkeys(), ["0x1a", "0x300", "0x301"]);
-    daemon.stop().assert_ok();
 }
 
 #[test]
@@ -259,7 +259,7 @@ fn names(range: std::ops::RangeInclusive<u64>) -> Vec<String> {
 }
 
 #[test]
-fn mass_deletion_is_refused_every_pass_until_allowed_while_other_changes_go_on() {
+fn a_range_delete_is_refused_every_pass_until_allowed_while_other_changes_go_on() {
     let rig = Rig::new(Api::V3);
     for (n, name) in (1u64..).zip(names(1..=12)) {
         rig.put(&name, &[host(n)], &[]);
@@ -267,16 +267,16 @@ fn mass_deletion_is_refused_every_pass_until_allowed_while_other_changes_go_on()
     rig.sync(&[]).assert_ok();
     assert_eq!(rig.owned().len(), 12);
 
-    // 11 of 12 owned vanish (more than 10 and more than half), and a new key appears.
-    for name in names(2..=12) {
-        rig.delete(&name);
-    }
+    // `etcdctl del --prefix`: all 12 go in one request; then pcocc writes two keys.
+    assert_eq!(rig.etcd.delete_prefix_v3(PKEYS_PREFIX), 12);
+    rig.put("0x1", &[host(1)], &[]);
     rig.put("0x50", &[host(50)], &[]);
     for attempt in 1..=2 {
         let run = rig.sync(&[]);
         run.assert_code(1);
         assert!(
-            run.stderr.contains("--allow-mass-delete") && run.stderr.contains("refus"),
+            run.stderr.contains("deleted by one request")
+                && run.stderr.contains("--allow-mass-delete"),
             "attempt {attempt}: the refusal is an error naming the way out:\n{}",
             run.stderr
         );
@@ -287,47 +287,114 @@ fn mass_deletion_is_refused_every_pass_until_allowed_while_other_changes_go_on()
             "attempt {attempt}: the other change went on"
         );
     }
-
+    // A count is no permission: the keys left together.
     let dry = rig.sync(&["--dry-run", "--json", "--max-deletes", "11"]);
     dry.assert_code(4);
     let plan: Value = serde_json::from_str(&dry.stdout).expect("dry-run JSON");
-    let deletes = plan["actions"]
-        .as_array()
-        .expect("actions")
-        .iter()
-        .filter(|a| a["action"] == "delete")
-        .count();
-    assert_eq!(deletes, 11, "--max-deletes 11 permits them: {plan:#}");
+    assert_eq!(
+        plan["refused_deletes"].as_array().map(Vec::len),
+        Some(11),
+        "{plan:#}"
+    );
 
     rig.sync(&["--allow-mass-delete"]).assert_ok();
     assert_eq!(rig.pkeys(), ["0x1", "0x50"]);
     assert_eq!(rig.owned(), ["0x1", "0x50"]);
 }
 
+/// 11 of 12 jobs end while the daemon is stopped (pcocc deletes one key per job): all 11
+/// partitions go when it starts again.
+fn jobs_ending_while_the_daemon_is_down_are_applied(api: Api) {
+    let rig = Rig::new(api);
+    for (n, name) in (1u64..).zip(names(1..=12)) {
+        rig.put(&name, &[host(n)], &[]);
+    }
+    let notify = Notify::new();
+    let daemon = rig.monitor(&["--poll-interval", "60"], &notify);
+    wait_until("all 12 owned", PROPAGATION, || rig.owned().len() == 12);
+    daemon.stop().assert_ok();
+    for name in names(2..=12) {
+        rig.delete(&name);
+    }
+    let notify = Notify::new();
+    let daemon = rig.monitor(&["--poll-interval", "60"], &notify);
+    wait_until("the 11 ended jobs' partitions deleted", PROPAGATION, || {
+        rig.pkeys() == ["0x1"]
+    });
+    assert_eq!(rig.owned(), ["0x1"]);
+    assert!(!daemon.stderr().contains("refusing"), "{}", daemon.stderr());
+    daemon.stop().assert_ok();
+}
+
 #[test]
-fn an_empty_prefix_does_not_delete_several_partitions() {
+fn eleven_of_twelve_jobs_ending_while_the_daemon_is_down_are_applied_v2() {
+    jobs_ending_while_the_daemon_is_down_are_applied(Api::V2);
+}
+
+#[test]
+fn eleven_of_twelve_jobs_ending_while_the_daemon_is_down_are_applied_v3() {
+    jobs_ending_while_the_daemon_is_down_are_applied(Api::V3);
+}
+
+#[test]
+fn with_history_compacted_the_count_guard_decides_and_says_why() {
+    let rig = Rig::new(Api::V3);
+    for (n, name) in (1u64..).zip(names(1..=12)) {
+        rig.put(&name, &[host(n)], &[]);
+    }
+    rig.sync(&[]).assert_ok();
+    for name in names(2..=12) {
+        rig.delete(&name);
+    }
+    rig.etcd.compact_v3();
+    let run = rig.sync(&[]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("compacted") && run.stderr.contains("11 of 12"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(rig.pkeys().len(), 12);
+    rig.sync(&["--allow-mass-delete"]).assert_ok();
+    assert_eq!(rig.pkeys(), ["0x1"]);
+}
+
+#[test]
+fn the_last_jobs_ending_delete_their_partitions_but_a_recursive_delete_is_refused() {
     let rig = Rig::new(Api::V2);
     for (n, name) in (1u64..).zip(names(1..=3)) {
         rig.put(&name, &[host(n)], &[]);
     }
     rig.sync(&[]).assert_ok();
-    // One deletion is ordinary.
+    // pcocc ends jobs one key at a time: the last two leave the prefix empty, and both go.
     rig.delete("0x1");
     rig.sync(&[]).assert_ok();
-    assert_eq!(rig.pkeys(), ["0x2", "0x3"]);
-    // Two with nothing left under the prefix looks like a wrong prefix or keyspace.
     rig.delete("0x2");
     rig.delete("0x3");
+    rig.sync(&[]).assert_ok();
+    assert_eq!(rig.pkeys(), Vec::<String>::new());
+
+    // An operator's `etcdctl rm --recursive` removes the directory itself.
+    for (n, name) in (4u64..).zip(names(4..=6)) {
+        rig.put(&name, &[host(n)], &[]);
+    }
+    rig.sync(&[]).assert_ok();
+    rig.etcd.delete_dir_v2(PKEYS_PREFIX);
     let run = rig.sync(&[]);
     run.assert_code(1);
     assert!(
-        run.stderr.contains("reads empty"),
-        "the reason is given:\n{}",
+        run.stderr.contains("recursive delete") && run.stderr.contains("--allow-mass-delete"),
+        "the reason and the way out are given:\n{}",
         run.stderr
     );
-    assert_eq!(rig.pkeys(), ["0x2", "0x3"]);
+    assert_eq!(rig.pkeys(), ["0x4", "0x5", "0x6"]);
+    // pcocc starts a job: the directory comes back, the deletions stay refused.
+    rig.put("0x7", &[host(7)], &[]);
+    let run = rig.sync(&[]);
+    run.assert_code(1);
+    assert_eq!(rig.pkeys(), ["0x4", "0x5", "0x6", "0x7"]);
     rig.sync(&["--allow-mass-delete"]).assert_ok();
-    assert_eq!(rig.pkeys(), Vec::<String>::new());
+    assert_eq!(rig.pkeys(), ["0x7"]);
 }
 
 #[test]
@@ -340,9 +407,7 @@ fn monitor_repeats_the_refusal_each_pass_and_sighup_reloads_the_guard_setting() 
     let config = rig
         .dir
         .write("ufm-pkeyd.yaml", "allow-mass-delete: false\n");
-    for name in names(1..=4) {
-        rig.delete(&name);
-    }
+    assert_eq!(rig.etcd.delete_prefix_v3(PKEYS_PREFIX), 4);
     let notify = Notify::new();
     let config_path = path_text(&config);
     let mut daemon = rig.monitor(
@@ -483,10 +548,16 @@ fn ufm_knows_only(rig: &Rig, guids: &[u64]) {
     assert_eq!(reply.status, 200, "setting the known GUIDs: {reply:?}");
 }
 
+/// UFM answers every write about `pkey` with HTTP 500.
+fn ufm_fails_writes_to(rig: &Rig, pkey: &str) {
+    rig.sim
+        .add_faults(json!([{"method": "WRITE", "pkey": pkey, "status": 500}]));
+}
+
 #[test]
-fn a_partition_ufm_rejects_is_logged_and_retried_without_holding_up_the_others() {
+fn a_partition_ufm_fails_is_logged_and_retried_without_holding_up_the_others() {
     let rig = Rig::new(Api::V3);
-    ufm_knows_only(&rig, &[host(1), host(2)]);
+    ufm_fails_writes_to(&rig, "0x11");
     rig.put("0x10", &[host(1)], &[]);
     rig.put("0x11", &[host(99)], &[]);
     rig.put("0x12", &[host(2)], &[]);
@@ -504,26 +575,69 @@ fn a_partition_ufm_rejects_is_logged_and_retried_without_holding_up_the_others()
     assert_eq!(rig.partition("0x10"), Some(partition(&[host(1)], &[])));
     assert_eq!(rig.partition("0x12"), Some(partition(&[host(2)], &[])));
     assert_eq!(rig.partition("0x11"), None);
-    wait_until("the state file to own the two that worked", secs(5), || {
-        rig.owned() == ["0x10", "0x12"]
-    });
+    // Recorded before the create was tried, so that a partition created by a request whose
+    // answer was lost is never an orphan.
+    assert_eq!(rig.owned(), ["0x10", "0x11", "0x12"]);
 
-    // UFM learns the GUID: the next retry (no etcd change needed) creates the partition.
-    ufm_knows_only(&rig, &[host(1), host(2), host(99)]);
+    // UFM recovers: the next retry (no etcd change needed) creates the partition.
+    rig.sim.clear_faults();
     rig.wait_partition(
         &daemon,
         "0x11",
         Some(&partition(&[host(99)], &[])),
         secs(20),
     );
-    wait_until("all three owned", secs(5), || rig.owned().len() == 3);
+    daemon.stop().assert_ok();
+}
+
+#[test]
+fn an_unknown_guid_is_left_out_reported_and_retried_while_the_others_go_in() {
+    let rig = Rig::new(Api::V2);
+    ufm_knows_only(&rig, &[host(1), host(2), vf(1)]);
+    let metrics = rig.dir.join("ufm_pkeyd.prom");
+    rig.put("0x10", &[host(1), host(2), host(99)], &[vf(1)]);
+    let notify = Notify::new();
+    let mut daemon = rig.monitor(
+        &[
+            "--poll-interval",
+            "0.5",
+            "--metrics-file",
+            &path_text(&metrics),
+        ],
+        &notify,
+    );
+    rig.wait_partition(
+        &daemon,
+        "0x10",
+        Some(&partition(&[host(1), host(2)], &[vf(1)])),
+        PROPAGATION,
+    );
+    let unknown = format!("{:016x}", host(99));
+    daemon.wait_for_stderr(&format!("UFM refused GUID {unknown}"), secs(5));
+    assert!(
+        daemon.stderr().contains("does not exist"),
+        "UFM's reason is given:\n{}",
+        daemon.stderr()
+    );
+    wait_until("the metrics to count the rejected GUID", secs(5), || {
+        std::fs::read_to_string(&metrics)
+            .is_ok_and(|t| metric(&t, "ufm_pkeyd_guids_rejected") == Some(1.0))
+    });
+    // The port appears in the fabric: the next pass adds it.
+    ufm_knows_only(&rig, &[host(1), host(2), host(99), vf(1)]);
+    rig.wait_partition(
+        &daemon,
+        "0x10",
+        Some(&partition(&[host(1), host(2), host(99)], &[vf(1)])),
+        secs(10),
+    );
     daemon.stop().assert_ok();
 }
 
 #[test]
 fn sync_exits_1_and_reports_the_failed_change_while_applying_the_others() {
     let rig = Rig::new(Api::V2);
-    ufm_knows_only(&rig, &[host(1), host(2)]);
+    ufm_fails_writes_to(&rig, "0x11");
     rig.put("0x10", &[host(1)], &[]);
     rig.put("0x11", &[host(99)], &[]);
     rig.put("0x12", &[host(2)], &[]);
@@ -538,7 +652,7 @@ fn sync_exits_1_and_reports_the_failed_change_while_applying_the_others() {
     assert!(run.stderr.contains("0x11"), "{}", run.stderr);
     assert_eq!(rig.pkeys(), ["0x10", "0x12"]);
 
-    ufm_knows_only(&rig, &[host(1), host(2), host(99)]);
+    rig.sim.clear_faults();
     let run = rig.sync(&[]);
     run.assert_ok();
     assert!(

@@ -30,6 +30,12 @@ pub(crate) struct Metrics {
     pub ufm: RequestCounts,
     /// `None` without leader election.
     pub leader: Option<bool>,
+    /// GUIDs UFM refused to add in the last pass.
+    pub guids_rejected: usize,
+    /// The ownership record could not be saved (retried every pass).
+    pub state_unsaved: bool,
+    /// The ownership record belongs to another etcd or UFM: nothing is deleted.
+    pub ownership_mismatch: bool,
 }
 
 impl Metrics {
@@ -64,6 +70,21 @@ impl Metrics {
             "ufm_pkeyd_changes_pending",
             "Changes the last pass planned but did not apply (failed, skipped or refused).",
             &[("", self.pending as f64)],
+        );
+        gauge(
+            "ufm_pkeyd_guids_rejected",
+            "GUIDs UFM refused to add in the last pass (unknown ports); tried again every pass.",
+            &[("", self.guids_rejected as f64)],
+        );
+        gauge(
+            "ufm_pkeyd_state_unsaved",
+            "1 while the ownership record could not be saved; it is retried every pass.",
+            &[("", f64::from(u8::from(self.state_unsaved)))],
+        );
+        gauge(
+            "ufm_pkeyd_ownership_mismatch",
+            "1 while the ownership record belongs to another etcd or UFM: nothing is deleted until an operator adopts or resets it.",
+            &[("", f64::from(u8::from(self.ownership_mismatch)))],
         );
         if let Some(leader) = self.leader {
             gauge(

@@ -8,6 +8,7 @@ mod etcd;
 mod metrics;
 mod monitor;
 mod report;
+mod state;
 mod status;
 mod sync;
 mod ufm;
@@ -38,6 +39,7 @@ pub(crate) fn run(invocation: &Invocation, config: &Config) -> Result<i32> {
         }
         Command::Sync { dry_run } => return sync::run_sync(settings, &out, *dry_run),
         Command::Status => return status::run_status(settings, &out),
+        Command::State(op) => return state::run_state(settings, *op, &out),
         Command::Help(_) | Command::Version => Ok(()),
     };
     done.map(|()| EXIT_OK)
@@ -73,13 +75,26 @@ pub(crate) struct Output {
     json: bool,
 }
 
+/// Writes `text` to stdout. A reader that went away (`| head`, `| true`) is not an error: the
+/// rest is dropped quietly and the command keeps its exit code. Any other failure (`> /dev/full`,
+/// a disk full) is one: the data did not arrive, and the command must not exit 0.
+pub(crate) fn print_stdout(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Error::failed(format!(
+            "cannot write to standard output: {e}"
+        ))),
+    }
+}
+
 impl Output {
     pub(crate) fn print(&self, text: &str) -> Result<()> {
-        let mut stdout = std::io::stdout().lock();
-        // A closed pipe (`| head`) is not an error worth reporting.
-        let _ = stdout.write_all(text.as_bytes());
-        let _ = stdout.flush();
-        Ok(())
+        print_stdout(text)
     }
 
     pub(crate) fn print_json(&self, value: &serde_json::Value) -> Result<()> {

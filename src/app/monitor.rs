@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::metrics::Metrics;
-use super::{Output, engine, report};
+use super::{Output, engine, etcd_client, report, ufm_client};
 use crate::cli::Invocation;
 use crate::config::{self, Settings};
 use crate::engine::election::Election;
-use crate::engine::{Engine, PassError, PassReport};
+use crate::engine::{Engine, Gate, PassError, PassReport};
 use crate::error::{EXIT_OK, Error, Result};
 use crate::net::etcd::WaitOutcome;
 use crate::net::ufm::{UfmClient, UfmError};
@@ -133,7 +133,8 @@ impl Monitor<'_> {
             self.watchdog.tick();
             let leader = self.election.as_mut().is_none_or(|e| e.tick());
             if leader && !self.was_leader {
-                self.engine.ownership_may_have_changed();
+                self.engine
+                    .new_term(self.election.as_ref().map(Election::fence));
             }
             self.was_leader = leader;
             if leader {
@@ -151,17 +152,17 @@ impl Monitor<'_> {
             self.dry_pass()
         } else {
             let started = Instant::now();
-            let election = &mut self.election;
-            let watchdog = &mut self.watchdog;
-            // Between UFM requests: keep systemd's watchdog fed through a long initial sync,
-            // refresh the leadership claim, and stop early on SIGTERM or a lost leadership.
-            let mut stop = || {
-                watchdog.tick();
-                stopping() || !election.as_mut().is_none_or(|e| e.tick())
+            let mut gate = DaemonGate {
+                watchdog: &mut self.watchdog,
+                election: &mut self.election,
+                bound: self.engine.ufm().request_bound(),
             };
-            let result = self.engine.pass(&mut stop);
+            let result = self.engine.pass(&mut gate);
             self.record(result.as_ref().ok(), started.elapsed());
             result.map(|report| {
+                if let (Some(why), Some(election)) = (&report.lost_leadership, &mut self.election) {
+                    election.step_down(why);
+                }
                 systemd::notify(&format!(
                     "STATUS={}",
                     report::status_line(&report, self.engine.owned())
@@ -180,6 +181,11 @@ impl Monitor<'_> {
                     Instant::now() + self.poll_interval
                 };
                 self.wait_for_change(revision, next_full_pass);
+            }
+            Err(PassError::LostLeadership(why)) => {
+                if let Some(election) = &mut self.election {
+                    election.step_down(&why);
+                }
             }
             Err(e) => {
                 if self.first_pass && e.is_auth() {
@@ -214,7 +220,13 @@ impl Monitor<'_> {
                 m.owned = self.engine.owned().len();
                 m.unmanaged = plan.unmanaged.len();
                 m.invalid = plan.invalid.len();
-                m.pending = report.failures.len() + report.skipped + plan.refused_deletes.len();
+                m.pending = report.failures.len()
+                    + report.skipped
+                    + plan.refused_deletes.len()
+                    + report.rejected.len();
+                m.guids_rejected = report.rejected.len();
+                m.state_unsaved = self.engine.record_unsaved();
+                m.ownership_mismatch = plan.locked.is_some();
                 m.applied.created += report.counts.created;
                 m.applied.guids_added += report.counts.guids_added;
                 m.applied.guids_removed += report.counts.guids_removed;
@@ -256,8 +268,9 @@ impl Monitor<'_> {
         Ok((revision, retry))
     }
 
-    /// A standby keeps checking that it could take over, and asks for the leadership about
-    /// every second (in `Election::tick`).
+    /// A standby checks every poll interval that UFM answers (so that it could take over),
+    /// and asks for the leadership about every second (in `Election::tick`, a read of the
+    /// election key). It reads nothing else: at rest it costs etcd no Raft proposal.
     fn stand_by(&mut self) {
         if Instant::now() >= self.next_standby_check {
             self.next_standby_check = Instant::now() + self.poll_interval;
@@ -268,10 +281,9 @@ impl Monitor<'_> {
                 .unwrap_or("unknown")
                 .to_string();
             self.write_metrics();
-            match self.engine.plan() {
-                Ok((plan, _)) => systemd::notify(&format!(
-                    "STATUS=standby (leader: {leader}); {} changes pending for the leader",
-                    plan.actions.len()
+            match self.engine.ufm().version() {
+                Ok(version) => systemd::notify(&format!(
+                    "STATUS=standby (leader: {leader}); UFM {version} answers"
                 )),
                 Err(e) => {
                     log::warn!("standby: {e}");
@@ -286,19 +298,44 @@ impl Monitor<'_> {
         self.sleep(until.saturating_duration_since(Instant::now()));
     }
 
+    /// SIGHUP: reads every configuration source again and applies it all: etcd and UFM
+    /// settings, the prefix, policy and guard, the ownership record's location, the poll
+    /// interval, the metrics file, leader election and debug logging. A configuration that does
+    /// not load changes nothing.
     fn reload(&mut self) {
         systemd::notify("RELOADING=1");
         let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
         let reloaded = config::load(&self.invocation.flags, credentials.as_deref())
-            .and_then(|c| engine(&c.settings, self.dry_run).map(|e| (c, e)));
+            .and_then(|c| self.apply_settings(&c.settings));
         match reloaded {
-            Ok((_, engine)) => {
-                self.engine = engine;
-                log::info!("configuration reloaded");
-            }
+            Ok(()) => log::info!("configuration reloaded"),
             Err(e) => log::error!("configuration not reloaded, keeping the old one: {e}"),
         }
         systemd::notify("READY=1");
+    }
+
+    fn apply_settings(&mut self, settings: &Settings) -> Result<()> {
+        let etcd = etcd_client(settings)?;
+        let ufm = ufm_client(settings)?;
+        let election_changed =
+            settings.election.as_ref() != self.election.as_ref().map(Election::settings);
+        self.engine
+            .reconfigure(etcd, ufm, settings.engine.clone())
+            .map_err(Error::Usage)?;
+        if election_changed {
+            if let Some(election) = &mut self.election {
+                election.resign();
+            }
+            self.election = settings
+                .election
+                .clone()
+                .map(|e| Election::new(e, self.engine.etcd().clone()));
+            self.was_leader = false;
+        }
+        self.poll_interval = settings.poll_interval;
+        self.metrics_file = settings.metrics_file.clone();
+        crate::logging::set_debug(settings.debug);
+        Ok(())
     }
 
     /// Blocks on the etcd watch until a change, the deadline, a signal, or the loss of the
@@ -337,6 +374,29 @@ impl Monitor<'_> {
                 break;
             }
             std::thread::sleep(left.min(Duration::from_millis(100)));
+        }
+    }
+}
+
+/// Asked before each UFM write of a pass: keeps systemd's watchdog fed through a long sync,
+/// stops on SIGTERM, and with leader election lets a request go only while the claim is sure
+/// to outlast it.
+struct DaemonGate<'a> {
+    watchdog: &'a mut Watchdog,
+    election: &'a mut Option<Election>,
+    /// The longest one UFM request may take.
+    bound: Duration,
+}
+
+impl Gate for DaemonGate<'_> {
+    fn before_write(&mut self) -> std::result::Result<(), String> {
+        self.watchdog.tick();
+        if stopping() {
+            return Err("stopping (SIGTERM or SIGINT)".to_string());
+        }
+        match self.election {
+            Some(election) => election.may_write(self.bound),
+            None => Ok(()),
         }
     }
 }

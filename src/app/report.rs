@@ -22,12 +22,29 @@ pub(crate) fn failure_summary(report: &PassReport) -> String {
         parts.push(format!("{} UFM changes failed", report.failures.len()));
     }
     if let Some(reason) = &report.plan.refusal {
+        if report.plan.locked.is_some() {
+            parts.push(format!("deletions refused: {reason}"));
+        } else {
+            parts.push(format!(
+                "deletions refused ({reason}): confirm with --allow-mass-delete"
+            ));
+        }
+    }
+    if !report.rejected.is_empty() {
+        let first = &report.rejected[0];
         parts.push(format!(
-            "deletions refused ({reason}): confirm with --allow-mass-delete"
+            "UFM refused {} GUIDs (e.g. {} for {}: {})",
+            report.rejected.len(),
+            first.guid,
+            first.pkey,
+            first.reason
         ));
     }
     if let Some(e) = &report.state_error {
         parts.push(e.clone());
+    }
+    if let Some(e) = &report.stopped {
+        parts.push(format!("stopped early: {e}"));
     }
     parts.join("; ")
 }
@@ -35,7 +52,7 @@ pub(crate) fn failure_summary(report: &PassReport) -> String {
 /// The one-line summary of a pass for systemd's `STATUS=`, with the partitions owned after it.
 pub(crate) fn status_line(report: &PassReport, owned: &BTreeSet<PKey>) -> String {
     let plan = &report.plan;
-    let state = if report.succeeded() {
+    let state = if report.complete() {
         "in sync"
     } else {
         "not in sync"
@@ -67,7 +84,7 @@ fn action_json(action: &Action) -> serde_json::Value {
             "index0": join.index0,
             "ip_over_ib": ip_over_ib,
         }),
-        Action::Remove { pkey, guids } => json!({
+        Action::Remove { pkey, guids, .. } => json!({
             "pkey": pkey.to_string(),
             "action": "remove",
             "guids": guids.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -90,6 +107,10 @@ pub(crate) fn plan_json(plan: &Plan, owned: &BTreeSet<PKey>) -> serde_json::Valu
         })).collect::<Vec<_>>(),
         "refused_deletes": keys(&plan.refused_deletes),
         "refusal": plan.refusal,
+        "ownership_mismatch": plan.locked,
+        "unreadable": plan.unreadable.iter().map(|(p, reason)| json!({
+            "pkey": p.to_string(), "reason": reason,
+        })).collect::<Vec<_>>(),
         "owned": owned.iter().map(ToString::to_string).collect::<Vec<_>>(),
     })
 }
@@ -123,9 +144,19 @@ pub(crate) fn plan_text(plan: &Plan) -> String {
         ));
     }
     if let Some(reason) = &plan.refusal {
+        let way_out = if plan.locked.is_some() {
+            ""
+        } else {
+            "; confirm with --allow-mass-delete"
+        };
         text.push_str(&format!(
-            "refused: deleting {} ({reason}); confirm with --allow-mass-delete\n",
+            "refused: deleting {} ({reason}){way_out}\n",
             list(&plan.refused_deletes)
+        ));
+    }
+    for (pkey, reason) in &plan.unreadable {
+        text.push_str(&format!(
+            "unreadable in UFM (left alone): {pkey}: {reason}\n"
         ));
     }
     if plan_pending(plan) {
@@ -143,7 +174,7 @@ pub(crate) fn plan_text(plan: &Plan) -> String {
 pub(crate) fn report_json(report: &PassReport, owned: &BTreeSet<PKey>) -> serde_json::Value {
     let c = report.counts;
     let mut value = plan_json(&report.plan, owned);
-    value["in_sync"] = json!(report.succeeded());
+    value["in_sync"] = json!(report.complete());
     value["applied"] = json!({
         "created": c.created, "guids_added": c.guids_added,
         "guids_removed": c.guids_removed, "deleted": c.deleted,
@@ -163,7 +194,7 @@ pub(crate) fn report_json(report: &PassReport, owned: &BTreeSet<PKey>) -> serde_
 /// What a pass applied, for people: one line.
 pub(crate) fn report_text(report: &PassReport) -> String {
     let c = report.counts;
-    if report.plan.actions.is_empty() && report.succeeded() {
+    if report.plan.actions.is_empty() && report.complete() {
         "in sync: nothing to change\n".to_string()
     } else {
         format!(

@@ -11,7 +11,7 @@ use crate::error::{EXIT_OK, EXIT_PENDING, Error, Result};
 
 /// Exit 0 in sync, 4 not in sync, 1 when etcd or UFM cannot be read.
 pub(super) fn run_status(settings: &Settings, out: &Output) -> Result<i32> {
-    let engine = engine(settings, true)?;
+    let mut engine = engine(settings, true)?;
     let (plan, _) = engine.plan().map_err(|e| Error::failed(e.to_string()))?;
     let leader = match &settings.election {
         Some(e) => Some(engine.etcd().get(&e.key)?.map_or_else(

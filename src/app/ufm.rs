@@ -7,7 +7,7 @@ use crate::cli::UfmOp;
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::model::Partition;
-use crate::net::ufm::{Auth, UfmError};
+use crate::net::ufm::{Auth, PartitionList, UfmError};
 
 /// Runs one UFM operation.
 pub(super) fn run(op: &UfmOp, settings: &Settings, out: &Output) -> Result<()> {
@@ -25,13 +25,21 @@ pub(super) fn run(op: &UfmOp, settings: &Settings, out: &Output) -> Result<()> {
             )
         }
         UfmOp::List => {
-            let partitions = client.list_partitions()?;
+            let list = client.list_partitions()?;
             if out.json {
+                let unreadable = list
+                    .unreadable
+                    .iter()
+                    .map(|(pkey, reason)| json!({"pkey": pkey.to_string(), "unreadable": reason}));
                 out.print_json(&json!(
-                    partitions.iter().map(partition_json).collect::<Vec<_>>()
+                    list.partitions
+                        .iter()
+                        .map(partition_json)
+                        .chain(unreadable)
+                        .collect::<Vec<_>>()
                 ))
             } else {
-                out.print(&partition_table(&partitions))
+                out.print(&partition_table(&list))
             }
         }
         UfmOp::Get(pkey) => {
@@ -140,9 +148,9 @@ fn partition_json(partition: &Partition) -> serde_json::Value {
     })
 }
 
-fn partition_table(partitions: &[Partition]) -> String {
+fn partition_table(list: &PartitionList) -> String {
     let mut text = format!("{:<8} {:<24} {:<6} {}\n", "PKEY", "NAME", "IPOIB", "GUIDS");
-    for p in partitions {
+    for p in &list.partitions {
         text.push_str(&format!(
             "{:<8} {:<24} {:<6} {}\n",
             p.pkey.to_string(),
@@ -150,6 +158,9 @@ fn partition_table(partitions: &[Partition]) -> String {
             if p.ip_over_ib { "yes" } else { "no" },
             p.members.len()
         ));
+    }
+    for (pkey, reason) in &list.unreadable {
+        text.push_str(&format!("{:<8} unreadable: {reason}\n", pkey.to_string()));
     }
     text
 }

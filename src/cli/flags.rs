@@ -9,10 +9,11 @@ pub(crate) const CONFIG: u8 = 4;
 pub(crate) const MONITOR: u8 = 8;
 pub(crate) const SYNC: u8 = 16;
 pub(crate) const STATUS: u8 = 32;
+pub(crate) const STATE: u8 = 64;
 /// The sub-commands that sync etcd into UFM.
 pub(crate) const SYNCING: u8 = MONITOR | SYNC;
 /// Every sub-command.
-pub(crate) const ALL: u8 = UFM | ETCD | CONFIG | SYNCING | STATUS;
+pub(crate) const ALL: u8 = UFM | ETCD | CONFIG | SYNCING | STATUS | STATE;
 
 /// What a flag does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,19 +60,19 @@ pub(crate) const FLAGS: &[FlagDef] = &[
     flag!(&["--config"], Some("FILE"), Op, ALL, "read this configuration file instead of /etc/ufm-pkeyd/ufm-pkeyd.yaml"),
     flag!(&["--pcocc-dir"], Some("DIR"), Key("pcocc-dir"), ALL, "read pcocc's batch.yaml, ufm.yaml and password files from DIR (default /etc/pcocc)"),
     flag!(&["--no-pcocc"], None, Fixed("use-pcocc", "false"), ALL, "ignore pcocc's configuration files"),
-    flag!(&["--json"], None, Op, UFM | ETCD | CONFIG | SYNCING | STATUS, "print results as JSON for scripts"),
+    flag!(&["--json"], None, Op, UFM | ETCD | CONFIG | SYNCING | STATUS | STATE, "print results as JSON for scripts"),
     flag!(&["--debug"], None, Fixed("debug", "true"), ALL, "log debug detail to stderr (never secrets)"),
     // UFM connection.
-    flag!(&["--ufm-host", "--host"], Some("HOST"), Key("ufm-host"), UFM | CONFIG | SYNCING | STATUS, "UFM host, host:port or URL; a comma-separated list is tried in order"),
-    flag!(&["--ufm-user", "--username"], Some("USER"), Key("ufm-user"), UFM | CONFIG | SYNCING | STATUS, "UFM user for basic authentication (default admin)"),
-    flag!(&["--ufm-password", "--password"], Some("PASSWORD"), Key("ufm-password"), UFM | CONFIG | SYNCING | STATUS, "UFM password (visible in ps: prefer --ufm-password-file)"),
-    flag!(&["--ufm-password-file"], Some("FILE"), Key("ufm-password-file"), UFM | CONFIG | SYNCING | STATUS, "read the UFM password from FILE"),
-    flag!(&["--ufm-token-file"], Some("FILE"), Key("ufm-token-file"), UFM | CONFIG | SYNCING | STATUS, "read a UFM access token from FILE and use token authentication"),
-    flag!(&["--no-ssl-verify"], None, Fixed("ufm-ssl-verify", "false"), UFM | CONFIG | SYNCING | STATUS, "do not verify UFM's TLS certificate"),
-    flag!(&["--ufm-ca-cert"], Some("FILE"), Key("ufm-ca-cert"), UFM | CONFIG | SYNCING | STATUS, "verify UFM's certificate against the CA certificates in FILE"),
-    flag!(&["--http"], None, Fixed("ufm-http", "true"), UFM | CONFIG | SYNCING | STATUS, "talk plain HTTP to UFM instead of HTTPS"),
-    flag!(&["--ufm-timeout"], Some("SECONDS"), Key("ufm-timeout"), UFM | CONFIG | SYNCING | STATUS, "wait at most SECONDS for UFM to connect or answer (default 30)"),
-    flag!(&["--ufm-proxy"], Some("URL"), Key("ufm-proxy"), UFM | CONFIG | SYNCING | STATUS, "reach UFM through this HTTP proxy (default: direct)"),
+    flag!(&["--ufm-host", "--host"], Some("HOST"), Key("ufm-host"), UFM | CONFIG | SYNCING | STATUS | STATE, "UFM host, host:port or URL; a comma-separated list is tried in order"),
+    flag!(&["--ufm-user", "--username"], Some("USER"), Key("ufm-user"), UFM | CONFIG | SYNCING | STATUS | STATE, "UFM user for basic authentication (default admin)"),
+    flag!(&["--ufm-password", "--password"], Some("PASSWORD"), Key("ufm-password"), UFM | CONFIG | SYNCING | STATUS | STATE, "UFM password (visible in ps: prefer --ufm-password-file)"),
+    flag!(&["--ufm-password-file"], Some("FILE"), Key("ufm-password-file"), UFM | CONFIG | SYNCING | STATUS | STATE, "read the UFM password from FILE"),
+    flag!(&["--ufm-token-file"], Some("FILE"), Key("ufm-token-file"), UFM | CONFIG | SYNCING | STATUS | STATE, "read a UFM access token from FILE and use token authentication"),
+    flag!(&["--no-ssl-verify"], None, Fixed("ufm-ssl-verify", "false"), UFM | CONFIG | SYNCING | STATUS | STATE, "do not verify UFM's TLS certificate"),
+    flag!(&["--ufm-ca-cert"], Some("FILE"), Key("ufm-ca-cert"), UFM | CONFIG | SYNCING | STATUS | STATE, "verify UFM's certificate against the CA certificates in FILE"),
+    flag!(&["--http"], None, Fixed("ufm-http", "true"), UFM | CONFIG | SYNCING | STATUS | STATE, "talk plain HTTP to UFM instead of HTTPS"),
+    flag!(&["--ufm-timeout"], Some("SECONDS"), Key("ufm-timeout"), UFM | CONFIG | SYNCING | STATUS | STATE, "wait at most SECONDS for UFM to connect or answer (default 30)"),
+    flag!(&["--ufm-proxy"], Some("URL"), Key("ufm-proxy"), UFM | CONFIG | SYNCING | STATUS | STATE, "reach UFM through this HTTP proxy (default: direct)"),
     // UFM operations.
     flag!(&["--list"], None, Op, UFM | ETCD, "ufm: list PKeys; etcd: list keys"),
     flag!(&["--get-pkey"], Some("PKEY"), Op, UFM, "show one PKey with its GUIDs"),
@@ -87,31 +88,34 @@ pub(crate) const FLAGS: &[FlagDef] = &[
     flag!(&["--remove-guids"], None, Op, UFM, "remove --guids from --pkey instead of adding them"),
     flag!(&["--check"], None, Op, UFM | ETCD, "check the connection and credentials and print the server version"),
     // etcd connection.
-    flag!(&["--etcd-endpoints"], Some("LIST"), Key("etcd-endpoints"), ETCD | CONFIG | SYNCING | STATUS, "comma-separated etcd endpoints (host, host:port or URL), tried in order"),
-    flag!(&["--etcd-host"], Some("HOST"), Key("etcd-host"), ETCD | CONFIG | SYNCING | STATUS, "etcd host (default 127.0.0.1)"),
-    flag!(&["--etcd-port"], Some("PORT"), Key("etcd-port"), ETCD | CONFIG | SYNCING | STATUS, "etcd client port (default 2379)"),
-    flag!(&["--etcd-protocol"], Some("http|https"), Key("etcd-protocol"), ETCD | CONFIG | SYNCING | STATUS, "scheme for endpoints given without one (default http)"),
-    flag!(&["--etcd-api"], Some("v2|v3"), Key("etcd-api"), ETCD | CONFIG | SYNCING | STATUS, "etcd API and keyspace (default v3; v2 with pcocc's batch.yaml)"),
-    flag!(&["--etcd-ca-cert"], Some("FILE"), Key("etcd-ca-cert"), ETCD | CONFIG | SYNCING | STATUS, "verify etcd's certificate against the CA certificates in FILE"),
-    flag!(&["--etcd-cert-file"], Some("FILE"), Key("etcd-cert-file"), ETCD | CONFIG | SYNCING | STATUS, "client certificate for etcd (PEM)"),
-    flag!(&["--etcd-key-file"], Some("FILE"), Key("etcd-key-file"), ETCD | CONFIG | SYNCING | STATUS, "client key for etcd (PEM)"),
-    flag!(&["--etcd-user"], Some("USER"), Key("etcd-user"), ETCD | CONFIG | SYNCING | STATUS, "etcd user"),
-    flag!(&["--etcd-password"], Some("PASSWORD"), Key("etcd-password"), ETCD | CONFIG | SYNCING | STATUS, "etcd password (visible in ps: prefer --etcd-password-file)"),
-    flag!(&["--etcd-password-file"], Some("FILE"), Key("etcd-password-file"), ETCD | CONFIG | SYNCING | STATUS, "read the etcd password from FILE"),
-    flag!(&["--etcd-prompt-password"], None, Op, ETCD | CONFIG | SYNCING | STATUS, "ask for the etcd password on the terminal"),
-    flag!(&["--etcd-timeout"], Some("SECONDS"), Key("etcd-timeout"), ETCD | CONFIG | SYNCING | STATUS, "wait at most SECONDS for etcd to connect or answer (default 30)"),
-    flag!(&["--etcd-proxy"], Some("URL"), Key("etcd-proxy"), ETCD | CONFIG | SYNCING | STATUS, "reach etcd through this HTTP proxy (default: direct)"),
+    flag!(&["--etcd-endpoints"], Some("LIST"), Key("etcd-endpoints"), ETCD | CONFIG | SYNCING | STATUS | STATE, "comma-separated etcd endpoints (host, host:port or URL), tried in order"),
+    flag!(&["--etcd-host"], Some("HOST"), Key("etcd-host"), ETCD | CONFIG | SYNCING | STATUS | STATE, "etcd host (default 127.0.0.1)"),
+    flag!(&["--etcd-port"], Some("PORT"), Key("etcd-port"), ETCD | CONFIG | SYNCING | STATUS | STATE, "etcd client port (default 2379)"),
+    flag!(&["--etcd-protocol"], Some("http|https"), Key("etcd-protocol"), ETCD | CONFIG | SYNCING | STATUS | STATE, "scheme for endpoints given without one (default http)"),
+    flag!(&["--etcd-api"], Some("v2|v3"), Key("etcd-api"), ETCD | CONFIG | SYNCING | STATUS | STATE, "etcd API and keyspace (default v3; v2 with pcocc's batch.yaml)"),
+    flag!(&["--etcd-ca-cert"], Some("FILE"), Key("etcd-ca-cert"), ETCD | CONFIG | SYNCING | STATUS | STATE, "verify etcd's certificate against the CA certificates in FILE"),
+    flag!(&["--etcd-cert-file"], Some("FILE"), Key("etcd-cert-file"), ETCD | CONFIG | SYNCING | STATUS | STATE, "client certificate for etcd (PEM)"),
+    flag!(&["--etcd-key-file"], Some("FILE"), Key("etcd-key-file"), ETCD | CONFIG | SYNCING | STATUS | STATE, "client key for etcd (PEM)"),
+    flag!(&["--etcd-user"], Some("USER"), Key("etcd-user"), ETCD | CONFIG | SYNCING | STATUS | STATE, "etcd user"),
+    flag!(&["--etcd-password"], Some("PASSWORD"), Key("etcd-password"), ETCD | CONFIG | SYNCING | STATUS | STATE, "etcd password (visible in ps: prefer --etcd-password-file)"),
+    flag!(&["--etcd-password-file"], Some("FILE"), Key("etcd-password-file"), ETCD | CONFIG | SYNCING | STATUS | STATE, "read the etcd password from FILE"),
+    flag!(&["--etcd-prompt-password"], None, Op, ETCD | CONFIG | SYNCING | STATUS | STATE, "ask for the etcd password on the terminal"),
+    flag!(&["--etcd-timeout"], Some("SECONDS"), Key("etcd-timeout"), ETCD | CONFIG | SYNCING | STATUS | STATE, "wait at most SECONDS for etcd to connect or answer (default 30)"),
+    flag!(&["--etcd-proxy"], Some("URL"), Key("etcd-proxy"), ETCD | CONFIG | SYNCING | STATUS | STATE, "reach etcd through this HTTP proxy (default: direct)"),
     // Sync.
-    flag!(&["--etcd-prefix"], Some("PREFIX"), Key("etcd-prefix"), SYNCING | CONFIG | STATUS, "etcd prefix holding one key per partition (default /pcocc/global/opensm/pkeys/)"),
-    flag!(&["--state-file"], Some("FILE"), Key("state-file"), SYNCING | CONFIG | STATUS, "record owned partitions in FILE (default /var/lib/ufm-pkeyd/state.json)"),
+    flag!(&["--etcd-prefix"], Some("PREFIX"), Key("etcd-prefix"), SYNCING | CONFIG | STATUS | STATE, "etcd prefix holding one key per partition (default /pcocc/global/opensm/pkeys/)"),
+    flag!(&["--state-file"], Some("FILE"), Key("state-file"), SYNCING | CONFIG | STATUS | STATE, "record owned partitions in FILE (default /var/lib/ufm-pkeyd/state.json)"),
     flag!(&["--metrics-file"], Some("FILE"), Key("metrics-file"), MONITOR | CONFIG | STATUS, "write Prometheus metrics to FILE after each pass (textfile collector)"),
     flag!(&["--poll-interval"], Some("SECONDS"), Key("poll-interval"), MONITOR | CONFIG, "run a full pass at least every SECONDS (default 30); etcd changes are applied at once"),
     flag!(&["--allow-mass-delete"], None, Fixed("allow-mass-delete", "true"), SYNCING | CONFIG | STATUS, "let one pass delete more partitions than the mass-deletion guard permits"),
     flag!(&["--max-deletes"], Some("N"), Key("max-deletes"), SYNCING | CONFIG | STATUS, "deletions one pass may make without --allow-mass-delete (default 10, or up to half of those owned)"),
     flag!(&["--dry-run"], None, Op, SYNCING, "print the plan and change nothing"),
-    flag!(&["--leader-election"], None, Fixed("leader-election", "true"), MONITOR | CONFIG | STATUS, "only the instance elected through etcd changes UFM; others stand by"),
-    flag!(&["--election-key"], Some("KEY"), Key("election-key"), MONITOR | CONFIG | STATUS, "etcd key of the leader election (default /ufm-pkeyd/leader)"),
-    flag!(&["--state-key"], Some("KEY"), Key("state-key"), SYNCING | CONFIG | STATUS, "with leader election: etcd key recording owned partitions (default /ufm-pkeyd/owned)"),
+    // The ownership record.
+    flag!(&["--adopt"], None, Op, STATE, "bind the ownership record to the etcd and UFM configured now, keeping what it owns"),
+    flag!(&["--reset"], None, Op, STATE, "empty the ownership record and bind it to the etcd and UFM configured now"),
+    flag!(&["--leader-election"], None, Fixed("leader-election", "true"), MONITOR | CONFIG | STATUS | STATE, "only the instance elected through etcd changes UFM; others stand by"),
+    flag!(&["--election-key"], Some("KEY"), Key("election-key"), MONITOR | CONFIG | STATUS | STATE, "etcd key of the leader election (default /ufm-pkeyd/leader)"),
+    flag!(&["--state-key"], Some("KEY"), Key("state-key"), SYNCING | CONFIG | STATUS | STATE, "with leader election: etcd key recording owned partitions (default /ufm-pkeyd/owned)"),
     flag!(&["--election-ttl"], Some("SECONDS"), Key("election-ttl"), MONITOR | CONFIG, "a standby takes over within SECONDS when the leader dies (default 15)"),
     // etcd operations.
     flag!(&["--prefix"], Some("PREFIX"), Op, ETCD, "with --list: only keys that start with PREFIX"),
@@ -130,5 +134,6 @@ pub(crate) const COMMANDS: &[(&str, u8, &str)] = &[
     ("ufm", UFM, "one-shot UFM PKey operations: list, get, create, delete PKeys; add and remove GUIDs"),
     ("etcd", ETCD, "one-shot etcd operations: list, get, put, delete keys"),
     ("status", STATUS, "say in one screen whether UFM is in step with etcd (exit 4 when not)"),
+    ("state", STATE, "show the ownership record, or adopt or reset it (--adopt, --reset)"),
     ("config", CONFIG, "print the effective configuration and where each value comes from"),
 ];

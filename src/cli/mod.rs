@@ -62,6 +62,14 @@ pub(crate) enum EtcdOp {
     Check,
 }
 
+/// What `ufm-pkeyd state` does with the ownership record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StateOp {
+    Show,
+    Adopt,
+    Reset,
+}
+
 /// What to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Command {
@@ -81,6 +89,8 @@ pub(crate) enum Command {
     },
     /// In sync or not, and why.
     Status,
+    /// The ownership record: show it, or adopt or reset it.
+    State(StateOp),
 }
 
 /// A parsed command line.
@@ -173,6 +183,7 @@ pub(crate) fn parse(args: Vec<OsString>) -> Result<Invocation> {
             dry_run: ops.switch("--dry-run")?,
         },
         "status" => Command::Status,
+        "state" => Command::State(state_op(&mut ops)?),
         "sync" => Command::Sync {
             dry_run: ops.switch("--dry-run")?,
         },
@@ -363,6 +374,15 @@ fn join_flags(ops: &mut Ops) -> Result<(Join, bool)> {
         None => false,
     };
     Ok((Join { membership, index0 }, ip_over_ib))
+}
+
+fn state_op(ops: &mut Ops) -> Result<StateOp> {
+    match (ops.switch("--adopt")?, ops.switch("--reset")?) {
+        (false, false) => Ok(StateOp::Show),
+        (true, false) => Ok(StateOp::Adopt),
+        (false, true) => Ok(StateOp::Reset),
+        (true, true) => Err(Error::usage("give --adopt or --reset, not both")),
+    }
 }
 
 fn etcd_op(ops: &mut Ops) -> Result<EtcdOp> {

@@ -1,28 +1,35 @@
 //! Applying a plan to UFM: the rules that keep a partition safe while its actions go out one
-//! by one, apart from the HTTP client so that they are tested on their own.
+//! request at a time, apart from the HTTP client so that they are tested on their own.
 //!
 //! - Actions are applied in the plan's order (the planner puts adds before removes).
-//! - After a failed action, the partition's later actions are skipped: a remove after a failed
-//!   add could take the partition's last GUID, and UFM deletes a partition left empty.
-//! - A failure on one partition does not stop the others.
+//! - Before every write request (each add, each batch of a remove, each delete) the [`Gate`]
+//!   is asked: it says no on SIGTERM, and when this instance may no longer be sure it leads
+//!   for as long as the request can take. The remaining writes wait for the next pass.
+//! - An add that UFM refuses because it does not know a GUID is split until the GUIDs UFM
+//!   knows are in; each rejected GUID is reported with UFM's reason and tried again next pass.
+//! - Before a remove, the partition is read back: the GUIDs it must keep have to be there (an
+//!   add answered 2xx may not have been applied), and the remove must leave at least one
+//!   member, since UFM deletes a partition whose last member is removed.
+//! - After a failed action, the partition's later actions are skipped; the others go on.
 //! - Deleting a partition that is already gone is what was wanted.
-//! - `stop` is asked before each action: on SIGTERM or a lost leadership the rest waits.
 
 use std::collections::BTreeSet;
 
-use crate::model::{Guid, Join, PKey};
-use crate::net::ufm::{UfmClient, UfmError};
+use crate::model::{Guid, Join, PKey, Partition};
+use crate::net::ufm::{REMOVE_BATCH, UfmClient, UfmError};
 use crate::plan::Action;
 
-/// The UFM writes a plan is made of. [`UfmClient`] is the real one; the tests record calls.
-pub(crate) trait UfmWrites {
+/// The UFM requests a plan is made of. [`UfmClient`] is the real one; the tests record calls.
+pub(crate) trait UfmOps {
     fn add(&self, pkey: PKey, guids: &[Guid], join: Join, ip_over_ib: bool)
     -> Result<(), UfmError>;
+    /// One request: at most [`REMOVE_BATCH`] GUIDs.
     fn remove(&self, pkey: PKey, guids: &[Guid]) -> Result<(), UfmError>;
     fn delete(&self, pkey: PKey) -> Result<(), UfmError>;
+    fn get(&self, pkey: PKey) -> Result<Option<Partition>, UfmError>;
 }
 
-impl UfmWrites for UfmClient {
+impl UfmOps for UfmClient {
     fn add(
         &self,
         pkey: PKey,
@@ -40,6 +47,24 @@ impl UfmWrites for UfmClient {
     fn delete(&self, pkey: PKey) -> Result<(), UfmError> {
         UfmClient::delete(self, pkey)
     }
+
+    fn get(&self, pkey: PKey) -> Result<Option<Partition>, UfmError> {
+        UfmClient::get(self, pkey)
+    }
+}
+
+/// Asked before each UFM write request.
+pub(crate) trait Gate {
+    /// `Err(reason)` stops the pass's remaining writes (SIGTERM, or a leadership this instance
+    /// cannot be sure of for as long as a request may take).
+    fn before_write(&mut self) -> Result<(), String>;
+}
+
+/// A gate that always opens (tests, one-shot commands without leader election).
+impl<F: FnMut() -> Result<(), String>> Gate for F {
+    fn before_write(&mut self) -> Result<(), String> {
+        self()
+    }
 }
 
 /// Changes applied, by kind.
@@ -51,242 +76,230 @@ pub(crate) struct Counts {
     pub deleted: usize,
 }
 
-impl Counts {
-    fn add(&mut self, action: &Action) {
-        match action {
-            Action::Add { guids, creates, .. } => {
-                self.guids_added += guids.len();
-                self.created += usize::from(*creates);
-            }
-            Action::Remove { guids, .. } => self.guids_removed += guids.len(),
-            Action::Delete { .. } => self.deleted += 1,
-        }
-    }
+/// A GUID UFM refused to add, with UFM's reason.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Rejected {
+    pub pkey: PKey,
+    pub guid: Guid,
+    pub reason: String,
 }
 
 /// What applying a plan did.
 #[derive(Debug, Default)]
 pub(crate) struct Applied {
     pub counts: Counts,
-    /// Actions that failed, with UFM's reason; their partitions are retried next pass.
+    /// Actions that failed, with the reason; their partitions are retried next pass.
     pub failures: Vec<(Action, String)>,
-    /// Actions not tried: after a failure on their partition, or after `stop`.
+    /// Actions not tried: after a failure on their partition, or after the gate closed.
     pub skipped: usize,
-    /// Partitions with at least one successful action.
+    /// Partitions with at least one successful request.
     pub succeeded: BTreeSet<PKey>,
     /// Partitions deleted (or found already gone).
     pub deleted: BTreeSet<PKey>,
     /// Partitions with a failed action.
     pub failed: BTreeSet<PKey>,
+    /// GUIDs UFM refused to add.
+    pub rejected: Vec<Rejected>,
+    /// Why the gate closed, if it did.
+    pub stopped: Option<String>,
 }
 
 /// Applies `actions` in order through `ufm`, following the rules in the module comment.
-pub(crate) fn apply(
-    actions: &[Action],
-    ufm: &dyn UfmWrites,
-    stop: &mut dyn FnMut() -> bool,
-) -> Applied {
+pub(crate) fn apply(actions: &[Action], ufm: &dyn UfmOps, gate: &mut dyn Gate) -> Applied {
     let mut applied = Applied::default();
     for action in actions {
         let pkey = action.pkey();
-        if applied.failed.contains(&pkey) || stop() {
+        if applied.failed.contains(&pkey) || applied.stopped.is_some() {
             applied.skipped += 1;
             continue;
         }
-        match apply_one(action, ufm) {
+        let mut run = Run {
+            ufm,
+            gate: &mut *gate,
+            applied: &mut applied,
+        };
+        match run.action(action) {
             Ok(()) => {
-                applied.counts.add(action);
-                applied.succeeded.insert(pkey);
                 if matches!(action, Action::Delete { .. }) {
                     applied.deleted.insert(pkey);
                 }
             }
-            Err(e) => {
+            Err(Failure::Stopped(reason)) => {
+                applied.skipped += 1;
+                applied.stopped = Some(reason);
+            }
+            Err(Failure::Failed(e)) => {
                 log::error!("{pkey}: {} failed: {e}", action.describe());
                 applied.failed.insert(pkey);
-                applied.failures.push((action.clone(), e.to_string()));
+                applied.failures.push((action.clone(), e));
             }
         }
     }
     applied
 }
 
-fn apply_one(action: &Action, ufm: &dyn UfmWrites) -> Result<(), UfmError> {
-    match action {
-        Action::Add {
-            pkey,
-            guids,
-            join,
-            ip_over_ib,
-            ..
-        } => ufm.add(*pkey, guids, *join, *ip_over_ib),
-        Action::Remove { pkey, guids } => ufm.remove(*pkey, guids),
-        Action::Delete { pkey } => match ufm.delete(*pkey) {
-            Err(UfmError::NotFound(_)) => Ok(()),
-            other => other,
-        },
+/// Why one action did not complete.
+enum Failure {
+    /// The gate closed before a request.
+    Stopped(String),
+    /// UFM failed or refused it, or the check before a remove failed.
+    Failed(String),
+}
+
+impl From<UfmError> for Failure {
+    fn from(e: UfmError) -> Failure {
+        Failure::Failed(e.to_string())
     }
+}
+
+/// One action on its way: the client, the gate, and the record of what went through.
+struct Run<'a> {
+    ufm: &'a dyn UfmOps,
+    gate: &'a mut dyn Gate,
+    applied: &'a mut Applied,
+}
+
+impl Run<'_> {
+    fn action(&mut self, action: &Action) -> Result<(), Failure> {
+        match action {
+            Action::Add {
+                pkey,
+                guids,
+                join,
+                ip_over_ib,
+                creates,
+            } => {
+                let added = self.add(*pkey, guids, *join, *ip_over_ib)?;
+                if added > 0 {
+                    self.applied.counts.guids_added += added;
+                    self.applied.counts.created += usize::from(*creates);
+                }
+                Ok(())
+            }
+            Action::Remove { pkey, guids, keep } => self.remove(*pkey, guids, keep),
+            Action::Delete { pkey } => {
+                self.open_gate()?;
+                match self.ufm.delete(*pkey) {
+                    Ok(()) | Err(UfmError::NotFound(_)) => {
+                        self.applied.counts.deleted += 1;
+                        self.applied.succeeded.insert(*pkey);
+                        Ok(())
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+        }
+    }
+
+    fn open_gate(&mut self) -> Result<(), Failure> {
+        self.gate.before_write().map_err(Failure::Stopped)
+    }
+
+    /// Adds `guids`, leaving out the ones UFM says it does not know; returns how many went in.
+    fn add(
+        &mut self,
+        pkey: PKey,
+        guids: &[Guid],
+        join: Join,
+        ip_over_ib: bool,
+    ) -> Result<usize, Failure> {
+        if guids.is_empty() {
+            return Ok(0);
+        }
+        self.open_gate()?;
+        let error = match self.ufm.add(pkey, guids, join, ip_over_ib) {
+            Ok(()) => {
+                self.applied.succeeded.insert(pkey);
+                return Ok(guids.len());
+            }
+            Err(e) if names_a_port(&e) => e,
+            Err(e) => return Err(e.into()),
+        };
+        let reason = error.to_string();
+        if let Some(named) = guids.iter().find(|g| mentions(&reason, **g)) {
+            self.reject(pkey, *named, &reason);
+            let rest: Vec<Guid> = guids.iter().filter(|g| *g != named).copied().collect();
+            return self.add(pkey, &rest, join, ip_over_ib);
+        }
+        if let [only] = guids {
+            self.reject(pkey, *only, &reason);
+            return Ok(0);
+        }
+        let (left, right) = guids.split_at(guids.len() / 2);
+        Ok(self.add(pkey, left, join, ip_over_ib)? + self.add(pkey, right, join, ip_over_ib)?)
+    }
+
+    fn reject(&mut self, pkey: PKey, guid: Guid, reason: &str) {
+        self.applied.rejected.push(Rejected {
+            pkey,
+            guid,
+            reason: reason.to_string(),
+        });
+    }
+
+    /// Reads the partition back, then removes in batches what it holds of `guids`, provided it
+    /// holds every GUID of `keep` (less those UFM rejected) and keeps at least one member.
+    fn remove(&mut self, pkey: PKey, guids: &[Guid], keep: &[Guid]) -> Result<(), Failure> {
+        let rejected: BTreeSet<Guid> = self
+            .applied
+            .rejected
+            .iter()
+            .filter(|r| r.pkey == pkey)
+            .map(|r| r.guid)
+            .collect();
+        let Some(current) = self.ufm.get(pkey)? else {
+            return Err(Failure::Failed(format!(
+                "{pkey} is not in UFM any more: nothing to remove, and its GUIDs are added again next pass"
+            )));
+        };
+        let members: BTreeSet<Guid> = current.members.iter().map(|m| m.guid).collect();
+        let missing: Vec<&Guid> = keep
+            .iter()
+            .filter(|g| !members.contains(g) && !rejected.contains(g))
+            .collect();
+        if let Some(first) = missing.first() {
+            return Err(Failure::Failed(format!(
+                "UFM does not hold {} of the GUIDs {pkey} keeps (e.g. {first}) although it accepted them: not removing others, which could empty the partition; trying again next pass",
+                missing.len()
+            )));
+        }
+        let to_remove: Vec<Guid> = guids
+            .iter()
+            .filter(|g| members.contains(g))
+            .copied()
+            .collect();
+        if to_remove.len() == members.len() {
+            return Err(Failure::Failed(format!(
+                "removing {} GUIDs would leave {pkey} empty, and UFM would delete it: not removing",
+                to_remove.len()
+            )));
+        }
+        for batch in to_remove.chunks(REMOVE_BATCH) {
+            self.open_gate()?;
+            self.ufm.remove(pkey, batch)?;
+            self.applied.counts.guids_removed += batch.len();
+            self.applied.succeeded.insert(pkey);
+        }
+        Ok(())
+    }
+}
+
+/// Whether UFM's refusal of an add is about a port it does not know (NVIDIA's UFM mock: 404
+/// "InfiniBand port … does not exist"), as opposed to the request as a whole.
+fn names_a_port(error: &UfmError) -> bool {
+    let status = match error {
+        UfmError::NotFound(_) => 404,
+        UfmError::Api { status, .. } => *status,
+        _ => return false,
+    };
+    let text = error.to_string().to_ascii_lowercase();
+    matches!(status, 400 | 404 | 422) && (text.contains("port") || text.contains("guid"))
+}
+
+/// Whether UFM's message names this GUID (in any case, with or without `0x`).
+fn mentions(message: &str, guid: Guid) -> bool {
+    message.to_ascii_lowercase().contains(&guid.to_string())
 }
 
 #[cfg(test)]
-mod tests {
-    use std::cell::RefCell;
-
-    use super::*;
-    use crate::model::Membership;
-
-    /// Records every call and fails the ones its rule says.
-    struct Recorder {
-        calls: RefCell<Vec<String>>,
-        fail: fn(&str) -> Option<UfmError>,
-    }
-
-    impl Recorder {
-        fn new(fail: fn(&str) -> Option<UfmError>) -> Recorder {
-            Recorder {
-                calls: RefCell::new(Vec::new()),
-                fail,
-            }
-        }
-
-        fn call(&self, call: String) -> Result<(), UfmError> {
-            let result = (self.fail)(&call).map_or(Ok(()), Err);
-            self.calls.borrow_mut().push(call);
-            result
-        }
-
-        fn calls(&self) -> Vec<String> {
-            self.calls.borrow().clone()
-        }
-    }
-
-    impl UfmWrites for Recorder {
-        fn add(&self, pkey: PKey, guids: &[Guid], _: Join, _: bool) -> Result<(), UfmError> {
-            self.call(format!("add {pkey} {}", guids.len()))
-        }
-        fn remove(&self, pkey: PKey, guids: &[Guid]) -> Result<(), UfmError> {
-            self.call(format!("remove {pkey} {}", guids.len()))
-        }
-        fn delete(&self, pkey: PKey) -> Result<(), UfmError> {
-            self.call(format!("delete {pkey}"))
-        }
-    }
-
-    fn pk(text: &str) -> PKey {
-        text.parse().expect("pkey")
-    }
-
-    fn guids(n: u64) -> Vec<Guid> {
-        (1..=n)
-            .map(|i| format!("{i:016x}").parse().expect("guid"))
-            .collect()
-    }
-
-    fn add(pkey: &str, n: u64, creates: bool) -> Action {
-        Action::Add {
-            pkey: pk(pkey),
-            guids: guids(n),
-            join: Join {
-                membership: Membership::Full,
-                index0: false,
-            },
-            ip_over_ib: true,
-            creates,
-        }
-    }
-
-    fn remove(pkey: &str, n: u64) -> Action {
-        Action::Remove {
-            pkey: pk(pkey),
-            guids: guids(n),
-        }
-    }
-
-    fn api_error(status: u16) -> UfmError {
-        UfmError::Api {
-            status,
-            message: format!("HTTP {status}"),
-        }
-    }
-
-    fn never_stop() -> impl FnMut() -> bool {
-        || false
-    }
-
-    #[test]
-    fn applies_in_plan_order_and_counts_what_was_done() {
-        let ufm = Recorder::new(|_| None);
-        let actions = [
-            add("0x10", 2, true),
-            remove("0x10", 1),
-            add("0x20", 3, false),
-        ];
-        let applied = apply(&actions, &ufm, &mut never_stop());
-        assert_eq!(ufm.calls(), ["add 0x10 2", "remove 0x10 1", "add 0x20 3"]);
-        assert_eq!(
-            applied.counts,
-            Counts {
-                created: 1,
-                guids_added: 5,
-                guids_removed: 1,
-                deleted: 0
-            }
-        );
-        assert!(applied.failures.is_empty());
-        assert_eq!(applied.succeeded, [pk("0x10"), pk("0x20")].into());
-    }
-
-    #[test]
-    fn a_failed_add_skips_the_partitions_remove_but_not_other_partitions() {
-        let ufm = Recorder::new(|call| (call == "add 0x10 2").then(|| api_error(500)));
-        let actions = [
-            add("0x10", 2, false),
-            remove("0x10", 5),
-            add("0x20", 1, true),
-        ];
-        let applied = apply(&actions, &ufm, &mut never_stop());
-        assert_eq!(
-            ufm.calls(),
-            ["add 0x10 2", "add 0x20 1"],
-            "no remove after the failed add"
-        );
-        assert_eq!(applied.skipped, 1);
-        assert_eq!(applied.failures.len(), 1);
-        assert_eq!(applied.failed, [pk("0x10")].into());
-        assert_eq!(applied.succeeded, [pk("0x20")].into());
-        assert_eq!(applied.counts.guids_removed, 0);
-    }
-
-    #[test]
-    fn deleting_a_partition_already_gone_counts_as_deleted() {
-        let ufm = Recorder::new(|call| {
-            (call == "delete 0x30").then(|| UfmError::NotFound("gone".into()))
-        });
-        let applied = apply(
-            &[Action::Delete { pkey: pk("0x30") }],
-            &ufm,
-            &mut never_stop(),
-        );
-        assert!(applied.failures.is_empty());
-        assert_eq!(applied.deleted, [pk("0x30")].into());
-        assert_eq!(applied.counts.deleted, 1);
-    }
-
-    #[test]
-    fn stop_leaves_the_remaining_actions_for_later() {
-        let ufm = Recorder::new(|_| None);
-        let mut asked = 0;
-        let mut stop = || {
-            asked += 1;
-            asked > 1
-        };
-        let actions = [
-            add("0x10", 1, true),
-            add("0x20", 1, true),
-            add("0x30", 1, true),
-        ];
-        let applied = apply(&actions, &ufm, &mut stop);
-        assert_eq!(ufm.calls(), ["add 0x10 1"]);
-        assert_eq!(applied.skipped, 2);
-    }
-}
+mod tests;

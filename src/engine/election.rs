@@ -4,9 +4,16 @@
 //! The claim is a v3 lease attached to the election key (created in a transaction only if the
 //! key does not exist), or with v2 a TTL key created with `prevExist=false` and refreshed with
 //! `prevValue`. Everything happens in the daemon's one thread: [`Election::tick`] is called
-//! between UFM requests and while waiting, refreshes the claim every third of the TTL, and
-//! steps down when a refresh has not succeeded for two thirds of it — before the claim can
-//! expire and a standby can take over. A resigning leader deletes the claim at once.
+//! before each UFM request and while waiting, and refreshes the claim every third of the TTL.
+//!
+//! Fencing by time: the claim is counted from when its last refresh was *sent* (etcd renews it
+//! no earlier), and this instance writes to UFM only while the claim is sure to last longer
+//! than the request can take, with a third of the TTL to spare ([`Election::may_write`]). So
+//! an instance cut off from etcd, or stopped and resumed, sends nothing once a standby may
+//! have taken over. A resigning leader deletes the claim at once.
+//!
+//! A standby only reads the election key (from the member's own copy, no quorum round) and
+//! campaigns only when it looks free: at rest it costs etcd no Raft proposal.
 
 use std::time::{Duration, Instant};
 
@@ -29,8 +36,8 @@ pub(crate) struct Election {
     etcd: EtcdClient,
     identity: String,
     claim: Option<Claim>,
-    /// When the claim was last confirmed by etcd.
-    confirmed: Instant,
+    /// When the request that last renewed the claim was sent.
+    renewed: Instant,
     /// When the next campaign or refresh is due.
     due: Instant,
     /// Who holds the key, as last seen (for logs and status).
@@ -49,10 +56,15 @@ impl Election {
             etcd,
             identity: format!("{host}:{}", std::process::id()),
             claim: None,
-            confirmed: now,
+            renewed: now,
             due: now,
             holder: None,
         }
+    }
+
+    /// The settings.
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// Who holds the key, when known.
@@ -60,9 +72,40 @@ impl Election {
         self.holder.as_deref()
     }
 
+    /// The election key and this instance's identity, which the ownership record's writes
+    /// compare (v3) so that only the leader can write it.
+    pub(crate) fn fence(&self) -> (String, String) {
+        (self.settings.key.clone(), self.identity.clone())
+    }
+
+    /// How long this instance may still act as leader: two thirds of the TTL after the last
+    /// renewal was sent (the last third is the margin for clocks and lease expiry).
+    fn time_left(&self) -> Duration {
+        if self.claim.is_none() {
+            return Duration::ZERO;
+        }
+        (self.renewed + self.settings.ttl * 2 / 3).saturating_duration_since(Instant::now())
+    }
+
     /// Whether this instance may change UFM now.
     pub(crate) fn is_leader(&self) -> bool {
-        self.claim.is_some() && self.confirmed.elapsed() < self.settings.ttl * 2 / 3
+        !self.time_left().is_zero()
+    }
+
+    /// Whether a UFM request that may take up to `bound` may start now: the claim, refreshed
+    /// first if due, lasts longer than that.
+    pub(crate) fn may_write(&mut self, bound: Duration) -> Result<(), String> {
+        self.tick();
+        let left = self.time_left();
+        if left > bound {
+            Ok(())
+        } else {
+            Err(format!(
+                "the leadership claim is sure for {:.1} s only, less than a UFM request may take ({:.1} s): not sending it",
+                left.as_secs_f64(),
+                bound.as_secs_f64()
+            ))
+        }
     }
 
     /// When [`Election::tick`] must run next.
@@ -78,71 +121,95 @@ impl Election {
     /// role. Returns whether this instance is the leader afterwards.
     pub(crate) fn tick(&mut self) -> bool {
         if Instant::now() < self.due {
-            return self.is_leader();
+            return self.lead_or_step_down();
         }
         let was_leader = self.is_leader();
         match self.claim.clone() {
             Some(claim) => self.refresh(&claim),
             None => self.campaign(),
         }
-        let is_leader = self.is_leader();
-        if is_leader && !was_leader {
+        if self.is_leader() && !was_leader {
             log::info!(
                 "leader election: this instance ({}) is now the leader",
                 self.identity
             );
-        } else if was_leader && !is_leader {
-            log::warn!(
-                "leader election: this instance ({}) lost the leadership; standing by",
-                self.identity
-            );
-            self.claim = None;
         }
-        is_leader
+        self.lead_or_step_down()
     }
 
+    /// Steps down once the claim can no longer be trusted, and says so once.
+    fn lead_or_step_down(&mut self) -> bool {
+        if self.claim.is_some() && !self.is_leader() {
+            self.step_down("its claim was not renewed in time");
+        }
+        self.is_leader()
+    }
+
+    /// Gives up the leadership (the claim lapsed, or another instance wrote the ownership
+    /// record): logs it once, and campaigns again like a standby.
+    pub(crate) fn step_down(&mut self, why: &str) {
+        if self.claim.take().is_some() {
+            log::warn!(
+                "leader election: this instance ({}) lost the leadership ({why}); standing by",
+                self.identity
+            );
+            self.due = Instant::now() + CAMPAIGN_INTERVAL;
+        }
+    }
+
+    /// A standby reads the key (no quorum, no proposal) and campaigns only when it is free.
     fn campaign(&mut self) {
-        let etcd = &self.etcd;
         self.due = Instant::now() + CAMPAIGN_INTERVAL;
-        match etcd.campaign(&self.settings.key, &self.identity, self.ttl_secs()) {
+        let holder = match self.etcd.peek(&self.settings.key) {
+            Ok(found) => found.map(|kv| String::from_utf8_lossy(&kv.value).into_owned()),
+            Err(e) => {
+                log::warn!("leader election: cannot read the election key: {e}");
+                return;
+            }
+        };
+        if holder.is_some() {
+            self.note_holder(holder);
+            return;
+        }
+        let sent = Instant::now();
+        match self
+            .etcd
+            .campaign(&self.settings.key, &self.identity, self.ttl_secs())
+        {
             Ok(Some(claim)) => {
                 self.claim = Some(claim);
-                self.confirmed = Instant::now();
+                self.renewed = sent;
                 self.holder = Some(self.identity.clone());
-                self.due = Instant::now() + self.settings.ttl / 3;
+                self.due = sent + self.settings.ttl / 3;
             }
-            Ok(None) => {
-                let holder = etcd
-                    .get(&self.settings.key)
-                    .ok()
-                    .flatten()
-                    .map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
-                if holder != self.holder {
-                    if let Some(h) = &holder {
-                        log::info!("leader election: {h} is the leader; standing by");
-                    }
-                    self.holder = holder;
-                }
-            }
+            // Another candidate was quicker; who, the next read says.
+            Ok(None) => {}
             Err(e) => log::warn!("leader election: cannot campaign: {e}"),
         }
     }
 
+    fn note_holder(&mut self, holder: Option<String>) {
+        if holder != self.holder {
+            if let Some(h) = &holder {
+                log::info!("leader election: {h} is the leader; standing by");
+            }
+            self.holder = holder;
+        }
+    }
+
     fn refresh(&mut self, claim: &Claim) {
+        let sent = Instant::now();
         match self
             .etcd
             .refresh_claim(&self.settings.key, &self.identity, claim, self.ttl_secs())
         {
             Ok(true) => {
-                self.confirmed = Instant::now();
-                self.due = Instant::now() + self.settings.ttl / 3;
+                self.renewed = sent;
+                self.due = sent + self.settings.ttl / 3;
             }
-            Ok(false) => {
-                self.claim = None;
-                self.due = Instant::now();
-            }
+            Ok(false) => self.step_down("its claim expired or was taken"),
             Err(e) => {
-                // Try again soon; is_leader() turns false on its own before the claim expires.
+                // Try again soon; the claim stops counting on its own before it can expire.
                 log::warn!("leader election: cannot refresh the claim: {e}");
                 self.due = Instant::now() + Duration::from_secs(1);
             }

@@ -1,31 +1,40 @@
-//! The sync engine: one level-triggered pass is read etcd (one request), read UFM (one
-//! request), plan (pure, in `plan`), apply ([`apply`]), record ownership ([`ownership`]). The
-//! daemon loop around it lives in `app::monitor`; `ufm-pkeyd sync` runs one pass. Leader
-//! election ([`election`]) decides which instance of an HA pair may run passes.
+//! The sync engine: one level-triggered pass reads etcd (one linearizable request) and UFM
+//! (one request), plans (pure, in `plan`), records ownership of what it is about to touch,
+//! applies ([`apply`]), and records the outcome ([`ownership`]). The daemon loop around it
+//! lives in `app::monitor`; `ufm-pkeyd sync` runs one pass. Leader election ([`election`])
+//! decides which instance of an HA pair may run passes; [`removals`] tells job ends from
+//! accidents for the deletion guard.
+//!
+//! What the engine promises (ufm-pkeyd(8), GUARANTEES):
+//! - a partition is deleted only if this instance owns it, its key is gone from a linearizable
+//!   read of the prefix, the key left in a way pcocc removes keys (or the count guard agrees,
+//!   or the operator confirmed), and the ownership record belongs to this etcd and UFM;
+//! - a partition is recorded as owned before the request that creates or adopts it;
+//! - a remove never takes a partition's last member unless the partition is meant to go.
 
 pub(crate) mod apply;
 pub(crate) mod election;
 pub(crate) mod ownership;
+pub(crate) mod removals;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use crate::model::PKey;
-use crate::net::etcd::{EtcdClient, EtcdError};
+use crate::model::{Guid, PKey};
+use crate::net::etcd::{EtcdClient, EtcdError, Listing};
 use crate::net::ufm::{UfmClient, UfmError};
-use crate::plan::{self, Action, DeleteGuard, Invalid, Plan, Policy};
-use apply::Applied;
-pub(crate) use apply::Counts;
-use ownership::{Record, StateFile};
+use crate::plan::{self, Action, Actual, DeleteGuard, Invalid, Plan, Policy, Removals};
+pub(crate) use apply::{Counts, Gate, Rejected};
+use ownership::{Binding, Record, SaveError, Store};
 
 /// What the engine syncs and how.
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
     /// The etcd prefix holding one key per partition, ending with `/`.
     pub prefix: String,
-    /// The local state file.
+    /// The local state file (with leader election: this host's copy of the shared record).
     pub state_file: PathBuf,
-    /// With leader election, ownership is shared through this etcd key instead.
+    /// With leader election, ownership is shared through this etcd key.
     pub state_key: Option<String>,
     pub guard: DeleteGuard,
     pub policy: Policy,
@@ -38,8 +47,10 @@ pub(crate) enum PassError {
     Etcd(EtcdError),
     /// UFM's partitions could not be read: nothing was changed.
     Ufm(UfmError),
-    /// The shared ownership record could not be read: nothing was changed.
+    /// The shared ownership record could not be read or written: nothing was changed.
     Ownership(String),
+    /// Another instance wrote the shared record, or took the leadership: this one stops.
+    LostLeadership(String),
 }
 
 impl PassError {
@@ -57,7 +68,7 @@ impl std::fmt::Display for PassError {
         match self {
             PassError::Etcd(e) => write!(f, "{e}"),
             PassError::Ufm(e) => write!(f, "{e}"),
-            PassError::Ownership(e) => f.write_str(e),
+            PassError::Ownership(e) | PassError::LostLeadership(e) => f.write_str(e),
         }
     }
 }
@@ -70,19 +81,53 @@ pub(crate) struct PassReport {
     pub revision: i64,
     /// Actions that failed, with the reason; their partitions are retried next pass.
     pub failures: Vec<(Action, String)>,
-    /// Actions not tried because an earlier action on the same partition failed.
+    /// Actions not tried: after a failure on their partition, after the gate closed, or
+    /// because their ownership could not be recorded first.
     pub skipped: usize,
     pub counts: Counts,
-    /// The state file could not be written (the pass's changes stand; ownership is kept in
-    /// memory and saved again next pass).
+    /// GUIDs UFM refused to add (retried next pass).
+    pub rejected: Vec<Rejected>,
+    /// Why the pass stopped writing early (SIGTERM, leadership in doubt).
+    pub stopped: Option<String>,
+    /// The ownership record could not be saved: retried every pass until it is.
     pub state_error: Option<String>,
+    /// Another instance took over during the pass: this one must stand down.
+    pub lost_leadership: Option<String>,
 }
 
 impl PassReport {
-    /// Whether every planned change went through (refused deletions count as not).
-    pub(crate) fn succeeded(&self) -> bool {
-        self.failures.is_empty() && self.plan.refusal.is_none() && self.state_error.is_none()
+    /// Whether the pass did everything it planned and UFM now matches etcd: also no GUID that
+    /// UFM refused to add.
+    pub(crate) fn complete(&self) -> bool {
+        self.succeeded() && self.rejected.is_empty()
     }
+
+    /// Whether every planned change went through (refused deletions count as not; GUIDs UFM
+    /// does not know do not: they wait for UFM, not for ufm-pkeyd).
+    pub(crate) fn succeeded(&self) -> bool {
+        self.failures.is_empty()
+            && self.plan.refusal.is_none()
+            && self.state_error.is_none()
+            && self.stopped.is_none()
+            && self.lost_leadership.is_none()
+    }
+}
+
+/// The ownership record as recorded, and the etcd and UFM configured now.
+pub(crate) struct RecordView {
+    pub record: Record,
+    pub now: Binding,
+    /// Why the record does not belong to them, if it does not.
+    pub mismatch: Option<String>,
+}
+
+/// What one read of both sides gives: the plan and what it was made from.
+struct Observed {
+    plan: Plan,
+    listing_revision: i64,
+    /// The binding of what was read, to record once the pass is done (`None`: the record
+    /// belongs elsewhere and keeps its binding).
+    binding: Option<Binding>,
 }
 
 /// The engine: clients, settings and the ownership it keeps.
@@ -91,41 +136,49 @@ pub(crate) struct Engine {
     ufm: UfmClient,
     settings: Settings,
     /// Where ownership is recorded; `None` in a dry run.
-    record: Option<Record>,
-    /// Ownership kept in etcd must be read (again) before the next pass: at start and
-    /// whenever this instance becomes leader, since another instance may have changed it.
-    ownership_stale: bool,
-    owned: BTreeSet<PKey>,
+    store: Option<Store>,
+    record: Record,
+    /// The record in memory differs from the one recorded (a save failed): saved next pass.
+    dirty: bool,
+    /// The shared record must be read (again) before the next pass: at the start of each
+    /// leadership term, since another instance may have changed it.
+    record_stale: bool,
+    /// The shared record vanished from etcd although this host had a copy.
+    missing: Option<String>,
     /// What was last reported, so that unchanged lists are not logged every pass.
     last_unmanaged: Vec<PKey>,
     last_invalid: Vec<Invalid>,
+    last_unreadable: Vec<(PKey, String)>,
     last_refusal: Option<String>,
+    last_rejected: BTreeSet<(PKey, Guid)>,
 }
 
 impl Engine {
-    /// Opens the engine: reads the ownership record (the state file; with a shared record in
-    /// etcd, before the first pass of each leadership term). In a dry run nothing is recorded
-    /// and a missing state directory is tolerated; a corrupt state file never is.
+    /// Opens the engine: reads the ownership record (the state file, locked; with a shared
+    /// record in etcd, before the first pass of each leadership term). In a dry run nothing is
+    /// recorded or locked, and a missing state directory is tolerated; a corrupt state file
+    /// never is.
     pub(crate) fn open(
         etcd: EtcdClient,
         ufm: UfmClient,
         settings: Settings,
         dry_run: bool,
     ) -> Result<Engine, String> {
-        let (record, owned, ownership_stale) = match &settings.state_key {
-            Some(key) if dry_run => (None, Record::load_from_etcd(&etcd, key)?, false),
+        let (store, record, record_stale, missing) = match &settings.state_key {
             Some(key) => {
-                let record = Record::Etcd {
-                    etcd: Box::new(etcd.clone()),
-                    key: key.clone(),
-                };
-                (Some(record), BTreeSet::new(), true)
+                let mut store = Store::etcd(etcd.clone(), key.clone(), settings.state_file.clone());
+                if dry_run {
+                    let loaded = store.load()?;
+                    (None, loaded.record, false, loaded.missing)
+                } else {
+                    (Some(store), Record::default(), true, None)
+                }
             }
-            None => match StateFile::open(&settings.state_file) {
-                Ok((file, owned)) => (Some(Record::File(file)).filter(|_| !dry_run), owned, false),
+            None => match Store::open_file(&settings.state_file, !dry_run) {
+                Ok((store, record)) => (Some(store).filter(|_| !dry_run), record, false, None),
                 Err(e) if dry_run && !settings.state_file.exists() => {
                     log::warn!("{e}; planning as if nothing were owned");
-                    (None, BTreeSet::new(), false)
+                    (None, Record::default(), false, None)
                 }
                 Err(e) => return Err(e),
             },
@@ -134,13 +187,42 @@ impl Engine {
             etcd,
             ufm,
             settings,
+            store,
             record,
-            ownership_stale,
-            owned,
+            dirty: false,
+            record_stale,
+            missing,
             last_unmanaged: Vec::new(),
             last_invalid: Vec::new(),
+            last_unreadable: Vec::new(),
             last_refusal: None,
+            last_rejected: BTreeSet::new(),
         })
+    }
+
+    /// Takes new clients and settings (the configuration was reloaded). The ownership record
+    /// stays as it is in memory when it lives where it did; otherwise the new one is opened.
+    pub(crate) fn reconfigure(
+        &mut self,
+        etcd: EtcdClient,
+        ufm: UfmClient,
+        settings: Settings,
+    ) -> Result<(), String> {
+        let same_record = settings.state_file == self.settings.state_file
+            && settings.state_key == self.settings.state_key;
+        if !same_record {
+            let dry_run = self.store.is_none();
+            let fresh = Engine::open(etcd.clone(), ufm.clone(), settings.clone(), dry_run)?;
+            self.store = fresh.store;
+            self.record = fresh.record;
+            self.record_stale = fresh.record_stale;
+            self.missing = fresh.missing;
+            self.dirty = false;
+        }
+        self.etcd = etcd;
+        self.ufm = ufm;
+        self.settings = settings;
+        Ok(())
     }
 
     /// The etcd client.
@@ -160,110 +242,416 @@ impl Engine {
 
     /// The partitions owned now.
     pub(crate) fn owned(&self) -> &BTreeSet<PKey> {
-        &self.owned
+        &self.record.owned
     }
 
-    /// Marks ownership kept in etcd to be read again before the next pass.
-    pub(crate) fn ownership_may_have_changed(&mut self) {
-        if matches!(self.record, Some(Record::Etcd { .. })) {
-            self.ownership_stale = true;
+    /// Whether the last save of the ownership record failed (it is retried every pass).
+    pub(crate) fn record_unsaved(&self) -> bool {
+        self.dirty
+    }
+
+    /// A new leadership term: the shared record is read again before the next pass, and its
+    /// writes compare the election key with this identity (`fence`: key, identity).
+    pub(crate) fn new_term(&mut self, fence: Option<(String, String)>) {
+        if let Some(store @ Store::Etcd { .. }) = &mut self.store {
+            store.set_fence(fence);
+            self.record_stale = true;
         }
     }
 
-    fn refresh_ownership(&mut self) -> Result<(), PassError> {
-        if let (true, Some(Record::Etcd { etcd, key })) = (self.ownership_stale, &self.record) {
-            self.owned = Record::load_from_etcd(etcd, key).map_err(PassError::Ownership)?;
-            self.ownership_stale = false;
+    /// At the start of a leadership term: reads the shared record, then writes it back at
+    /// once. The write proves this instance may write it, and moves the record's revision on,
+    /// so that an old leader's next write (comparing the revision it knew) fails.
+    fn start_term(&mut self) -> Result<(), PassError> {
+        if !self.record_stale {
+            return Ok(());
         }
+        let Some(store) = &mut self.store else {
+            return Ok(());
+        };
+        let loaded = store.load().map_err(PassError::Ownership)?;
+        self.record = loaded.record;
+        self.missing = loaded.missing;
+        match store.save(&self.record) {
+            Ok(()) => {}
+            Err(SaveError::Lost(e)) => return Err(PassError::LostLeadership(e)),
+            Err(SaveError::Failed(e)) => return Err(PassError::Ownership(e)),
+        }
+        self.record_stale = false;
+        self.dirty = false;
         Ok(())
     }
 
-    /// Reads both sides and plans, changing nothing.
-    pub(crate) fn plan(&self) -> Result<(Plan, i64), PassError> {
-        let prefix = &self.settings.prefix;
-        let listing = self.etcd.list(prefix).map_err(PassError::Etcd)?;
+    /// The ownership record, read again, and how it compares with the etcd and UFM configured
+    /// now (one etcd read).
+    pub(crate) fn record_view(&mut self) -> Result<RecordView, PassError> {
+        if self.record_stale {
+            if let Some(store) = &mut self.store {
+                let loaded = store.load().map_err(PassError::Ownership)?;
+                self.record = loaded.record;
+                self.missing = loaded.missing;
+                self.record_stale = false;
+            }
+        }
+        let listing = self
+            .etcd
+            .list(&self.settings.prefix)
+            .map_err(PassError::Etcd)?;
+        let now = self.binding_of(&listing);
+        let mismatch = self.missing.clone().or_else(|| {
+            self.record
+                .binding
+                .as_ref()
+                .and_then(|binding| binding.mismatch(&now))
+        });
+        Ok(RecordView {
+            record: self.record.clone(),
+            now,
+            mismatch,
+        })
+    }
+
+    /// Binds the ownership record to the etcd and UFM configured now: keeping what it owns
+    /// (adopt), or emptied (reset, its partitions then count as unmanaged). What was judged
+    /// about removals in the old etcd is dropped.
+    pub(crate) fn rebind(&mut self, reset: bool) -> Result<RecordView, PassError> {
+        let view = self.record_view()?;
+        if reset {
+            self.record.owned.clear();
+        }
+        self.record.removals.clear();
+        self.record.binding = Some(view.now.clone());
+        self.missing = None;
+        if let Some(store) = &mut self.store {
+            store
+                .save(&self.record)
+                .map_err(|e| PassError::Ownership(e.to_string()))?;
+        }
+        Ok(RecordView {
+            record: self.record.clone(),
+            now: view.now,
+            mismatch: None,
+        })
+    }
+
+    /// Reads both sides and plans, changing nothing in UFM.
+    pub(crate) fn plan(&mut self) -> Result<(Plan, i64), PassError> {
+        let observed = self.observe()?;
+        Ok((observed.plan, observed.listing_revision))
+    }
+
+    /// Reads etcd and UFM, checks that the ownership record belongs to them, judges how the
+    /// keys of owned partitions left, and plans.
+    fn observe(&mut self) -> Result<Observed, PassError> {
+        let prefix = self.settings.prefix.clone();
+        let listing = self.etcd.list(&prefix).map_err(PassError::Etcd)?;
+        let now = self.binding_of(&listing);
         let entries = listing
             .kvs
             .iter()
             .map(|kv| (kv.key.as_str(), &kv.value[..]));
-        let desired = plan::desired_from_listing(prefix, entries, &self.settings.policy);
-        let revision = listing.revision;
+        let desired = plan::desired_from_listing(&prefix, entries, &self.settings.policy);
         // The raw listing is not needed any more: free it before UFM's list arrives.
         drop(listing);
-        let actual: BTreeMap<PKey, _> = self
-            .ufm
-            .list_partitions()
-            .map_err(PassError::Ufm)?
-            .into_iter()
-            .map(|p| (p.pkey, p))
-            .collect();
-        let mut plan = plan::plan(&desired, &actual, &self.owned, &self.settings.guard);
-        if desired.keys_read == 0 && !self.settings.guard.allow_mass_delete {
-            self.guard_against_wrong_keyspace(&mut plan);
+        let list = self.ufm.list_partitions().map_err(PassError::Ufm)?;
+        let actual = Actual {
+            partitions: list.partitions.into_iter().map(|p| (p.pkey, p)).collect(),
+            unreadable: list.unreadable.into_iter().collect(),
+        };
+        let locked = self.locked(&now);
+        let recorded = self.record.binding.clone();
+        let mut removals = Removals {
+            locked: locked.clone(),
+            ..Removals::default()
+        };
+        let candidates = plan::deletion_candidates(&desired, &actual, &self.record.owned);
+        if locked.is_none() && !candidates.is_empty() {
+            self.judge_removals(&candidates, recorded.as_ref(), &now, &mut removals);
+            if desired.keys_read == 0 {
+                removals.suspect = self.wrong_keyspace();
+            }
         }
-        Ok((plan, revision))
+        let plan = plan::plan(
+            &desired,
+            &actual,
+            &self.record.owned,
+            &self.settings.guard,
+            &removals,
+        );
+        Ok(Observed {
+            plan,
+            listing_revision: now.revision,
+            binding: locked
+                .is_none()
+                .then(|| self.progressed(recorded.as_ref(), now)),
+        })
+    }
+
+    /// What this listing says about the etcd and UFM being synced.
+    fn binding_of(&self, listing: &Listing) -> Binding {
+        Binding {
+            cluster_id: listing.store.cluster_id.clone(),
+            api: self.etcd.api().to_string(),
+            prefix: self.settings.prefix.clone(),
+            ufm: self.ufm.hosts().to_vec(),
+            revision: listing.revision,
+            raft_term: listing.store.raft_term,
+            dir_created_index: listing.dir.map(|d| d.created_index),
+        }
+    }
+
+    /// The binding to record after a pass: the new read, keeping the last known directory
+    /// while the directory is gone (it is judged against it when it comes back).
+    fn progressed(&self, recorded: Option<&Binding>, mut now: Binding) -> Binding {
+        if now.dir_created_index.is_none() {
+            now.dir_created_index = recorded.and_then(|b| b.dir_created_index);
+        }
+        if now.raft_term == 0 {
+            now.raft_term = recorded.map_or(0, |b| b.raft_term);
+        }
+        if now.cluster_id.is_none() {
+            now.cluster_id = recorded.and_then(|b| b.cluster_id.clone());
+        }
+        now
+    }
+
+    /// Why nothing may be deleted: the record belongs to another etcd or UFM, or etcd went
+    /// back in time. With the fix for the operator.
+    fn locked(&mut self, now: &Binding) -> Option<String> {
+        let why = match (&self.missing, &self.record.binding) {
+            (Some(missing), _) => Some(missing.clone()),
+            (None, Some(binding)) => binding.mismatch(now),
+            (None, None) => {
+                if self.store.is_some() {
+                    log::info!(
+                        "ownership record bound to etcd cluster {} ({} keyspace, prefix {}) and UFM {}",
+                        now.cluster_id.as_deref().unwrap_or("(unknown)"),
+                        now.api,
+                        now.prefix,
+                        now.ufm.join(",")
+                    );
+                }
+                self.record.binding = Some(now.clone());
+                None
+            }
+        };
+        why.map(|why| {
+            format!(
+                "the ownership record does not belong to this etcd and UFM ({why}): nothing is deleted; if this etcd and UFM replace the old ones, adopt the record with `ufm-pkeyd state --adopt`, or start afresh with `ufm-pkeyd state --reset` (its {} partitions then count as unmanaged)",
+                self.record.owned.len()
+            )
+        })
+    }
+
+    /// Verdicts for the deletion candidates: those already judged keep theirs; the others are
+    /// judged from the v2 directory or the v3 history since the last pass, and recorded.
+    fn judge_removals(
+        &mut self,
+        candidates: &BTreeSet<PKey>,
+        recorded: Option<&Binding>,
+        now: &Binding,
+        removals: &mut Removals,
+    ) {
+        let unjudged: BTreeSet<PKey> = candidates
+            .iter()
+            .filter(|p| !self.record.removals.contains_key(p))
+            .copied()
+            .collect();
+        let (verdicts, unknown) = match recorded {
+            _ if unjudged.is_empty() => (BTreeMap::new(), None),
+            None => (
+                BTreeMap::new(),
+                Some("no earlier read of etcd recorded to compare with".to_string()),
+            ),
+            Some(then) if now.api == "v2" => removals::by_directory(
+                &unjudged,
+                &self.settings.prefix,
+                now.dir_created_index
+                    .map(|created_index| crate::net::etcd::Dir { created_index }),
+                then.dir_created_index,
+            ),
+            Some(then) => self.judge_by_history(&unjudged, then.revision),
+        };
+        self.record.removals.extend(verdicts);
+        removals.verdicts = candidates
+            .iter()
+            .filter_map(|p| self.record.removals.get(p).map(|r| (*p, r.clone())))
+            .collect();
+        removals.unknown = unknown;
+    }
+
+    /// v3: reads the deletions since `from` until every candidate's shows up.
+    fn judge_by_history(&self, candidates: &BTreeSet<PKey>, from: i64) -> removals::Judged {
+        let prefix = &self.settings.prefix;
+        let mut enough = |seen: &[crate::net::etcd::Deletion]| {
+            let found: BTreeSet<PKey> = seen
+                .iter()
+                .filter_map(|d| removals::pkey_of(prefix, &d.key))
+                .collect();
+            candidates.is_subset(&found)
+        };
+        match self.etcd.deletions_since(prefix, from, &mut enough) {
+            Ok(Some(history)) => removals::by_history(candidates, prefix, from, &history),
+            Ok(None) => (BTreeMap::new(), Some("no history to read".to_string())),
+            Err(e) => (
+                BTreeMap::new(),
+                Some(format!("etcd's history could not be read: {e}")),
+            ),
+        }
     }
 
     /// An empty prefix whose keys are all in the other keyspace is a configuration mistake
     /// (`--etcd-api`), not the end of every job: deleting would empty UFM of live partitions.
-    /// One extra etcd request, only when the prefix is empty and something would be deleted.
-    fn guard_against_wrong_keyspace(&self, plan: &mut Plan) {
-        if !plan
-            .actions
-            .iter()
-            .any(|a| matches!(a, Action::Delete { .. }))
-        {
-            return;
-        }
+    fn wrong_keyspace(&self) -> Option<String> {
         let other = self.etcd.other_keyspace();
-        if let Ok(listing) = other.list(&self.settings.prefix) {
-            if !listing.kvs.is_empty() {
-                plan::refuse_deletions(
-                    plan,
-                    format!(
-                        "{} is empty in the {} keyspace but has {} keys in the {} keyspace: check --etcd-api",
-                        self.settings.prefix,
-                        self.etcd.api(),
-                        listing.kvs.len(),
-                        other.api()
-                    ),
-                );
-            }
-        }
+        let listing = other.list(&self.settings.prefix).ok()?;
+        (!listing.kvs.is_empty()).then(|| {
+            format!(
+                "{} is empty in the {} keyspace but has {} keys in the {} keyspace: check --etcd-api",
+                self.settings.prefix,
+                self.etcd.api(),
+                listing.kvs.len(),
+                other.api()
+            )
+        })
     }
 
-    /// One full pass: plan, apply, record ownership, report. `stop` is asked between UFM
-    /// requests: on SIGTERM the request in flight finishes and the rest waits for next start.
-    pub(crate) fn pass(&mut self, stop: &mut dyn FnMut() -> bool) -> Result<PassReport, PassError> {
-        self.refresh_ownership()?;
-        let (plan, revision) = self.plan()?;
-        let applied = apply::apply(&plan.actions, &self.ufm, stop);
-        log_changes(&plan, &applied);
-        self.report_lists(&plan);
+    /// One full pass: plan, record what it will own, apply, record the outcome, report. The
+    /// gate is asked before each UFM write: on SIGTERM, or when the leadership is in doubt,
+    /// the rest waits for the next pass.
+    pub(crate) fn pass(&mut self, gate: &mut dyn Gate) -> Result<PassReport, PassError> {
+        self.start_term()?;
+        let observed = self.observe()?;
+        let mut plan = observed.plan;
         let mut report = PassReport {
-            revision,
-            failures: applied.failures,
-            skipped: applied.skipped,
-            counts: applied.counts,
+            revision: observed.listing_revision,
             ..PassReport::default()
         };
-        let next = plan::next_owned(&self.owned, &plan, &applied.succeeded, &applied.deleted);
-        if next != self.owned {
-            if let Some(record) = &self.record {
-                if let Err(e) = record.save(&next) {
-                    log::error!("{e}");
-                    report.state_error = Some(e);
-                }
-            }
-            self.owned = next;
+        let unrecorded = self.record_ahead(&plan, &mut report)?;
+        let actions: Vec<Action> = plan
+            .actions
+            .iter()
+            .filter(|a| !unrecorded.contains(&a.pkey()))
+            .cloned()
+            .collect();
+        report.skipped += plan.actions.len() - actions.len();
+        let applied = apply::apply(&actions, &self.ufm, gate);
+        plan.forget = self.confirmed_gone(&plan.forget);
+        log_changes(&plan, &applied);
+        self.report_lists(&plan, &applied);
+        // Owned now: what was owned and recorded ahead, less what is gone.
+        for pkey in applied.deleted.iter().chain(plan.forget.iter()) {
+            self.record.owned.remove(pkey);
         }
+        let still_missing: BTreeSet<PKey> = plan
+            .refused_deletes
+            .iter()
+            .chain(applied.failed.iter())
+            .copied()
+            .collect();
+        self.record
+            .removals
+            .retain(|p, _| still_missing.contains(p));
+        if let Some(binding) = observed.binding {
+            self.record.binding = Some(binding);
+        }
+        self.save(&mut report);
+        report.failures = applied.failures;
+        report.skipped += applied.skipped;
+        report.counts = applied.counts;
+        report.rejected = applied.rejected;
+        report.stopped = applied.stopped;
         report.plan = plan;
         Ok(report)
     }
 
-    /// Logs the unmanaged list when it changes, each new invalid entry once, and the guard's
-    /// refusal every pass (it needs an operator).
-    fn report_lists(&mut self, plan: &Plan) {
+    /// Records as owned, before any request, every partition this pass may create or adopt.
+    /// Returns the partitions whose ownership could not be recorded: their actions wait.
+    fn record_ahead(
+        &mut self,
+        plan: &Plan,
+        report: &mut PassReport,
+    ) -> Result<BTreeSet<PKey>, PassError> {
+        let touched: BTreeSet<PKey> = plan
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::Add { .. }))
+            .map(Action::pkey)
+            .chain(plan.in_sync.iter().copied())
+            .filter(|p| !self.record.owned.contains(p))
+            .collect();
+        if touched.is_empty() || self.store.is_none() {
+            return Ok(BTreeSet::new());
+        }
+        self.record.owned.extend(touched.iter().copied());
+        let record = self.record.clone();
+        match self.store.as_mut().map(|s| s.save(&record)) {
+            Some(Err(SaveError::Lost(e))) => Err(PassError::LostLeadership(e)),
+            Some(Err(SaveError::Failed(e))) => {
+                log::error!(
+                    "{e}; not creating or adopting {} partitions until it is saved",
+                    touched.len()
+                );
+                for p in &touched {
+                    self.record.owned.remove(p);
+                }
+                self.dirty = true;
+                report.state_error = Some(e);
+                Ok(touched)
+            }
+            _ => {
+                self.dirty = false;
+                Ok(BTreeSet::new())
+            }
+        }
+    }
+
+    /// The owned partitions the plan would forget (gone from etcd and from UFM's list) that a
+    /// single read confirms are gone: a list can be incomplete.
+    fn confirmed_gone(&self, forget: &[PKey]) -> Vec<PKey> {
+        forget
+            .iter()
+            .filter(|p| match self.ufm.get(**p) {
+                Ok(None) => true,
+                Ok(Some(_)) => {
+                    log::warn!("{p} was missing from UFM's list but is there: still owned");
+                    false
+                }
+                Err(e) => {
+                    log::warn!("{p}: cannot confirm it is gone ({e}): still owned");
+                    false
+                }
+            })
+            .copied()
+            .collect()
+    }
+
+    /// Saves the record if it changed or an earlier save failed.
+    fn save(&mut self, report: &mut PassReport) {
+        let Some(store) = &mut self.store else {
+            return;
+        };
+        if report.state_error.is_none() {
+            match store.save(&self.record) {
+                Ok(()) => {
+                    if self.dirty {
+                        log::info!("ownership record saved again");
+                    }
+                    self.dirty = false;
+                }
+                Err(SaveError::Lost(e)) => report.lost_leadership = Some(e),
+                Err(SaveError::Failed(e)) => {
+                    log::error!("{e}; ownership is kept in memory and saved again next pass");
+                    self.dirty = true;
+                    report.state_error = Some(e);
+                }
+            }
+        }
+    }
+
+    /// Logs the unmanaged list when it changes, each new invalid entry, unreadable partition
+    /// and rejected GUID once, and the guard's refusal every pass (it needs an operator).
+    fn report_lists(&mut self, plan: &Plan, applied: &apply::Applied) {
         if plan.unmanaged != self.last_unmanaged {
             if plan.unmanaged.is_empty() {
                 log::info!("no unmanaged partitions in UFM");
@@ -285,14 +673,42 @@ impl Engine {
             }
         }
         self.last_invalid = plan.invalid.clone();
+        for unreadable in &plan.unreadable {
+            if !self.last_unreadable.contains(unreadable) {
+                log::warn!(
+                    "UFM lists partition {} in a form that cannot be read ({}): it is left as it is",
+                    unreadable.0,
+                    unreadable.1
+                );
+            }
+        }
+        self.last_unreadable = plan.unreadable.clone();
+        let rejected: BTreeSet<(PKey, Guid)> =
+            applied.rejected.iter().map(|r| (r.pkey, r.guid)).collect();
+        for r in &applied.rejected {
+            if !self.last_rejected.contains(&(r.pkey, r.guid)) {
+                log::warn!(
+                    "{}: UFM refused GUID {}: {}; the other GUIDs are in, this one is tried again every pass",
+                    r.pkey,
+                    r.guid,
+                    r.reason
+                );
+            }
+        }
+        self.last_rejected = rejected;
         if let Some(reason) = &plan.refusal {
+            let way_out = if plan.locked.is_some() {
+                ""
+            } else {
+                "; confirm with --allow-mass-delete (or allow-mass-delete: true) if this is intended"
+            };
             log::error!(
-                "refusing to delete {} partitions ({}): {reason}; confirm with --allow-mass-delete (or allow-mass-delete: true) if this is intended",
+                "refusing to delete {} partitions ({}): {reason}{way_out}",
                 plan.refused_deletes.len(),
                 join(&plan.refused_deletes)
             );
         } else if self.last_refusal.is_some() {
-            log::info!("the mass-deletion guard no longer blocks deletions");
+            log::info!("the deletion guard no longer blocks deletions");
         }
         self.last_refusal = plan.refusal.clone();
     }
@@ -307,15 +723,16 @@ fn join(pkeys: &[PKey]) -> String {
 }
 
 /// One summary line and one line per changed partition; nothing for an idle pass.
-fn log_changes(plan: &Plan, applied: &Applied) {
+fn log_changes(plan: &Plan, applied: &apply::Applied) {
     if plan.actions.is_empty() {
         return;
     }
     let mut per_partition: BTreeMap<PKey, Vec<String>> = BTreeMap::new();
     for action in &plan.actions {
-        if !applied.failed.contains(&action.pkey()) {
+        let pkey = action.pkey();
+        if applied.succeeded.contains(&pkey) && !applied.failed.contains(&pkey) {
             per_partition
-                .entry(action.pkey())
+                .entry(pkey)
                 .or_default()
                 .push(action.describe());
         }

@@ -1,42 +1,151 @@
-//! The state file: which partitions ufm-pkeyd owns, kept across restarts so that a key deleted
-//! while the daemon was down still has its partition removed, and a partition it never owned is
-//! never removed.
+//! The ownership record: which partitions ufm-pkeyd owns, kept across restarts so that a key
+//! deleted while the daemon was down still has its partition removed, and a partition it never
+//! owned is never removed.
 //!
-//! Written atomically ([`crate::atomic_file`]): a crash leaves the old file or the new one,
-//! never half of one. A missing
-//! directory, an unreadable file or a corrupt one is an error at start-up, never a silent empty
-//! ownership that would turn owned partitions into unmanaged ones.
+//! The record is bound to the etcd cluster (its ID), keyspace and prefix, and the UFM it was
+//! made against, and remembers how far etcd's Raft log had got (revision or index, and term). A
+//! record that belongs to another etcd or UFM, or an etcd whose log went backwards (wiped or
+//! restored), deletes nothing until an operator adopts or resets it (`ufm-pkeyd state`).
 //!
-//! With leader election the instances of an HA pair must share what they own, so ownership
-//! is kept in etcd instead ([`Record::Etcd`]), read when an instance becomes leader.
+//! Without leader election the record is the state file, replaced atomically
+//! ([`crate::atomic_file`]) and locked while a process may write it, so two instances never
+//! both act on it. A missing directory, an unreadable or corrupt file is an error at start-up,
+//! never a silent empty ownership. With leader election the instances share the record in etcd
+//! ([`Store::Etcd`]); every write compares the record's revision (and, with v3, that the
+//! election key still names this instance), so an old leader cannot overwrite it. The state
+//! file then keeps a copy, so that a wiped etcd does not silently reset ownership.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::model::PKey;
-use crate::net::etcd::EtcdClient;
+use crate::net::etcd::{EtcdClient, Expect};
+use crate::plan::Removal;
 
-/// The on-disk format.
-#[derive(Serialize, Deserialize)]
-struct OnDisk {
-    version: u32,
-    owned: Vec<String>,
+/// What is recorded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Record {
+    pub owned: BTreeSet<PKey>,
+    /// `None` for a record written before bindings existed: bound at the next pass.
+    pub binding: Option<Binding>,
+    /// How the keys of owned partitions still in UFM left etcd, once judged.
+    pub removals: BTreeMap<PKey, Removal>,
 }
 
-const FORMAT_VERSION: u32 = 1;
-
-/// The state file at a path.
-#[derive(Clone, Debug)]
-pub(crate) struct StateFile {
-    path: PathBuf,
+/// The etcd and UFM a record belongs to, and how far etcd's log had got.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Binding {
+    /// etcd's cluster ID, as its answers carry it.
+    pub cluster_id: Option<String>,
+    /// `v2` or `v3`.
+    pub api: String,
+    pub prefix: String,
+    /// The UFM base URLs.
+    pub ufm: Vec<String>,
+    /// The store revision (v3) or index (v2) of the last complete read.
+    pub revision: i64,
+    /// The Raft term of that read.
+    pub raft_term: u64,
+    /// v2: the createdIndex of the prefix's directory.
+    #[serde(default)]
+    pub dir_created_index: Option<i64>,
 }
 
-impl StateFile {
-    /// Opens the state file and reads the owned partitions; a file that does not exist yet
-    /// means nothing is owned (first start), but its directory must exist.
-    pub(crate) fn open(path: &Path) -> Result<(StateFile, BTreeSet<PKey>), String> {
+impl Binding {
+    /// Why `now` is not the etcd and UFM this record belongs to, if it is not.
+    pub(crate) fn mismatch(&self, now: &Binding) -> Option<String> {
+        if let (Some(then), Some(id)) = (&self.cluster_id, &now.cluster_id) {
+            if then != id {
+                return Some(format!(
+                    "it was made with etcd cluster {then}, and this etcd is cluster {id}"
+                ));
+            }
+        }
+        if self.api != now.api || self.prefix != now.prefix {
+            return Some(format!(
+                "it was made with prefix {} in the {} keyspace, and this is {} in the {} keyspace",
+                self.prefix, self.api, now.prefix, now.api
+            ));
+        }
+        if !self.ufm.iter().any(|u| now.ufm.contains(u)) {
+            return Some(format!(
+                "it was made with UFM {}, and this is UFM {}",
+                self.ufm.join(","),
+                now.ufm.join(",")
+            ));
+        }
+        if now.revision < self.revision {
+            return Some(format!(
+                "etcd's {} went back from {} to {}: a wiped or restored etcd?",
+                if self.api == "v2" {
+                    "index"
+                } else {
+                    "revision"
+                },
+                self.revision,
+                now.revision
+            ));
+        }
+        // 0: the answer did not say (a v2 404 carries no term).
+        if now.raft_term != 0 && now.raft_term < self.raft_term {
+            return Some(format!(
+                "etcd's Raft term went back from {} to {}: a wiped or restored etcd?",
+                self.raft_term, now.raft_term
+            ));
+        }
+        None
+    }
+}
+
+/// Why a record could not be saved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum SaveError {
+    /// Another instance wrote the shared record (or took the leadership) since this one read
+    /// it: this instance no longer leads.
+    Lost(String),
+    /// The file or etcd could not be written.
+    Failed(String),
+}
+
+impl std::fmt::Display for SaveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SaveError::Lost(m) | SaveError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+/// A record read, and what its reading noticed.
+pub(crate) struct Loaded {
+    pub record: Record,
+    /// The shared record is gone from etcd but this host's copy has one: etcd was wiped or
+    /// restored. Says so, for the deletion guard.
+    pub missing: Option<String>,
+}
+
+/// Where the record lives.
+pub(crate) enum Store {
+    /// The state file (one daemon), locked while it is open.
+    File { path: PathBuf, _lock: Option<Lock> },
+    /// An etcd key shared by the instances of a leader election, with a copy in the state file.
+    Etcd {
+        etcd: Box<EtcdClient>,
+        key: String,
+        /// The key's revision when last read or written: the next write expects it.
+        revision: Option<i64>,
+        /// The election key and this instance's identity (v3 compares them in the write).
+        fence: Option<(String, String)>,
+        copy: PathBuf,
+    },
+}
+
+impl Store {
+    /// The state file at `path`, read and locked. A file that does not exist yet means nothing
+    /// is owned (first start), but its directory must exist. Without `lock` (a dry run) the
+    /// file is only read.
+    pub(crate) fn open_file(path: &Path, lock: bool) -> Result<(Store, Record), String> {
         let dir = parent_dir(path);
         if !dir.is_dir() {
             return Err(format!(
@@ -45,71 +154,227 @@ impl StateFile {
                 dir.display()
             ));
         }
-        let owned = match std::fs::read(path) {
-            Ok(bytes) => parse(&bytes).map_err(|e| {
-                format!(
-                    "state file {} is corrupt ({e}): restore it from a backup, or remove it to start with no owned partitions (they will then be reported as unmanaged, not deleted)",
-                    path.display()
-                )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
-            Err(e) => return Err(format!("cannot read state file {}: {e}", path.display())),
-        };
+        let lock = if lock { Some(Lock::take(path)?) } else { None };
+        let record = read_file(path)?.unwrap_or_default();
         Ok((
-            StateFile {
+            Store::File {
                 path: path.to_path_buf(),
+                _lock: lock,
             },
-            owned,
+            record,
         ))
     }
 
-    /// Replaces the file with this ownership, atomically.
-    pub(crate) fn save(&self, owned: &BTreeSet<PKey>) -> Result<(), String> {
-        crate::atomic_file::replace(&self.path, &render(owned))
-            .map_err(|e| format!("state file not saved: {e}"))
-    }
-}
-
-/// Where ownership is recorded.
-pub(crate) enum Record {
-    /// A local state file (one daemon).
-    File(StateFile),
-    /// An etcd key shared by the instances of a leader election, in the keyspace of the
-    /// configured API.
-    Etcd { etcd: Box<EtcdClient>, key: String },
-}
-
-impl Record {
-    /// Reads the ownership recorded in etcd; a missing key means nothing is owned yet.
-    pub(crate) fn load_from_etcd(etcd: &EtcdClient, key: &str) -> Result<BTreeSet<PKey>, String> {
-        match etcd.get(key) {
-            Ok(Some(kv)) => parse(&kv.value).map_err(|e| {
-                format!("ownership record {key} in etcd is corrupt ({e}): fix or delete it (partitions then count as unmanaged, not deleted)")
-            }),
-            Ok(None) => Ok(BTreeSet::new()),
-            Err(e) => Err(format!("cannot read the ownership record {key}: {e}")),
+    /// The record shared in etcd under `key`, with a copy in `copy`. Nothing is read yet:
+    /// [`Store::load`] reads it at the start of each leadership term.
+    pub(crate) fn etcd(etcd: EtcdClient, key: String, copy: PathBuf) -> Store {
+        Store::Etcd {
+            etcd: Box::new(etcd),
+            key,
+            revision: None,
+            fence: None,
+            copy,
         }
     }
 
-    /// Records the ownership.
-    pub(crate) fn save(&self, owned: &BTreeSet<PKey>) -> Result<(), String> {
+    /// Sets the election key and identity the next writes compare (v3), for a new term.
+    pub(crate) fn set_fence(&mut self, fence: Option<(String, String)>) {
+        if let Store::Etcd { fence: f, .. } = self {
+            *f = fence;
+        }
+    }
+
+    /// Reads the record (linearizably, from etcd) again.
+    pub(crate) fn load(&mut self) -> Result<Loaded, String> {
         match self {
-            Record::File(file) => file.save(owned),
-            Record::Etcd { etcd, key } => etcd
-                .put(key, &render(owned), None)
-                .map_err(|e| format!("cannot save the ownership record {key}: {e}")),
+            Store::File { path, .. } => Ok(Loaded {
+                record: read_file(path)?.unwrap_or_default(),
+                missing: None,
+            }),
+            Store::Etcd {
+                etcd,
+                key,
+                revision,
+                copy,
+                ..
+            } => {
+                let found = etcd
+                    .get(key)
+                    .map_err(|e| format!("cannot read the ownership record {key}: {e}"))?;
+                if let Some(kv) = found {
+                    *revision = Some(kv.mod_revision);
+                    let record = parse(&kv.value).map_err(|e| {
+                        format!("ownership record {key} in etcd is corrupt ({e}): fix it, or reset it with `ufm-pkeyd state --reset` (its partitions then count as unmanaged, not deleted)")
+                    })?;
+                    return Ok(Loaded {
+                        record,
+                        missing: None,
+                    });
+                }
+                *revision = None;
+                // Gone from etcd: this host's copy says whether there was one.
+                let cached = read_file(copy).ok().flatten().unwrap_or_default();
+                let missing = (!cached.owned.is_empty()).then(|| {
+                    format!(
+                        "the ownership record {key} is gone from etcd, though this instance last saw it with {} partitions",
+                        cached.owned.len()
+                    )
+                });
+                Ok(Loaded {
+                    record: cached,
+                    missing,
+                })
+            }
+        }
+    }
+
+    /// Records `record`: the file atomically; in etcd only if nobody wrote it since.
+    pub(crate) fn save(&mut self, record: &Record) -> Result<(), SaveError> {
+        let text = render(record);
+        match self {
+            Store::File { path, .. } => crate::atomic_file::replace(path, &text)
+                .map_err(|e| SaveError::Failed(format!("state file not saved: {e}"))),
+            Store::Etcd {
+                etcd,
+                key,
+                revision,
+                fence,
+                copy,
+            } => {
+                let expect = revision.map_or(Expect::Absent, Expect::Revision);
+                let fence = fence.as_ref().map(|(k, id)| (k.as_str(), id.as_str()));
+                match etcd.put_if(key, &text, &expect, fence) {
+                    Ok(Some(written)) => {
+                        *revision = Some(written);
+                        // The copy is for detecting a wiped etcd; failing to write it loses
+                        // nothing the shared record does not have.
+                        if let Err(e) = crate::atomic_file::replace(copy, &text) {
+                            log::warn!("copy of the ownership record not saved: {e}");
+                        }
+                        Ok(())
+                    }
+                    Ok(None) => Err(SaveError::Lost(format!(
+                        "the ownership record {key} was written by another instance, or this instance's leadership ended: it leads no more"
+                    ))),
+                    Err(e) => Err(SaveError::Failed(format!(
+                        "cannot save the ownership record {key}: {e}"
+                    ))),
+                }
+            }
         }
     }
 }
 
-fn render(owned: &BTreeSet<PKey>) -> Vec<u8> {
+/// A lock on the state file (`flock` on `<state file>.lock`), held while a process may change
+/// UFM from it: a second daemon, or a `sync` while the daemon runs, stops at start-up instead of
+/// acting on the same partitions.
+pub(crate) struct Lock {
+    _file: std::fs::File,
+}
+
+impl Lock {
+    fn take(state: &Path) -> Result<Lock, String> {
+        use std::os::fd::AsRawFd;
+        let mut name = state.as_os_str().to_os_string();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("cannot open the lock file {}: {e}", path.display()))?;
+        // SAFETY: flock on a file descriptor this function owns; no memory is involved.
+        let taken = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        if !taken {
+            return Err(format!(
+                "another ufm-pkeyd process holds {} (the daemon?): one process at a time acts on a state file; stop it first (systemctl stop ufm-pkeyd), or use sync --dry-run",
+                path.display()
+            ));
+        }
+        Ok(Lock { _file: file })
+    }
+}
+
+/// The on-disk format, version 2; version 1 had `owned` only.
+#[derive(Serialize, Deserialize)]
+struct OnDisk {
+    version: u32,
+    owned: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    binding: Option<Binding>,
+    /// PKey → "one-by-one" or the reason they were removed together.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    removals: BTreeMap<String, String>,
+}
+
+const FORMAT_VERSION: u32 = 2;
+const ONE_BY_ONE: &str = "one-by-one";
+
+fn render(record: &Record) -> Vec<u8> {
     let data = OnDisk {
         version: FORMAT_VERSION,
-        owned: owned.iter().map(PKey::to_string).collect(),
+        owned: record.owned.iter().map(PKey::to_string).collect(),
+        binding: record.binding.clone(),
+        removals: record
+            .removals
+            .iter()
+            .map(|(p, r)| {
+                let text = match r {
+                    Removal::OneByOne => ONE_BY_ONE.to_string(),
+                    Removal::Bulk(why) => why.clone(),
+                };
+                (p.to_string(), text)
+            })
+            .collect(),
     };
     let mut text = serde_json::to_vec_pretty(&data).unwrap_or_default();
     text.push(b'\n');
     text
+}
+
+fn parse(bytes: &[u8]) -> Result<Record, String> {
+    let data: OnDisk = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if !(1..=FORMAT_VERSION).contains(&data.version) {
+        return Err(format!("unknown format version {}", data.version));
+    }
+    let pkey = |p: &str| p.parse::<PKey>().map_err(|e| e.to_string());
+    let owned = data
+        .owned
+        .iter()
+        .map(|p| pkey(p))
+        .collect::<Result<_, _>>()?;
+    let removals = data
+        .removals
+        .iter()
+        .map(|(p, r)| {
+            let removal = if r == ONE_BY_ONE {
+                Removal::OneByOne
+            } else {
+                Removal::Bulk(r.clone())
+            };
+            pkey(p).map(|p| (p, removal))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Record {
+        owned,
+        binding: data.binding,
+        removals,
+    })
+}
+
+/// The record in a state file; `None` when the file does not exist.
+fn read_file(path: &Path) -> Result<Option<Record>, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => parse(&bytes).map(Some).map_err(|e| {
+            format!(
+                "state file {} is corrupt ({e}): restore it from a backup, or remove it to start with no owned partitions (they will then be reported as unmanaged, not deleted)",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read state file {}: {e}", path.display())),
+    }
 }
 
 fn parent_dir(path: &Path) -> &Path {
@@ -117,17 +382,6 @@ fn parent_dir(path: &Path) -> &Path {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     }
-}
-
-fn parse(bytes: &[u8]) -> Result<BTreeSet<PKey>, String> {
-    let data: OnDisk = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-    if data.version != FORMAT_VERSION {
-        return Err(format!("unknown format version {}", data.version));
-    }
-    data.owned
-        .iter()
-        .map(|p| p.parse::<PKey>().map_err(|e| e.to_string()))
-        .collect()
 }
 
 #[cfg(test)]
@@ -142,21 +396,70 @@ mod tests {
         dir
     }
 
+    fn binding() -> Binding {
+        Binding {
+            cluster_id: Some("14841639068965178418".into()),
+            api: "v2".into(),
+            prefix: "/pcocc/global/opensm/pkeys/".into(),
+            ufm: vec!["https://ufm1:443".into()],
+            revision: 100,
+            raft_term: 3,
+            dir_created_index: Some(7),
+        }
+    }
+
     #[test]
-    fn saves_and_reads_back_ownership() {
+    fn saves_and_reads_back_ownership_binding_and_verdicts() {
         let dir = temp_dir("roundtrip");
         let path = dir.join("state.json");
-        let (state, owned) = StateFile::open(&path).expect("open");
-        assert!(owned.is_empty());
-        let keys: BTreeSet<PKey> = ["0x2000", "0x1a"]
-            .iter()
-            .map(|k| k.parse().expect("pkey"))
-            .collect();
-        state.save(&keys).expect("save");
-        let (_, again) = StateFile::open(&path).expect("reopen");
-        assert_eq!(again, keys);
-        let leftovers: Vec<_> = std::fs::read_dir(&dir).expect("dir").collect();
-        assert_eq!(leftovers.len(), 1, "no temporary file left behind");
+        let (mut store, record) = Store::open_file(&path, true).expect("open");
+        assert_eq!(record, Record::default());
+        let record = Record {
+            owned: ["0x2000", "0x1a"]
+                .iter()
+                .map(|k| k.parse().expect("pkey"))
+                .collect(),
+            binding: Some(binding()),
+            removals: [(
+                "0x1a".parse().expect("pkey"),
+                Removal::Bulk("together".into()),
+            )]
+            .into(),
+        };
+        store.save(&record).expect("save");
+        drop(store);
+        let (_, again) = Store::open_file(&path, false).expect("reopen");
+        assert_eq!(again, record);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_version_1_file_is_read_without_a_binding() {
+        let dir = temp_dir("v1");
+        let path = dir.join("state.json");
+        std::fs::write(&path, "{\"version\": 1, \"owned\": [\"0x2000\"]}").expect("write");
+        let (_, record) = Store::open_file(&path, false).expect("open");
+        assert_eq!(record.owned.len(), 1);
+        assert_eq!(record.binding, None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_second_process_cannot_open_a_locked_state_file() {
+        let dir = temp_dir("lock");
+        let path = dir.join("state.json");
+        let (first, _) = Store::open_file(&path, true).expect("first");
+        // flock locks belong to the open file: a second open, even here, is refused.
+        let err = Store::open_file(&path, true)
+            .err()
+            .expect("second is refused");
+        assert!(err.contains("another ufm-pkeyd process"), "{err}");
+        assert!(
+            Store::open_file(&path, false).is_ok(),
+            "a dry run only reads"
+        );
+        drop(first);
+        assert!(Store::open_file(&path, true).is_ok(), "free again");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -165,16 +468,84 @@ mod tests {
         let dir = temp_dir("corrupt");
         let path = dir.join("state.json");
         std::fs::write(&path, "{\"version\": 1, \"owned\": [\"0x2000\"").expect("write");
-        let err = StateFile::open(&path).expect_err("corrupt");
+        let err = Store::open_file(&path, false).err().expect("corrupt");
         assert!(err.contains("corrupt"), "{err}");
         std::fs::write(&path, "{\"version\": 1, \"owned\": [\"nope\"]}").expect("write");
-        assert!(StateFile::open(&path).is_err());
+        assert!(Store::open_file(&path, false).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn missing_directory_is_an_error() {
-        let err = StateFile::open(Path::new("/nonexistent/ufm-pkeyd/state.json")).expect_err("dir");
+        let err = Store::open_file(Path::new("/nonexistent/ufm-pkeyd/state.json"), true)
+            .err()
+            .expect("dir");
         assert!(err.contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn a_binding_names_what_differs() {
+        let then = binding();
+        assert_eq!(then.mismatch(&then), None);
+        let later = Binding {
+            revision: 250,
+            raft_term: 4,
+            ..binding()
+        };
+        assert_eq!(
+            then.mismatch(&later),
+            None,
+            "a log that moved on is the same etcd"
+        );
+        let other = Binding {
+            cluster_id: Some("99".into()),
+            ..binding()
+        };
+        assert!(
+            then.mismatch(&other)
+                .is_some_and(|m| m.contains("cluster 99"))
+        );
+        let wiped = Binding {
+            revision: 5,
+            ..binding()
+        };
+        assert!(
+            then.mismatch(&wiped)
+                .is_some_and(|m| m.contains("went back from 100 to 5"))
+        );
+        let term = Binding {
+            raft_term: 2,
+            revision: 500,
+            ..binding()
+        };
+        assert!(
+            then.mismatch(&term)
+                .is_some_and(|m| m.contains("Raft term went back"))
+        );
+        let prefix = Binding {
+            prefix: "/other/".into(),
+            ..binding()
+        };
+        assert!(
+            then.mismatch(&prefix)
+                .is_some_and(|m| m.contains("/other/"))
+        );
+        let ufm_added = Binding {
+            ufm: vec!["https://ufm1:443".into(), "https://ufm2:443".into()],
+            ..binding()
+        };
+        assert_eq!(
+            then.mismatch(&ufm_added),
+            None,
+            "an HA host added is the same UFM"
+        );
+        let ufm_other = Binding {
+            ufm: vec!["https://ufm9:443".into()],
+            ..binding()
+        };
+        assert!(
+            then.mismatch(&ufm_other)
+                .is_some_and(|m| m.contains("ufm9"))
+        );
     }
 }

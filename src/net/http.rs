@@ -18,8 +18,12 @@ use ureq::tls::{ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
 
 use crate::secret::Secret;
 
-/// The most a response body may hold. A UFM list of 2,000 partitions of 64 GUIDs is ~10 MB.
-const MAX_BODY_BYTES: u64 = 512 * 1024 * 1024;
+/// The most a response body read whole may hold (the UFM partition list is streamed and has
+/// its own limit).
+const MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The longest line of a streamed answer (one etcd watch message, one v2 event).
+const MAX_LINE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Where the system keeps its CA bundle, RHEL first. Used when no CA file is configured, so that
 /// certificates from a site CA installed with `update-ca-trust` are trusted as with curl.
@@ -226,18 +230,25 @@ impl HttpClient {
             })?),
             None => None,
         };
-        let agent = ureq::Agent::config_builder()
+        // `timeout_per_call` bounds a whole exchange (connect, send, answer, body): a leader
+        // may start a UFM write only if it ends before its claim could lapse.
+        let config = ureq::Agent::config_builder()
             .tls_config(tls)
             .proxy(proxy)
             .http_status_as_error(false)
+            .timeout_per_call(Some(options.timeout))
             .timeout_connect(Some(options.timeout))
             .timeout_recv_response(Some(options.timeout))
             .timeout_per_read(Some(options.timeout))
             .timeout_per_write(Some(options.timeout))
             .max_redirects(0)
             .user_agent(concat!("ufm-pkeyd/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .new_agent();
+            .build();
+        let agent = ureq::Agent::with_parts(
+            config,
+            ureq::unversioned::transport::DefaultConnector::default(),
+            ResolveInline::default(),
+        );
         Ok(HttpClient {
             agent,
             service: options.service,
@@ -264,7 +275,8 @@ impl HttpClient {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The configured timeout.
+    /// The configured timeout: also the longest one request may take, from connect to the last
+    /// byte of its answer (streams excepted).
     pub(crate) fn timeout(&self) -> Duration {
         self.timeout
     }
@@ -306,13 +318,15 @@ impl HttpClient {
         })
     }
 
-    /// Sends a request whose answer is a stream (etcd watch and long poll) and returns it
-    /// once the status line and headers have arrived. Reads on the stream wait at most
-    /// `poll` each, so a caller can check its signal flags while the stream is quiet.
+    /// Sends a request whose answer is a stream (etcd watch and long poll, UFM's partition
+    /// list) and returns it once the status line and headers have arrived. Reads on the stream
+    /// wait at most `poll` each, so a caller can check its signal flags while the stream is
+    /// quiet. A `long_lived` stream (a watch) has no bound on its whole duration.
     pub(crate) fn open_stream(
         &self,
         request: &Request<'_>,
         poll: Duration,
+        long_lived: bool,
     ) -> Result<Stream, HttpError> {
         log::debug!(
             "{} {} {} (stream)",
@@ -320,9 +334,11 @@ impl HttpClient {
             request.method,
             request.url
         );
+        let whole = (!long_lived).then_some(self.timeout);
         let configured = self
             .agent
             .configure_request(self.build(request)?)
+            .timeout_per_call(whole)
             .timeout_recv_response(Some(self.timeout))
             .timeout_per_read(Some(poll))
             .build();
@@ -389,6 +405,28 @@ impl HttpClient {
     }
 }
 
+/// Name resolution in the calling thread. With a whole-exchange timeout set, ureq's own
+/// resolver runs every lookup on a new thread to bound it; the daemon is single-threaded, and
+/// the lookup is bounded by the resolver's own timeouts (`/etc/resolv.conf`) anyway. IP
+/// addresses and `/etc/hosts` names resolve at once.
+#[derive(Debug, Default)]
+struct ResolveInline(ureq::unversioned::resolver::DefaultResolver);
+
+impl ureq::unversioned::resolver::Resolver for ResolveInline {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let unbounded = ureq::unversioned::transport::NextTimeout {
+            after: ureq::unversioned::transport::time::Duration::NotHappening,
+            ..timeout
+        };
+        self.0.resolve(uri, config, unbounded)
+    }
+}
+
 /// A streamed answer read line by line.
 pub(crate) struct Stream {
     pub status: u16,
@@ -415,7 +453,20 @@ impl Stream {
     /// Reads the next line, or says the stream was idle for one poll time or has ended.
     pub(crate) fn next_line(&mut self) -> Result<StreamRead, HttpError> {
         use std::io::BufRead;
-        match self.reader.read_until(b'\n', &mut self.pending) {
+        let room = MAX_LINE_BYTES.saturating_sub(self.pending.len() as u64);
+        let read = (&mut self.reader)
+            .take(room)
+            .read_until(b'\n', &mut self.pending);
+        if self.pending.len() as u64 >= MAX_LINE_BYTES && self.pending.last() != Some(&b'\n') {
+            return Err(HttpError {
+                kind: HttpErrorKind::Other,
+                message: format!(
+                    "{} at {} sent a line longer than {MAX_LINE_BYTES} bytes",
+                    self.service, self.url
+                ),
+            });
+        }
+        match read {
             Ok(0) if self.pending.is_empty() => Ok(StreamRead::End),
             Ok(_) => {
                 let mut line = std::mem::take(&mut self.pending);
@@ -486,6 +537,15 @@ impl Stream {
         loop {
             match self.next_line()? {
                 StreamRead::Line(line) => {
+                    if (body.len() + line.len()) as u64 > MAX_LINE_BYTES {
+                        return Err(HttpError {
+                            kind: HttpErrorKind::Other,
+                            message: format!(
+                                "{} at {} sent an answer larger than {MAX_LINE_BYTES} bytes",
+                                self.service, self.url
+                            ),
+                        });
+                    }
                     body.extend_from_slice(&line);
                     body.push(b'\n');
                 }

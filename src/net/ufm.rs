@@ -103,21 +103,38 @@ impl Auth {
     }
 }
 
-/// A client for one UFM (or an HA list of hosts tried in order).
+/// A client for one UFM (or an HA list of hosts tried in order). A clone shares the
+/// connection pool.
+#[derive(Clone)]
 pub(crate) struct UfmClient {
     http: HttpClient,
     /// `https://host:port/ufmRest` or `…/ufmRestV3`, one per configured host.
     bases: Endpoints,
+    /// `https://host:port`, one per configured host: which UFM this is, for the ownership
+    /// record.
+    hosts: Vec<String>,
     /// For a token, the whole `Authorization` header value.
     auth: Auth,
 }
 
-/// The keyed-object list, read entry by entry: keys that are PKeys become partitions, other
-/// keys (UFM may add `site_name`) are skipped. An empty array is an empty fabric; a non-empty
-/// array of keys means this UFM ignored `guids_data`.
-struct PartitionList(Vec<Partition>);
+/// The longest partition list read: 128,000 GUIDs make about 8 MB.
+const MAX_LIST_BYTES: u64 = 256 * 1024 * 1024;
+
+/// UFM's partitions, and the ones whose entry in the list could not be read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PartitionList {
+    /// Sorted by PKey.
+    pub partitions: Vec<Partition>,
+    /// A partition whose members could not be read (a GUID that is not 16 hex digits, an
+    /// unknown membership), with the reason: it is reported and left alone.
+    pub unreadable: Vec<(PKey, String)>,
+}
 
 impl<'de> Deserialize<'de> for PartitionList {
+    /// The keyed-object list, read entry by entry: keys that are PKeys become partitions,
+    /// other keys (UFM may add `site_name`) are skipped. Each partition is read on its own, so
+    /// one odd entry costs only that partition. An array of keys means this UFM ignored
+    /// `guids_data`.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Visitor;
         impl<'de> serde::de::Visitor<'de> for Visitor {
@@ -131,19 +148,22 @@ impl<'de> Deserialize<'de> for PartitionList {
                 self,
                 mut map: A,
             ) -> Result<PartitionList, A::Error> {
-                let mut partitions = Vec::new();
+                let mut list = PartitionList::default();
                 while let Some(key) = map.next_key::<String>()? {
                     match key.parse::<PKey>() {
                         Ok(pkey) => {
-                            let raw: RawPartition = map.next_value()?;
-                            partitions.push(convert_partition(pkey, raw));
+                            let value: serde_json::Value = map.next_value()?;
+                            match read_partition(pkey, value) {
+                                Ok(partition) => list.partitions.push(partition),
+                                Err(reason) => list.unreadable.push((pkey, reason)),
+                            }
                         }
                         Err(_) => {
                             map.next_value::<serde::de::IgnoredAny>()?;
                         }
                     }
                 }
-                Ok(PartitionList(partitions))
+                Ok(list)
             }
 
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
@@ -155,20 +175,19 @@ impl<'de> Deserialize<'de> for PartitionList {
                         "a list of PKeys without members: this UFM ignored guids_data=true",
                     ));
                 }
-                Ok(PartitionList(Vec::new()))
+                Ok(PartitionList::default())
             }
         }
         deserializer.deserialize_any(Visitor)
     }
 }
 
-/// A member as UFM lists it, parsed straight into typed values: a list of 128,000 GUIDs must
-/// not become a tree of JSON values first.
+/// A member as UFM lists it, its values kept as UFM wrote them until checked.
 #[derive(Deserialize)]
 struct RawMember {
-    guid: Guid,
+    guid: String,
     #[serde(default)]
-    membership: Option<Membership>,
+    membership: Option<String>,
     #[serde(default)]
     index0: Option<bool>,
 }
@@ -204,12 +223,23 @@ impl UfmClient {
         };
         Ok(UfmClient {
             http,
+            hosts: settings.urls.clone(),
             bases: Endpoints::new(
                 "UFM",
                 settings.urls.iter().map(|u| format!("{u}{root}")).collect(),
             ),
             auth,
         })
+    }
+
+    /// The longest one request may take, from connect to the last byte of the answer.
+    pub(crate) fn request_bound(&self) -> std::time::Duration {
+        self.http.timeout()
+    }
+
+    /// The configured hosts (`https://host:port`).
+    pub(crate) fn hosts(&self) -> &[String] {
+        &self.hosts
     }
 
     /// Requests sent so far.
@@ -234,17 +264,35 @@ impl UfmClient {
     }
 
     /// Every partition with its members (`?guids_data=true`), sorted by key. The answer
-    /// (about 8 MB for 128,000 GUIDs) is parsed while it arrives, never held whole.
-    pub(crate) fn list_partitions(&self) -> Result<Vec<Partition>, UfmError> {
+    /// (about 8 MB for 128,000 GUIDs) is parsed while it arrives, never held whole. A list
+    /// without the default partition 0x7fff, which UFM always has, is not a complete answer
+    /// (an empty `{}` from a proxy or a restarting UFM) and is refused: taken as the truth, it
+    /// would make every owned partition look gone.
+    pub(crate) fn list_partitions(&self) -> Result<PartitionList, UfmError> {
         let path = "/resources/pkeys?guids_data=true";
         let mut stream = self.call_stream(path)?;
-        let mut deserializer = serde_json::Deserializer::from_reader(stream.reader());
-        let list = PartitionList::deserialize(&mut deserializer).map_err(|e| {
-            UfmError::BadAnswer(format!("UFM answered {path} with an unreadable list: {e}"))
+        let reader = std::io::Read::take(stream.reader(), MAX_LIST_BYTES);
+        let mut deserializer = serde_json::Deserializer::from_reader(reader);
+        let mut list = PartitionList::deserialize(&mut deserializer).map_err(|e| {
+            let detail = if e.is_eof() {
+                format!("it ended early, or is larger than {MAX_LIST_BYTES} bytes")
+            } else {
+                e.to_string()
+            };
+            UfmError::BadAnswer(format!(
+                "UFM answered {path} with an unreadable list: {detail}"
+            ))
         })?;
-        let mut partitions = list.0;
-        partitions.sort_by_key(|p| p.pkey);
-        Ok(partitions)
+        let has_default = list.partitions.iter().any(|p| p.pkey == PKey::DEFAULT)
+            || list.unreadable.iter().any(|(p, _)| *p == PKey::DEFAULT);
+        if !has_default {
+            return Err(UfmError::BadAnswer(format!(
+                "UFM answered {path} without its default partition 0x7fff ({} partitions): not a complete list; nothing is changed until UFM answers in full",
+                list.partitions.len()
+            )));
+        }
+        list.partitions.sort_by_key(|p| p.pkey);
+        Ok(list)
     }
 
     /// One partition with its members; `None` when UFM does not have it (404, or 200 `{}`).
@@ -258,10 +306,9 @@ impl UfmClient {
         if value.as_object().is_some_and(|m| m.is_empty()) {
             return Ok(None);
         }
-        let raw: RawPartition = serde_json::from_value(value).map_err(|e| {
+        read_partition(pkey, value).map(Some).map_err(|e| {
             UfmError::BadAnswer(format!("UFM sent an unreadable partition {pkey}: {e}"))
-        })?;
-        Ok(Some(convert_partition(pkey, raw)))
+        })
     }
 
     /// Creates an empty partition (`POST /resources/pkeys/add`).
@@ -307,15 +354,13 @@ impl UfmClient {
             .map(|_| ())
     }
 
-    /// Removes GUIDs from a partition, in batches that keep each URL short. UFM deletes a
-    /// partition whose last member is removed.
+    /// Removes GUIDs from a partition in one request; the GUIDs go in the URL, so a caller
+    /// sends at most [`REMOVE_BATCH`] at a time. UFM deletes a partition whose last member is
+    /// removed.
     pub(crate) fn remove_guids(&self, pkey: PKey, guids: &[Guid]) -> Result<(), UfmError> {
-        for batch in guids.chunks(REMOVE_BATCH) {
-            let list: Vec<String> = batch.iter().map(Guid::to_string).collect();
-            let path = format!("/resources/pkeys/{pkey}/guids/{}", list.join(","));
-            self.call("DELETE", &path, None)?;
-        }
-        Ok(())
+        let list: Vec<String> = guids.iter().map(Guid::to_string).collect();
+        let path = format!("/resources/pkeys/{pkey}/guids/{}", list.join(","));
+        self.call("DELETE", &path, None).map(|_| ())
     }
 
     /// Deletes a partition with all its members.
@@ -340,9 +385,9 @@ impl UfmClient {
         let (url, mut stream) = self.bases.with_failover(
             |base| {
                 let url = format!("{base}{path}");
-                let stream = self
-                    .http
-                    .open_stream(&Request::get(&url, auth), self.http.timeout());
+                let stream =
+                    self.http
+                        .open_stream(&Request::get(&url, auth), self.http.timeout(), false);
                 stream.map(|s| (url, s))
             },
             HttpError::is_unreachable,
@@ -457,23 +502,34 @@ fn error_message(response: &Response) -> String {
     }
 }
 
-fn convert_partition(pkey: PKey, raw: RawPartition) -> Partition {
-    let mut members: Vec<Member> = raw
-        .guids
-        .into_iter()
-        .map(|m| Member {
-            guid: m.guid,
+/// One partition of an answer, checked: every GUID 16 hex digits, every membership known.
+fn read_partition(pkey: PKey, value: serde_json::Value) -> Result<Partition, String> {
+    let raw: RawPartition = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    let mut members = Vec::with_capacity(raw.guids.len());
+    for m in raw.guids {
+        let guid: Guid = m
+            .guid
+            .parse()
+            .map_err(|e: crate::model::ModelError| e.to_string())?;
+        let membership = match m.membership.as_deref() {
+            None => Membership::Full,
+            Some(text) => text
+                .parse()
+                .map_err(|e: crate::model::ModelError| e.to_string())?,
+        };
+        members.push(Member {
+            guid,
             join: Join {
-                membership: m.membership.unwrap_or(Membership::Full),
+                membership,
                 index0: m.index0.unwrap_or(false),
             },
-        })
-        .collect();
+        });
+    }
     members.sort_by_key(|m| m.guid);
-    Partition {
+    Ok(Partition {
         pkey,
         name: raw.partition.unwrap_or_default(),
         ip_over_ib: raw.ip_over_ib.unwrap_or(true),
         members,
-    }
+    })
 }

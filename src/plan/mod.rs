@@ -153,8 +153,13 @@ pub(crate) enum Action {
         ip_over_ib: bool,
         creates: bool,
     },
-    /// Remove GUIDs that etcd no longer lists.
-    Remove { pkey: PKey, guids: Vec<Guid> },
+    /// Remove GUIDs that etcd no longer lists; `keep` are the GUIDs the partition must still
+    /// hold afterwards (checked in UFM first: a remove must never empty it).
+    Remove {
+        pkey: PKey,
+        guids: Vec<Guid>,
+        keep: Vec<Guid>,
+    },
     /// Delete an owned partition whose key left etcd.
     Delete { pkey: PKey },
 }
@@ -192,7 +197,7 @@ impl Action {
     }
 }
 
-/// When one pass may delete partitions.
+/// When one pass may delete partitions whose keys left etcd in an unknown way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct DeleteGuard {
     /// More deletions than this in one pass, and more than half of those owned, are refused.
@@ -214,8 +219,8 @@ impl DeleteGuard {
     /// Why `deletes` deletions out of `owned` owned partitions are refused, if they are. An
     /// empty prefix that would delete several partitions looks like a wrong prefix or keyspace
     /// (`--etcd-api`), not like the end of every job at once.
-    pub(crate) fn refusal(&self, deletes: usize, owned: usize, keys_read: usize) -> Option<String> {
-        if self.allow_mass_delete || deletes == 0 {
+    fn refusal(&self, deletes: usize, owned: usize, keys_read: usize) -> Option<String> {
+        if deletes == 0 {
             return None;
         }
         if keys_read == 0 && deletes >= 2 {
@@ -233,6 +238,31 @@ impl DeleteGuard {
     }
 }
 
+/// How an owned partition's key left etcd, as etcd's history or directory tells.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Removal {
+    /// Removed by a request of its own, as pcocc ends a job: the partition goes.
+    OneByOne,
+    /// Removed together with other keys by one request (a range or recursive delete): an
+    /// accident until the operator confirms. The text says what happened.
+    Bulk(String),
+}
+
+/// What is known about how keys left etcd, for the deletion guard.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Removals {
+    /// A verdict for each owned partition whose key is gone, where one could be reached.
+    pub verdicts: BTreeMap<PKey, Removal>,
+    /// Every deletion is refused and the override does not apply: the ownership record belongs
+    /// to another etcd or UFM, or etcd went back in time. The text says how to adopt or reset.
+    pub locked: Option<String>,
+    /// Every deletion is refused unless the operator allows it: the configuration looks
+    /// wrong (the prefix is empty here but not in the other keyspace).
+    pub suspect: Option<String>,
+    /// Why the partitions without a verdict have none; the count guard decides for them.
+    pub unknown: Option<String>,
+}
+
 /// Everything one pass should do and report.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Plan {
@@ -244,79 +274,163 @@ pub(crate) struct Plan {
     pub unmanaged: Vec<PKey>,
     /// Entries that cannot be used.
     pub invalid: Vec<Invalid>,
+    /// Partitions UFM listed in a form that cannot be read, with the reason: left alone.
+    pub unreadable: Vec<(PKey, String)>,
     /// Deletions the guard refused, and why.
     pub refused_deletes: Vec<PKey>,
     pub refusal: Option<String>,
+    /// The ownership record belongs to another etcd or UFM: why, and how to adopt or reset it.
+    pub locked: Option<String>,
     /// Owned partitions gone from both etcd and UFM: ownership is dropped.
     pub forget: Vec<PKey>,
 }
 
-/// Plans one pass. `actual` holds every partition UFM reported, 0x7fff included.
+/// What UFM reported: every partition it listed (0x7fff included), and those it listed in a
+/// form that cannot be read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Actual {
+    pub partitions: BTreeMap<PKey, Partition>,
+    pub unreadable: BTreeMap<PKey, String>,
+}
+
+/// The owned partitions whose keys are gone from etcd and which UFM still has: the deletions
+/// a pass would make, for which the engine looks for a [`Removal`] verdict.
+pub(crate) fn deletion_candidates(
+    desired: &Desired,
+    actual: &Actual,
+    owned: &BTreeSet<PKey>,
+) -> BTreeSet<PKey> {
+    let untouchable = untouchable(desired, actual);
+    owned
+        .iter()
+        .filter(|p| p.is_writable() && actual.partitions.contains_key(p))
+        .filter(|p| !desired.partitions.contains_key(p) && !untouchable.contains(p))
+        .copied()
+        .collect()
+}
+
+/// Partitions left exactly as they are: named by an invalid entry, or unreadable in UFM.
+fn untouchable(desired: &Desired, actual: &Actual) -> BTreeSet<PKey> {
+    desired
+        .invalid
+        .iter()
+        .filter_map(|i| i.pkey)
+        .chain(actual.unreadable.keys().copied())
+        .collect()
+}
+
+/// Plans one pass.
 pub(crate) fn plan(
     desired: &Desired,
-    actual: &BTreeMap<PKey, Partition>,
+    actual: &Actual,
     owned: &BTreeSet<PKey>,
     guard: &DeleteGuard,
+    removals: &Removals,
 ) -> Plan {
+    let untouchable = untouchable(desired, actual);
     let mut result = Plan {
         invalid: desired.invalid.clone(),
+        unreadable: actual
+            .unreadable
+            .iter()
+            .map(|(p, reason)| (*p, reason.clone()))
+            .collect(),
+        locked: removals.locked.clone(),
         ..Plan::default()
     };
     for (pkey, want) in &desired.partitions {
-        let actions = sync_partition(*pkey, want, actual.get(pkey));
+        if actual.unreadable.contains_key(pkey) {
+            continue;
+        }
+        let actions = sync_partition(*pkey, want, actual.partitions.get(pkey));
         if actions.is_empty() {
             result.in_sync.push(*pkey);
         }
         result.actions.extend(actions);
     }
-    let untouchable: BTreeSet<PKey> = desired.invalid.iter().filter_map(|i| i.pkey).collect();
-    let mut deletes = Vec::new();
-    for pkey in actual.keys() {
+    for pkey in actual.partitions.keys() {
         let listed = desired.partitions.contains_key(pkey) || untouchable.contains(pkey);
-        if listed || !pkey.is_writable() {
-            continue;
-        }
-        if owned.contains(pkey) {
-            deletes.push(*pkey);
-        } else {
+        if !listed && pkey.is_writable() && !owned.contains(pkey) {
             result.unmanaged.push(*pkey);
         }
     }
     result.forget = owned
         .iter()
         .filter(|p| {
-            !actual.contains_key(p)
+            !actual.partitions.contains_key(p)
                 && !desired.partitions.contains_key(p)
                 && !untouchable.contains(p)
         })
         .copied()
         .collect();
-    match guard.refusal(deletes.len(), owned.len(), desired.keys_read) {
-        Some(reason) => {
-            result.refusal = Some(reason);
-            result.refused_deletes = deletes;
-        }
-        None => result
-            .actions
-            .extend(deletes.into_iter().map(|pkey| Action::Delete { pkey })),
+    let candidates = deletion_candidates(desired, actual, owned);
+    let (allowed, refused, reasons) =
+        guard_deletions(&candidates, owned.len(), desired.keys_read, guard, removals);
+    result
+        .actions
+        .extend(allowed.into_iter().map(|pkey| Action::Delete { pkey }));
+    result.refused_deletes = refused;
+    if !reasons.is_empty() {
+        result.refusal = Some(reasons.join("; "));
     }
     result
 }
 
-/// Turns every planned deletion into a refused one, for a reason found outside the planner
-/// (the prefix is empty here but not in the other etcd keyspace).
-pub(crate) fn refuse_deletions(plan: &mut Plan, reason: String) {
-    let (deletes, others): (Vec<Action>, Vec<Action>) = plan
-        .actions
-        .drain(..)
-        .partition(|a| matches!(a, Action::Delete { .. }));
-    plan.actions = others;
-    if deletes.is_empty() {
-        return;
+/// Splits the deletion candidates into allowed and refused ones, with the reasons for the
+/// refusals. A verdict decides where there is one (one by one: delete; together: refuse); the
+/// count guard decides for the rest; the operator's `--allow-mass-delete` overrides all but a
+/// record that belongs to another etcd or UFM.
+fn guard_deletions(
+    candidates: &BTreeSet<PKey>,
+    owned: usize,
+    keys_read: usize,
+    guard: &DeleteGuard,
+    removals: &Removals,
+) -> (Vec<PKey>, Vec<PKey>, Vec<String>) {
+    let all: Vec<PKey> = candidates.iter().copied().collect();
+    if all.is_empty() {
+        return (all, Vec::new(), Vec::new());
     }
-    plan.refused_deletes
-        .extend(deletes.iter().map(Action::pkey));
-    plan.refusal = Some(reason);
+    if let Some(reason) = &removals.locked {
+        return (Vec::new(), all, vec![reason.clone()]);
+    }
+    if guard.allow_mass_delete {
+        return (all, Vec::new(), Vec::new());
+    }
+    if let Some(reason) = &removals.suspect {
+        return (Vec::new(), all, vec![reason.clone()]);
+    }
+    let mut allowed = Vec::new();
+    let mut refused = Vec::new();
+    let mut reasons: Vec<String> = Vec::new();
+    let mut unknown = Vec::new();
+    for pkey in all {
+        match removals.verdicts.get(&pkey) {
+            Some(Removal::OneByOne) => allowed.push(pkey),
+            Some(Removal::Bulk(why)) => {
+                refused.push(pkey);
+                if !reasons.contains(why) {
+                    reasons.push(why.clone());
+                }
+            }
+            None => unknown.push(pkey),
+        }
+    }
+    match guard.refusal(unknown.len(), owned, keys_read) {
+        Some(reason) => {
+            let because = removals
+                .unknown
+                .as_ref()
+                .map(|u| format!(" ({u})"))
+                .unwrap_or_default();
+            reasons.push(format!("{reason}{because}"));
+            refused.extend(unknown);
+        }
+        None => allowed.extend(unknown),
+    }
+    allowed.sort();
+    refused.sort();
+    (allowed, refused, reasons)
 }
 
 /// The actions that make one partition match its entry: adds grouped by how the GUIDs join
@@ -353,27 +467,10 @@ fn sync_partition(pkey: PKey, want: &DesiredPartition, have: Option<&Partition>)
         actions.push(Action::Remove {
             pkey,
             guids: extras,
+            keep: want.members.keys().copied().collect(),
         });
     }
     actions
-}
-
-/// Ownership after a pass: partitions synced or created from etcd are owned; deleted and
-/// forgotten ones are not. `succeeded` and `failed` list the partitions whose actions did or
-/// did not all go through; a partition with any successful change is owned (we touched it).
-pub(crate) fn next_owned(
-    owned: &BTreeSet<PKey>,
-    plan: &Plan,
-    succeeded: &BTreeSet<PKey>,
-    deleted: &BTreeSet<PKey>,
-) -> BTreeSet<PKey> {
-    let mut next = owned.clone();
-    next.extend(plan.in_sync.iter().copied());
-    next.extend(succeeded.iter().copied());
-    for pkey in deleted.iter().chain(plan.forget.iter()) {
-        next.remove(pkey);
-    }
-    next
 }
 
 #[cfg(test)]

@@ -71,12 +71,20 @@ fn partition(p: u16, members: Vec<Member>) -> (PKey, Partition) {
     )
 }
 
-fn ufm(partitions: Vec<(PKey, Partition)>) -> BTreeMap<PKey, Partition> {
+fn ufm(partitions: Vec<(PKey, Partition)>) -> Actual {
     let mut map: BTreeMap<PKey, Partition> = partitions.into_iter().collect();
     map.extend([partition(0x7fff, vec![])]);
     map.entry(PKey::DEFAULT)
         .and_modify(|p| p.name = "management".into());
-    map
+    Actual {
+        partitions: map,
+        unreadable: BTreeMap::new(),
+    }
+}
+
+/// Plans with nothing known about how keys left etcd.
+fn plan_plain(want: &Desired, have: &Actual, owned: &BTreeSet<PKey>, guard: &DeleteGuard) -> Plan {
+    plan(want, have, owned, guard, &Removals::default())
 }
 
 fn owned(keys: &[u16]) -> BTreeSet<PKey> {
@@ -86,7 +94,7 @@ fn owned(keys: &[u16]) -> BTreeSet<PKey> {
 #[test]
 fn creates_missing_partition_with_vfs_at_index0_and_hosts_not() {
     let want = desired(&[kv("0x200e", &entry(&[1], &[2, 3]))]);
-    let result = plan(&want, &ufm(vec![]), &owned(&[]), &DeleteGuard::default());
+    let result = plan_plain(&want, &ufm(vec![]), &owned(&[]), &DeleteGuard::default());
     let join = |index0| Join {
         membership: Membership::Full,
         index0,
@@ -119,7 +127,7 @@ fn in_sync_partition_needs_nothing_and_becomes_owned() {
         0x2000,
         vec![member(1, false), member(2, true)],
     )]);
-    let result = plan(&want, &have, &owned(&[]), &DeleteGuard::default());
+    let result = plan_plain(&want, &have, &owned(&[]), &DeleteGuard::default());
     assert!(changes_nothing(&result), "{result:?}");
     assert_eq!(result.in_sync, vec![pk(0x2000)]);
 }
@@ -128,7 +136,7 @@ fn in_sync_partition_needs_nothing_and_becomes_owned() {
 fn adds_before_removing() {
     let want = desired(&[kv("0x2000", &entry(&[], &[2]))]);
     let have = ufm(vec![partition(0x2000, vec![member(1, true)])]);
-    let result = plan(&want, &have, &owned(&[0x2000]), &DeleteGuard::default());
+    let result = plan_plain(&want, &have, &owned(&[0x2000]), &DeleteGuard::default());
     assert!(matches!(result.actions[0], Action::Add { ref guids, .. } if guids == &[guid(2)]));
     assert!(matches!(result.actions[1], Action::Remove { ref guids, .. } if guids == &[guid(1)]));
     assert_eq!(result.actions.len(), 2);
@@ -138,7 +146,7 @@ fn adds_before_removing() {
 fn corrects_wrong_index0_by_re_adding() {
     let want = desired(&[kv("0x2000", &entry(&[1], &[]))]);
     let have = ufm(vec![partition(0x2000, vec![member(1, true)])]);
-    let result = plan(&want, &have, &owned(&[0x2000]), &DeleteGuard::default());
+    let result = plan_plain(&want, &have, &owned(&[0x2000]), &DeleteGuard::default());
     assert!(matches!(
         result.actions.as_slice(),
         [Action::Add {
@@ -153,10 +161,10 @@ fn corrects_wrong_index0_by_re_adding() {
 fn corrects_wrong_ip_over_ib_flag() {
     let want = desired(&[kv("0x2000", &entry(&[1], &[]))]);
     let mut have = ufm(vec![partition(0x2000, vec![member(1, false)])]);
-    if let Some(p) = have.get_mut(&pk(0x2000)) {
+    if let Some(p) = have.partitions.get_mut(&pk(0x2000)) {
         p.ip_over_ib = false;
     }
-    let result = plan(&want, &have, &owned(&[0x2000]), &DeleteGuard::default());
+    let result = plan_plain(&want, &have, &owned(&[0x2000]), &DeleteGuard::default());
     assert!(matches!(
         result.actions.as_slice(),
         [Action::Add {
@@ -173,7 +181,7 @@ fn deletes_owned_partition_whose_key_left_etcd() {
         partition(0x2000, vec![member(1, false)]),
         partition(0x2001, vec![member(5, false)]),
     ]);
-    let result = plan(
+    let result = plan_plain(
         &want,
         &have,
         &owned(&[0x2000, 0x2001]),
@@ -189,14 +197,14 @@ fn keeps_unmanaged_partition() {
         partition(0x2000, vec![member(1, false)]),
         partition(0x10, vec![member(7, false)]),
     ]);
-    let result = plan(&want, &have, &owned(&[0x2000]), &DeleteGuard::default());
+    let result = plan_plain(&want, &have, &owned(&[0x2000]), &DeleteGuard::default());
     assert!(result.actions.is_empty());
     assert_eq!(result.unmanaged, vec![pk(0x10)]);
 }
 
 #[test]
 fn never_reports_or_touches_the_default_partition() {
-    let result = plan(
+    let result = plan_plain(
         &desired(&[]),
         &ufm(vec![]),
         &owned(&[0x7fff]),
@@ -218,7 +226,7 @@ fn invalid_entry_leaves_its_partition_untouched() {
         partition(0x2001, vec![member(2, false)]),
         partition(0x2002, vec![member(3, false)]),
     ]);
-    let result = plan(
+    let result = plan_plain(
         &want,
         &have,
         &owned(&[0x2000, 0x2001, 0x2002]),
@@ -279,7 +287,7 @@ fn refuses_mass_delete() {
         .map(|i| 0x100 + i)
         .chain((0..11).map(|i| 0x200 + i))
         .collect();
-    let result = plan(
+    let result = plan_plain(
         &desired(&keep),
         &ufm(have.clone()),
         &owned(&all),
@@ -298,7 +306,7 @@ fn refuses_mass_delete() {
         allow_mass_delete: true,
         ..DeleteGuard::default()
     };
-    let result = plan(&desired(&keep), &ufm(have), &owned(&all), &allow);
+    let result = plan_plain(&desired(&keep), &ufm(have), &owned(&all), &allow);
     assert_eq!(result.actions.len(), 11);
 }
 
@@ -308,7 +316,7 @@ fn refuses_deleting_everything_when_the_prefix_reads_empty() {
         partition(0x2000, vec![member(1, false)]),
         partition(0x2001, vec![member(2, false)]),
     ]);
-    let result = plan(
+    let result = plan_plain(
         &desired(&[]),
         &have,
         &owned(&[0x2000, 0x2001]),
@@ -326,7 +334,7 @@ fn refuses_deleting_everything_when_the_prefix_reads_empty() {
 #[test]
 fn last_job_ending_deletes_its_one_partition() {
     let have = ufm(vec![partition(0x2000, vec![member(1, false)])]);
-    let result = plan(
+    let result = plan_plain(
         &desired(&[]),
         &have,
         &owned(&[0x2000]),
@@ -337,7 +345,7 @@ fn last_job_ending_deletes_its_one_partition() {
 
 #[test]
 fn forgets_owned_partitions_gone_from_both_sides() {
-    let result = plan(
+    let result = plan_plain(
         &desired(&[]),
         &ufm(vec![]),
         &owned(&[0x2000]),
@@ -364,9 +372,26 @@ fn ownership_follows_successes_and_deletions() {
         partition(0x2002, vec![member(3, false)]),
     ]);
     let before = owned(&[0x2002]);
-    let result = plan(&want, &have, &before, &DeleteGuard::default());
+    let result = plan_plain(&want, &have, &before, &DeleteGuard::default());
     let next = next_owned(&before, &result, &owned(&[0x2000]), &owned(&[0x2002]));
     assert_eq!(next, owned(&[0x2000, 0x2001]));
+}
+
+/// Ownership after a pass, as the engine keeps it: partitions synced or changed are owned;
+/// deleted and forgotten ones are not.
+fn next_owned(
+    owned: &BTreeSet<PKey>,
+    plan: &Plan,
+    succeeded: &BTreeSet<PKey>,
+    deleted: &BTreeSet<PKey>,
+) -> BTreeSet<PKey> {
+    let mut next = owned.clone();
+    next.extend(plan.in_sync.iter().copied());
+    next.extend(succeeded.iter().copied());
+    for pkey in deleted.iter().chain(plan.forget.iter()) {
+        next.remove(pkey);
+    }
+    next
 }
 
 // ---- Property tests -------------------------------------------------------------------------
@@ -436,7 +461,7 @@ fn apply(
                 }
                 p.members.sort_by_key(|m| m.guid);
             }
-            Action::Remove { pkey, guids } => {
+            Action::Remove { pkey, guids, .. } => {
                 let p = state
                     .get_mut(pkey)
                     .expect("remove from an existing partition");
@@ -493,7 +518,7 @@ fn random_guard(rng: &mut Rng) -> DeleteGuard {
     }
 }
 
-fn random_state(rng: &mut Rng) -> (Vec<Kv>, BTreeMap<PKey, Partition>, BTreeSet<PKey>) {
+fn random_state(rng: &mut Rng) -> (Vec<Kv>, Actual, BTreeSet<PKey>) {
     let mut kvs = Vec::new();
     let mut actual = ufm(vec![]);
     let mut owned = BTreeSet::new();
@@ -522,7 +547,7 @@ fn random_state(rng: &mut Rng) -> (Vec<Kv>, BTreeMap<PKey, Partition>, BTreeSet<
                 .collect();
             let (pkey, mut p) = partition(k, members);
             p.ip_over_ib = rng.chance(80);
-            actual.insert(pkey, p);
+            actual.partitions.insert(pkey, p);
         }
         if rng.chance(50) {
             owned.insert(pk(k));
@@ -531,71 +556,139 @@ fn random_state(rng: &mut Rng) -> (Vec<Kv>, BTreeMap<PKey, Partition>, BTreeSet<
     (kvs, actual, owned)
 }
 
-/// For 5,000 random etcd, UFM and ownership states, with a random policy and deletion guard
-/// and UFM refusing random actions: the plan touches only partitions it owns or etcd lists,
-/// never 0x7fff or an invalid entry's partition; never empties a partition that should stay;
-/// deletes no more than the guard allows; and once every action has gone through, the
-/// partitions match etcd and the next plan changes nothing but deletions the guard held back.
+fn random_removals(rng: &mut Rng, owned: &BTreeSet<PKey>) -> Removals {
+    let verdicts = owned
+        .iter()
+        .filter_map(|p| match rng.below(3) {
+            0 => Some((*p, Removal::OneByOne)),
+            1 => Some((*p, Removal::Bulk("removed together".into()))),
+            _ => None,
+        })
+        .collect();
+    Removals {
+        verdicts,
+        locked: rng.chance(5).then(|| "another etcd".to_string()),
+        suspect: rng.chance(10).then(|| "wrong keyspace".to_string()),
+        unknown: None,
+    }
+}
+
+/// Marks a random partition UFM listed as unreadable.
+fn spoil_one(rng: &mut Rng, actual: &mut Actual) {
+    let keys: Vec<PKey> = actual.partitions.keys().copied().collect();
+    if !keys.is_empty() && rng.chance(20) {
+        let pkey = keys[rng.below(keys.len() as u64) as usize];
+        actual.partitions.remove(&pkey);
+        actual.unreadable.insert(pkey, "invalid GUID".into());
+    }
+}
+
+/// The Delete actions of a plan.
+fn deletions(plan: &Plan) -> BTreeSet<PKey> {
+    plan.actions
+        .iter()
+        .filter(|a| matches!(a, Action::Delete { .. }))
+        .map(Action::pkey)
+        .collect()
+}
+
+/// For 5,000 random etcd, UFM and ownership states, with a random policy, deletion guard and
+/// knowledge of how keys left, some partitions unreadable, and UFM refusing random actions:
+/// the plan touches only partitions it owns or etcd lists, never 0x7fff, an invalid entry's
+/// or an unreadable partition; never empties a partition that should stay; deletes nothing a
+/// lock, a suspicion or a bulk verdict forbids, and no more than the count guard allows; and
+/// once every action has gone through, the partitions match etcd and the next plan changes
+/// nothing but deletions the guard held back.
 #[test]
 fn property_plans_respect_ownership_and_converge() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for case in 0..5000 {
-        let (kvs, actual, owned) = random_state(&mut rng);
+        let (kvs, mut actual, owned) = random_state(&mut rng);
+        spoil_one(&mut rng, &mut actual);
         let policy = random_policy(&mut rng);
         let guard = random_guard(&mut rng);
+        let removals = random_removals(&mut rng, &owned);
         let want = desired_with(&kvs, &policy);
-        let result = plan(&want, &actual, &owned, &guard);
-        let invalid: BTreeSet<PKey> = want.invalid.iter().filter_map(|i| i.pkey).collect();
+        let result = plan(&want, &actual, &owned, &guard, &removals);
+        let untouchable: BTreeSet<PKey> = want
+            .invalid
+            .iter()
+            .filter_map(|i| i.pkey)
+            .chain(actual.unreadable.keys().copied())
+            .collect();
         for action in &result.actions {
             let pkey = action.pkey();
             assert_ne!(pkey, PKey::DEFAULT, "case {case}: touched 0x7fff");
             assert!(
-                !invalid.contains(&pkey),
-                "case {case}: touched invalid {pkey}"
+                !untouchable.contains(&pkey),
+                "case {case}: touched invalid or unreadable {pkey}"
             );
             let ours = owned.contains(&pkey) || want.partitions.contains_key(&pkey);
             assert!(ours, "case {case}: touched unowned, unlisted {pkey}");
         }
-        let deletes = result
-            .actions
-            .iter()
-            .filter(|a| matches!(a, Action::Delete { .. }))
-            .count();
-        if result.refusal.is_some() {
-            assert_eq!(deletes, 0, "case {case}: deleted despite the refusal");
-        } else if !guard.allow_mass_delete && deletes > guard.max_deletes {
+        let deleted = deletions(&result);
+        let candidates = deletion_candidates(&want, &actual, &owned);
+        if removals.locked.is_some() {
+            assert!(deleted.is_empty(), "case {case}: deleted despite the lock");
+        } else if guard.allow_mass_delete {
+            assert_eq!(deleted, candidates, "case {case}: the override deletes all");
+        } else if removals.suspect.is_some() {
             assert!(
-                deletes * 2 <= owned.len(),
-                "case {case}: the guard let {deletes} through"
+                deleted.is_empty(),
+                "case {case}: deleted despite the suspicion"
             );
+        } else {
+            for pkey in &deleted {
+                let verdict = removals.verdicts.get(pkey);
+                assert!(
+                    !matches!(verdict, Some(Removal::Bulk(_))),
+                    "case {case}: deleted {pkey} removed in bulk"
+                );
+            }
+            let unknown = deleted
+                .iter()
+                .filter(|p| !removals.verdicts.contains_key(p))
+                .count();
+            if unknown > guard.max_deletes {
+                assert!(
+                    unknown * 2 <= owned.len(),
+                    "case {case}: the guard let {unknown} through"
+                );
+            }
         }
+        assert!(
+            deleted.len() + result.refused_deletes.len() == candidates.len(),
+            "case {case}: every candidate is deleted or refused"
+        );
 
         // First UFM refuses about a third of the actions: nothing that should stay is emptied
         // (checked inside `apply`), and ownership follows what went through.
-        let (partial, succeeded) = apply(&actual, &result.actions, |_| rng.chance(30));
-        let deleted: BTreeSet<PKey> = result
-            .actions
-            .iter()
-            .filter(|a| matches!(a, Action::Delete { .. }) && succeeded.contains(&a.pkey()))
-            .map(Action::pkey)
-            .collect();
+        let (partial, succeeded) = apply(&actual.partitions, &result.actions, |_| rng.chance(30));
+        let partial = Actual {
+            partitions: partial,
+            unreadable: actual.unreadable.clone(),
+        };
+        let deleted: BTreeSet<PKey> = deleted.intersection(&succeeded).copied().collect();
         let owned_partial = next_owned(&owned, &result, &succeeded, &deleted);
-        for pkey in actual.keys() {
+        for pkey in actual.partitions.keys() {
             let kept = !owned.contains(pkey)
                 || want.partitions.contains_key(pkey)
-                || invalid.contains(pkey);
+                || untouchable.contains(pkey);
             if kept {
                 assert!(
-                    partial.contains_key(pkey),
+                    partial.partitions.contains_key(pkey),
                     "case {case}: {pkey} disappeared"
                 );
             }
         }
 
         // Then the next pass retries, and everything goes through.
-        let retry = plan(&want, &partial, &owned_partial, &guard);
-        let (after, succeeded) = apply(&partial, &retry.actions, |_| false);
+        let retry = plan(&want, &partial, &owned_partial, &guard, &removals);
+        let (after, succeeded) = apply(&partial.partitions, &retry.actions, |_| false);
         for (pkey, partition) in &want.partitions {
+            if untouchable.contains(pkey) {
+                continue;
+            }
             let got = after
                 .get(pkey)
                 .expect("desired partition exists after apply");
@@ -607,16 +700,14 @@ fn property_plans_respect_ownership_and_converge() {
             );
             assert_eq!(got.ip_over_ib, partition.ip_over_ib);
         }
-        let deleted: BTreeSet<PKey> = retry
-            .actions
-            .iter()
-            .filter(|a| matches!(a, Action::Delete { .. }))
-            .map(Action::pkey)
-            .collect();
-        let owned_after = next_owned(&owned_partial, &retry, &succeeded, &deleted);
+        let after = Actual {
+            partitions: after,
+            unreadable: actual.unreadable.clone(),
+        };
+        let owned_after = next_owned(&owned_partial, &retry, &succeeded, &deletions(&retry));
         // Only deletions the guard held back may be left (their count relative to what is
         // owned may let them through now).
-        let again = plan(&want, &after, &owned_after, &guard);
+        let again = plan(&want, &after, &owned_after, &guard, &removals);
         let left: Vec<&Action> = again
             .actions
             .iter()
@@ -630,11 +721,142 @@ fn property_plans_respect_ownership_and_converge() {
 }
 
 #[test]
-fn refused_deletions_leave_other_changes() {
+fn keys_removed_one_by_one_are_deleted_however_many() {
+    let have: Vec<(PKey, Partition)> = (0..12)
+        .map(|i| partition(0x100 + i, vec![member(1, false)]))
+        .collect();
+    let all: Vec<u16> = (0..12).map(|i| 0x100 + i).collect();
+    let keep = desired(&[kv("0x100", &entry(&[1], &[]))]);
+    let removals = Removals {
+        verdicts: all[1..]
+            .iter()
+            .map(|p| (pk(*p), Removal::OneByOne))
+            .collect(),
+        ..Removals::default()
+    };
+    let result = plan(
+        &keep,
+        &ufm(have.clone()),
+        &owned(&all),
+        &DeleteGuard::default(),
+        &removals,
+    );
+    assert_eq!(deletions(&result).len(), 11, "11 of 12 job ends go through");
+    assert!(result.refusal.is_none());
+    // The last two jobs end while the prefix reads empty: both go too.
+    let two = Removals {
+        verdicts: [
+            (pk(0x100), Removal::OneByOne),
+            (pk(0x101), Removal::OneByOne),
+        ]
+        .into(),
+        ..Removals::default()
+    };
+    let result = plan(
+        &desired(&[]),
+        &ufm(have[..2].to_vec()),
+        &owned(&all[..2]),
+        &DeleteGuard::default(),
+        &two,
+    );
+    assert_eq!(deletions(&result).len(), 2);
+}
+
+#[test]
+fn keys_removed_together_are_refused_with_the_reason_until_allowed() {
+    let have = ufm(vec![
+        partition(0x100, vec![member(1, false)]),
+        partition(0x101, vec![member(1, false)]),
+        partition(0x102, vec![member(1, false)]),
+    ]);
+    let removals = Removals {
+        verdicts: [
+            (
+                pk(0x100),
+                Removal::Bulk("2 keys deleted at revision 9".into()),
+            ),
+            (
+                pk(0x101),
+                Removal::Bulk("2 keys deleted at revision 9".into()),
+            ),
+            (pk(0x102), Removal::OneByOne),
+        ]
+        .into(),
+        ..Removals::default()
+    };
+    let all = owned(&[0x100, 0x101, 0x102]);
+    let result = plan(
+        &desired(&[]),
+        &have,
+        &all,
+        &DeleteGuard::default(),
+        &removals,
+    );
+    assert_eq!(deletions(&result), [pk(0x102)].into());
+    assert_eq!(result.refused_deletes, vec![pk(0x100), pk(0x101)]);
+    assert_eq!(
+        result.refusal.as_deref(),
+        Some("2 keys deleted at revision 9")
+    );
+    let allow = DeleteGuard {
+        allow_mass_delete: true,
+        ..DeleteGuard::default()
+    };
+    assert_eq!(
+        deletions(&plan(&desired(&[]), &have, &all, &allow, &removals)).len(),
+        3
+    );
+}
+
+#[test]
+fn a_record_of_another_etcd_deletes_nothing_even_when_allowed() {
+    let have = ufm(vec![partition(0x100, vec![member(1, false)])]);
+    let removals = Removals {
+        verdicts: [(pk(0x100), Removal::OneByOne)].into(),
+        locked: Some("it was made with etcd cluster 1".into()),
+        ..Removals::default()
+    };
+    let allow = DeleteGuard {
+        allow_mass_delete: true,
+        ..DeleteGuard::default()
+    };
+    let result = plan(&desired(&[]), &have, &owned(&[0x100]), &allow, &removals);
+    assert!(deletions(&result).is_empty());
+    assert_eq!(
+        result.refusal.as_deref(),
+        Some("it was made with etcd cluster 1")
+    );
+}
+
+#[test]
+fn an_unreadable_partition_is_reported_and_left_alone() {
+    let want = desired(&[kv("0x100", &entry(&[1], &[]))]);
+    let mut have = ufm(vec![]);
+    have.unreadable
+        .insert(pk(0x100), "invalid GUID \"0xBAD\"".into());
+    have.unreadable
+        .insert(pk(0x200), "invalid GUID \"0xBAD\"".into());
+    let result = plan_plain(&want, &have, &owned(&[0x200]), &DeleteGuard::default());
+    assert!(result.actions.is_empty(), "{:?}", result.actions);
+    assert!(result.forget.is_empty(), "nor is its ownership dropped");
+    assert_eq!(result.unreadable.len(), 2);
+}
+
+#[test]
+fn a_suspect_configuration_refuses_deletions_but_not_other_changes() {
     let want = desired(&[kv("0x2000", &entry(&[1], &[]))]);
     let have = ufm(vec![partition(0x2001, vec![member(5, false)])]);
-    let mut result = plan(&want, &have, &owned(&[0x2001]), &DeleteGuard::default());
-    refuse_deletions(&mut result, "wrong keyspace".into());
+    let removals = Removals {
+        suspect: Some("wrong keyspace".into()),
+        ..Removals::default()
+    };
+    let result = plan(
+        &want,
+        &have,
+        &owned(&[0x2001]),
+        &DeleteGuard::default(),
+        &removals,
+    );
     assert_eq!(result.refused_deletes, vec![pk(0x2001)]);
     assert_eq!(result.refusal.as_deref(), Some("wrong keyspace"));
     assert!(matches!(

@@ -318,6 +318,54 @@ impl Etcd {
         );
     }
 
+    /// Deletes every key under `prefix` with one v3 `deleterange` request (as `etcdctl del
+    /// --prefix` does); returns how many keys it removed.
+    pub fn delete_prefix_v3(&self, prefix: &str) -> u64 {
+        let reply = self.v3(
+            "kv/deleterange",
+            json!({"key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix))}),
+        );
+        reply["deleted"]
+            .as_str()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Deletes the v2 directory `dir` with everything in it, in one request (as `etcdctl rm
+    /// --recursive` does).
+    pub fn delete_dir_v2(&self, dir: &str) {
+        let dir = dir.trim_end_matches('/');
+        let reply = self.v2(&["-X", "DELETE"], &format!("{dir}?recursive=true&dir=true"));
+        assert!(
+            matches!(reply.status, 200 | 404),
+            "v2 recursive DELETE {dir} failed: {reply:?}"
+        );
+    }
+
+    /// Compacts the v3 history up to the current revision (physically), as an operator's
+    /// `etcdctl compact` or auto-compaction does; returns the revision.
+    pub fn compact_v3(&self) -> i64 {
+        let header = self.v3("kv/range", json!({"key": B64.encode("/"), "limit": 1}));
+        let revision: i64 = header["header"]["revision"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .expect("a revision in the range header");
+        self.v3(
+            "kv/compaction",
+            json!({"revision": revision.to_string(), "physical": true}),
+        );
+        revision
+    }
+
+    /// Stops etcd, throws its data away and starts it again on the same ports: an etcd wiped
+    /// (or rebuilt from nothing) by an operator. The auth setup, if any, is done again.
+    pub fn wipe(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(self.dir.join("data"));
+        self.restart();
+        self.setup_auth();
+    }
+
     /// A v3 gateway call as root (token cached, renewed once on 401); panics unless 200.
     pub fn v3(&self, rpc: &str, body: Value) -> Value {
         let body = body.to_string();

@@ -80,6 +80,35 @@ trait Keyspace {
         ttl: Option<u64>,
     ) -> Result<(), EtcdError>;
     fn delete(&self, client: &EtcdClient, base: &str, key: &str) -> Result<(), EtcdError>;
+    /// Like `get`, answered by the member from its own copy (not linearizable, no quorum):
+    /// for reads that decide nothing, so that they cost no Raft round.
+    fn peek(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        key: &str,
+    ) -> Result<Option<KeyValue>, EtcdError>;
+    /// Writes `key` only if it is as `expect` says (and, with v3, the election key still holds
+    /// `fence`'s identity); `Some(revision)` of the write, `None` when the condition failed.
+    fn put_if(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        key: &str,
+        value: &[u8],
+        expect: &Expect,
+        fence: Option<(&str, &str)>,
+    ) -> Result<Option<i64>, EtcdError>;
+    /// The deletions under `prefix` after `revision`, read from etcd's history until `enough`
+    /// says so or the history is exhausted. v2 keeps no such history.
+    fn deletions_since(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        prefix: &str,
+        revision: i64,
+        enough: &mut dyn FnMut(&[Deletion]) -> bool,
+    ) -> Result<Option<History>, EtcdError>;
     fn watch(
         &self,
         client: &EtcdClient,
@@ -122,11 +151,58 @@ pub(crate) struct KeyValue {
     pub mod_revision: i64,
 }
 
-/// Every key under a prefix, and the store revision (v3) or index (v2) the read saw.
+/// Every key under a prefix, and what the read says about the store it came from.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Listing {
     pub kvs: Vec<KeyValue>,
+    /// The store revision (v3) or index (v2) the read saw.
     pub revision: i64,
+    pub store: Store,
+    /// v2 only: the directory the prefix names, if it exists. A recursive delete of the
+    /// directory removes it; pcocc's per-key deletes leave it (even empty).
+    pub dir: Option<Dir>,
+}
+
+/// Which etcd cluster answered, and where its Raft log stood: a different cluster ID, or a
+/// term or revision going backwards, means another or a wiped or restored etcd.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Store {
+    /// `header.cluster_id` (v3) or the `X-Etcd-Cluster-Id` header (v2).
+    pub cluster_id: Option<String>,
+    /// `header.raft_term` (v3) or the `X-Raft-Term` header (v2); 0 when not sent.
+    pub raft_term: u64,
+}
+
+/// A v2 directory node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Dir {
+    /// Its createdIndex: it changes when the directory is deleted and created again.
+    pub created_index: i64,
+}
+
+/// One key deletion seen in etcd's history (v3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Deletion {
+    pub key: String,
+    /// The revision of the deletion; one request deleting several keys gives them one revision.
+    pub revision: i64,
+}
+
+/// What etcd's history says about deletions under a prefix after a revision.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct History {
+    pub deletions: Vec<Deletion>,
+    /// The history before this revision is compacted: what happened there is unknown.
+    pub compacted: Option<i64>,
+}
+
+/// What a conditional write expects of the key it writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Expect {
+    /// The key does not exist.
+    Absent,
+    /// The key was last written at this revision (v3 mod_revision, v2 modifiedIndex).
+    Revision(i64),
 }
 
 /// How long one read of a watch stream may block before the caller's flags are checked.
@@ -254,10 +330,43 @@ impl EtcdClient {
         Ok(listing)
     }
 
-    /// One key, or `None` when it does not exist.
+    /// One key, or `None` when it does not exist; a linearizable read.
     pub(crate) fn get(&self, key: &str) -> Result<Option<KeyValue>, EtcdError> {
         let keyspace = self.api.keyspace();
         self.with_failover(|base| keyspace.get(self, base, key))
+    }
+
+    /// One key as the member answering has it, without a quorum round: for reads that decide
+    /// nothing (who leads, for logs; whether the election key looks free).
+    pub(crate) fn peek(&self, key: &str) -> Result<Option<KeyValue>, EtcdError> {
+        let keyspace = self.api.keyspace();
+        self.with_failover(|base| keyspace.peek(self, base, key))
+    }
+
+    /// Writes `key` if it is as `expect` says and, with v3, the election key `fence.0` still
+    /// holds identity `fence.1`. `Some(revision)` of the write; `None` when the condition
+    /// failed (another instance wrote the key, or took the leadership).
+    pub(crate) fn put_if(
+        &self,
+        key: &str,
+        value: &[u8],
+        expect: &Expect,
+        fence: Option<(&str, &str)>,
+    ) -> Result<Option<i64>, EtcdError> {
+        let keyspace = self.api.keyspace();
+        self.with_failover(|base| keyspace.put_if(self, base, key, value, expect, fence))
+    }
+
+    /// Deletions under `prefix` after `revision`, from etcd's history (v3; `None` with v2),
+    /// read until `enough` is satisfied or etcd has nothing more to replay.
+    pub(crate) fn deletions_since(
+        &self,
+        prefix: &str,
+        revision: i64,
+        enough: &mut dyn FnMut(&[Deletion]) -> bool,
+    ) -> Result<Option<History>, EtcdError> {
+        let keyspace = self.api.keyspace();
+        self.with_failover(|base| keyspace.deletions_since(self, base, prefix, revision, enough))
     }
 
     /// Writes a key, with a time to live in seconds if given.

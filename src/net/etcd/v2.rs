@@ -4,11 +4,17 @@
 //! recursively and keeping the keys that start with it. Indexes are JSON numbers; the store
 //! index comes in the `X-Etcd-Index` header. Authentication is HTTP Basic against v2's own user
 //! database, which is separate from v3's.
+//!
+//! A v2 read is answered by the member from its local store unless it asks for `quorum=true`:
+//! a member cut off from its peers then answers stale data. Every read that can lead to a
+//! deletion (listings, the ownership record) is a quorum read; a member that cannot get a
+//! quorum fails it, and the client moves on to another member.
 
 use serde::Deserialize;
 
 use super::{
-    Claim, EtcdClient, EtcdError, KeyValue, Keyspace, Listing, WATCH_POLL, WaitOutcome, json_body,
+    Claim, Deletion, Dir, EtcdClient, EtcdError, Expect, History, KeyValue, Keyspace, Listing,
+    Store, WATCH_POLL, WaitOutcome, json_body,
 };
 use crate::net::http::{Auth, Request, Response, encode_form_value, encode_path};
 
@@ -30,6 +36,8 @@ struct Node {
     nodes: Vec<Node>,
     #[serde(default, rename = "modifiedIndex")]
     modified_index: i64,
+    #[serde(default, rename = "createdIndex")]
+    created_index: i64,
 }
 
 #[derive(Deserialize)]
@@ -54,25 +62,35 @@ impl Keyspace for V2 {
         // The directory holding the prefix: "/a/b/" lists /a/b, "/a/b/0x2" lists /a/b too.
         let dir = &prefix[..prefix.rfind('/').map_or(0, |i| i + 1)];
         let url = format!(
-            "{base}/v2/keys{}?recursive=true&sorted=true",
+            "{base}/v2/keys{}?recursive=true&sorted=true&quorum=true",
             encode_path(dir)
         );
         let response = send(client, &Request::get(&url, auth(client)))?;
         let revision = etcd_index(&response);
+        let store = store(&response);
         if !response.is_success() {
             return match v2_error(&response) {
                 Some(e) if e.error_code == KEY_NOT_FOUND => Ok(Listing {
-                    kvs: Vec::new(),
                     revision,
+                    store,
+                    ..Listing::default()
                 }),
                 _ => Err(classify(&url, &response)),
             };
         }
         let root: NodeResponse = json_body(&response, &url)?;
+        let dir = root.node.dir.then_some(Dir {
+            created_index: root.node.created_index,
+        });
         let mut kvs = Vec::new();
         collect_leaves(root.node, &mut kvs);
         kvs.retain(|kv| kv.key.starts_with(prefix.as_str()));
-        Ok(Listing { kvs, revision })
+        Ok(Listing {
+            kvs,
+            revision,
+            store,
+            dir,
+        })
     }
 
     fn get(
@@ -81,26 +99,16 @@ impl Keyspace for V2 {
         base: &str,
         key: &str,
     ) -> Result<Option<KeyValue>, EtcdError> {
-        let key = absolute(key);
-        let url = format!("{base}/v2/keys{}", encode_path(&key));
-        let response = send(client, &Request::get(&url, auth(client)))?;
-        if !response.is_success() {
-            return match v2_error(&response) {
-                Some(e) if e.error_code == KEY_NOT_FOUND => Ok(None),
-                _ => Err(classify(&url, &response)),
-            };
-        }
-        let node = json_body::<NodeResponse>(&response, &url)?.node;
-        if node.dir {
-            return Err(EtcdError::Api(format!(
-                "etcd key {key} is a v2 directory, not a key: use --list --prefix {key}/"
-            )));
-        }
-        Ok(Some(KeyValue {
-            key,
-            value: node.value.unwrap_or_default().into_bytes(),
-            mod_revision: node.modified_index,
-        }))
+        read_key(client, base, key, "?quorum=true")
+    }
+
+    fn peek(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        key: &str,
+    ) -> Result<Option<KeyValue>, EtcdError> {
+        read_key(client, base, key, "")
     }
 
     fn put(
@@ -147,6 +155,51 @@ impl Keyspace for V2 {
         }
     }
 
+    /// A compare-and-swap on the key's modifiedIndex (`prevIndex`), or a create
+    /// (`prevExist=false`). v2 has no multi-key transaction: `fence` is not checked here; the
+    /// record's own index fences an old leader out once the new one has written it.
+    fn put_if(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        key: &str,
+        value: &[u8],
+        expect: &Expect,
+        _fence: Option<(&str, &str)>,
+    ) -> Result<Option<i64>, EtcdError> {
+        let text = std::str::from_utf8(value).map_err(|_| {
+            EtcdError::Api("the v2 API stores text only: the value is not UTF-8".into())
+        })?;
+        let condition = match expect {
+            Expect::Absent => "prevExist=false".to_string(),
+            Expect::Revision(index) => format!("prevIndex={index}"),
+        };
+        let form = format!("value={}", encode_form_value(text));
+        let (url, response) = put_form(client, base, key, &condition, form)?;
+        match response.status {
+            200 | 201 => Ok(Some(
+                json_body::<NodeResponse>(&response, &url)?
+                    .node
+                    .modified_index,
+            )),
+            // 412: the compare failed; 404: prevIndex on a key that is gone.
+            404 | 412 => Ok(None),
+            _ => Err(classify(&url, &response)),
+        }
+    }
+
+    /// v2 keeps only its last 1,000 events: deletions are judged by the directory instead.
+    fn deletions_since(
+        &self,
+        _client: &EtcdClient,
+        _base: &str,
+        _prefix: &str,
+        _revision: i64,
+        _enough: &mut dyn FnMut(&[Deletion]) -> bool,
+    ) -> Result<Option<History>, EtcdError> {
+        Ok(None)
+    }
+
     /// Long-polls the prefix's directory from `revision + 1` (`?wait=true&recursive=true`). etcd
     /// sends the status at once and the body when an event happens; the event may concern a key
     /// of the directory outside the prefix, in which case the poll goes on after it.
@@ -160,15 +213,21 @@ impl Keyspace for V2 {
     ) -> Result<WaitOutcome, EtcdError> {
         let prefix = absolute(prefix);
         let dir = &prefix[..prefix.rfind('/').map_or(0, |i| i + 1)];
-        let mut wait_index = revision + 1;
+        let next = |index: i64| {
+            index
+                .checked_add(1)
+                .ok_or_else(|| EtcdError::Api(format!("etcd index {index} cannot be followed")))
+        };
+        let mut wait_index = next(revision)?;
         loop {
             let url = format!(
                 "{base}/v2/keys{}?wait=true&recursive=true&waitIndex={wait_index}",
                 encode_path(dir)
             );
-            let mut stream = client
-                .http
-                .open_stream(&Request::get(&url, auth(client)), WATCH_POLL)?;
+            let mut stream =
+                client
+                    .http
+                    .open_stream(&Request::get(&url, auth(client)), WATCH_POLL, true)?;
             let status = stream.status;
             let Some(body) = stream.read_to_end(&mut *keep_waiting)? else {
                 return Ok(WaitOutcome::Stopped);
@@ -203,7 +262,7 @@ impl Keyspace for V2 {
             {
                 return Ok(WaitOutcome::Changed);
             }
-            wait_index = event.node.modified_index.max(wait_index) + 1;
+            wait_index = next(event.node.modified_index.max(wait_index))?;
         }
     }
 
@@ -278,6 +337,46 @@ impl Keyspace for V2 {
     }
 }
 
+/// Reads one key, with `query` (`?quorum=true` for a linearizable read).
+fn read_key(
+    client: &EtcdClient,
+    base: &str,
+    key: &str,
+    query: &str,
+) -> Result<Option<KeyValue>, EtcdError> {
+    let key = absolute(key);
+    let url = format!("{base}/v2/keys{}{query}", encode_path(&key));
+    let response = send(client, &Request::get(&url, auth(client)))?;
+    if !response.is_success() {
+        return match v2_error(&response) {
+            Some(e) if e.error_code == KEY_NOT_FOUND => Ok(None),
+            _ => Err(classify(&url, &response)),
+        };
+    }
+    let node = json_body::<NodeResponse>(&response, &url)?.node;
+    if node.dir {
+        return Err(EtcdError::Api(format!(
+            "etcd key {key} is a v2 directory, not a key: use --list --prefix {key}/"
+        )));
+    }
+    Ok(Some(KeyValue {
+        key,
+        value: node.value.unwrap_or_default().into_bytes(),
+        mod_revision: node.modified_index,
+    }))
+}
+
+/// The cluster and Raft term the answer came from.
+fn store(response: &Response) -> Store {
+    Store {
+        cluster_id: response.header("x-etcd-cluster-id").map(str::to_string),
+        raft_term: response
+            .header("x-raft-term")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    }
+}
+
 /// PUTs a form to a key, with an optional query (conditions such as `prevExist=false`);
 /// returns the URL, for messages, and the answer.
 fn put_form(
@@ -333,6 +432,15 @@ fn v2_error(response: &Response) -> Option<V2Error> {
 }
 
 fn classify(url: &str, response: &Response) -> EtcdError {
+    // A member without quorum (or in trouble) answers 5xx, often with a v2 error body
+    // ("Raft Internal Error", "request timed out"): another member may do better.
+    if response.status >= 500 {
+        return EtcdError::Unreachable(format!(
+            "etcd at {url} failed: HTTP {} {}",
+            response.status,
+            response.snippet()
+        ));
+    }
     match v2_error(response) {
         Some(e) if e.error_code == UNAUTHORIZED => EtcdError::Auth(format!(
             "etcd refused {url}: {} (wrong user or password, or no permission on this key): check --etcd-user and the password",
@@ -344,11 +452,6 @@ fn classify(url: &str, response: &Response) -> EtcdError {
         )),
         None if response.status == 404 => EtcdError::Api(format!(
             "etcd at {url} does not serve the v2 API (HTTP 404): etcd 3.4 and 3.5 need --enable-v2, 3.6 has no v2; use --etcd-api v3"
-        )),
-        None if response.status >= 500 => EtcdError::Unreachable(format!(
-            "etcd at {url} failed: HTTP {} {}",
-            response.status,
-            response.snippet()
         )),
         None => EtcdError::Api(format!(
             "etcd at {url} answered HTTP {}: {}",

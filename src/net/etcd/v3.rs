@@ -10,8 +10,11 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 use serde_json::json;
 
+use std::time::{Duration, Instant};
+
 use super::{
-    Claim, EtcdClient, EtcdError, KeyValue, Keyspace, Listing, WATCH_POLL, WaitOutcome, json_body,
+    Claim, Deletion, EtcdClient, EtcdError, Expect, History, KeyValue, Keyspace, Listing, Store,
+    WATCH_POLL, WaitOutcome, json_body,
 };
 use crate::net::http::{Auth, Request, Response, StreamRead};
 use crate::secret::Secret;
@@ -21,10 +24,33 @@ const CODE_UNAUTHENTICATED: i64 = 16;
 /// gRPC status code for a permission denied.
 const CODE_PERMISSION_DENIED: i64 = 7;
 
+/// A replay of history has ended when etcd sends nothing for this long: it replays what it
+/// has at once, in batches.
+const HISTORY_IDLE: Duration = Duration::from_secs(1);
+/// The longest a replay of history may take.
+const HISTORY_LIMIT: Duration = Duration::from_secs(10);
+
 #[derive(Deserialize, Default)]
 struct Header {
     #[serde(default)]
     revision: Option<String>,
+    #[serde(default)]
+    cluster_id: Option<String>,
+    #[serde(default)]
+    raft_term: Option<String>,
+}
+
+impl Header {
+    fn store(&self) -> Store {
+        Store {
+            cluster_id: self.cluster_id.clone(),
+            raft_term: self
+                .raft_term
+                .as_deref()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -95,6 +121,8 @@ impl Keyspace for V3 {
         Ok(Listing {
             kvs,
             revision: parse_int(range.header.revision.as_deref()),
+            store: range.header.store(),
+            dir: None,
         })
     }
 
@@ -108,6 +136,124 @@ impl Keyspace for V3 {
         let response = call(client, base, "/v3/kv/range", &body)?;
         let range: RangeResponse = json_body(&response, base)?;
         range.kvs.into_iter().next().map(decode_kv).transpose()
+    }
+
+    fn peek(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        key: &str,
+    ) -> Result<Option<KeyValue>, EtcdError> {
+        let body = json!({"key": B64.encode(key), "serializable": true});
+        let response = call(client, base, "/v3/kv/range", &body)?;
+        let range: RangeResponse = json_body(&response, base)?;
+        range.kvs.into_iter().next().map(decode_kv).transpose()
+    }
+
+    /// One transaction: the key's revision as expected and, with a fence, the election key
+    /// still holding our identity; then the put.
+    fn put_if(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        key: &str,
+        value: &[u8],
+        expect: &Expect,
+        fence: Option<(&str, &str)>,
+    ) -> Result<Option<i64>, EtcdError> {
+        let k = B64.encode(key);
+        let mut compare = vec![match expect {
+            Expect::Absent => {
+                json!({"key": k, "target": "CREATE", "result": "EQUAL", "create_revision": "0"})
+            }
+            Expect::Revision(revision) => json!({
+                "key": k, "target": "MOD", "result": "EQUAL", "mod_revision": revision.to_string()
+            }),
+        }];
+        if let Some((election_key, identity)) = fence {
+            compare.push(json!({
+                "key": B64.encode(election_key), "target": "VALUE", "result": "EQUAL",
+                "value": B64.encode(identity)
+            }));
+        }
+        let body = json!({
+            "compare": compare,
+            "success": [{"request_put": {"key": k, "value": B64.encode(value)}}],
+            "failure": [],
+        });
+        let response = call(client, base, "/v3/kv/txn", &body)?;
+        #[derive(Deserialize)]
+        struct Txn {
+            #[serde(default)]
+            header: Header,
+            #[serde(default)]
+            succeeded: bool,
+        }
+        let txn: Txn = json_body(&response, base)?;
+        Ok(txn
+            .succeeded
+            .then(|| parse_int(txn.header.revision.as_deref())))
+    }
+
+    /// Replays the deletions under the prefix after `revision` through a watch that starts
+    /// there (`NOPUT`): one message per revision (or several revisions per message while
+    /// etcd catches a watcher up), each deletion with the revision that removed it.
+    fn deletions_since(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        prefix: &str,
+        revision: i64,
+        enough: &mut dyn FnMut(&[Deletion]) -> bool,
+    ) -> Result<Option<History>, EtcdError> {
+        let start = revision.checked_add(1).ok_or_else(|| {
+            EtcdError::Api(format!("etcd revision {revision} cannot be followed"))
+        })?;
+        let body = json!({"create_request": {
+            "key": B64.encode(prefix),
+            "range_end": B64.encode(prefix_range_end(prefix.as_bytes())),
+            "start_revision": start.to_string(),
+            "filters": ["NOPUT"],
+        }});
+        let url = format!("{base}/v3/watch");
+        let token = token(client, base)?;
+        let auth = token.as_ref().map_or(Auth::None, Auth::Header);
+        let mut stream =
+            client
+                .http
+                .open_stream(&Request::json("POST", &url, auth, &body), WATCH_POLL, true)?;
+        if stream.status != 200 {
+            return Err(EtcdError::Api(format!(
+                "etcd at {url} refused the watch (HTTP {})",
+                stream.status
+            )));
+        }
+        let mut history = History::default();
+        let began = Instant::now();
+        let mut last_message = Instant::now();
+        while !enough(&history.deletions) && began.elapsed() < HISTORY_LIMIT {
+            match stream.next_line()? {
+                StreamRead::Idle if last_message.elapsed() >= HISTORY_IDLE => break,
+                StreamRead::Idle => {}
+                StreamRead::End => break,
+                StreamRead::Line(line) if line.iter().all(u8::is_ascii_whitespace) => {}
+                StreamRead::Line(line) => {
+                    last_message = Instant::now();
+                    let result = watch_result(&url, &line)?;
+                    if let Some(compacted) = result.compact_revision.as_deref() {
+                        history.compacted = Some(parse_int(Some(compacted)));
+                        break;
+                    }
+                    if result.canceled {
+                        return Err(cancel_error(client, result));
+                    }
+                    history
+                        .deletions
+                        .extend(result.events.iter().filter_map(deletion));
+                }
+            }
+        }
+        Ok(Some(history))
     }
 
     fn put(
@@ -159,9 +305,10 @@ impl Keyspace for V3 {
         let url = format!("{base}/v3/watch");
         let token = token(client, base)?;
         let auth = token.as_ref().map_or(Auth::None, Auth::Header);
-        let mut stream = client
-            .http
-            .open_stream(&Request::json("POST", &url, auth, &body), WATCH_POLL)?;
+        let mut stream =
+            client
+                .http
+                .open_stream(&Request::json("POST", &url, auth, &body), WATCH_POLL, true)?;
         if stream.status != 200 {
             return Err(EtcdError::Api(format!(
                 "etcd at {url} refused the watch (HTTP {})",
@@ -247,17 +394,7 @@ fn watch_message(
     url: &str,
     line: &[u8],
 ) -> Result<Option<WaitOutcome>, EtcdError> {
-    let text = String::from_utf8_lossy(line);
-    let parsed: WatchLine = serde_json::from_slice(line).map_err(|_| {
-        EtcdError::Api(format!(
-            "etcd at {url} sent an unreadable watch message: {text}"
-        ))
-    })?;
-    let Some(result) = parsed.result else {
-        return Err(EtcdError::Api(format!(
-            "etcd at {url} ended the watch: {text}"
-        )));
-    };
+    let result = watch_result(url, line)?;
     if !result.events.is_empty() {
         return Ok(Some(WaitOutcome::Changed));
     }
@@ -268,15 +405,44 @@ fn watch_message(
         log::info!("etcd compacted the history the watch needed; reading the prefix again");
         return Ok(Some(WaitOutcome::Resync));
     }
+    Err(cancel_error(client, result))
+}
+
+/// The `result` of one watch message; a line without one ends the watch.
+fn watch_result(url: &str, line: &[u8]) -> Result<WatchResult, EtcdError> {
+    let text = String::from_utf8_lossy(line);
+    let parsed: WatchLine = serde_json::from_slice(line).map_err(|_| {
+        EtcdError::Api(format!(
+            "etcd at {url} sent an unreadable watch message: {text}"
+        ))
+    })?;
+    parsed
+        .result
+        .ok_or_else(|| EtcdError::Api(format!("etcd at {url} ended the watch: {text}")))
+}
+
+/// Why etcd canceled a watch (other than compaction).
+fn cancel_error(client: &EtcdClient, result: WatchResult) -> EtcdError {
     let reason = result.cancel_reason.unwrap_or_default();
     if reason.contains("auth") || reason.contains("user name") || reason.contains("permission") {
         // An expired token: authenticate again on the next request.
         client.token.replace(None);
-        return Err(EtcdError::Auth(format!(
-            "etcd canceled the watch: {reason}"
-        )));
+        return EtcdError::Auth(format!("etcd canceled the watch: {reason}"));
     }
-    Err(EtcdError::Api(format!("etcd canceled the watch: {reason}")))
+    EtcdError::Api(format!("etcd canceled the watch: {reason}"))
+}
+
+/// A DELETE event of a watch message as a [`Deletion`]; `None` for anything else.
+fn deletion(event: &serde_json::Value) -> Option<Deletion> {
+    if event.get("type").and_then(|t| t.as_str()) != Some("DELETE") {
+        return None;
+    }
+    let kv = event.get("kv")?;
+    let key = B64.decode(kv.get("key")?.as_str()?).ok()?;
+    Some(Deletion {
+        key: String::from_utf8_lossy(&key).into_owned(),
+        revision: parse_int(kv.get("mod_revision").and_then(|r| r.as_str())),
+    })
 }
 
 /// Keeps a lease alive; `false` when etcd no longer knows it (its TTL is absent).
@@ -288,6 +454,7 @@ fn keepalive(client: &EtcdClient, base: &str, lease: &str) -> Result<bool, EtcdE
     let mut stream = client.http.open_stream(
         &Request::json("POST", &url, auth, &json!({"ID": lease})),
         client.http.timeout(),
+        false,
     )?;
     if stream.status != 200 {
         return Err(EtcdError::Api(format!(

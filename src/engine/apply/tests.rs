@@ -1,0 +1,347 @@
+//! The apply rules against a fake UFM that keeps partitions in memory and records each request.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::model::{Member, Membership};
+
+/// A UFM in memory: partitions as sets of GUIDs, a log of requests, and faults.
+#[derive(Default)]
+struct FakeUfm {
+    partitions: RefCell<BTreeMap<PKey, BTreeSet<Guid>>>,
+    calls: RefCell<Vec<String>>,
+    /// Requests answered with an error (by their log line).
+    fail: Vec<String>,
+    /// Adds answered 2xx but not applied.
+    noop_adds: bool,
+    /// GUIDs UFM does not know; `name_them` says whether its message names the GUID.
+    unknown: BTreeSet<Guid>,
+    name_them: bool,
+}
+
+impl FakeUfm {
+    fn with(partitions: &[(&str, &[u64])]) -> FakeUfm {
+        let ufm = FakeUfm::default();
+        for (pkey, guids) in partitions {
+            ufm.partitions
+                .borrow_mut()
+                .insert(pk(pkey), guids.iter().map(|g| guid(*g)).collect());
+        }
+        ufm
+    }
+
+    fn call(&self, call: String) -> Result<(), UfmError> {
+        let failing = self.fail.contains(&call);
+        self.calls.borrow_mut().push(call);
+        if failing {
+            Err(UfmError::Api {
+                status: 500,
+                message: "HTTP 500".into(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.calls.borrow().clone()
+    }
+
+    fn members(&self, pkey: &str) -> Option<Vec<Guid>> {
+        let partitions = self.partitions.borrow();
+        partitions
+            .get(&pk(pkey))
+            .map(|s| s.iter().copied().collect())
+    }
+}
+
+impl UfmOps for FakeUfm {
+    fn add(&self, pkey: PKey, guids: &[Guid], _: Join, _: bool) -> Result<(), UfmError> {
+        self.call(format!("add {pkey} {}", guids.len()))?;
+        if let Some(bad) = guids.iter().find(|g| self.unknown.contains(g)) {
+            let message = if self.name_them {
+                format!(
+                    "UFM at http://ufm/ufmRest/resources/pkeys: not found: InfiniBand port {bad} does not exist"
+                )
+            } else {
+                "UFM refused the request (HTTP 400): unknown port GUID in request".to_string()
+            };
+            return Err(if self.name_them {
+                UfmError::NotFound(message)
+            } else {
+                UfmError::Api {
+                    status: 400,
+                    message,
+                }
+            });
+        }
+        if !self.noop_adds {
+            let mut partitions = self.partitions.borrow_mut();
+            partitions.entry(pkey).or_default().extend(guids);
+        }
+        Ok(())
+    }
+
+    fn remove(&self, pkey: PKey, guids: &[Guid]) -> Result<(), UfmError> {
+        assert!(
+            guids.len() <= REMOVE_BATCH,
+            "one request carries a batch at most"
+        );
+        self.call(format!("remove {pkey} {}", guids.len()))?;
+        let mut partitions = self.partitions.borrow_mut();
+        if let Some(members) = partitions.get_mut(&pkey) {
+            for g in guids {
+                members.remove(g);
+            }
+            if members.is_empty() {
+                // UFM deletes a partition whose last member is removed.
+                partitions.remove(&pkey);
+            }
+        }
+        Ok(())
+    }
+
+    fn delete(&self, pkey: PKey) -> Result<(), UfmError> {
+        self.call(format!("delete {pkey}"))?;
+        match self.partitions.borrow_mut().remove(&pkey) {
+            Some(_) => Ok(()),
+            None => Err(UfmError::NotFound(format!("{pkey} not found"))),
+        }
+    }
+
+    fn get(&self, pkey: PKey) -> Result<Option<Partition>, UfmError> {
+        self.call(format!("get {pkey}"))?;
+        let partitions = self.partitions.borrow();
+        Ok(partitions.get(&pkey).map(|members| Partition {
+            pkey,
+            name: format!("api_pkey_{pkey}"),
+            ip_over_ib: true,
+            members: members
+                .iter()
+                .map(|g| Member {
+                    guid: *g,
+                    join: join(),
+                })
+                .collect(),
+        }))
+    }
+}
+
+fn pk(text: &str) -> PKey {
+    text.parse().expect("pkey")
+}
+
+fn guid(n: u64) -> Guid {
+    format!("{n:016x}").parse().expect("guid")
+}
+
+fn guids(range: std::ops::RangeInclusive<u64>) -> Vec<Guid> {
+    range.map(guid).collect()
+}
+
+fn join() -> Join {
+    Join {
+        membership: Membership::Full,
+        index0: false,
+    }
+}
+
+fn add(pkey: &str, guids: Vec<Guid>, creates: bool) -> Action {
+    Action::Add {
+        pkey: pk(pkey),
+        guids,
+        join: join(),
+        ip_over_ib: true,
+        creates,
+    }
+}
+
+fn remove(pkey: &str, guids: Vec<Guid>, keep: Vec<Guid>) -> Action {
+    Action::Remove {
+        pkey: pk(pkey),
+        guids,
+        keep,
+    }
+}
+
+fn open() -> impl FnMut() -> Result<(), String> {
+    || Ok(())
+}
+
+#[test]
+fn applies_in_plan_order_and_counts_what_was_done() {
+    let ufm = FakeUfm::with(&[("0x10", &[9])]);
+    let actions = [
+        add("0x10", guids(1..=2), false),
+        remove("0x10", vec![guid(9)], guids(1..=2)),
+        add("0x20", guids(1..=3), true),
+    ];
+    let applied = apply(&actions, &ufm, &mut open());
+    assert_eq!(
+        ufm.calls(),
+        ["add 0x10 2", "get 0x10", "remove 0x10 1", "add 0x20 3"]
+    );
+    assert_eq!(
+        applied.counts,
+        Counts {
+            created: 1,
+            guids_added: 5,
+            guids_removed: 1,
+            deleted: 0
+        }
+    );
+    assert!(applied.failures.is_empty());
+    assert_eq!(applied.succeeded, [pk("0x10"), pk("0x20")].into());
+    assert_eq!(ufm.members("0x10"), Some(guids(1..=2)));
+}
+
+#[test]
+fn a_failed_add_skips_the_partitions_remove_but_not_other_partitions() {
+    let ufm = FakeUfm {
+        fail: vec!["add 0x10 2".into()],
+        ..FakeUfm::with(&[("0x10", &[9])])
+    };
+    let actions = [
+        add("0x10", guids(1..=2), false),
+        remove("0x10", vec![guid(9)], guids(1..=2)),
+        add("0x20", guids(1..=1), true),
+    ];
+    let applied = apply(&actions, &ufm, &mut open());
+    assert_eq!(ufm.calls(), ["add 0x10 2", "add 0x20 1"]);
+    assert_eq!(applied.skipped, 1);
+    assert_eq!(applied.failed, [pk("0x10")].into());
+    assert_eq!(applied.succeeded, [pk("0x20")].into());
+    assert_eq!(ufm.members("0x10"), Some(vec![guid(9)]), "0x10 never empty");
+}
+
+#[test]
+fn an_add_answered_2xx_but_not_applied_does_not_let_the_remove_empty_the_partition() {
+    let ufm = FakeUfm {
+        noop_adds: true,
+        ..FakeUfm::with(&[("0x10", &[9])])
+    };
+    let actions = [
+        add("0x10", guids(1..=1), false),
+        remove("0x10", vec![guid(9)], guids(1..=1)),
+    ];
+    let applied = apply(&actions, &ufm, &mut open());
+    assert_eq!(
+        ufm.calls(),
+        ["add 0x10 1", "get 0x10"],
+        "no remove was sent"
+    );
+    assert_eq!(ufm.members("0x10"), Some(vec![guid(9)]));
+    assert_eq!(applied.failures.len(), 1);
+    assert!(
+        applied.failures[0]
+            .1
+            .contains("does not hold 1 of the GUIDs")
+    );
+}
+
+#[test]
+fn a_remove_goes_out_in_batches_each_behind_the_gate() {
+    let all = guids(1..=451);
+    let ufm = FakeUfm::with(&[("0x10", &(1..=451).collect::<Vec<u64>>())]);
+    let actions = [remove("0x10", all[1..].to_vec(), vec![all[0]])];
+    let applied = apply(&actions, &ufm, &mut open());
+    assert_eq!(
+        ufm.calls(),
+        [
+            "get 0x10",
+            "remove 0x10 200",
+            "remove 0x10 200",
+            "remove 0x10 50"
+        ]
+    );
+    assert_eq!(applied.counts.guids_removed, 450);
+
+    // The gate closes after the first batch: no other batch goes out.
+    let ufm = FakeUfm::with(&[("0x10", &(1..=451).collect::<Vec<u64>>())]);
+    let mut opened = 0;
+    let mut gate = || {
+        opened += 1;
+        if opened > 1 {
+            Err("the leadership claim may lapse".to_string())
+        } else {
+            Ok(())
+        }
+    };
+    let actions = [
+        remove("0x10", all[1..].to_vec(), vec![all[0]]),
+        add("0x20", guids(1..=1), true),
+    ];
+    let applied = apply(&actions, &ufm, &mut gate);
+    assert_eq!(ufm.calls(), ["get 0x10", "remove 0x10 200"]);
+    assert_eq!(
+        applied.stopped.as_deref(),
+        Some("the leadership claim may lapse")
+    );
+    assert_eq!(
+        applied.skipped, 2,
+        "the rest of the remove and the add wait"
+    );
+}
+
+#[test]
+fn a_remove_that_would_leave_the_partition_empty_is_not_sent() {
+    // Every GUID the partition keeps was rejected by UFM in this pass: nothing would remain.
+    let ufm = FakeUfm {
+        unknown: [guid(1)].into(),
+        name_them: true,
+        ..FakeUfm::with(&[("0x10", &[9])])
+    };
+    let actions = [
+        add("0x10", guids(1..=1), false),
+        remove("0x10", vec![guid(9)], guids(1..=1)),
+    ];
+    let applied = apply(&actions, &ufm, &mut open());
+    assert_eq!(ufm.members("0x10"), Some(vec![guid(9)]));
+    assert!(applied.failures[0].1.contains("would leave 0x10 empty"));
+}
+
+#[test]
+fn an_unknown_guid_named_by_ufm_is_left_out_and_the_others_go_in() {
+    let ufm = FakeUfm {
+        unknown: [guid(3)].into(),
+        name_them: true,
+        ..FakeUfm::default()
+    };
+    let applied = apply(&[add("0x10", guids(1..=5), true)], &ufm, &mut open());
+    assert_eq!(ufm.calls(), ["add 0x10 5", "add 0x10 4"]);
+    assert_eq!(
+        ufm.members("0x10"),
+        Some(vec![guid(1), guid(2), guid(4), guid(5)])
+    );
+    assert_eq!(applied.rejected.len(), 1);
+    assert_eq!(applied.rejected[0].guid, guid(3));
+    assert!(applied.rejected[0].reason.contains("does not exist"));
+    assert!(applied.failures.is_empty());
+    assert_eq!(applied.counts.guids_added, 4);
+    assert_eq!(applied.counts.created, 1);
+}
+
+#[test]
+fn an_unknown_guid_ufm_does_not_name_is_found_by_splitting_the_request() {
+    let ufm = FakeUfm {
+        unknown: [guid(6)].into(),
+        name_them: false,
+        ..FakeUfm::default()
+    };
+    let applied = apply(&[add("0x10", guids(1..=16), true)], &ufm, &mut open());
+    assert_eq!(applied.rejected.len(), 1);
+    assert_eq!(applied.rejected[0].guid, guid(6));
+    assert_eq!(ufm.members("0x10").map(|m| m.len()), Some(15));
+    // Halving: 1 + 2 per level for 4 levels, not one request per GUID.
+    assert!(ufm.calls().len() <= 9, "{:?}", ufm.calls());
+}
+
+#[test]
+fn deleting_a_partition_already_gone_counts_as_deleted() {
+    let ufm = FakeUfm::default();
+    let applied = apply(&[Action::Delete { pkey: pk("0x30") }], &ufm, &mut open());
+    assert!(applied.failures.is_empty());
+    assert_eq!(applied.deleted, [pk("0x30")].into());
+    assert_eq!(applied.counts.deleted, 1);
+}
