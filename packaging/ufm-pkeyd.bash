@@ -42,7 +42,7 @@ _ufm_pkeyd() {
             continue
         fi
         case $word in
-        monitor | sync | ufm | etcd | status | config)
+        monitor | sync | ufm | etcd | status | state | config)
             cmd=$word
             break
             ;;
@@ -89,7 +89,7 @@ _ufm_pkeyd() {
 
     local opts
     case $cmd in
-    "") opts="monitor sync ufm etcd status config --help --version" ;;
+    "") opts="monitor sync ufm etcd status state config --help --version" ;;
     monitor)
         opts="$common $ufm_conn $etcd_conn $sync_opts $election --metrics-file --poll-interval
             --election-ttl --dry-run"
@@ -98,6 +98,10 @@ _ufm_pkeyd() {
     ufm) opts="$common $ufm_conn $ufm_ops" ;;
     etcd) opts="$common $etcd_conn $etcd_ops" ;;
     status) opts="$common $ufm_conn $etcd_conn $sync_opts $election --metrics-file" ;;
+    state)
+        opts="$common $ufm_conn $etcd_conn --etcd-prefix --state-file --state-key $election
+            --adopt --reset"
+        ;;
     config)
         opts="$common $ufm_conn $etcd_conn $sync_opts $election --metrics-file --poll-interval
             --election-ttl"
