@@ -7,6 +7,7 @@
 //! * [`UfmSim`]: the UFM simulator (`src/bin/ufm-sim`) and its `/_sim/*` control API.
 //! * [`pkeyd`] / [`Pkeyd`]: runs the built `ufm-pkeyd` binary, to completion ([`Run`]) or in
 //!   the background ([`Daemon`]).
+//! * [`TcpProxy`]: a TCP proxy a test can cut, between one client and etcd.
 //! * [`Rig`]: one etcd, one simulator and the `ufm-pkeyd` command lines for them; [`Notify`],
 //!   a `$NOTIFY_SOCKET` that records sd_notify messages; pcocc entry and UFM partition shapes.
 //! * [`TempDir`], [`wait_until`], [`wait_for`], [`free_port`], [`dead_endpoint`], [`curl`]:
@@ -25,6 +26,7 @@ mod curl; // curl(), CurlReply, form_urlencode()
 mod etcd; // Etcd and its options
 mod pkeyd; // running the ufm-pkeyd binary
 mod process; // Proc: a child process with log files
+mod proxy; // TcpProxy: a cuttable TCP proxy
 mod rig; // Rig: etcd + simulator + ufm-pkeyd command lines; Notify; entry shapes
 mod sim; // UfmSim
 mod tls; // TlsFiles: test certificates
@@ -36,6 +38,7 @@ pub use etcd::{
 };
 pub use pkeyd::{Daemon, Pkeyd, Run, pkeyd};
 pub use process::Proc;
+pub use proxy::TcpProxy;
 pub use rig::*;
 pub use sim::{SimOptions, UfmSim};
 pub use tls::TlsFiles;

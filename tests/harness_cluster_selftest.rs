@@ -1,0 +1,141 @@
+//! Proves the partition harness against real processes: the cuttable TCP proxy carrying
+//! keep-alive connections, long-polls and watch streams to a real etcd.
+//! `cargo test --test harness_cluster_selftest -- --nocapture` shows the measured timings.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::json;
+use support::*;
+
+/// A pkey entry as pcocc writes it, and its value.
+const KEY: &str = "/pcocc/global/opensm/pkeys/0x2000";
+const VALUE: &str = "{'host_guids': ['0x0002c903000e4c31'], 'vf_guids': ['0xc0cc200000000100']}";
+
+/// Runs `f` and says how long it took.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let start = Instant::now();
+    let value = f();
+    (value, start.elapsed())
+}
+
+#[test]
+fn proxy_forwards_reuses_connections_and_refuses_while_cut() {
+    let etcd = Etcd::with_v2();
+    etcd.put_v2(KEY, VALUE);
+    let mut proxy = TcpProxy::start(&etcd.host_port());
+    assert!(proxy.endpoint().starts_with("http://127.0.0.1:"));
+    let url = format!("{}/v2/keys{KEY}", proxy.endpoint());
+    let reply = curl(&[&url]);
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.json()["node"]["value"], VALUE);
+
+    // Two requests in one curl run share one keep-alive connection through the proxy.
+    let accepted = proxy.accepted();
+    let reply = curl(&[&url, &url]);
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(
+        reply.body.matches(r#""action":"get""#).count(),
+        2,
+        "{reply:?}"
+    );
+    assert_eq!(
+        proxy.accepted(),
+        accepted + 1,
+        "keep-alive connection reused"
+    );
+
+    proxy.cut();
+    let (reply, took) = timed(|| curl(&["--max-time", "5", &url]));
+    assert_eq!(reply.rc, 7, "connection refused while cut: {reply:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert_eq!(
+        etcd.get_v2(KEY).as_deref(),
+        Some(VALUE),
+        "etcd itself is fine"
+    );
+
+    proxy.restore();
+    let reply = curl(&[&url]);
+    assert_eq!(reply.status, 200, "{reply:?}");
+}
+
+/// `curl -sS -N --max-time 30 ARGS…` running in the background, output in `dir`.
+fn spawn_curl(dir: &TempDir, name: &str, args: &[&str]) -> Proc {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-N", "--noproxy", "*", "--max-time", "30"])
+        .args(args)
+        .stdin(Stdio::null());
+    Proc::spawn(name, cmd, dir.path())
+}
+
+/// curl's exit code once it exits (within 5 s).
+fn curl_exit(curl: &mut Proc) -> i32 {
+    let status = curl.wait_exit(secs(5));
+    let status = status.unwrap_or_else(|| panic!("curl still runs:\n{}", curl.log_tail()));
+    status.code().expect("curl exited by a signal")
+}
+
+#[test]
+fn proxy_carries_long_polls_and_watch_streams_and_cut_breaks_them() {
+    let etcd = Etcd::with_v2();
+    let mut proxy = TcpProxy::start(&etcd.host_port());
+    let dir = TempDir::new("proxy-streams");
+    let via_proxy = |path: &str| format!("{}{path}", proxy.endpoint());
+
+    // A v2 long-poll through the proxy gets the event it waits for.
+    let index = etcd.v2(&[], "/polled").json()["index"]
+        .as_u64()
+        .expect("index");
+    let poll_url = via_proxy(&format!(
+        "/v2/keys/polled?wait=true&waitIndex={}",
+        index + 1
+    ));
+    let mut poll = spawn_curl(&dir, "poll", &[&poll_url]);
+    wait_until("the long-poll to connect", secs(5), || {
+        proxy.open_connections() == 1
+    });
+    etcd.put_v2("/polled", "1");
+    assert_eq!(curl_exit(&mut poll), 0, "{}", poll.log_tail());
+    assert!(
+        poll.stdout().contains(r#""value":"1""#),
+        "{}",
+        poll.log_tail()
+    );
+
+    // A v3 watch stream through the proxy delivers each event while it stays open.
+    let create = json!({"create_request": {"key": B64.encode("/watched")}}).to_string();
+    let watch_url = via_proxy("/v3/watch");
+    let mut watch = spawn_curl(&dir, "watch", &["-X", "POST", &watch_url, "-d", &create]);
+    wait_until("the watch to be created", secs(5), || {
+        watch.stdout().contains(r#""created":true"#)
+    });
+    for (n, value) in ["a", "b"].into_iter().enumerate() {
+        etcd.put_v3("/watched", value);
+        wait_until("the watch event through the proxy", secs(5), || {
+            watch.stdout().matches(r#""events""#).count() == n + 1
+        });
+    }
+
+    // A cut breaks both a waiting long-poll and the open watch stream at once.
+    let mut waiting = spawn_curl(&dir, "waiting", &[&via_proxy("/v2/keys/never?wait=true")]);
+    wait_until("watch and long-poll connected", secs(5), || {
+        proxy.open_connections() == 2
+    });
+    let ((), took) = timed(|| proxy.cut());
+    let watch_rc = curl_exit(&mut watch);
+    let waiting_rc = curl_exit(&mut waiting);
+    eprintln!("proxy cut in {took:.2?}: watch curl rc {watch_rc}, long-poll curl rc {waiting_rc}");
+    assert_eq!(watch_rc, 18, "watch stream cut short: {}", watch.log_tail());
+    assert_eq!(
+        waiting_rc,
+        18,
+        "long-poll cut short: {}",
+        waiting.log_tail()
+    );
+    assert_eq!(proxy.open_connections(), 0);
+}
