@@ -1,5 +1,6 @@
-//! Proves the partition harness against real processes: the cuttable TCP proxy carrying
-//! keep-alive connections, long-polls and watch streams to a real etcd.
+//! Proves the partition harness against real processes: per-member data access and a paused
+//! member of an etcd cluster, and the cuttable TCP proxy carrying keep-alive connections,
+//! long-polls and watch streams to a real etcd.
 //! `cargo test --test harness_cluster_selftest -- --nocapture` shows the measured timings.
 
 mod support;
@@ -138,4 +139,76 @@ fn proxy_carries_long_polls_and_watch_streams_and_cut_breaks_them() {
         waiting.log_tail()
     );
     assert_eq!(proxy.open_connections(), 0);
+}
+
+/// A default (non-quorum) v2 GET through member `i`, which must answer.
+fn local_v2(cluster: &EtcdCluster, i: usize, key: &str) -> Option<String> {
+    cluster
+        .get_v2_via(i, key, false)
+        .unwrap_or_else(|reply| panic!("v2 GET {key} via member {i}: {reply:?}"))
+}
+
+#[test]
+fn per_member_helpers_write_read_delete_and_name_the_leader() {
+    let cluster = EtcdCluster::start();
+    let leader = cluster.leader().expect("a healthy cluster has a leader");
+    for i in 0..3 {
+        let expected = if i == leader { 1.0 } else { 0.0 };
+        assert_eq!(
+            cluster.metric(i, "etcd_server_is_leader"),
+            expected,
+            "member {i}"
+        );
+    }
+    assert!(cluster.metric(0, "etcd_server_leader_changes_seen_total") >= 1.0);
+
+    let committed = cluster.metric(1, "etcd_server_proposals_committed_total");
+    cluster.put_v2_via(1, KEY, VALUE);
+    let quorum = cluster.get_v2_via(0, KEY, true).expect("quorum GET");
+    assert_eq!(quorum.as_deref(), Some(VALUE));
+    wait_until("member 2 to apply the write", secs(5), || {
+        local_v2(&cluster, 2, KEY).as_deref() == Some(VALUE)
+    });
+    assert!(cluster.metric(1, "etcd_server_proposals_committed_total") > committed);
+    cluster.delete_v2(KEY);
+    cluster.delete_v2(KEY); // absent: no error
+    assert_eq!(cluster.get_v2_via(1, KEY, true).expect("quorum GET"), None);
+
+    cluster.put_v3(KEY, VALUE);
+    let v3 = cluster
+        .get_v3_via(2, KEY, false)
+        .expect("linearizable range");
+    assert_eq!(v3.as_deref(), Some(VALUE));
+    assert_eq!(
+        local_v2(&cluster, 2, KEY),
+        None,
+        "v2 and v3 keyspaces are separate"
+    );
+    cluster.delete_v3(KEY);
+    assert_eq!(cluster.get_v3_via(0, KEY, false).expect("range"), None);
+}
+
+#[test]
+fn paused_member_hangs_until_resumed_and_then_catches_up() {
+    let mut cluster = EtcdCluster::start();
+    cluster.make_leader(1);
+    cluster.pause(1);
+    assert!(
+        matches!(cluster.leader(), Some(0 | 2)),
+        "{:?}",
+        cluster.leader()
+    );
+    let url = format!("{}/version", cluster.endpoint(1));
+    let (reply, took) = timed(|| curl(&["--max-time", "1", &url]));
+    assert_eq!(
+        reply.rc, 28,
+        "a paused member accepts but does not answer: {reply:?}"
+    );
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+    cluster.put_v2(KEY, VALUE); // through the others
+
+    cluster.resume(1);
+    wait_until("the resumed member to catch up", secs(10), || {
+        local_v2(&cluster, 1, KEY).as_deref() == Some(VALUE)
+    });
 }
