@@ -1,6 +1,7 @@
-//! Proves the partition harness against real processes: per-member data access and a paused
-//! member of an etcd cluster, and the cuttable TCP proxy carrying keep-alive connections,
-//! long-polls and watch streams to a real etcd.
+//! Proves the partition harness against real processes: an etcd cluster member cut off from
+//! its peers while it serves clients (stale reads, failing quorum reads, catching up after it
+//! is reconnected), a paused member, per-member data access, and the cuttable TCP proxy
+//! carrying keep-alive connections, long-polls and watch streams.
 //! `cargo test --test harness_cluster_selftest -- --nocapture` shows the measured timings.
 
 mod support;
@@ -211,4 +212,143 @@ fn paused_member_hangs_until_resumed_and_then_catches_up() {
     wait_until("the resumed member to catch up", secs(10), || {
         local_v2(&cluster, 1, KEY).as_deref() == Some(VALUE)
     });
+}
+
+/// The first 200 characters of a reply body, on one line.
+fn short(body: &str) -> String {
+    body.trim().chars().take(200).collect()
+}
+
+/// A request on the cut-off member that needs its leader: what came back, and when.
+fn report_failure(what: &str, (reply, took): (CurlReply, Duration)) {
+    eprintln!(
+        "{what} via the cut-off member: curl rc {} HTTP {} after {took:.2?}: {}",
+        reply.rc,
+        reply.status,
+        short(&reply.body)
+    );
+    assert!(
+        !(200..300).contains(&reply.status),
+        "{what} succeeded: {reply:?}"
+    );
+}
+
+#[test]
+fn cut_off_follower_serves_stale_reads_fails_quorum_requests_and_catches_up() {
+    let (mut cluster, took) = timed(|| EtcdCluster::start_isolatable(2));
+    eprintln!("isolatable cluster healthy after {took:.2?}");
+    cluster.make_leader(0);
+    cluster.put_v2_via(0, KEY, "before");
+    cluster.put_v3(KEY, "before");
+    wait_until("member 2 to see the first write", secs(5), || {
+        local_v2(&cluster, 2, KEY).as_deref() == Some("before")
+    });
+    let leader_changes = cluster.metric(0, "etcd_server_leader_changes_seen_total");
+
+    let ((), took) = timed(|| cluster.cut_off(2));
+    eprintln!("cut_off(2) of a follower: it reported no leader after {took:.2?}");
+    assert_eq!(cluster.metric(2, "etcd_server_has_leader"), 0.0);
+    assert_eq!(cluster.leader(), Some(0));
+
+    // The majority goes on; the cut-off member still answers clients with what it had.
+    cluster.put_v2_via(0, KEY, "after");
+    cluster.put_v2_via(1, "/new", "x");
+    cluster.put_v3(KEY, "after");
+    assert_eq!(local_v2(&cluster, 0, KEY).as_deref(), Some("after"));
+    assert_eq!(
+        local_v2(&cluster, 2, KEY).as_deref(),
+        Some("before"),
+        "stale"
+    );
+    assert_eq!(local_v2(&cluster, 2, "/new"), None, "stale");
+    let serializable = cluster
+        .get_v3_via(2, KEY, true)
+        .expect("serializable range");
+    assert_eq!(serializable.as_deref(), Some("before"), "stale");
+
+    // What needs the leader fails on the cut-off member after etcd's request timeout.
+    let put_body = format!("value={}", form_urlencode("lost"));
+    let put = ["-X", "PUT", "--data-binary", &put_body];
+    let (quorum_get, v3_range, v2_put) = std::thread::scope(|s| {
+        let quorum_get = s.spawn(|| timed(|| cluster.get_v2_via(2, KEY, true)));
+        let v3_range = s.spawn(|| timed(|| cluster.get_v3_via(2, KEY, false)));
+        let v2_put = s.spawn(|| timed(|| cluster.v2_via(2, &put, "/via-2")));
+        (quorum_get.join(), v3_range.join(), v2_put.join())
+    });
+    let (quorum_get, took) = quorum_get.expect("quorum GET thread");
+    let quorum_get = quorum_get.expect_err("a quorum GET on a cut-off member must fail");
+    report_failure("quorum v2 GET", (quorum_get, took));
+    let (v3_range, took) = v3_range.expect("v3 range thread");
+    let v3_range = v3_range.expect_err("a linearizable range on a cut-off member must fail");
+    report_failure("linearizable v3 range", (v3_range, took));
+    report_failure("v2 PUT", v2_put.expect("v2 PUT thread"));
+
+    let ((), took) = timed(|| cluster.reconnect(2));
+    eprintln!("reconnect(2): it knew a leader again after {took:.2?}");
+    let ((), took) = timed(|| {
+        wait_until("member 2 to catch up", secs(10), || {
+            local_v2(&cluster, 2, KEY).as_deref() == Some("after")
+        })
+    });
+    eprintln!("member 2 served the missed write {took:.2?} after that");
+    assert_eq!(local_v2(&cluster, 2, "/new").as_deref(), Some("x"));
+    let quorum = cluster.get_v2_via(2, KEY, true).expect("quorum GET");
+    assert_eq!(quorum.as_deref(), Some("after"));
+    let v3 = cluster
+        .get_v3_via(2, KEY, false)
+        .expect("linearizable range");
+    assert_eq!(v3.as_deref(), Some("after"));
+    // A member without a leader drops proposals (a timed-out write may land in general).
+    let lost = cluster.get_v2_via(0, "/via-2", true).expect("quorum GET");
+    assert_eq!(lost, None, "the PUT that timed out on the cut-off member");
+    eprintln!(
+        "leader changes seen by member 0 over the cut-off and reconnect: {}",
+        cluster.metric(0, "etcd_server_leader_changes_seen_total") - leader_changes
+    );
+}
+
+#[test]
+fn cut_off_leader_is_replaced_and_catches_up_after_reconnect() {
+    let mut cluster = EtcdCluster::start_isolatable(2);
+    cluster.make_leader(2);
+    assert_eq!(cluster.leader(), Some(2));
+    cluster.put_v2(KEY, "before");
+
+    let ((), took) = timed(|| cluster.cut_off(2));
+    eprintln!("cut_off(2) of the leader: the others had a new leader after {took:.2?}");
+    assert!(
+        matches!(cluster.leader(), Some(0 | 1)),
+        "{:?}",
+        cluster.leader()
+    );
+    assert_eq!(
+        cluster.metric(2, "etcd_server_is_leader"),
+        0.0,
+        "stepped down"
+    );
+    cluster.put_v2(KEY, "after");
+    assert_eq!(
+        local_v2(&cluster, 2, KEY).as_deref(),
+        Some("before"),
+        "stale"
+    );
+
+    cluster.reconnect(2);
+    wait_until("member 2 to catch up", secs(10), || {
+        local_v2(&cluster, 2, KEY).as_deref() == Some("after")
+    });
+    // A restart keeps it in its namespace, with its data.
+    cluster.restart(2);
+    assert_eq!(local_v2(&cluster, 2, KEY).as_deref(), Some("after"));
+    // Restarted while cut off, it does not answer clients until it is reconnected.
+    cluster.cut_off(2);
+    cluster.restart(2);
+    let version = format!("{}/version", cluster.endpoint(2));
+    let reply = curl(&["--max-time", "1", &version]);
+    assert_eq!(
+        reply.rc, 28,
+        "a restarted cut-off member answers no client: {reply:?}"
+    );
+    cluster.reconnect(2);
+    assert_eq!(curl(&[&version]).status, 200);
 }

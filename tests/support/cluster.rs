@@ -1,6 +1,19 @@
-//! A real three-member etcd cluster on loopback (v2 API on), for fail-over tests: stop,
-//! restart or pause one member, and read or write through a chosen member.
+//! A real three-member etcd cluster on loopback (v2 API on), for fail-over and partition tests:
+//! stop, restart, pause or cut off one member, and read or write through a chosen member.
+//!
+//! Partitions: [`EtcdCluster::start_isolatable`] runs one member in a network namespace of its
+//! own (`unshare --net`, only `lo` in it, brought up). `socat` bridges join it to the host's
+//! loopback through unix sockets: its client port and its peer port (connections to it) and
+//! the other members' peer ports (connections it makes), so every URL is
+//! `http://127.0.0.1:PORT` on both sides. [`EtcdCluster::cut_off`] kills the peer bridges (open
+//! raft connections break, new ones are refused on both sides) and keeps the client bridge: a
+//! client still reaches the member and gets its stale view, as with a lagging member at a site.
+//!
+//! Every socat runs as PID 1 of a PID namespace of its own (`unshare --pid --fork`): killing it
+//! makes the kernel kill every connection process it forked (killing a forking socat alone
+//! leaves them running, still forwarding) and reap them, without relying on the machine's init.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -14,13 +27,21 @@ use super::{
 
 /// How long the cluster may take to elect a leader and report healthy.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the members may take to elect a leader, or a signal to take effect.
+/// How long a cut-off member may take to notice it lost its leader, a reconnected one to find
+/// it again, the rest to elect a new one, a bridge to listen, a signal to take effect.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// curl's `--max-time` for data requests: above etcd's own request timeout (5 s + two election
 /// timeouts = 6 s here), so etcd's error answer is what a test sees, not curl's timeout.
 const REQUEST_MAX_TIME: &str = "10";
 /// curl's `--max-time` for status and metrics, which a member answers locally at once.
 const LOCAL_MAX_TIME: &str = "2";
+/// The programs an isolatable cluster needs, and the Debian package of each.
+const NETNS_TOOLS: [(&str, &str); 4] = [
+    ("unshare", "util-linux"),
+    ("nsenter", "util-linux"),
+    ("ip", "iproute2"),
+    ("socat", "socat"),
+];
 
 /// One member's ports and process.
 struct Member {
@@ -42,39 +63,30 @@ struct Status {
 
 /// A running three-member etcd cluster (`--heartbeat-interval 50 --election-timeout 500`, so
 /// elections take 0.5–1 s and etcd's own request timeout is 6 s). Dropping it kills every member
-/// and removes the data.
+/// and bridge and removes the data.
 pub struct EtcdCluster {
     members: Vec<Member>,
     token: String,
+    isolation: Option<Isolation>,
     dir: TempDir,
 }
 
 impl EtcdCluster {
     /// Starts three members on the host's loopback and waits until each reports healthy.
     pub fn start() -> EtcdCluster {
-        let dir = TempDir::new("etcd-cluster");
-        let token = format!("cluster-{}-{}", std::process::id(), free_port());
-        let members: Vec<Member> = (1..=3)
-            .map(|i| Member {
-                name: format!("m{i}"),
-                client_port: free_port(),
-                peer_port: free_port(),
-                proc: None,
-                paused: false,
-            })
-            .collect();
-        let mut cluster = EtcdCluster {
-            members,
-            token,
-            dir,
-        };
-        for i in 0..3 {
-            cluster.launch(i, "new");
-        }
-        for i in 0..3 {
-            cluster.wait_healthy(i);
-        }
-        cluster
+        EtcdCluster::launch_all(None)
+    }
+
+    /// Like [`EtcdCluster::start`], but member `isolated` runs in its own network namespace,
+    /// bridged to the host, so that [`EtcdCluster::cut_off`] can partition it. Its URLs are the
+    /// same `http://127.0.0.1:PORT` form as the others'. One difference: while that member is
+    /// stopped, its client port still accepts (the bridge does) and closes the connection
+    /// without an answer (curl exit 52) instead of refusing it. Needs root, `unshare`,
+    /// `nsenter`, `ip` and `socat` (`packaging/install-test-deps.sh`); panics naming what is
+    /// missing otherwise.
+    pub fn start_isolatable(isolated: usize) -> EtcdCluster {
+        assert!(isolated < 3, "a cluster has members 0, 1 and 2");
+        EtcdCluster::launch_all(Some(isolated))
     }
 
     /// Every member's client endpoint, comma-separated, for `--etcd-endpoints`.
@@ -85,7 +97,8 @@ impl EtcdCluster {
             .join(",")
     }
 
-    /// One member's client endpoint (`http://127.0.0.1:PORT`).
+    /// One member's client endpoint (`http://127.0.0.1:PORT`; for the isolated member, the host
+    /// end of its client bridge, which works while it is cut off).
     pub fn endpoint(&self, i: usize) -> String {
         format!("http://127.0.0.1:{}", self.members[i].client_port)
     }
@@ -101,11 +114,21 @@ impl EtcdCluster {
         }
     }
 
-    /// Starts a stopped member again with its data and waits until it is healthy.
+    /// Starts a stopped member again with its data and waits until it is healthy. A cut-off
+    /// member cannot be: etcd 3.4 answers no client request before it has published itself
+    /// through raft, so it returns once the member listens (requests hang) and
+    /// [`EtcdCluster::reconnect`] then waits until it knows a leader.
     pub fn restart(&mut self, i: usize) {
         self.stop(i);
         self.launch(i, "existing");
-        self.wait_healthy(i);
+        match &self.isolation {
+            Some(isolation) if self.is_cut_off(i) => {
+                let port = self.members[i].client_port;
+                let what = format!("restarted cut-off member {i} to listen");
+                wait_until(&what, START_TIMEOUT, || isolation.netns.listening(port));
+            }
+            _ => self.wait_healthy(i),
+        }
     }
 
     /// Freezes member `i` with SIGSTOP: connections to it are accepted by the kernel but get
@@ -139,6 +162,39 @@ impl EtcdCluster {
         self.members[i].paused = false;
     }
 
+    /// Partitions the isolated member from its peers while its client bridge stays: kills its
+    /// peer bridges in both directions (open raft connections break, new ones are refused).
+    /// Returns once it reports no leader and the others have one, so a write through another
+    /// member succeeds at once and reads through it (default v2 GET, serializable v3 range)
+    /// are stale. Panics unless `i` is the member given to [`EtcdCluster::start_isolatable`].
+    pub fn cut_off(&mut self, i: usize) {
+        self.isolation_mut(i).peers = None;
+        if self.members[i].proc.is_some() && !self.members[i].paused {
+            let what = format!("cut-off member {i} to notice it has no leader");
+            wait_until(&what, CHANGE_TIMEOUT, || {
+                self.status(i).is_some_and(|s| s.leader == 0)
+            });
+        }
+        self.wait_leader_among_others(i);
+    }
+
+    /// Undoes [`EtcdCluster::cut_off`]: restarts the peer bridges and, when the member runs,
+    /// returns once it knows a leader again. It then catches up with the writes it missed on
+    /// its own; wait on the data a test expects to see through it.
+    pub fn reconnect(&mut self, i: usize) {
+        let ports: Vec<u16> = self.members.iter().map(|m| m.peer_port).collect();
+        let isolation = self.isolation_mut(i);
+        if isolation.peers.is_none() {
+            isolation.connect_peers(&ports);
+        }
+        if self.members[i].proc.is_some() && !self.members[i].paused {
+            let what = format!("reconnected member {i} to know a leader");
+            wait_until(&what, CHANGE_TIMEOUT, || {
+                self.status(i).is_some_and(|s| s.leader != 0)
+            });
+        }
+    }
+
     /// The member that leads, as the members say: among the running, unpaused members whose
     /// `/v3/maintenance/status` names themselves as leader, the one with the highest raft term
     /// (a leader cut off from the others may claim an old term for up to an election
@@ -148,8 +204,8 @@ impl EtcdCluster {
     }
 
     /// Makes member `i` the leader (etcd's MoveLeader, asked of the current leader, as
-    /// `etcdctl move-leader` does) and returns once it leads: to choose whether a test stops or
-    /// pauses the leader or a follower.
+    /// `etcdctl move-leader` does) and returns once it leads: to cut off a leader or a follower
+    /// on purpose.
     pub fn make_leader(&self, i: usize) {
         let target = self.status(i).expect("make_leader: member does not answer");
         let body = json!({"targetID": target.member_id.to_string()});
@@ -188,8 +244,8 @@ impl EtcdCluster {
         values.iter().sum()
     }
 
-    /// Writes a key through the v2 API of a reachable member (running, not paused), as pcocc
-    /// does; panics when none accepts it.
+    /// Writes a key through the v2 API of a reachable member (running, not paused, not cut
+    /// off), as pcocc does; panics when none accepts it.
     pub fn put_v2(&self, key: &str, value: &str) {
         self.through_any(&format!("v2 PUT {key}"), |i| {
             self.v2_put_reply(i, key, value)
@@ -209,14 +265,14 @@ impl EtcdCluster {
     }
 
     /// Writes a key through the v2 API of member `i` exactly as python-etcd does; panics unless
-    /// it answers 200/201.
+    /// it answers 200/201 (a cut-off member answers an error after about 6 s).
     pub fn put_v2_via(&self, i: usize, key: &str, value: &str) {
         let reply = self.v2_put_reply(i, key, value);
         assert!(is_ok(&reply), "v2 PUT {key} via member {i}: {reply:?}");
     }
 
     /// Reads a key through the v2 API of member `i`. `quorum: false` is the default GET, which
-    /// the member answers from its own store (possibly stale); `quorum: true` adds
+    /// the member answers from its own store, stale when it is cut off; `quorum: true` adds
     /// `?quorum=true` and goes through raft. `Ok(Some(value))` on 200, `Ok(None)` on 404, the
     /// raw reply otherwise (e.g. no quorum).
     pub fn get_v2_via(
@@ -269,7 +325,7 @@ impl EtcdCluster {
     }
 
     /// Reads a key through the v3 API of member `i`: linearizable (through the leader, fails
-    /// without quorum) or `serializable` (the member's own store, possibly stale).
+    /// without quorum) or `serializable` (the member's own store, stale when cut off).
     /// `Ok(Some(value))` / `Ok(None)` on 200, the raw reply otherwise.
     pub fn get_v3_via(
         &self,
@@ -308,6 +364,35 @@ impl EtcdCluster {
         ])
     }
 
+    /// Starts the members (one of them isolated) and waits until all are healthy.
+    fn launch_all(isolated: Option<usize>) -> EtcdCluster {
+        let dir = TempDir::new("etcd-cluster");
+        let token = format!("cluster-{}-{}", std::process::id(), free_port());
+        let members: Vec<Member> = (1..=3)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client_port: free_port(),
+                peer_port: free_port(),
+                proc: None,
+                paused: false,
+            })
+            .collect();
+        let isolation = isolated.map(|i| Isolation::start(i, &members, dir.path()));
+        let mut cluster = EtcdCluster {
+            members,
+            token,
+            isolation,
+            dir,
+        };
+        for i in 0..3 {
+            cluster.launch(i, "new");
+        }
+        for i in 0..3 {
+            cluster.wait_healthy(i);
+        }
+        cluster
+    }
+
     /// Members that run and are not paused: they answer status requests.
     fn answering(&self) -> Vec<usize> {
         (0..3)
@@ -315,11 +400,21 @@ impl EtcdCluster {
             .collect()
     }
 
-    /// Runs `request` on each running, unpaused member in turn until one answers 2xx; panics
-    /// otherwise.
+    /// Members a write can go through: answering and not cut off.
+    fn reachable(&self) -> Vec<usize> {
+        let answering = self.answering().into_iter();
+        answering.filter(|&i| !self.is_cut_off(i)).collect()
+    }
+
+    /// Whether member `i` is the isolated one and cut off now.
+    fn is_cut_off(&self, i: usize) -> bool {
+        matches!(&self.isolation, Some(iso) if iso.member == i && iso.peers.is_none())
+    }
+
+    /// Runs `request` on each reachable member in turn until one answers 2xx; panics otherwise.
     fn through_any(&self, what: &str, request: impl Fn(usize) -> CurlReply) {
         let mut failures = Vec::new();
-        for i in self.answering() {
+        for i in self.reachable() {
             let reply = request(i);
             if is_ok(&reply) {
                 return;
@@ -374,6 +469,16 @@ impl EtcdCluster {
             .map(|(i, _)| i)
     }
 
+    /// The isolation of member `i`; panics when `i` is not the isolated member.
+    fn isolation_mut(&mut self, i: usize) -> &mut Isolation {
+        match &mut self.isolation {
+            Some(isolation) if isolation.member == i => isolation,
+            _ => panic!(
+                "member {i} is not isolatable: start with EtcdCluster::start_isolatable({i})"
+            ),
+        }
+    }
+
     fn launch(&mut self, i: usize, state: &str) {
         let initial: Vec<String> = self
             .members
@@ -383,7 +488,10 @@ impl EtcdCluster {
         let member = &self.members[i];
         let client = format!("http://127.0.0.1:{}", member.client_port);
         let peer = format!("http://127.0.0.1:{}", member.peer_port);
-        let mut cmd = Command::new("etcd");
+        let mut cmd = match &self.isolation {
+            Some(isolation) if isolation.member == i => isolation.netns.command("etcd"),
+            _ => Command::new("etcd"),
+        };
         cmd.args([
             "--name",
             &member.name,
@@ -453,4 +561,248 @@ fn process_state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // `pid (comm) S …`: comm may hold spaces and parentheses, the state follows the last ')'.
     stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// The isolated member's network namespace and the bridges that join it to the host.
+/// Fields drop in order: bridges first, then the namespace's holder.
+struct Isolation {
+    member: usize,
+    /// Host `127.0.0.1:client_port` to the member's client port; up for the cluster's life.
+    client: Bridge,
+    /// To the member's peer port, and from it to each other member's; `None` while cut off.
+    peers: Option<Vec<Bridge>>,
+    netns: Netns,
+    /// Where the bridges' unix sockets and logs go.
+    dir: PathBuf,
+}
+
+impl Isolation {
+    /// Creates the namespace and every bridge for member `member` (before any etcd starts).
+    fn start(member: usize, members: &[Member], dir: &Path) -> Isolation {
+        require_tools();
+        let dir = dir.join("netns");
+        std::fs::create_dir(&dir).expect("creating the netns dir");
+        let netns = Netns::create(&dir);
+        let client_port = members[member].client_port;
+        let client = Bridge::start("client", client_port, Side::Host, &netns, &dir);
+        let mut isolation = Isolation {
+            member,
+            client,
+            peers: None,
+            netns,
+            dir,
+        };
+        let ports: Vec<u16> = members.iter().map(|m| m.peer_port).collect();
+        isolation.connect_peers(&ports);
+        isolation
+    }
+
+    /// Starts the peer bridges: into the namespace for the member's own peer port, out of it
+    /// for the others'.
+    fn connect_peers(&mut self, peer_ports: &[u16]) {
+        let bridges = peer_ports
+            .iter()
+            .enumerate()
+            .map(|(j, &port)| {
+                let side = if j == self.member {
+                    Side::Host
+                } else {
+                    Side::Netns
+                };
+                Bridge::start(&format!("peer{j}"), port, side, &self.netns, &self.dir)
+            })
+            .collect();
+        self.peers = Some(bridges);
+    }
+}
+
+/// Panics naming the programs an isolatable cluster needs that are not on `PATH`.
+fn require_tools() {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let on_path = |tool: &str| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file());
+    let missing: Vec<String> = NETNS_TOOLS
+        .iter()
+        .filter(|(tool, _)| !on_path(tool))
+        .map(|(tool, package)| format!("{tool} (Debian package {package})"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "EtcdCluster::start_isolatable needs unshare, nsenter, ip and socat; not on PATH: {}. \
+         Install them with packaging/install-test-deps.sh (apt-get install -y socat iproute2).",
+        missing.join(", ")
+    );
+}
+
+/// A network namespace with only `lo`, up, held by `unshare --net sleep infinity`. It lives
+/// while any process is in it: its holder, the member's etcd, the namespace side of bridges.
+struct Netns {
+    holder: Proc,
+    /// `/proc/<holder pid>/ns/net`, for `nsenter --net=`.
+    path: String,
+}
+
+impl Netns {
+    fn create(dir: &Path) -> Netns {
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--net", "sleep", "infinity"])
+            .stdin(Stdio::null());
+        let mut holder = Proc::spawn("netns-holder", cmd, dir);
+        let path = format!("/proc/{}/ns/net", holder.pid());
+        let host = std::fs::read_link("/proc/self/ns/net").expect("reading our network namespace");
+        let stderr = holder.stderr_path().to_path_buf();
+        let log = || std::fs::read_to_string(&stderr).unwrap_or_default();
+        let created = wait_for(
+            "unshare --net to create a namespace",
+            CHANGE_TIMEOUT,
+            log,
+            || {
+                if holder.exited().is_some() {
+                    return Some(false);
+                }
+                let ns = std::fs::read_link(&path).ok()?;
+                (ns != host).then_some(true)
+            },
+        );
+        assert!(
+            created,
+            "`unshare --net` failed: an isolatable etcd cluster needs root (CAP_SYS_ADMIN) and \
+             network namespaces in the kernel\n{}",
+            holder.log_tail()
+        );
+        let netns = Netns { holder, path };
+        let out = netns
+            .command("ip")
+            .args(["link", "set", "lo", "up"])
+            .output()
+            .expect("running nsenter … ip");
+        assert!(
+            out.status.success(),
+            "bringing lo up in the namespace (nsenter --net=… ip link set lo up) failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        netns
+    }
+
+    /// Whether a TCP socket listens on `127.0.0.1:port` in the namespace (`/proc/<pid>/net/tcp`
+    /// shows the sockets of that process's network namespace).
+    fn listening(&self, port: u16) -> bool {
+        let table = std::fs::read_to_string(format!("/proc/{}/net/tcp", self.holder.pid()));
+        let local = format!("0100007F:{port:04X}");
+        // `sl local_address rem_address st …`; state 0A is LISTEN.
+        table.unwrap_or_default().lines().any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"0A")
+        })
+    }
+
+    /// `nsenter --net=<ns> -- program`: runs `program` in the namespace. nsenter execs it
+    /// (no fork for a network namespace), so the child's pid is the program's.
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.path))
+            .arg("--")
+            .arg(program);
+        cmd
+    }
+}
+
+/// Where a bridge's TCP listener is.
+#[derive(Clone, Copy)]
+enum Side {
+    /// On the host: connections to the isolated member.
+    Host,
+    /// In the namespace: connections the isolated member makes.
+    Netns,
+}
+
+/// Forwards every TCP connection to `127.0.0.1:PORT` on one side of the namespace to
+/// `127.0.0.1:PORT` on the other, through a unix socket: one socat per side. Dropping it kills
+/// both and every connection they carry. Fields drop in order: listener first.
+struct Bridge {
+    listener: Relay,
+    connector: Relay,
+}
+
+impl Bridge {
+    /// Starts the unix side, then the TCP listener; returns once both listen.
+    fn start(name: &str, port: u16, listen: Side, netns: &Netns, dir: &Path) -> Bridge {
+        let sock = dir.join(format!("{name}.sock"));
+        let sock = sock.display();
+        let (listen_ns, connect_ns) = match listen {
+            Side::Host => (None, Some(netns)),
+            Side::Netns => (Some(netns), None),
+        };
+        let unix_listen = format!("UNIX-LISTEN:{sock},fork,unlink-early");
+        let tcp_connect = format!("TCP4:127.0.0.1:{port}");
+        let connector = Relay::start(
+            &format!("{name}-unix"),
+            [&unix_listen, &tcp_connect],
+            connect_ns,
+            dir,
+        );
+        let tcp_listen = format!("TCP4-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork");
+        let unix_connect = format!("UNIX-CONNECT:{sock}");
+        let listener = Relay::start(
+            &format!("{name}-tcp"),
+            [&tcp_listen, &unix_connect],
+            listen_ns,
+            dir,
+        );
+        Bridge {
+            listener,
+            connector,
+        }
+    }
+}
+
+/// `socat -d -d A B` as PID 1 of a PID namespace of its own (`unshare --pid --fork
+/// --kill-child`), on the host or in the network namespace.
+struct Relay {
+    /// The `unshare` process; socat is its only child.
+    proc: Proc,
+}
+
+impl Relay {
+    /// Starts socat and returns once it logs that it listens (its first address listens).
+    /// A restarted relay appends to the same log: only what this one wrote counts.
+    fn start(name: &str, addresses: [&str; 2], netns: Option<&Netns>, dir: &Path) -> Relay {
+        let stderr = dir.join(format!("{name}.stderr"));
+        let logged_before = std::fs::metadata(&stderr).map_or(0, |m| m.len() as usize);
+        let mut cmd = match netns {
+            Some(netns) => netns.command("unshare"),
+            None => Command::new("unshare"),
+        };
+        cmd.args(["--pid", "--fork", "--kill-child", "socat", "-d", "-d"])
+            .args(addresses)
+            .stdin(Stdio::null());
+        let mut proc = Proc::spawn(name, cmd, dir);
+        let log = || {
+            let text = std::fs::read_to_string(&stderr).unwrap_or_default();
+            text.get(logged_before..).unwrap_or_default().to_string()
+        };
+        let what = format!("socat {name} ({}) to listen", addresses[0]);
+        let listening = wait_for(&what, CHANGE_TIMEOUT, log, || {
+            if proc.exited().is_some() {
+                return Some(false);
+            }
+            log().contains(" listening on ").then_some(true)
+        });
+        assert!(listening, "socat {name} exited:\n{}", proc.log_tail());
+        Relay { proc }
+    }
+}
+
+impl Drop for Relay {
+    /// Kills socat, not unshare: as PID 1 of its namespace its death makes the kernel kill
+    /// and reap every connection process it forked, and unshare reaps it and exits.
+    fn drop(&mut self) {
+        let pid = self.proc.pid();
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"));
+        for child in children.unwrap_or_default().split_whitespace() {
+            let _ = Command::new("kill").args(["-s", "KILL", child]).status();
+        }
+        if self.proc.wait_exit(Duration::from_secs(5)).is_none() {
+            self.proc.kill();
+        }
+    }
 }

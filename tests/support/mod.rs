@@ -7,7 +7,8 @@
 //! * [`UfmSim`]: the UFM simulator (`src/bin/ufm-sim`) and its `/_sim/*` control API.
 //! * [`pkeyd`] / [`Pkeyd`]: runs the built `ufm-pkeyd` binary, to completion ([`Run`]) or in
 //!   the background ([`Daemon`]).
-//! * [`TcpProxy`]: a TCP proxy a test can cut, between one client and etcd.
+//! * [`EtcdCluster`]: three etcd members, one of which can be cut off from its peers in a
+//!   network namespace; [`TcpProxy`]: a TCP proxy a test can cut, between one client and etcd.
 //! * [`Rig`]: one etcd, one simulator and the `ufm-pkeyd` command lines for them; [`Notify`],
 //!   a `$NOTIFY_SOCKET` that records sd_notify messages; pcocc entry and UFM partition shapes.
 //! * [`TempDir`], [`wait_until`], [`wait_for`], [`free_port`], [`dead_endpoint`], [`curl`]:
@@ -21,7 +22,7 @@
 // Each test file uses only some helpers; the re-exports below are the public surface.
 #![allow(dead_code, unused_imports)]
 
-mod cluster; // EtcdCluster: three members, for fail-over
+mod cluster; // EtcdCluster: three members, for fail-over and partitions
 mod curl; // curl(), CurlReply, form_urlencode()
 mod etcd; // Etcd and its options
 mod pkeyd; // running the ufm-pkeyd binary
