@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need from Debian's packages when it is missing:
 # a real etcd server and client (the tests start their own on loopback ports), openssl to
-# make test certificates, curl for the harness's independent checks, mandoc for man-lint.
+# make test certificates, curl for the harness's independent checks, mandoc for man-lint, and
+# socat, iproute2 (ip) and util-linux (unshare, nsenter) for the etcd member the cluster tests
+# isolate in a network namespace.
 set -euo pipefail
 
 missing=()
@@ -10,6 +12,9 @@ command -v etcdctl >/dev/null || missing+=(etcd-client)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v curl >/dev/null || missing+=(curl)
 command -v mandoc >/dev/null || missing+=(mandoc)
+command -v socat >/dev/null || missing+=(socat)
+command -v ip >/dev/null || missing+=(iproute2)
+{ command -v unshare && command -v nsenter; } >/dev/null || missing+=(util-linux)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null; then

@@ -7,6 +7,8 @@
 //! * [`UfmSim`]: the UFM simulator (`src/bin/ufm-sim`) and its `/_sim/*` control API.
 //! * [`pkeyd`] / [`Pkeyd`]: runs the built `ufm-pkeyd` binary, to completion ([`Run`]) or in
 //!   the background ([`Daemon`]).
+//! * [`EtcdCluster`]: three etcd members, one of which can be cut off from its peers in a
+//!   network namespace; [`TcpProxy`]: a TCP proxy a test can cut, between one client and etcd.
 //! * [`Rig`]: one etcd, one simulator and the `ufm-pkeyd` command lines for them; [`Notify`],
 //!   a `$NOTIFY_SOCKET` that records sd_notify messages; pcocc entry and UFM partition shapes.
 //! * [`TempDir`], [`wait_until`], [`wait_for`], [`free_port`], [`dead_endpoint`], [`curl`]:
@@ -20,11 +22,12 @@
 // Each test file uses only some helpers; the re-exports below are the public surface.
 #![allow(dead_code, unused_imports)]
 
-mod cluster; // EtcdCluster: three members, for fail-over
+mod cluster; // EtcdCluster: three members, for fail-over and partitions
 mod curl; // curl(), CurlReply, form_urlencode()
 mod etcd; // Etcd and its options
 mod pkeyd; // running the ufm-pkeyd binary
 mod process; // Proc: a child process with log files
+mod proxy; // TcpProxy: a cuttable TCP proxy
 mod rig; // Rig: etcd + simulator + ufm-pkeyd command lines; Notify; entry shapes
 mod sim; // UfmSim
 mod tls; // TlsFiles: test certificates
@@ -36,6 +39,7 @@ pub use etcd::{
 };
 pub use pkeyd::{Daemon, Pkeyd, Run, pkeyd};
 pub use process::Proc;
+pub use proxy::TcpProxy;
 pub use rig::*;
 pub use sim::{SimOptions, UfmSim};
 pub use tls::TlsFiles;
