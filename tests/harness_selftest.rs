@@ -824,3 +824,50 @@ fn sim_refuses_bad_control_input_with_a_one_line_reason() {
     }
     assert_eq!(sim.faults()["rules"], json!([]), "nothing was added");
 }
+
+#[test]
+fn sim_body_rule_answers_what_it_is_given_and_applies_nothing() {
+    let sim = seeded_sim();
+    let state = sim.state();
+    sim.add_faults(json!([
+        {"method": "GET", "route": "/resources/pkeys", "body": {}, "count": 1},
+    ]));
+    let list = sim.api("GET", "/ufmRest/resources/pkeys?guids_data=true", None);
+    assert_eq!((list.status, list.body.trim()), (200, "{}"), "{list:?}");
+    let again = sim.api("GET", "/ufmRest/resources/pkeys?guids_data=true", None);
+    assert!(
+        again.body.contains("0x7fff"),
+        "the rule was used up: {again:?}"
+    );
+    assert_eq!(sim.state(), state);
+}
+
+#[test]
+fn sim_logs_each_request_with_its_time_and_sender() {
+    let sim = UfmSim::start(SimOptions {
+        token: Some("tok123".into()),
+        ..SimOptions::default()
+    });
+    sim.clear_requests_log();
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    assert_eq!(sim.api("GET", "/ufmRest/app/ufm_version", None).status, 200);
+    assert_eq!(
+        sim.token_api("GET", "/ufmRestV3/resources/pkeys/0x10", None)
+            .status,
+        200
+    );
+    let log = sim.requests_log();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert_eq!(log[0]["who"], "admin");
+    assert_eq!(log[0]["route"], "/app/ufm_version");
+    assert_eq!(log[1]["who"], "token:tok123");
+    assert_eq!(log[1]["pkey"], "0x10");
+    assert!(
+        log[0]["at_ms"].as_u64().is_some_and(|t| t >= before),
+        "{log:?}"
+    );
+    sim.clear_requests_log();
+    assert!(sim.requests_log().is_empty());
+}

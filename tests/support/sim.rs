@@ -223,6 +223,20 @@ impl UfmSim {
             .unwrap_or_default()
     }
 
+    /// Every API request since the start or the last [`UfmSim::clear_requests_log`], oldest first:
+    /// `{"at_ms", "method", "route", "pkey", "who"}` (`who`: the user, or `token:<token>`).
+    pub fn requests_log(&self) -> Vec<Value> {
+        match self.control("GET", "/_sim/log", None) {
+            Value::Array(entries) => entries,
+            other => panic!("/_sim/log is not a list: {other}"),
+        }
+    }
+
+    /// Empties the request log (`DELETE /_sim/log`).
+    pub fn clear_requests_log(&self) {
+        self.control("DELETE", "/_sim/log", None);
+    }
+
     /// The active fault rules (with `remaining`, `seconds_left`, `hits`), the outage and the
     /// `/_sim/fail` and `/_sim/stall` counters (`GET /_sim/faults`).
     pub fn faults(&self) -> Value {

@@ -207,6 +207,7 @@ pub fn handle(sim: &Sim, req: &Request) -> Response {
     let route = route_name(req);
     let key = format!("{} {route}", req.method);
     sim.record(&key);
+    sim.log_request(&req.method, &route, request_pkey(req, &route), who(req));
     let response = handle_api(sim, req, &route);
     let sent = if response.abort || req.method == "HEAD" {
         0
@@ -215,6 +216,27 @@ pub fn handle(sim: &Sim, req: &Request) -> Response {
     };
     sim.record_bytes(&key, sent);
     response
+}
+
+/// Who sent a request, for the request log: the basic-auth user, or `token:<token>`.
+fn who(req: &Request) -> String {
+    let Some((scheme, credentials)) = req.header("authorization").and_then(|h| h.split_once(' '))
+    else {
+        return "anonymous".to_string();
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return "unknown".to_string();
+    }
+    let credentials = credentials.trim();
+    match STANDARD
+        .decode(credentials)
+        .ok()
+        .and_then(|d| String::from_utf8(d).ok())
+        .and_then(|d| d.split_once(':').map(|(user, _)| user.to_string()))
+    {
+        Some(user) => user,
+        None => format!("token:{credentials}"),
+    }
 }
 
 /// Whether a request's changes are kept: under a `noop` fault it is answered as usual, but
@@ -264,12 +286,13 @@ fn handle_api(sim: &Sim, req: &Request, route: &str) -> Response {
         );
         std::thread::sleep(verdict.delay);
     }
-    if let (Some(outcome), Some(rule)) = (verdict.outcome, verdict.rule) {
+    if let (Some(outcome), Some(rule)) = (&verdict.outcome, verdict.rule) {
         debug!("fault rule {rule}: {outcome:?} for {} {route}", req.method);
     }
-    let apply = match verdict.outcome {
-        Some(Outcome::Status(status)) => return fault_page(status),
+    let apply = match &verdict.outcome {
+        Some(Outcome::Status(status)) => return fault_page(*status),
         Some(Outcome::Reset) => return Response::dropped(),
+        Some(Outcome::Body(text)) => return Response::new(200, JSON, text.clone()),
         Some(Outcome::Noop) => Apply::Noop,
         Some(Outcome::ResetAfter) | None => Apply::Real,
     };

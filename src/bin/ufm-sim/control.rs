@@ -186,6 +186,23 @@ pub struct Control {
     pub tokens: Vec<Token>,
     /// Port inventory for `unknown_guid=reject404` (and the `nvidia-mock` route set).
     pub known_guids: BTreeSet<u64>,
+    /// The last API requests, oldest first (`GET /_sim/log`).
+    pub log: std::collections::VecDeque<LogEntry>,
+}
+
+/// Requests kept in the request log; older ones are dropped.
+const LOG_LIMIT: usize = 20_000;
+
+/// One API request in the log: when it arrived, what it was, and who sent it.
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    /// Milliseconds since the Unix epoch, when the request arrived (before any fault delay).
+    pub at_ms: u64,
+    pub method: String,
+    pub route: String,
+    pub pkey: Option<u16>,
+    /// The basic-auth user, `token:<token>`, or `anonymous`.
+    pub who: String,
 }
 
 /// The whole simulator, shared by the connection threads.
@@ -246,6 +263,25 @@ impl Sim {
     }
 
     /// Counts one API request under `key` (`"<METHOD> <route template>"`).
+    /// Adds one API request to the request log.
+    pub fn log_request(&self, method: &str, route: &str, pkey: Option<u16>, who: String) {
+        let at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default();
+        let mut control = self.control();
+        if control.log.len() >= LOG_LIMIT {
+            control.log.pop_front();
+        }
+        control.log.push_back(LogEntry {
+            at_ms,
+            method: method.to_string(),
+            route: route.to_string(),
+            pkey,
+            who,
+        });
+    }
+
     pub fn record(&self, key: &str) {
         let mut control = self.control();
         control.total += 1;
@@ -437,6 +473,7 @@ pub fn handle(sim: &Sim, req: &Request) -> Response {
 /// The control endpoints and the methods each accepts (for 405 versus 404).
 const ENDPOINTS: &[&str] = &[
     "/_sim/stats",
+    "/_sim/log",
     "/_sim/stats/reset",
     "/_sim/fail",
     "/_sim/stall",
@@ -460,6 +497,27 @@ fn handle_inner(sim: &Sim, req: &Request) -> Result<Response, Response> {
                 "bytes": control.bytes,
                 "bytes_total": control.bytes_total,
             }))
+        }
+        ("GET", "/_sim/log") => {
+            let control = sim.control();
+            let entries: Vec<Value> = control
+                .log
+                .iter()
+                .map(|e| {
+                    json!({
+                        "at_ms": e.at_ms,
+                        "method": e.method,
+                        "route": e.route,
+                        "pkey": e.pkey.map(format_pkey),
+                        "who": e.who,
+                    })
+                })
+                .collect();
+            ok(json!(entries))
+        }
+        ("DELETE", "/_sim/log") => {
+            sim.control().log.clear();
+            ok(json!({}))
         }
         ("POST", "/_sim/stats/reset") => {
             let mut control = sim.control();

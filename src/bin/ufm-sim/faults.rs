@@ -5,7 +5,8 @@
 //!
 //! How rules combine (checked in the order they were added, expired ones dropped first):
 //! - The delays of **every** matching rule add up.
-//! - The **first** matching rule with an outcome (`status`, `noop`, `reset`, `reset_after`)
+//! - The **first** matching rule with an outcome (`status`, `noop`, `reset`, `reset_after`,
+//!   `body`)
 //!   decides the outcome; later outcome rules are not consulted.
 //! - A rule counts a request (`count` goes down, `hits` up) when it contributed to it: its delay
 //!   was added or its outcome chosen. A rule whose outcome lost to an earlier one and that has
@@ -69,8 +70,11 @@ fn is_read(method: &str) -> bool {
 }
 
 /// What a matching rule does to the request, besides its delay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
+    /// Answer 200 with this JSON body instead (an incomplete or odd answer, as a proxy or a
+    /// restarting UFM gives); apply nothing.
+    Body(String),
     /// Answer this status with an Apache error page; apply nothing.
     Status(u16),
     /// Answer as a successful mutation would, but change nothing.
@@ -123,12 +127,16 @@ impl Rule {
     }
 
     fn to_json(&self, now: Instant) -> Value {
-        let (status, noop, reset, reset_after) = match self.outcome {
-            Some(Outcome::Status(s)) => (Some(s), false, false, false),
+        let (status, noop, reset, reset_after) = match &self.outcome {
+            Some(Outcome::Status(s)) => (Some(*s), false, false, false),
             Some(Outcome::Noop) => (None, true, false, false),
             Some(Outcome::Reset) => (None, false, true, false),
             Some(Outcome::ResetAfter) => (None, false, false, true),
-            None => (None, false, false, false),
+            Some(Outcome::Body(_)) | None => (None, false, false, false),
+        };
+        let body = match &self.outcome {
+            Some(Outcome::Body(text)) => Some(text.clone()),
+            _ => None,
         };
         let query: serde_json::Map<String, Value> = self
             .query
@@ -146,6 +154,7 @@ impl Rule {
             "noop": noop,
             "reset": reset,
             "reset_after": reset_after,
+            "body": body,
             "count": self.count,
             "remaining": self.remaining,
             "seconds": self.seconds,
@@ -174,6 +183,7 @@ pub struct RuleSpec {
     noop: Option<bool>,
     reset: Option<bool>,
     reset_after: Option<bool>,
+    body: Option<Value>,
     count: Option<u64>,
     seconds: Option<f64>,
 }
@@ -221,10 +231,18 @@ fn spec_outcome(spec: &RuleSpec) -> Result<Option<Outcome>, String> {
             outcomes.push(outcome);
         }
     }
+    if let Some(body) = &spec.body {
+        // A string is sent as it is (not JSON-encoded); anything else as its JSON.
+        let text = match body {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        outcomes.push(Outcome::Body(text));
+    }
     match outcomes.as_slice() {
         [] => Ok(None),
-        [one] => Ok(Some(*one)),
-        _ => Err("give at most one of status, noop, reset, reset_after".into()),
+        [one] => Ok(Some(one.clone())),
+        _ => Err("give at most one of status, noop, reset, reset_after, body".into()),
     }
 }
 
@@ -254,7 +272,8 @@ impl RuleSpec {
         };
         if delay.is_none() && outcome.is_none() {
             return Err(
-                "the rule has no effect: give delay_ms, status, noop, reset or reset_after".into(),
+                "the rule has no effect: give delay_ms, status, noop, reset, reset_after or body"
+                    .into(),
             );
         }
         if self.count == Some(0) {
@@ -305,7 +324,7 @@ impl RequestFacts<'_> {
 }
 
 /// What to do with a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Verdict {
     /// Wait this long before handling it.
     pub delay: Duration,
@@ -377,7 +396,7 @@ impl FaultRules {
                 verdict.delay += delay;
                 used = true;
             }
-            if let Some(outcome) = rule.outcome
+            if let Some(outcome) = rule.outcome.clone()
                 && verdict.outcome.is_none()
             {
                 verdict.outcome = Some(outcome);
@@ -556,6 +575,7 @@ mod tests {
         assert!(add_error(json!({"delay_ms": 10})).is_empty());
         assert!(add_error(json!({})).contains("no effect"));
         assert!(add_error(json!({"status": 503, "noop": true})).contains("at most one"));
+        assert!(add_error(json!({"status": 503, "body": {}})).contains("at most one"));
         assert!(add_error(json!({"status": 42})).contains("100-599"));
         assert!(add_error(json!({"status": 503, "route": "/resources/pkey"})).contains("template"));
         assert!(add_error(json!({"status": 503, "method": "get"})).contains("method"));

@@ -59,6 +59,7 @@ Prints `listening on http(s)://ADDR:PORT` on stdout once ready.
 
 Test control (no auth, not counted): /_sim/stats, /_sim/stats/reset, /_sim/config,
 /_sim/state, /_sim/known_guids, /_sim/drop_guids, /_sim/reset, /_sim/fail, /_sim/stall,
+/_sim/log (GET: each API request with its time and sender; DELETE),
 /_sim/faults (GET, POST {\"rules\": [...]}, DELETE), /_sim/outage (GET, POST
 {\"seconds\": S, \"mode\": \"refuse\"|\"503\"|\"hang\"}, DELETE). During a refuse outage
 the port is closed, the control API included.";
