@@ -298,12 +298,17 @@ impl Engine {
             .list(&self.settings.prefix)
             .map_err(PassError::Etcd)?;
         let now = self.binding_of(&listing);
-        let mismatch = self.missing.clone().or_else(|| {
-            self.record
-                .binding
-                .as_ref()
-                .and_then(|binding| binding.mismatch(&now))
-        });
+        let mismatch = self
+            .record
+            .held
+            .clone()
+            .or_else(|| self.missing.clone())
+            .or_else(|| {
+                self.record
+                    .binding
+                    .as_ref()
+                    .and_then(|binding| binding.mismatch(&now))
+            });
         Ok(RecordView {
             record: self.record.clone(),
             now,
@@ -321,6 +326,7 @@ impl Engine {
         }
         self.record.removals.clear();
         self.record.binding = Some(view.now.clone());
+        self.record.held = None;
         self.missing = None;
         if let Some(store) = &mut self.store {
             store
@@ -416,31 +422,33 @@ impl Engine {
     }
 
     /// Why nothing may be deleted: the record belongs to another etcd or UFM, or etcd went
-    /// back in time. With the fix for the operator.
+    /// back in time, now or since it was first noticed (the record keeps the doubt until an
+    /// operator adopts or resets it). With the fix for the operator.
     fn locked(&mut self, now: &Binding) -> Option<String> {
-        let why = match (&self.missing, &self.record.binding) {
-            (Some(missing), _) => Some(missing.clone()),
-            (None, Some(binding)) => binding.mismatch(now),
-            (None, None) => {
-                if self.store.is_some() {
-                    log::info!(
-                        "ownership record bound to etcd cluster {} ({} keyspace, prefix {}) and UFM {}",
-                        now.cluster_id.as_deref().unwrap_or("(unknown)"),
-                        now.api,
-                        now.prefix,
-                        now.ufm.join(",")
-                    );
+        if self.record.held.is_none() {
+            self.record.held = match (&self.missing, &self.record.binding) {
+                (Some(missing), _) => Some(missing.clone()),
+                (None, Some(binding)) => binding.mismatch(now),
+                (None, None) => {
+                    if self.store.is_some() {
+                        log::info!(
+                            "ownership record bound to etcd cluster {} ({} keyspace, prefix {}) and UFM {}",
+                            now.cluster_id.as_deref().unwrap_or("(unknown)"),
+                            now.api,
+                            now.prefix,
+                            now.ufm.join(",")
+                        );
+                    }
+                    self.record.binding = Some(now.clone());
+                    None
                 }
-                self.record.binding = Some(now.clone());
-                None
-            }
-        };
-        why.map(|why| {
-            format!(
-                "the ownership record does not belong to this etcd and UFM ({why}): nothing is deleted; if this etcd and UFM replace the old ones, adopt the record with `ufm-pkeyd state --adopt`, or start afresh with `ufm-pkeyd state --reset` (its {} partitions then count as unmanaged)",
-                self.record.owned.len()
-            )
-        })
+            };
+        }
+        let why = self.record.held.as_ref()?;
+        Some(format!(
+            "the ownership record does not belong to this etcd and UFM ({why}): nothing is deleted; if this etcd and UFM replace the old ones, adopt the record with `ufm-pkeyd state --adopt`, or start afresh with `ufm-pkeyd state --reset` (its {} partitions then count as unmanaged)",
+            self.record.owned.len()
+        ))
     }
 
     /// Verdicts for the deletion candidates: those already judged keep theirs; the others are
@@ -600,7 +608,7 @@ impl Engine {
                 Ok(touched)
             }
             _ => {
-                self.dirty = false;
+                self.saved();
                 Ok(BTreeSet::new())
             }
         }
@@ -633,12 +641,7 @@ impl Engine {
         };
         if report.state_error.is_none() {
             match store.save(&self.record) {
-                Ok(()) => {
-                    if self.dirty {
-                        log::info!("ownership record saved again");
-                    }
-                    self.dirty = false;
-                }
+                Ok(()) => self.saved(),
                 Err(SaveError::Lost(e)) => report.lost_leadership = Some(e),
                 Err(SaveError::Failed(e)) => {
                     log::error!("{e}; ownership is kept in memory and saved again next pass");
@@ -647,6 +650,14 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// The record was saved: says so if an earlier save had failed.
+    fn saved(&mut self) {
+        if self.dirty {
+            log::info!("ownership record saved again");
+        }
+        self.dirty = false;
     }
 
     /// Logs the unmanaged list when it changes, each new invalid entry, unreadable partition

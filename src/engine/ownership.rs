@@ -32,6 +32,10 @@ pub(crate) struct Record {
     pub binding: Option<Binding>,
     /// How the keys of owned partitions still in UFM left etcd, once judged.
     pub removals: BTreeMap<PKey, Removal>,
+    /// Why the record was found not to belong to the etcd and UFM it was used with. Kept
+    /// until an operator adopts or resets the record: a wiped etcd's revision soon passes the
+    /// old one again, and must not make the doubt go away.
+    pub held: Option<String>,
 }
 
 /// The etcd and UFM a record belongs to, and how far etcd's log had got.
@@ -306,6 +310,9 @@ struct OnDisk {
     /// PKey → "one-by-one" or the reason they were removed together.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     removals: BTreeMap<String, String>,
+    /// Why the record is held: it did not belong to the etcd and UFM it was used with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    held: Option<String>,
 }
 
 const FORMAT_VERSION: u32 = 2;
@@ -327,6 +334,7 @@ fn render(record: &Record) -> Vec<u8> {
                 (p.to_string(), text)
             })
             .collect(),
+        held: record.held.clone(),
     };
     let mut text = serde_json::to_vec_pretty(&data).unwrap_or_default();
     text.push(b'\n');
@@ -360,6 +368,7 @@ fn parse(bytes: &[u8]) -> Result<Record, String> {
         owned,
         binding: data.binding,
         removals,
+        held: data.held,
     })
 }
 

@@ -152,6 +152,27 @@ impl Rig {
         Pkeyd::new(&refs)
     }
 
+    /// `ufm-pkeyd ufm` with the simulator's connection flags, then `extra`.
+    pub fn ufm_cli(&self, extra: &[&str]) -> Pkeyd {
+        let password = path_text(self.sim.password_file());
+        let host = self.sim.url();
+        let mut args = vec![
+            "ufm",
+            "--no-pcocc",
+            "--ufm-host",
+            host.as_str(),
+            "--ufm-password-file",
+            password.as_str(),
+        ];
+        let ca = self.sim.tls().map(|tls| path_text(&tls.ca));
+        match &ca {
+            Some(ca) => args.extend(["--ufm-ca-cert", ca.as_str()]),
+            None => args.push("--http"),
+        }
+        args.extend_from_slice(extra);
+        Pkeyd::new(&args)
+    }
+
     /// `ufm-pkeyd sync EXTRA…`, run to completion.
     pub fn sync(&self, extra: &[&str]) -> Run {
         self.pkeyd("sync", extra).run()
