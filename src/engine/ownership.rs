@@ -434,6 +434,7 @@ mod tests {
                 Removal::Bulk("together".into()),
             )]
             .into(),
+            held: Some("another etcd".into()),
         };
         store.save(&record).expect("save");
         drop(store);
