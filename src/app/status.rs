@@ -20,17 +20,22 @@ pub(super) fn run_status(settings: &Settings, out: &Output) -> Result<i32> {
         )),
         None => None,
     };
-    let last_success = settings.metrics_file.as_ref().and_then(|path| {
-        let text = std::fs::read_to_string(path).ok()?;
-        read_sample(&text, "ufm_pkeyd_last_success_timestamp_seconds")
-    });
+    let metrics = settings
+        .metrics_file
+        .as_ref()
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .unwrap_or_default();
+    let last_success = read_sample(&metrics, "ufm_pkeyd_last_success_timestamp_seconds");
     let ago = last_success.map(|t| (unix_time() - t).max(0.0));
-    let in_sync = !plan_pending(&plan);
+    let unsaved = read_sample(&metrics, "ufm_pkeyd_state_unsaved") == Some(1.0);
+    let in_sync = !plan_pending(&plan) && plan.locked.is_none() && !unsaved;
     if out.json {
         let mut value = plan_json(&plan, engine.owned());
         value["leader"] = json!(leader);
         value["leader_election"] = json!(settings.election.is_some());
         value["last_success_seconds_ago"] = json!(ago);
+        value["in_sync"] = json!(in_sync);
+        value["record_unsaved"] = json!(unsaved);
         out.print_json(&value)?;
     } else {
         let pending = plan.actions.len() + plan.refused_deletes.len();
@@ -60,6 +65,14 @@ pub(super) fn run_status(settings: &Settings, out: &Output) -> Result<i32> {
         match ago {
             Some(seconds) => text.push_str(&format!("last pass: succeeded {seconds:.0} s ago\n")),
             None => text.push_str("last pass: unknown (set metrics-file to record it)\n"),
+        }
+        if let Some(why) = &plan.locked {
+            text.push_str(&format!("ownership: {why}\n"));
+        }
+        if unsaved {
+            text.push_str(
+                "ownership: the daemon cannot save its ownership record (see its log); it retries every pass\n",
+            );
         }
         if !in_sync || !plan.unmanaged.is_empty() || !plan.invalid.is_empty() {
             text.push('\n');

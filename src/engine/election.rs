@@ -140,21 +140,31 @@ impl Election {
     /// Steps down once the claim can no longer be trusted, and says so once.
     fn lead_or_step_down(&mut self) -> bool {
         if self.claim.is_some() && !self.is_leader() {
-            self.step_down("its claim was not renewed in time");
+            // etcd did not answer in time: releasing the key would wait on it again.
+            self.lose("its claim was not renewed in time");
         }
         self.is_leader()
     }
 
-    /// Gives up the leadership (the claim lapsed, or another instance wrote the ownership
-    /// record): logs it once, and campaigns again like a standby.
+    /// Gives up the leadership because another instance wrote the ownership record: logs it
+    /// once, releases the election key if it is still ours (so that the next leader need not
+    /// wait for it to expire), and campaigns again like a standby.
     pub(crate) fn step_down(&mut self, why: &str) {
-        if self.claim.take().is_some() {
-            log::warn!(
-                "leader election: this instance ({}) lost the leadership ({why}); standing by",
-                self.identity
-            );
-            self.due = Instant::now() + CAMPAIGN_INTERVAL;
+        if let Some(claim) = self.lose(why) {
+            // Conditional on our identity (v2) or our own lease (v3): never someone else's.
+            let _ = self.etcd.resign(&self.settings.key, &self.identity, &claim);
         }
+    }
+
+    /// Drops the claim, saying so once; returns it if there was one.
+    fn lose(&mut self, why: &str) -> Option<Claim> {
+        let claim = self.claim.take()?;
+        log::warn!(
+            "leader election: this instance ({}) lost the leadership ({why}); standing by",
+            self.identity
+        );
+        self.due = Instant::now() + CAMPAIGN_INTERVAL;
+        Some(claim)
     }
 
     /// A standby reads the key (no quorum, no proposal) and campaigns only when it is free.
@@ -207,7 +217,9 @@ impl Election {
                 self.renewed = sent;
                 self.due = sent + self.settings.ttl / 3;
             }
-            Ok(false) => self.step_down("its claim expired or was taken"),
+            Ok(false) => {
+                self.lose("its claim expired or was taken");
+            }
             Err(e) => {
                 // Try again soon; the claim stops counting on its own before it can expire.
                 log::warn!("leader election: cannot refresh the claim: {e}");

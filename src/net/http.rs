@@ -890,6 +890,31 @@ mod tests {
         assert_eq!(redact_userinfo("admin:pw@ufm1"), "<redacted>@ufm1");
     }
 
+    fn stream_of(bytes: Vec<u8>) -> Stream {
+        Stream {
+            status: 200,
+            content_type: String::new(),
+            reader: std::io::BufReader::new(Box::new(std::io::Cursor::new(bytes))),
+            pending: Vec::new(),
+            service: "etcd",
+            url: "http://etcd/v3/watch".into(),
+        }
+    }
+
+    #[test]
+    fn a_streamed_line_longer_than_the_limit_is_an_error_not_a_memory_blowup() {
+        let mut stream = stream_of(b"{\"a\":1}\nnext\n".to_vec());
+        assert_eq!(
+            stream.next_line(),
+            Ok(StreamRead::Line(b"{\"a\":1}".to_vec()))
+        );
+        assert_eq!(stream.next_line(), Ok(StreamRead::Line(b"next".to_vec())));
+        assert_eq!(stream.next_line(), Ok(StreamRead::End));
+        let huge = vec![b'x'; MAX_LINE_BYTES as usize + 10];
+        let err = stream_of(huge).next_line().expect_err("too long");
+        assert!(err.message.contains("longer than"), "{}", err.message);
+    }
+
     #[test]
     fn snippet_is_one_short_line() {
         let response = Response {
