@@ -36,6 +36,62 @@ pub(crate) struct Metrics {
     pub state_unsaved: bool,
     /// The ownership record belongs to another etcd or UFM: nothing is deleted.
     pub ownership_mismatch: bool,
+    /// Passes over the whole prefix and UFM's whole list.
+    pub passes_full: u64,
+    /// Passes over the partitions the watch reported (or due for a retry) only.
+    pub passes_targeted: u64,
+    /// Checks of UFM's `last_updated`, by what they found.
+    pub drift_checks: DriftChecks,
+    /// UFM requests sent again after a transient failure.
+    pub ufm_retries: u64,
+    /// Seconds from the watch delivering a change to the last UFM write it needed.
+    pub change_latency: Histogram,
+}
+
+/// Checks of UFM's `last_updated`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct DriftChecks {
+    pub unchanged: u64,
+    pub changed: u64,
+    pub failed: u64,
+}
+
+/// The upper bounds of the latency histogram, in seconds. 16 s is how long pcocc gives a VF
+/// to see its PKey.
+const LATENCY_BUCKETS: [f64; 11] = [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 16.0, 30.0, 60.0, 120.0];
+
+/// A Prometheus histogram over [`LATENCY_BUCKETS`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Histogram {
+    /// Observations at or under each bound (not cumulative; summed when rendered).
+    counts: [u64; LATENCY_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    /// Adds one observation.
+    pub(crate) fn observe(&mut self, seconds: f64) {
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|bound| seconds <= *bound) {
+            self.counts[i] += 1;
+        }
+        self.count += 1;
+        self.sum += seconds;
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} histogram\n"));
+        let mut cumulative = 0;
+        for (bound, n) in LATENCY_BUCKETS.iter().zip(self.counts) {
+            cumulative += n;
+            out.push_str(&format!("{name}_bucket{{le=\"{bound}\"}} {cumulative}\n"));
+        }
+        out.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {}\n", self.count));
+        out.push_str(&format!(
+            "{name}_sum {}\n{name}_count {}\n",
+            self.sum, self.count
+        ));
+    }
 }
 
 impl Metrics {
@@ -104,6 +160,37 @@ impl Metrics {
                 ("outcome=\"failure\"", self.passes_failed as f64),
             ],
         );
+        counter(
+            "ufm_pkeyd_passes_by_kind_total",
+            "Sync passes by kind: full (all of etcd's prefix and UFM's list) or targeted (the partitions that changed).",
+            &[
+                ("kind=\"full\"", self.passes_full as f64),
+                ("kind=\"targeted\"", self.passes_targeted as f64),
+            ],
+        );
+        let d = self.drift_checks;
+        counter(
+            "ufm_pkeyd_drift_checks_total",
+            "Checks of UFM's last_updated for changes made outside ufm-pkeyd, by result.",
+            &[
+                ("result=\"unchanged\"", d.unchanged as f64),
+                ("result=\"changed\"", d.changed as f64),
+                ("result=\"failed\"", d.failed as f64),
+            ],
+        );
+        counter(
+            "ufm_pkeyd_ufm_retries_total",
+            "UFM requests sent again after no answer or a 502/503/504.",
+            &[("", self.ufm_retries as f64)],
+        );
+        counter(
+            "ufm_pkeyd_response_bytes_total",
+            "Bytes of answers read from etcd and UFM.",
+            &[
+                ("service=\"etcd\"", self.etcd.bytes as f64),
+                ("service=\"ufm\"", self.ufm.bytes as f64),
+            ],
+        );
         let a = self.applied;
         counter(
             "ufm_pkeyd_changes_applied_total",
@@ -145,6 +232,11 @@ impl Metrics {
             "ufm_pkeyd_requests_total",
             "HTTP requests to etcd and UFM by outcome.",
             &samples,
+        );
+        self.change_latency.render(
+            &mut out,
+            "ufm_pkeyd_change_latency_seconds",
+            "Time from the etcd watch delivering a change to the last UFM write it needed.",
         );
         out
     }
@@ -195,6 +287,7 @@ mod tests {
                 success: 7,
                 error_status: 1,
                 no_answer: 2,
+                bytes: 1234,
             },
             ..Metrics::default()
         };
@@ -214,6 +307,23 @@ mod tests {
             read_sample(&text, "ufm_pkeyd_last_success_timestamp_seconds"),
             Some(1_700_000_000.5)
         );
+    }
+
+    #[test]
+    fn the_latency_histogram_is_cumulative_with_an_inf_bucket() {
+        let mut metrics = Metrics::default();
+        for seconds in [0.05, 0.3, 0.3, 20.0, 500.0] {
+            metrics.change_latency.observe(seconds);
+        }
+        let text = metrics.render();
+        assert!(text.contains("# TYPE ufm_pkeyd_change_latency_seconds histogram\n"));
+        assert!(text.contains("ufm_pkeyd_change_latency_seconds_bucket{le=\"0.1\"} 1\n"));
+        assert!(text.contains("ufm_pkeyd_change_latency_seconds_bucket{le=\"0.5\"} 3\n"));
+        assert!(text.contains("ufm_pkeyd_change_latency_seconds_bucket{le=\"16\"} 3\n"));
+        assert!(text.contains("ufm_pkeyd_change_latency_seconds_bucket{le=\"120\"} 4\n"));
+        assert!(text.contains("ufm_pkeyd_change_latency_seconds_bucket{le=\"+Inf\"} 5\n"));
+        assert!(text.contains("ufm_pkeyd_change_latency_seconds_count 5\n"));
+        assert!(text.contains("ufm_pkeyd_response_bytes_total{service=\"ufm\"} 0\n"));
     }
 
     #[test]

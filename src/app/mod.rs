@@ -8,6 +8,7 @@ mod etcd;
 mod metrics;
 mod monitor;
 mod report;
+mod schedule;
 mod state;
 mod status;
 mod sync;

@@ -1,31 +1,32 @@
-//! `ufm-pkeyd monitor`, the daemon. The loop is thin and single-threaded: pass, then block on
-//! an etcd watch until something changes under the prefix, the poll interval ends (a full pass
-//! repairs drift made by hand in UFM), or a signal arrives.
+//! `ufm-pkeyd monitor`, the daemon. The loop is thin and single-threaded: it asks the
+//! [`Schedule`] what to do next (a full or targeted pass, a drift check, a probe of a service
+//! that does not answer, or a wait on etcd's watch) and does it.
 //!
 //! Signals only set flags (signal-hook); every blocking wait looks at them at least every
 //! quarter second. SIGTERM and SIGINT finish the UFM request in flight and exit 0; SIGHUP
 //! re-reads the configuration and runs a full pass.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::metrics::Metrics;
+use super::schedule::{Next, Schedule};
 use super::{Output, engine, etcd_client, report, ufm_client};
 use crate::cli::Invocation;
 use crate::config::{self, Settings};
 use crate::engine::election::Election;
-use crate::engine::{Engine, Gate, PassError, PassReport};
+use crate::engine::removals::pkey_of;
+use crate::engine::{Engine, Gate, KeyChange, PassError, PassReport, Scope};
 use crate::error::{EXIT_OK, Error, Result};
-use crate::net::etcd::WaitOutcome;
+use crate::model::PKey;
+use crate::net::etcd::{EtcdError, Watched};
 use crate::net::ufm::{UfmClient, UfmError};
 use crate::plan::Plan;
 use crate::systemd::{self, Watchdog};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 static RELOAD: AtomicBool = AtomicBool::new(false);
-
-/// The longest wait between retries while etcd or UFM is down.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Whether SIGTERM or SIGINT arrived.
 pub(crate) fn stopping() -> bool {
@@ -49,17 +50,19 @@ pub(crate) fn run_monitor(
     dry_run: bool,
 ) -> Result<i32> {
     register_signals()?;
-    let engine = engine(settings, dry_run)?;
+    let mut engine = engine(settings, dry_run)?;
+    engine.track_drift();
     check_ufm_credentials(engine.ufm())?;
     let election = settings
         .election
         .clone()
         .map(|election| Election::new(election, engine.etcd().clone()));
     log::info!(
-        "monitoring {} ({} keyspace) every {} s at most; {} partitions owned{}{}",
+        "monitoring {} ({} keyspace): changes as etcd reports them, UFM checked for changes made by hand every {} s, everything read again every {} s; {} partitions owned{}{}",
         engine.settings().prefix,
         engine.etcd().api(),
         settings.poll_interval.as_secs_f64(),
+        settings.resync_interval.as_secs_f64(),
         engine.owned().len(),
         if election.is_some() {
             "; leader election on"
@@ -73,23 +76,28 @@ pub(crate) fn run_monitor(
         }
     );
     systemd::notify("READY=1");
+    let now = Instant::now();
     let mut monitor = Monitor {
         invocation,
         out: Output {
             json: invocation.json,
         },
         poll_interval: settings.poll_interval,
+        resync_interval: settings.resync_interval,
         metrics_file: settings.metrics_file.clone(),
         engine,
         dry_run,
         election,
         watchdog: Watchdog::from_env(),
-        backoff: Duration::from_secs(1),
         first_pass: true,
         last_plan: None,
-        next_standby_check: Instant::now(),
+        next_standby_check: now,
         was_leader: false,
         metrics: Metrics::default(),
+        schedule: Schedule::new(settings.poll_interval, settings.resync_interval, now),
+        watch_from: None,
+        watch_ended: None,
+        arrived: BTreeMap::new(),
     };
     let result = monitor.run();
     if let Some(election) = &mut monitor.election {
@@ -108,12 +116,12 @@ struct Monitor<'a> {
     invocation: &'a Invocation,
     out: Output,
     poll_interval: Duration,
+    resync_interval: Duration,
     metrics_file: Option<std::path::PathBuf>,
     engine: Engine,
     dry_run: bool,
     election: Option<Election>,
     watchdog: Watchdog,
-    backoff: Duration,
     first_pass: bool,
     /// The last plan printed in dry-run mode, so an unchanged plan is not printed again.
     last_plan: Option<Plan>,
@@ -122,7 +130,23 @@ struct Monitor<'a> {
     /// Whether this instance led in the previous iteration.
     was_leader: bool,
     metrics: Metrics,
+    /// What to do next (pure rules, in `schedule`).
+    schedule: Schedule,
+    /// The revision (v3) or index (v2) the watch goes on from; `None` until a full pass has
+    /// read etcd, and again after a gap in the watch.
+    watch_from: Option<i64>,
+    /// When a watch stream was last closed early by etcd or a proxy: it is not reopened
+    /// sooner than a second later.
+    watch_ended: Option<Instant>,
+    /// When the watch delivered each change that is not applied yet, for the latency metric.
+    arrived: BTreeMap<PKey, Instant>,
 }
+
+/// A dry run plans everything again on each change, at most this often.
+const DRY_RUN_GAP: Duration = Duration::from_secs(1);
+
+/// The shortest time between two watch requests after etcd (or a proxy) closed one early.
+const WATCH_REOPEN: Duration = Duration::from_secs(1);
 
 impl Monitor<'_> {
     fn run(&mut self) -> Result<i32> {
@@ -133,8 +157,7 @@ impl Monitor<'_> {
             self.watchdog.tick();
             let leader = self.election.as_mut().is_none_or(|e| e.tick());
             if leader && !self.was_leader {
-                self.engine
-                    .new_term(self.election.as_ref().map(Election::fence));
+                self.start_leading();
             }
             self.was_leader = leader;
             if leader {
@@ -146,61 +169,274 @@ impl Monitor<'_> {
         Ok(EXIT_OK)
     }
 
-    /// One pass (or one plan in dry-run mode), then the wait for the next change.
-    fn lead(&mut self) -> Result<()> {
-        let outcome = if self.dry_run {
-            self.dry_pass()
+    /// A new term (or the start): the record is read again and everything is read in full.
+    fn start_leading(&mut self) {
+        self.engine
+            .new_term(self.election.as_ref().map(Election::fence));
+        let schedule = Schedule::new(self.poll_interval, self.resync_interval, Instant::now());
+        self.schedule = if self.dry_run {
+            schedule.with_min_gap(DRY_RUN_GAP)
         } else {
-            let started = Instant::now();
-            let mut gate = DaemonGate {
-                watchdog: &mut self.watchdog,
-                election: &mut self.election,
-                bound: self.engine.ufm().request_bound(),
-            };
-            let result = self.engine.pass(&mut gate);
-            self.record(result.as_ref().ok(), started.elapsed());
-            result.map(|report| {
-                if let (Some(why), Some(election)) = (&report.lost_leadership, &mut self.election) {
-                    election.step_down(why);
-                }
-                systemd::notify(&format!(
-                    "STATUS={}",
-                    report::status_line(&report, self.engine.owned())
-                ));
-                (report.revision, !report.failures.is_empty())
-            })
+            schedule
         };
-        match outcome {
-            Ok((revision, had_failures)) => {
-                self.first_pass = false;
-                let next_full_pass = if had_failures {
-                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-                    Instant::now() + self.backoff.min(self.poll_interval)
+        self.watch_from = None;
+        self.arrived.clear();
+    }
+
+    /// Does the next thing on the agenda.
+    fn lead(&mut self) -> Result<()> {
+        let now = Instant::now();
+        let retries = self.engine.retries();
+        if retries.full {
+            self.schedule
+                .want_full("a failed deletion is due to be tried again".to_string());
+        }
+        match self.schedule.next(now, retries.keys, retries.next) {
+            Next::ProbeEtcd => self.probe_etcd(),
+            Next::ProbeUfm => self.probe_ufm(),
+            Next::FullPass(why) => return self.full_pass(&why),
+            Next::TargetedPass(changes) if self.dry_run => {
+                // A dry run plans the whole prefix: its output is the whole plan.
+                drop(changes);
+                self.schedule
+                    .want_full(format!("changes under {}", self.engine.settings().prefix));
+            }
+            Next::TargetedPass(changes) => return self.targeted_pass(changes),
+            Next::CheckDrift => self.check_drift(),
+            Next::Watch(until) => self.watch(until),
+            Next::Sleep(until) => self.sleep(until.saturating_duration_since(now)),
+        }
+        Ok(())
+    }
+
+    /// A pass over all of etcd's prefix and UFM's list.
+    fn full_pass(&mut self, why: &str) -> Result<()> {
+        if why == "start" || why == "resync-interval" {
+            log::debug!("full pass: {why}");
+        } else {
+            log::info!("full pass: {why}");
+        }
+        self.metrics.passes_full += 1;
+        if self.dry_run {
+            return match self.dry_pass() {
+                Ok(revision) => {
+                    self.first_pass = false;
+                    self.full_read(revision);
+                    Ok(())
+                }
+                Err(e) => self.pass_failed(e, None, Some(why)),
+            };
+        }
+        let started = Instant::now();
+        let result = self.run_pass(&Scope::Full);
+        self.record(result.as_ref().ok(), started.elapsed());
+        match result {
+            Ok(report) => {
+                if report.ufm_down.is_none() {
+                    self.full_read(report.revision);
                 } else {
-                    self.backoff = Duration::from_secs(1);
-                    Instant::now() + self.poll_interval
-                };
-                self.wait_for_change(revision, next_full_pass);
-            }
-            Err(PassError::LostLeadership(why)) => {
-                if let Some(election) = &mut self.election {
-                    election.step_down(&why);
+                    self.schedule.want_full(why.to_string());
                 }
+                self.passed(report, None);
+                Ok(())
             }
-            Err(e) => {
-                if self.first_pass && e.is_auth() {
-                    return Err(Error::failed(format!("{e}")));
+            Err(e) => self.pass_failed(e, None, Some(why)),
+        }
+    }
+
+    /// A full pass read etcd at `revision`: the watch goes on from there.
+    fn full_read(&mut self, revision: i64) {
+        self.schedule.full_done(revision, Instant::now());
+        self.watch_from = Some(self.watch_from.map_or(revision, |from| from.max(revision)));
+    }
+
+    /// A pass over the partitions the watch reported (or due for a retry) only.
+    fn targeted_pass(&mut self, changes: BTreeMap<PKey, KeyChange>) -> Result<()> {
+        log::debug!("targeted pass: {}", join_keys(&changes));
+        self.metrics.passes_targeted += 1;
+        let started = Instant::now();
+        let scope = Scope::Keys(changes);
+        let result = self.run_pass(&scope);
+        self.record(result.as_ref().ok(), started.elapsed());
+        let Scope::Keys(changes) = scope else {
+            return Ok(());
+        };
+        match result {
+            Ok(report) => {
+                self.passed(report, Some(changes));
+                Ok(())
+            }
+            Err(e) => self.pass_failed(e, Some(changes), None),
+        }
+    }
+
+    /// Runs one pass through the gate.
+    fn run_pass(&mut self, scope: &Scope) -> std::result::Result<PassReport, PassError> {
+        let mut gate = DaemonGate {
+            watchdog: &mut self.watchdog,
+            election: &mut self.election,
+            bound: self.engine.ufm().request_bound(),
+        };
+        self.engine.pass(&mut gate, scope)
+    }
+
+    /// After a pass that read both sides: the latency of what it wrote, what waits, status.
+    fn passed(&mut self, report: PassReport, changes: Option<BTreeMap<PKey, KeyChange>>) {
+        self.first_pass = false;
+        if let Some(why) = &report.lost_leadership {
+            self.step_down(why);
+            return;
+        }
+        let now = Instant::now();
+        match &report.ufm_down {
+            Some(e) => {
+                if let Some(changes) = changes {
+                    self.schedule.requeue(changes);
                 }
+                self.ufm_unreachable(e, now);
+            }
+            None => self.schedule.succeeded(),
+        }
+        for (pkey, written) in &report.written {
+            if let Some(arrived) = self.arrived.remove(pkey) {
+                let seconds = written.saturating_duration_since(arrived).as_secs_f64();
+                self.metrics.change_latency.observe(seconds);
+            }
+        }
+        let (schedule, engine) = (&self.schedule, &self.engine);
+        self.arrived
+            .retain(|pkey, _| schedule.is_pending(*pkey) || engine.cooling(*pkey));
+        self.write_metrics();
+        systemd::notify(&format!(
+            "STATUS={}",
+            report::status_line(&report, self.engine.owned())
+        ));
+    }
+
+    /// After a pass that could not read etcd or UFM (nothing was changed): an outage is
+    /// probed every second, any other failure waits a doubling pause. Changes wait.
+    fn pass_failed(
+        &mut self,
+        e: PassError,
+        changes: Option<BTreeMap<PKey, KeyChange>>,
+        full: Option<&str>,
+    ) -> Result<()> {
+        if let PassError::LostLeadership(why) = &e {
+            self.step_down(why);
+            return Ok(());
+        }
+        if self.first_pass && e.is_auth() {
+            return Err(Error::failed(format!("{e}")));
+        }
+        if let Some(changes) = changes {
+            self.schedule.requeue(changes);
+        }
+        if let Some(why) = full {
+            self.schedule.want_full(why.to_string());
+        }
+        let now = Instant::now();
+        match &e {
+            PassError::Etcd(EtcdError::Unreachable(m)) => self.etcd_unreachable(m, now),
+            PassError::Ufm(u) if u.is_no_answer() => self.ufm_unreachable(&u.to_string(), now),
+            _ => {
+                let pause = self.schedule.failed(now);
                 log::error!(
-                    "{e}; nothing changed in UFM; retrying in {} s",
-                    self.backoff.as_secs()
+                    "{e}; nothing changed in UFM; trying again in {} s",
+                    pause.as_secs()
                 );
                 systemd::notify(&format!("STATUS=retrying: {e}"));
-                self.sleep(self.backoff);
-                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
             }
         }
         Ok(())
+    }
+
+    fn step_down(&mut self, why: &str) {
+        if let Some(election) = &mut self.election {
+            election.step_down(why);
+        }
+    }
+
+    /// etcd stopped answering: said once per outage; no UFM change until it answers.
+    fn etcd_unreachable(&mut self, e: &str, now: Instant) {
+        if self.schedule.etcd_down.is_none() {
+            log::error!("{e}; nothing is changed in UFM until etcd answers (asked every second)");
+            systemd::notify(&format!("STATUS=etcd unreachable: {e}"));
+        }
+        self.schedule.etcd_unreachable(now);
+    }
+
+    /// UFM stopped answering: said once per outage; the watch goes on collecting changes.
+    fn ufm_unreachable(&mut self, e: &str, now: Instant) {
+        if self.schedule.ufm_down.is_none() {
+            log::error!(
+                "{e}; changes wait until UFM answers (asked every second), then are applied at once"
+            );
+            systemd::notify(&format!("STATUS=UFM unreachable: {e}"));
+        }
+        self.schedule.ufm_unreachable(now);
+    }
+
+    /// One cheap request to etcd while it does not answer.
+    fn probe_etcd(&mut self) {
+        match self.engine.etcd().version() {
+            Ok(_) => {
+                if let Some(down) = self.schedule.etcd_back() {
+                    log::info!("etcd reachable again after {} s", down.as_secs());
+                }
+            }
+            Err(e) => {
+                log::debug!("etcd still unreachable: {e}");
+                self.schedule.probe_failed(Instant::now());
+            }
+        }
+    }
+
+    /// One cheap request to UFM while it does not answer: any answer but "overloaded" or
+    /// "restarting" will do.
+    fn probe_ufm(&mut self) {
+        match self.engine.ufm().version() {
+            Err(e) if e.is_no_answer() => {
+                log::debug!("UFM still unreachable: {e}");
+                self.schedule.probe_failed(Instant::now());
+            }
+            _ => {
+                if let Some(down) = self.schedule.ufm_back() {
+                    log::info!(
+                        "UFM reachable again after {} s; applying the {} changes that waited",
+                        down.as_secs(),
+                        self.schedule.pending_len()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every poll interval: did someone change UFM by hand? One small request.
+    fn check_drift(&mut self) {
+        match self.engine.ufm_changed() {
+            Ok(Some(false)) => self.metrics.drift_checks.unchanged += 1,
+            Ok(Some(true)) => {
+                self.metrics.drift_checks.changed += 1;
+                self.schedule.want_full(
+                    "UFM's partitions changed outside ufm-pkeyd (last_updated moved)".to_string(),
+                );
+            }
+            Ok(None) => {
+                self.schedule.drift_by_full_pass();
+                self.schedule
+                    .want_full("poll-interval (UFM has no last_updated)".to_string());
+            }
+            Err(e) => {
+                self.metrics.drift_checks.failed += 1;
+                if e.is_no_answer() {
+                    self.ufm_unreachable(&e.to_string(), Instant::now());
+                } else {
+                    self.schedule
+                        .want_full(format!("UFM's last_updated could not be read: {e}"));
+                }
+            }
+        }
+        self.write_metrics();
     }
 
     /// Updates the metrics after a pass (`None`: it could not read etcd or UFM) and writes
@@ -244,13 +480,15 @@ impl Monitor<'_> {
         };
         self.metrics.etcd = self.engine.etcd().request_counts();
         self.metrics.ufm = self.engine.ufm().request_counts();
+        self.metrics.ufm_retries = self.engine.retried();
         self.metrics.leader = self.election.as_ref().map(Election::is_leader);
         if let Err(e) = self.metrics.write(path) {
             log::warn!("{e}");
         }
     }
 
-    fn dry_pass(&mut self) -> std::result::Result<(i64, bool), PassError> {
+    /// Plans the whole prefix and prints the plan when it changed; returns etcd's revision.
+    fn dry_pass(&mut self) -> std::result::Result<i64, PassError> {
         let (plan, revision) = self.engine.plan()?;
         if self.last_plan.as_ref() != Some(&plan) {
             let printed = if self.out.json {
@@ -263,9 +501,8 @@ impl Monitor<'_> {
                 log::warn!("{e}");
             }
         }
-        let retry = plan.refusal.is_some();
         self.last_plan = Some(plan);
-        Ok((revision, retry))
+        Ok(revision)
     }
 
     /// A standby checks every poll interval that UFM answers (so that it could take over),
@@ -299,9 +536,9 @@ impl Monitor<'_> {
     }
 
     /// SIGHUP: reads every configuration source again and applies it all: etcd and UFM
-    /// settings, the prefix, policy and guard, the ownership record's location, the poll
-    /// interval, the metrics file, leader election and debug logging. A configuration that does
-    /// not load changes nothing.
+    /// settings, the prefix, policy and guard, the ownership record's location, the poll and
+    /// resync intervals, the metrics file, leader election and debug logging; then reads
+    /// everything again. A configuration that does not load changes nothing.
     fn reload(&mut self) {
         systemd::notify("RELOADING=1");
         let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
@@ -333,33 +570,68 @@ impl Monitor<'_> {
             self.was_leader = false;
         }
         self.poll_interval = settings.poll_interval;
+        self.resync_interval = settings.resync_interval;
+        self.schedule
+            .reconfigure(self.poll_interval, self.resync_interval, Instant::now());
+        // The prefix or the etcd may have changed: the watch starts again after a full read.
+        self.watch_from = None;
         self.metrics_file = settings.metrics_file.clone();
         crate::logging::set_debug(settings.debug);
         Ok(())
     }
 
-    /// Blocks on the etcd watch until a change, the deadline, a signal, or the loss of the
-    /// leadership; the election's claim is refreshed while waiting.
-    fn wait_for_change(&mut self, revision: i64, deadline: Instant) {
+    /// Blocks on the etcd watch until a change, `until`, a signal, or the loss of the
+    /// leadership; the election's claim is refreshed while waiting. Without a revision to go
+    /// on from (a full pass is due) it only waits.
+    fn watch(&mut self, until: Instant) {
+        let now = Instant::now();
+        let Some(from) = self.watch_from else {
+            self.sleep(until.saturating_duration_since(now));
+            return;
+        };
+        if let Some(reopen) = self
+            .watch_ended
+            .map(|t| t + WATCH_REOPEN)
+            .filter(|t| now < *t)
+        {
+            self.sleep(reopen.min(until).saturating_duration_since(now));
+            return;
+        }
         let watchdog = &mut self.watchdog;
         let election = &mut self.election;
         let mut keep_waiting = || {
             watchdog.tick();
             let leader = election.as_mut().is_none_or(|e| e.tick());
-            leader && !stopping() && !RELOAD.load(Ordering::SeqCst) && Instant::now() < deadline
+            leader && !stopping() && !RELOAD.load(Ordering::SeqCst) && Instant::now() < until
         };
-        let prefix = &self.engine.settings().prefix;
-        match self
-            .engine
-            .etcd()
-            .wait_for_change(prefix, revision, &mut keep_waiting)
-        {
-            Ok(WaitOutcome::Changed) => log::debug!("change under {prefix}"),
-            Ok(WaitOutcome::Resync) | Ok(WaitOutcome::Stopped) => {}
+        let prefix = self.engine.settings().prefix.clone();
+        let watched = self.engine.etcd().watch(&prefix, from, &mut keep_waiting);
+        let now = Instant::now();
+        match watched {
+            Ok(Watched::Changes { changes, revision }) => {
+                log::debug!("watch: {} changes under {prefix}", changes.len());
+                self.watch_from = Some(revision);
+                for pkey in changes.iter().filter_map(|c| pkey_of(&prefix, &c.key)) {
+                    self.arrived.entry(pkey).or_insert(now);
+                }
+                self.schedule.changes(&prefix, &changes);
+            }
+            Ok(Watched::Stopped { revision }) => self.watch_from = Some(revision),
+            Ok(Watched::Ended { revision }) => {
+                log::debug!("etcd closed the watch stream; reopening it");
+                self.watch_from = Some(revision);
+                self.watch_ended = Some(now);
+            }
+            Ok(Watched::Gap(why)) => {
+                log::info!("{why}: reading all of {prefix} again");
+                self.watch_from = None;
+                self.schedule.want_full(why);
+            }
+            Err(EtcdError::Unreachable(m)) => self.etcd_unreachable(&m, now),
             Err(e) => {
-                log::warn!("etcd watch failed: {e}");
-                let left = deadline.saturating_duration_since(Instant::now());
-                self.sleep(self.backoff.min(left));
+                log::warn!("etcd watch failed: {e}; reading all of {prefix} again");
+                self.watch_from = None;
+                self.schedule.want_full(format!("the watch failed: {e}"));
             }
         }
     }
@@ -376,6 +648,15 @@ impl Monitor<'_> {
             std::thread::sleep(left.min(Duration::from_millis(100)));
         }
     }
+}
+
+/// The PKeys of a targeted pass, for the debug log.
+fn join_keys(changes: &BTreeMap<PKey, KeyChange>) -> String {
+    changes
+        .keys()
+        .map(PKey::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Asked before each UFM write of a pass: keeps systemd's watchdog fed through a long sync,

@@ -38,7 +38,7 @@ pub(super) fn run_sync(settings: &Settings, out: &Output, dry_run: bool) -> Resu
         }
     };
     let report = engine
-        .pass(&mut gate)
+        .pass(&mut gate, &crate::engine::Scope::Full)
         .map_err(|e| Error::failed(e.to_string()))?;
     if out.json {
         out.print_json(&report_json(&report, engine.owned()))?;

@@ -109,12 +109,21 @@ pub(super) fn run(op: &UfmOp, settings: &Settings, out: &Output) -> Result<()> {
             )
         }
         UfmOp::RemoveGuids { pkey, guids } => {
-            client.remove_guids(*pkey, guids).map_err(|e| match e {
-                UfmError::NotFound(_) => {
-                    UfmError::NotFound(format!("PKey {pkey} not found in UFM"))
-                }
-                other => other,
-            })?;
+            // The GUIDs go in the URL: UFM's Apache refuses a URL past 8,190 bytes.
+            let mut removed = 0;
+            for batch in guids.chunks(crate::net::ufm::REMOVE_BATCH) {
+                client.remove_guids(*pkey, batch).map_err(|e| match e {
+                    UfmError::NotFound(_) if removed == 0 => {
+                        Error::NotFound(format!("PKey {pkey} not found in UFM"))
+                    }
+                    other if removed > 0 => Error::Failed(format!(
+                        "{other} (after {removed} of the {} GUIDs were removed; run the command again to remove the rest)",
+                        guids.len()
+                    )),
+                    other => other.into(),
+                })?;
+                removed += batch.len();
+            }
             out.done(
                 &format!("removed {} from PKey {pkey}", guid_count(guids.len())),
                 json!({"pkey": pkey.to_string(), "guids": guids.len()}),

@@ -26,8 +26,10 @@ pub(crate) struct Settings {
     pub engine: engine::Settings,
     /// `Some` when leader election is on.
     pub election: Option<election::Settings>,
-    /// How often the daemon runs a full pass at least.
+    /// How often the daemon looks for changes made by hand in UFM.
     pub poll_interval: Duration,
+    /// How often the daemon runs a full pass at least.
+    pub resync_interval: Duration,
     /// The Prometheus textfile the daemon writes after each pass.
     pub metrics_file: Option<PathBuf>,
     pub debug: bool,
@@ -56,6 +58,7 @@ pub(crate) fn resolve(layers: &mut Layers, prompt_etcd_password: bool) -> Result
         engine: engine_settings(layers, election.is_some()),
         election,
         poll_interval: seconds(layers, "poll-interval"),
+        resync_interval: seconds(layers, "resync-interval"),
         metrics_file: path(layers, "metrics-file"),
         debug: flag(layers, "debug"),
     })

@@ -10,10 +10,18 @@
 //! - Before a remove, the partition is read back: the GUIDs it must keep have to be there (an
 //!   add answered 2xx may not have been applied), and the remove must leave at least one
 //!   member, since UFM deletes a partition whose last member is removed.
+//! - A request whose connection is refused or reset, or answered 502/503/504 (UFM restarting
+//!   or overloaded), is sent again twice after a short, jittered pause (every PKey operation
+//!   is idempotent); each try goes through the gate. A request that timed out is not sent
+//!   again. If there is still no answer, one cheap request asks whether UFM answers at all:
+//!   if it does, only this partition failed (it waits for its own retry, the others go on);
+//!   if not, the pass stops writing and the rest waits until UFM answers again, instead of
+//!   each partition waiting out a timeout.
 //! - After a failed action, the partition's later actions are skipped; the others go on.
 //! - Deleting a partition that is already gone is what was wanted.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use crate::model::{Guid, Join, PKey, Partition};
 use crate::net::ufm::{REMOVE_BATCH, UfmClient, UfmError};
@@ -27,6 +35,8 @@ pub(crate) trait UfmOps {
     fn remove(&self, pkey: PKey, guids: &[Guid]) -> Result<(), UfmError>;
     fn delete(&self, pkey: PKey) -> Result<(), UfmError>;
     fn get(&self, pkey: PKey) -> Result<Option<Partition>, UfmError>;
+    /// Whether UFM answers a cheap request (its version) at all.
+    fn answers(&self) -> bool;
 }
 
 impl UfmOps for UfmClient {
@@ -50,6 +60,13 @@ impl UfmOps for UfmClient {
 
     fn get(&self, pkey: PKey) -> Result<Option<Partition>, UfmError> {
         UfmClient::get(self, pkey)
+    }
+
+    fn answers(&self) -> bool {
+        match self.version() {
+            Ok(_) => true,
+            Err(e) => !e.is_no_answer(),
+        }
     }
 }
 
@@ -102,6 +119,12 @@ pub(crate) struct Applied {
     pub rejected: Vec<Rejected>,
     /// Why the gate closed, if it did.
     pub stopped: Option<String>,
+    /// UFM stopped answering (after retries): the pass stopped writing.
+    pub ufm_down: Option<String>,
+    /// Requests sent again after a transient failure.
+    pub retries: u64,
+    /// When each partition written got its last successful write.
+    pub written: BTreeMap<PKey, Instant>,
 }
 
 /// Applies `actions` in order through `ufm`, following the rules in the module comment.
@@ -109,7 +132,8 @@ pub(crate) fn apply(actions: &[Action], ufm: &dyn UfmOps, gate: &mut dyn Gate) -
     let mut applied = Applied::default();
     for action in actions {
         let pkey = action.pkey();
-        if applied.failed.contains(&pkey) || applied.stopped.is_some() {
+        if applied.failed.contains(&pkey) || applied.stopped.is_some() || applied.ufm_down.is_some()
+        {
             applied.skipped += 1;
             continue;
         }
@@ -118,7 +142,11 @@ pub(crate) fn apply(actions: &[Action], ufm: &dyn UfmOps, gate: &mut dyn Gate) -
             gate: &mut *gate,
             applied: &mut applied,
         };
-        match run.action(action) {
+        let result = run.action(action);
+        if applied.succeeded.contains(&pkey) {
+            applied.written.insert(pkey, Instant::now());
+        }
+        match result {
             Ok(()) => {
                 if matches!(action, Action::Delete { .. }) {
                     applied.deleted.insert(pkey);
@@ -127,6 +155,19 @@ pub(crate) fn apply(actions: &[Action], ufm: &dyn UfmOps, gate: &mut dyn Gate) -
             Err(Failure::Stopped(reason)) => {
                 applied.skipped += 1;
                 applied.stopped = Some(reason);
+            }
+            Err(Failure::Down(e)) if ufm.answers() => {
+                log::error!(
+                    "{pkey}: {} failed: {e}; UFM answers other requests, so only {pkey} waits for its own retry",
+                    action.describe()
+                );
+                applied.failed.insert(pkey);
+                applied.failures.push((action.clone(), e));
+            }
+            Err(Failure::Down(e)) => {
+                log::error!("{pkey}: {} not done: {e}", action.describe());
+                applied.skipped += 1;
+                applied.ufm_down = Some(e);
             }
             Err(Failure::Failed(e)) => {
                 log::error!("{pkey}: {} failed: {e}", action.describe());
@@ -142,13 +183,56 @@ pub(crate) fn apply(actions: &[Action], ufm: &dyn UfmOps, gate: &mut dyn Gate) -
 enum Failure {
     /// The gate closed before a request.
     Stopped(String),
+    /// No answer, even after retries: UFM may be down.
+    Down(String),
     /// UFM failed or refused it, or the check before a remove failed.
     Failed(String),
 }
 
 impl From<UfmError> for Failure {
     fn from(e: UfmError) -> Failure {
-        Failure::Failed(e.to_string())
+        if e.is_no_answer() {
+            Failure::Down(e.to_string())
+        } else {
+            Failure::Failed(e.to_string())
+        }
+    }
+}
+
+/// Tries after the first, for a request refused, reset or answered 502/503/504.
+const RETRIES: u32 = 2;
+
+/// The pause before retry `n` (1, 2): 100 ms then 300 ms, each between half and one and a
+/// half times that, so that two clients do not retry in step.
+pub(crate) fn retry_pause(n: u32) -> Duration {
+    let base = if n <= 1 { 100 } else { 300 };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    // A cheap spread from the clock's nanoseconds; no cryptographic quality needed.
+    let spread = u64::from(nanos.wrapping_mul(2_654_435_761) % 1000);
+    Duration::from_millis(base / 2 + base * spread / 1000)
+}
+
+/// Runs `op`, and again after a pause when it failed in a way that may pass (at most
+/// [`RETRIES`] more times), asking `before` first each time; counts the retries.
+pub(crate) fn with_retries<T>(
+    retries: &mut u64,
+    mut before: impl FnMut() -> Result<(), String>,
+    mut op: impl FnMut() -> Result<T, UfmError>,
+) -> Result<Result<T, UfmError>, String> {
+    let mut tries = 0;
+    loop {
+        before()?;
+        match op() {
+            Err(e) if e.is_retryable() && tries < RETRIES => {
+                tries += 1;
+                *retries += 1;
+                log::debug!("UFM: {e}; trying again");
+                std::thread::sleep(retry_pause(tries));
+            }
+            result => return Ok(result),
+        }
     }
 }
 
@@ -178,8 +262,8 @@ impl Run<'_> {
             }
             Action::Remove { pkey, guids, keep } => self.remove(*pkey, guids, keep),
             Action::Delete { pkey } => {
-                self.open_gate()?;
-                match self.ufm.delete(*pkey) {
+                let ufm = self.ufm;
+                match self.send(|| ufm.delete(*pkey))? {
                     Ok(()) | Err(UfmError::NotFound(_)) => {
                         self.applied.counts.deleted += 1;
                         self.applied.succeeded.insert(*pkey);
@@ -191,8 +275,21 @@ impl Run<'_> {
         }
     }
 
-    fn open_gate(&mut self) -> Result<(), Failure> {
-        self.gate.before_write().map_err(Failure::Stopped)
+    /// Sends one write request through the gate, with retries.
+    fn send<T>(
+        &mut self,
+        op: impl FnMut() -> Result<T, UfmError>,
+    ) -> Result<Result<T, UfmError>, Failure> {
+        let gate = &mut *self.gate;
+        with_retries(&mut self.applied.retries, || gate.before_write(), op)
+            .map_err(Failure::Stopped)
+    }
+
+    /// Sends one read request, with retries.
+    fn read<T>(&mut self, op: impl FnMut() -> Result<T, UfmError>) -> Result<T, Failure> {
+        with_retries(&mut self.applied.retries, || Ok(()), op)
+            .map_err(Failure::Stopped)?
+            .map_err(Failure::from)
     }
 
     /// Adds `guids`, leaving out the ones UFM says it does not know; returns how many went in.
@@ -206,8 +303,8 @@ impl Run<'_> {
         if guids.is_empty() {
             return Ok(0);
         }
-        self.open_gate()?;
-        let error = match self.ufm.add(pkey, guids, join, ip_over_ib) {
+        let ufm = self.ufm;
+        let error = match self.send(|| ufm.add(pkey, guids, join, ip_over_ib))? {
             Ok(()) => {
                 self.applied.succeeded.insert(pkey);
                 return Ok(guids.len());
@@ -247,7 +344,8 @@ impl Run<'_> {
             .filter(|r| r.pkey == pkey)
             .map(|r| r.guid)
             .collect();
-        let Some(current) = self.ufm.get(pkey)? else {
+        let ufm = self.ufm;
+        let Some(current) = self.read(|| ufm.get(pkey))? else {
             return Err(Failure::Failed(format!(
                 "{pkey} is not in UFM any more: nothing to remove, and its GUIDs are added again next pass"
             )));
@@ -275,8 +373,7 @@ impl Run<'_> {
             )));
         }
         for batch in to_remove.chunks(REMOVE_BATCH) {
-            self.open_gate()?;
-            self.ufm.remove(pkey, batch)?;
+            self.send(|| ufm.remove(pkey, batch))??;
             self.applied.counts.guids_removed += batch.len();
             self.applied.succeeded.insert(pkey);
         }

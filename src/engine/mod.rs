@@ -19,6 +19,7 @@ pub(crate) mod removals;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use crate::model::{Guid, PKey};
 use crate::net::etcd::{EtcdClient, EtcdError, Listing};
@@ -38,6 +39,31 @@ pub(crate) struct Settings {
     pub state_key: Option<String>,
     pub guard: DeleteGuard,
     pub policy: Policy,
+}
+
+/// What a pass covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// Every key under the prefix (one read) and every partition in UFM (one list).
+    Full,
+    /// Only these partitions, as etcd's watch reported their keys: each read from UFM with a
+    /// single-PKey request. A change costs what it changes, not what the fabric holds.
+    Keys(BTreeMap<PKey, KeyChange>),
+}
+
+/// What the watch (or the last read) said of one partition's key. Only which key and how it
+/// left count: a targeted pass reads the key's value again, linearizably.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct KeyChange {
+    /// The etcd key, as written.
+    pub key: String,
+    /// Whether the key was there; `false` when it was deleted (or expired).
+    pub present: bool,
+    /// How many keys under the prefix the request that deleted it deleted (1 for pcocc's
+    /// per-job deletes; more for a range delete).
+    pub deleted_together: usize,
+    /// The revision (v3) or index (v2) of the change.
+    pub revision: i64,
 }
 
 /// What stopped a pass before it could plan.
@@ -93,6 +119,12 @@ pub(crate) struct PassReport {
     pub state_error: Option<String>,
     /// Another instance took over during the pass: this one must stand down.
     pub lost_leadership: Option<String>,
+    /// UFM stopped answering during the pass: the rest waits until it answers again.
+    pub ufm_down: Option<String>,
+    /// UFM requests sent again after a transient failure.
+    pub retries: u64,
+    /// When each partition written got its last write.
+    pub written: BTreeMap<PKey, Instant>,
 }
 
 impl PassReport {
@@ -124,10 +156,17 @@ pub(crate) struct RecordView {
 /// What one read of both sides gives: the plan and what it was made from.
 struct Observed {
     plan: Plan,
+    /// The revision of the etcd read (a full pass); 0 for a targeted pass.
     listing_revision: i64,
+    /// The PKeys this pass is about (every PKey read, for a full pass).
+    scope: BTreeSet<PKey>,
+    /// The etcd entry of each partition in scope etcd wants, to try it again later on its own.
+    entries: BTreeMap<PKey, KeyChange>,
     /// The binding of what was read, to record once the pass is done (`None`: the record
     /// belongs elsewhere and keeps its binding).
     binding: Option<Binding>,
+    /// UFM's `last_updated`, read just before its list (a full pass).
+    stamp: Option<String>,
 }
 
 /// The engine: clients, settings and the ownership it keeps.
@@ -151,7 +190,85 @@ pub(crate) struct Engine {
     last_unreadable: Vec<(PKey, String)>,
     last_refusal: Option<String>,
     last_rejected: BTreeSet<(PKey, Guid)>,
+    /// Partitions whose writes failed, each tried again on its own schedule.
+    cooling: BTreeMap<PKey, Cooling>,
+    /// UFM's `last_updated` as of the last full read or this instance's last writes: a
+    /// different value later means someone else changed UFM. `None`: not known.
+    stamp: Option<String>,
+    /// UFM answered that it does not serve `last_updated`: it is not asked again.
+    stamp_unserved: bool,
+    /// Whether `last_updated` is followed at all (the daemon does; one-shot commands do not).
+    tracks_drift: bool,
+    /// UFM requests sent again after a transient failure, since start.
+    retried: u64,
+    /// The fabric-wide lists as of the last full pass, kept up to date by targeted passes
+    /// (which see only their partitions): what status, metrics and logs report.
+    view: View,
 }
+
+/// Unmanaged partitions, invalid entries and unreadable partitions across the whole prefix
+/// and fabric.
+#[derive(Debug, Default)]
+struct View {
+    unmanaged: BTreeSet<PKey>,
+    invalid: Vec<Invalid>,
+    unreadable: BTreeMap<PKey, String>,
+}
+
+impl View {
+    /// A full pass saw everything: its lists are the view.
+    fn replace(&mut self, plan: &Plan) {
+        self.unmanaged = plan.unmanaged.iter().copied().collect();
+        self.invalid = plan.invalid.clone();
+        self.unreadable = plan.unreadable.iter().cloned().collect();
+    }
+
+    /// A targeted pass saw the partitions of `scope` (and the keys `keys`): their entries
+    /// are replaced by what it saw, and the plan's lists become the whole view again.
+    fn update(&mut self, scope: &BTreeSet<PKey>, keys: &BTreeSet<&str>, plan: &mut Plan) {
+        self.unmanaged.retain(|p| !scope.contains(p));
+        self.unmanaged.extend(plan.unmanaged.iter().copied());
+        self.invalid.retain(|i| {
+            !keys.contains(i.key.as_str()) && i.pkey.is_none_or(|p| !scope.contains(&p))
+        });
+        self.invalid.extend(plan.invalid.iter().cloned());
+        self.invalid.sort_by(|a, b| a.key.cmp(&b.key));
+        self.unreadable.retain(|p, _| !scope.contains(p));
+        self.unreadable.extend(plan.unreadable.iter().cloned());
+        plan.unmanaged = self.unmanaged.iter().copied().collect();
+        plan.invalid = self.invalid.clone();
+        plan.unreadable = self
+            .unreadable
+            .iter()
+            .map(|(p, r)| (*p, r.clone()))
+            .collect();
+    }
+}
+
+/// The retries due, from [`Engine::retries`].
+#[derive(Debug, Default)]
+pub(crate) struct Retries {
+    /// Partitions due, with their keys, for a targeted pass.
+    pub keys: Option<BTreeMap<PKey, KeyChange>>,
+    /// A partition due has no key in etcd any more (a failed deletion): only a full pass, with
+    /// its linearizable read of the whole prefix, may delete it.
+    pub full: bool,
+    /// When the next retry is due.
+    pub next: Option<Instant>,
+}
+
+/// A partition whose writes failed: tried again at `due`, with its etcd entry, and with twice
+/// the delay if it fails again (2 s up to 60 s), without holding up the other partitions.
+#[derive(Clone, Debug)]
+struct Cooling {
+    due: Instant,
+    delay: Duration,
+    entry: Option<KeyChange>,
+}
+
+/// The first pause before a failing partition is tried again, and the longest.
+const COOLING_FIRST: Duration = Duration::from_secs(2);
+const COOLING_MAX: Duration = Duration::from_secs(60);
 
 impl Engine {
     /// Opens the engine: reads the ownership record (the state file, locked; with a shared
@@ -197,6 +314,12 @@ impl Engine {
             last_unreadable: Vec::new(),
             last_refusal: None,
             last_rejected: BTreeSet::new(),
+            cooling: BTreeMap::new(),
+            stamp: None,
+            stamp_unserved: false,
+            tracks_drift: false,
+            retried: 0,
+            view: View::default(),
         })
     }
 
@@ -342,13 +465,20 @@ impl Engine {
 
     /// Reads both sides and plans, changing nothing in UFM.
     pub(crate) fn plan(&mut self) -> Result<(Plan, i64), PassError> {
-        let observed = self.observe()?;
+        let observed = self.observe_all()?;
         Ok((observed.plan, observed.listing_revision))
+    }
+
+    fn observe(&mut self, scope: &Scope) -> Result<Observed, PassError> {
+        match scope {
+            Scope::Full => self.observe_all(),
+            Scope::Keys(changes) => self.observe_keys(changes),
+        }
     }
 
     /// Reads etcd and UFM, checks that the ownership record belongs to them, judges how the
     /// keys of owned partitions left, and plans.
-    fn observe(&mut self) -> Result<Observed, PassError> {
+    fn observe_all(&mut self) -> Result<Observed, PassError> {
         let prefix = self.settings.prefix.clone();
         let listing = self.etcd.list(&prefix).map_err(PassError::Etcd)?;
         let now = self.binding_of(&listing);
@@ -357,9 +487,27 @@ impl Engine {
             .iter()
             .map(|kv| (kv.key.as_str(), &kv.value[..]));
         let desired = plan::desired_from_listing(&prefix, entries, &self.settings.policy);
+        // Which key each partition has, to read it again alone if its writes must be retried.
+        let entries: BTreeMap<PKey, KeyChange> = listing
+            .kvs
+            .iter()
+            .filter_map(|kv| {
+                let change = KeyChange {
+                    key: kv.key.clone(),
+                    present: true,
+                    deleted_together: 0,
+                    revision: kv.mod_revision,
+                };
+                Some((removals::pkey_of(&prefix, &kv.key)?, change))
+            })
+            .collect();
         // The raw listing is not needed any more: free it before UFM's list arrives.
         drop(listing);
-        let list = self.ufm.list_partitions().map_err(PassError::Ufm)?;
+        // Read before the list: a change made after it moves the stamp on, so it is seen.
+        let stamp = self.read_stamp();
+        let list = self
+            .retrying(|ufm| ufm.list_partitions())
+            .map_err(PassError::Ufm)?;
         let actual = Actual {
             partitions: list.partitions.into_iter().map(|p| (p.pkey, p)).collect(),
             unreadable: list.unreadable.into_iter().collect(),
@@ -384,13 +532,143 @@ impl Engine {
             &self.settings.guard,
             &removals,
         );
+        let scope = desired
+            .partitions
+            .keys()
+            .chain(actual.partitions.keys())
+            .chain(self.record.owned.iter())
+            .copied()
+            .collect();
         Ok(Observed {
             plan,
             listing_revision: now.revision,
+            scope,
+            entries,
             binding: locked
                 .is_none()
                 .then(|| self.progressed(recorded.as_ref(), now)),
+            stamp,
         })
+    }
+
+    /// Plans for the partitions the watch reported, reading each key again from etcd (a
+    /// linearizable read: the watch may come from a member that lags, and only such a read
+    /// may decide a deletion) and each partition from UFM on its own. How many keys the
+    /// request that deleted a key deleted tells a job end from a bulk removal.
+    fn observe_keys(&mut self, changes: &BTreeMap<PKey, KeyChange>) -> Result<Observed, PassError> {
+        let prefix = self.settings.prefix.clone();
+        let mut puts: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut entries = BTreeMap::new();
+        let mut scope: BTreeSet<PKey> = changes.keys().copied().collect();
+        for (pkey, change) in changes {
+            let Some(kv) = self.etcd.get(&change.key).map_err(PassError::Etcd)? else {
+                if change.present {
+                    // Deleted since it was seen: how it left is for the watch to tell (a
+                    // bulk removal must be judged as one), so this partition waits for it.
+                    log::debug!(
+                        "{} was deleted since it was read; waiting for the watch",
+                        change.key
+                    );
+                    scope.remove(pkey);
+                    self.cooling.remove(pkey);
+                }
+                continue;
+            };
+            puts.push((change.key.clone(), kv.value));
+            let entry = KeyChange {
+                present: true,
+                deleted_together: 0,
+                revision: kv.mod_revision,
+                ..change.clone()
+            };
+            entries.insert(*pkey, entry);
+        }
+        let listed = puts.iter().map(|(k, v)| (k.as_str(), &v[..]));
+        let desired = plan::desired_from_listing(&prefix, listed, &self.settings.policy);
+        let mut actual = Actual::default();
+        for pkey in &scope {
+            match self.retrying(|ufm| ufm.get(*pkey)) {
+                Ok(Some(partition)) => {
+                    actual.partitions.insert(*pkey, partition);
+                }
+                Ok(None) => {}
+                Err(UfmError::BadAnswer(reason)) => {
+                    actual.unreadable.insert(*pkey, reason);
+                }
+                Err(e) => return Err(PassError::Ufm(e)),
+            }
+        }
+        let owned: BTreeSet<PKey> = self.record.owned.intersection(&scope).copied().collect();
+        let locked = self.record.held.as_ref().map(|why| {
+            format!(
+                "the ownership record does not belong to this etcd and UFM ({why}): nothing is deleted; adopt it with `ufm-pkeyd state --adopt` or reset it with `ufm-pkeyd state --reset`"
+            )
+        });
+        let candidates = plan::deletion_candidates(&desired, &actual, &owned);
+        let verdicts = candidates
+            .iter()
+            .filter_map(|pkey| {
+                let change = changes.get(pkey)?;
+                let verdict = match self.record.removals.get(pkey) {
+                    Some(known) => known.clone(),
+                    None if change.deleted_together >= 2 => crate::plan::Removal::Bulk(format!(
+                        "{} keys under {prefix} were deleted by one request at revision {} (a range or recursive delete), which pcocc's per-key deletes never do",
+                        change.deleted_together, change.revision
+                    )),
+                    None => crate::plan::Removal::OneByOne,
+                };
+                Some((*pkey, verdict))
+            })
+            .collect::<BTreeMap<_, _>>();
+        self.record.removals.extend(verdicts.clone());
+        let removals = Removals {
+            verdicts,
+            locked,
+            ..Removals::default()
+        };
+        let plan = plan::plan(&desired, &actual, &owned, &self.settings.guard, &removals);
+        Ok(Observed {
+            plan,
+            listing_revision: 0,
+            scope,
+            entries,
+            binding: None,
+            stamp: None,
+        })
+    }
+
+    /// One UFM read, sent again after a transient failure (see [`apply::with_retries`]).
+    fn retrying<T>(
+        &mut self,
+        op: impl Fn(&UfmClient) -> Result<T, UfmError>,
+    ) -> Result<T, UfmError> {
+        let ufm = &self.ufm;
+        match apply::with_retries(&mut self.retried, || Ok(()), || op(ufm)) {
+            Ok(result) => result,
+            Err(_) => unreachable_gate(),
+        }
+    }
+
+    /// UFM's `last_updated`, or `None` when it cannot be read (a later check then asks for a
+    /// full pass) or this UFM does not serve it (not asked again).
+    fn read_stamp(&mut self) -> Option<String> {
+        if self.stamp_unserved || !self.tracks_drift {
+            return None;
+        }
+        match self.retrying(UfmClient::last_updated) {
+            Ok(Some(stamp)) => Some(stamp),
+            Ok(None) => {
+                log::info!(
+                    "UFM does not serve /resources/pkeys/last_updated: changes made by hand are found by reading all its partitions every poll interval"
+                );
+                self.stamp_unserved = true;
+                None
+            }
+            Err(e) => {
+                log::debug!("UFM's last_updated not read: {e}");
+                None
+            }
+        }
     }
 
     /// What this listing says about the etcd and UFM being synced.
@@ -524,26 +802,51 @@ impl Engine {
         })
     }
 
-    /// One full pass: plan, record what it will own, apply, record the outcome, report. The
-    /// gate is asked before each UFM write: on SIGTERM, or when the leadership is in doubt,
-    /// the rest waits for the next pass.
-    pub(crate) fn pass(&mut self, gate: &mut dyn Gate) -> Result<PassReport, PassError> {
+    /// One pass over `scope`: plan, record what it will own, apply, record the outcome,
+    /// report. The gate is asked before each UFM write: on SIGTERM, or when the leadership is
+    /// in doubt, the rest waits for the next pass. Partitions whose writes failed wait for
+    /// their own time to be tried again.
+    pub(crate) fn pass(
+        &mut self,
+        gate: &mut dyn Gate,
+        scope: &Scope,
+    ) -> Result<PassReport, PassError> {
         self.start_term()?;
-        let observed = self.observe()?;
+        let observed = self.observe(scope)?;
         let mut plan = observed.plan;
+        match scope {
+            Scope::Full => self.view.replace(&plan),
+            Scope::Keys(changes) => {
+                let keys = changes.values().map(|c| c.key.as_str()).collect();
+                self.view.update(&observed.scope, &keys, &mut plan);
+            }
+        }
         let mut report = PassReport {
             revision: observed.listing_revision,
             ..PassReport::default()
         };
         let unrecorded = self.record_ahead(&plan, &mut report)?;
+        let now = Instant::now();
         let actions: Vec<Action> = plan
             .actions
             .iter()
             .filter(|a| !unrecorded.contains(&a.pkey()))
+            .filter(|a| self.cooling.get(&a.pkey()).is_none_or(|c| c.due <= now))
             .cloned()
             .collect();
         report.skipped += plan.actions.len() - actions.len();
         let applied = apply::apply(&actions, &self.ufm, gate);
+        self.retried += applied.retries;
+        let seen = (&observed.scope, &observed.entries);
+        self.cool_down(seen, &plan, (&actions, &unrecorded), &applied);
+        if !applied.written.is_empty() {
+            // Where UFM stands after our own writes, so that they do not count as drift. A
+            // change by someone else between our last write and this read goes unnoticed
+            // until the next full pass (resync-interval at the latest).
+            self.stamp = self.read_stamp();
+        } else if *scope == Scope::Full {
+            self.stamp = observed.stamp;
+        }
         plan.forget = self.confirmed_gone(&plan.forget);
         log_changes(&plan, &applied);
         self.report_lists(&plan, &applied);
@@ -559,7 +862,7 @@ impl Engine {
             .collect();
         self.record
             .removals
-            .retain(|p, _| still_missing.contains(p));
+            .retain(|p, _| !observed.scope.contains(p) || still_missing.contains(p));
         if let Some(binding) = observed.binding {
             self.record.binding = Some(binding);
         }
@@ -569,8 +872,107 @@ impl Engine {
         report.counts = applied.counts;
         report.rejected = applied.rejected;
         report.stopped = applied.stopped;
+        report.ufm_down = applied.ufm_down;
+        report.retries = applied.retries;
+        report.written = applied.written;
         report.plan = plan;
         Ok(report)
+    }
+
+    /// Puts the partitions whose actions failed, or that have GUIDs UFM refused, on their own
+    /// retry schedule, and takes off it those that went through or need nothing any more.
+    fn cool_down(
+        &mut self,
+        (scope, entries): (&BTreeSet<PKey>, &BTreeMap<PKey, KeyChange>),
+        plan: &Plan,
+        (tried, unrecorded): (&[Action], &BTreeSet<PKey>),
+        applied: &apply::Applied,
+    ) {
+        let planned: BTreeSet<PKey> = plan.actions.iter().map(Action::pkey).collect();
+        self.cooling
+            .retain(|pkey, _| !scope.contains(pkey) || planned.contains(pkey));
+        let now = Instant::now();
+        let rejected: BTreeSet<PKey> = applied.rejected.iter().map(|r| r.pkey).collect();
+        // Partitions whose ownership could not be recorded first were not tried: they wait too.
+        for pkey in tried
+            .iter()
+            .map(Action::pkey)
+            .chain(unrecorded.iter().copied())
+        {
+            if applied.failed.contains(&pkey)
+                || rejected.contains(&pkey)
+                || unrecorded.contains(&pkey)
+            {
+                let delay = self
+                    .cooling
+                    .get(&pkey)
+                    .map_or(COOLING_FIRST, |c| (c.delay * 2).min(COOLING_MAX));
+                self.cooling.insert(
+                    pkey,
+                    Cooling {
+                        due: now + delay,
+                        delay,
+                        // A partition with no key (a failed deletion) waits for a full pass.
+                        entry: entries.get(&pkey).cloned(),
+                    },
+                );
+            } else if applied.succeeded.contains(&pkey) {
+                self.cooling.remove(&pkey);
+            }
+        }
+    }
+
+    /// The partitions whose retry is due now, and when the next one is due otherwise.
+    pub(crate) fn retries(&self) -> Retries {
+        let now = Instant::now();
+        let mut due = Retries::default();
+        let mut keys = BTreeMap::new();
+        for (pkey, cooling) in &self.cooling {
+            if cooling.due > now {
+                due.next = Some(
+                    due.next
+                        .map_or(cooling.due, |n: Instant| n.min(cooling.due)),
+                );
+                continue;
+            }
+            match &cooling.entry {
+                Some(entry) => {
+                    keys.insert(*pkey, entry.clone());
+                }
+                None => due.full = true,
+            }
+        }
+        due.keys = (!keys.is_empty()).then_some(keys);
+        due
+    }
+
+    /// Follows UFM's `last_updated` from now on, to tell changes made by others (the daemon).
+    pub(crate) fn track_drift(&mut self) {
+        self.tracks_drift = true;
+    }
+
+    /// Whether a partition is waiting for its own retry after failed writes.
+    pub(crate) fn cooling(&self, pkey: PKey) -> bool {
+        self.cooling.contains_key(&pkey)
+    }
+
+    /// UFM requests sent again after a transient failure, since start.
+    pub(crate) fn retried(&self) -> u64 {
+        self.retried
+    }
+
+    /// Whether someone changed UFM since this instance last read all of it or wrote to it,
+    /// by `last_updated`: `Some(true)` changed (or not known since), `Some(false)` not; `None`
+    /// when this UFM does not serve it (then only a full list finds changes made by hand).
+    pub(crate) fn ufm_changed(&mut self) -> Result<Option<bool>, UfmError> {
+        if self.stamp_unserved {
+            return Ok(None);
+        }
+        let Some(now) = self.retrying(UfmClient::last_updated)? else {
+            self.stamp_unserved = true;
+            return Ok(None);
+        };
+        Ok(Some(self.stamp.as_ref() != Some(&now)))
     }
 
     /// Records as owned, before any request, every partition this pass may create or adopt.
@@ -723,6 +1125,11 @@ impl Engine {
         }
         self.last_refusal = plan.refusal.clone();
     }
+}
+
+/// `with_retries` with a gate that always opens never returns `Err`.
+fn unreachable_gate() -> ! {
+    unreachable!("an open gate never closes")
 }
 
 fn join(pkeys: &[PKey]) -> String {

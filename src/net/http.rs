@@ -198,6 +198,8 @@ pub(crate) struct RequestCounts {
     pub error_status: u64,
     /// Not answered: connection, TLS or timeout failure.
     pub no_answer: u64,
+    /// Bytes of answer bodies read, streams included.
+    pub bytes: u64,
 }
 
 #[derive(Default)]
@@ -205,6 +207,21 @@ struct Counters {
     success: AtomicU64,
     error_status: AtomicU64,
     no_answer: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// A reader that adds what it reads to the client's byte counter.
+struct Counted {
+    inner: Box<dyn Read + Send>,
+    counters: Arc<Counters>,
+}
+
+impl Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
 }
 
 /// A configured HTTP client for one service.
@@ -263,6 +280,7 @@ impl HttpClient {
             success: self.counters.success.load(Ordering::Relaxed),
             error_status: self.counters.error_status.load(Ordering::Relaxed),
             no_answer: self.counters.no_answer.load(Ordering::Relaxed),
+            bytes: self.counters.bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -290,14 +308,7 @@ impl HttpClient {
         })?;
         let status = response.status().as_u16();
         self.count(Some(status));
-        let headers: Vec<(String, String)> = response
-            .headers()
-            .iter()
-            .filter_map(|(name, value)| {
-                let value = value.to_str().ok()?;
-                Some((name.as_str().to_ascii_lowercase(), value.to_string()))
-            })
-            .collect();
+        let headers = header_list(response.headers());
         let content_type = headers
             .iter()
             .find(|(n, _)| n == "content-type")
@@ -309,6 +320,9 @@ impl HttpClient {
             .limit(MAX_BODY_BYTES)
             .read_to_vec()
             .map_err(|e| self.error(request.url, &e))?;
+        self.counters
+            .bytes
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
         log::debug!("{} answered {status} ({} bytes)", self.service, body.len());
         Ok(Response {
             status,
@@ -347,16 +361,20 @@ impl HttpClient {
             self.error(request.url, &e)
         })?;
         self.count(Some(response.status().as_u16()));
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
+        let headers = header_list(response.headers());
+        let content_type = headers
+            .iter()
+            .find(|(n, _)| n == "content-type")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
         Ok(Stream {
             status: response.status().as_u16(),
             content_type,
-            reader: std::io::BufReader::new(Box::new(response.into_body().into_reader())),
+            headers,
+            reader: std::io::BufReader::new(Box::new(Counted {
+                inner: Box::new(response.into_body().into_reader()),
+                counters: Arc::clone(&self.counters),
+            })),
             pending: Vec::new(),
             service: self.service,
             url: request.url.to_string(),
@@ -427,10 +445,23 @@ impl ureq::unversioned::resolver::Resolver for ResolveInline {
     }
 }
 
+/// Headers as (lowercase name, value), dropping values that are not text.
+fn header_list(headers: &ureq::http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter_map(|(name, value)| {
+            let value = value.to_str().ok()?;
+            Some((name.as_str().to_ascii_lowercase(), value.to_string()))
+        })
+        .collect()
+}
+
 /// A streamed answer read line by line.
 pub(crate) struct Stream {
     pub status: u16,
     pub content_type: String,
+    /// Headers with lowercase names.
+    headers: Vec<(String, String)>,
     reader: std::io::BufReader<Box<dyn Read + Send>>,
     /// Bytes of a line not yet complete when a read timed out.
     pending: Vec<u8>,
@@ -450,6 +481,14 @@ pub(crate) enum StreamRead {
 }
 
 impl Stream {
+    /// The value of a header, by lowercase name.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// Reads the next line, or says the stream was idle for one poll time or has ended.
     pub(crate) fn next_line(&mut self) -> Result<StreamRead, HttpError> {
         use std::io::BufRead;
@@ -523,7 +562,7 @@ impl Stream {
         Ok(Response {
             status: self.status,
             content_type: self.content_type,
-            headers: Vec::new(),
+            headers: self.headers,
             body,
         })
     }
@@ -579,6 +618,11 @@ impl Endpoints {
     /// The URLs, in configured order.
     pub(crate) fn urls(&self) -> &[String] {
         &self.urls
+    }
+
+    /// The index of the URL tried first: the one that answered last.
+    pub(crate) fn current(&self) -> usize {
+        self.current.get()
     }
 
     /// Runs `call` with one base URL after the other until it gets an answer: only errors
@@ -894,6 +938,7 @@ mod tests {
         Stream {
             status: 200,
             content_type: String::new(),
+            headers: Vec::new(),
             reader: std::io::BufReader::new(Box::new(std::io::Cursor::new(bytes))),
             pending: Vec::new(),
             service: "etcd",

@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::model::{Guid, Join, Member, Membership, PKey, Partition};
 use crate::net::http::TlsOptions;
 use crate::net::http::{
-    self, Endpoints, HttpClient, HttpError, HttpOptions, Request, Response, Stream,
+    self, Endpoints, HttpClient, HttpError, HttpErrorKind, HttpOptions, Request, Response, Stream,
 };
 use crate::secret::Secret;
 
@@ -27,8 +27,10 @@ pub(crate) const REMOVE_BATCH: usize = 200;
 /// Why a UFM call failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum UfmError {
-    /// No UFM host answered.
+    /// No UFM host could be reached (refused, reset, no route).
     Unreachable(String),
+    /// UFM did not answer within the timeout.
+    TimedOut(String),
     /// Wrong credentials, token or role, or an HTML page where JSON was due.
     Auth(String),
     /// The PKey does not exist.
@@ -45,6 +47,7 @@ impl fmt::Display for UfmError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             UfmError::Unreachable(m)
+            | UfmError::TimedOut(m)
             | UfmError::Auth(m)
             | UfmError::NotFound(m)
             | UfmError::AlreadyExists(m)
@@ -56,11 +59,33 @@ impl fmt::Display for UfmError {
 
 impl From<HttpError> for UfmError {
     fn from(e: HttpError) -> UfmError {
-        if e.is_unreachable() {
+        if e.kind == HttpErrorKind::Timeout {
+            UfmError::TimedOut(e.message)
+        } else if e.is_unreachable() {
             UfmError::Unreachable(e.message)
         } else {
             UfmError::BadAnswer(e.message)
         }
+    }
+}
+
+impl UfmError {
+    /// Whether sending the request again soon may succeed: the connection was refused or
+    /// reset, or UFM (or its Apache) said it is overloaded or restarting (502, 503, 504).
+    /// Every PKey operation is idempotent, so such a request may be sent again. A request that
+    /// timed out is not: it already cost a whole timeout.
+    pub(crate) fn is_retryable(&self) -> bool {
+        match self {
+            UfmError::Unreachable(_) => true,
+            UfmError::Api { status, .. } => matches!(status, 502..=504),
+            _ => false,
+        }
+    }
+
+    /// Whether UFM gave no usable answer at all (retryable, or timed out): UFM, or the route
+    /// to it, may be down. A 500 is an answer: UFM failed that request.
+    pub(crate) fn is_no_answer(&self) -> bool {
+        self.is_retryable() || matches!(self, UfmError::TimedOut(_))
     }
 }
 
@@ -245,6 +270,27 @@ impl UfmClient {
     /// Requests sent so far.
     pub(crate) fn request_counts(&self) -> crate::net::http::RequestCounts {
         self.http.counts()
+    }
+
+    /// When UFM's partitions last changed (`GET /resources/pkeys/last_updated`), as an opaque
+    /// value to compare: UFMs answer in several formats, some in the subnet manager's local
+    /// time with no zone and one-second resolution, and `null` before the first change. `None`
+    /// when this UFM does not serve it (then drift is found by reading the whole list).
+    pub(crate) fn last_updated(&self) -> Result<Option<String>, UfmError> {
+        let path = "/resources/pkeys/last_updated";
+        let response = match self.call("GET", path, None) {
+            Ok(response) => response,
+            Err(UfmError::NotFound(_)) => return Ok(None),
+            Err(UfmError::Api {
+                status: 400 | 405, ..
+            }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let value: serde_json::Value = self.json(&response, path)?;
+        match value.get("last_updated") {
+            Some(stamp) => Ok(Some(stamp.to_string())),
+            None => Err(self.unexpected(path, &response)),
+        }
     }
 
     /// UFM's release version (`GET /app/ufm_version`); also proves the credentials work.

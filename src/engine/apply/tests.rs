@@ -18,6 +18,10 @@ struct FakeUfm {
     /// GUIDs UFM does not know; `name_them` says whether its message names the GUID.
     unknown: BTreeSet<Guid>,
     name_them: bool,
+    /// Requests answered with this error, each as many times as given (then they pass).
+    faults: RefCell<Vec<(String, UfmError, usize)>>,
+    /// UFM answers nothing at all (`answers` says no).
+    down: bool,
 }
 
 impl FakeUfm {
@@ -32,6 +36,13 @@ impl FakeUfm {
     }
 
     fn call(&self, call: String) -> Result<(), UfmError> {
+        for (name, error, times) in self.faults.borrow_mut().iter_mut() {
+            if *name == call && *times > 0 {
+                *times -= 1;
+                self.calls.borrow_mut().push(call);
+                return Err(error.clone());
+            }
+        }
         let failing = self.fail.contains(&call);
         self.calls.borrow_mut().push(call);
         if failing {
@@ -108,6 +119,10 @@ impl UfmOps for FakeUfm {
             Some(_) => Ok(()),
             None => Err(UfmError::NotFound(format!("{pkey} not found"))),
         }
+    }
+
+    fn answers(&self) -> bool {
+        !self.down
     }
 
     fn get(&self, pkey: PKey) -> Result<Option<Partition>, UfmError> {
@@ -344,4 +359,92 @@ fn deleting_a_partition_already_gone_counts_as_deleted() {
     assert!(applied.failures.is_empty());
     assert_eq!(applied.deleted, [pk("0x30")].into());
     assert_eq!(applied.counts.deleted, 1);
+}
+
+fn unavailable() -> UfmError {
+    UfmError::Api {
+        status: 503,
+        message: "UFM refused the request (HTTP 503)".into(),
+    }
+}
+
+#[test]
+fn a_503_is_sent_again_and_two_in_a_row_are_absorbed() {
+    let ufm = FakeUfm::default();
+    ufm.faults
+        .borrow_mut()
+        .push(("add 0x10 2".into(), unavailable(), 2));
+    let applied = apply(&[add("0x10", guids(1..=2), true)], &ufm, &mut open());
+    assert_eq!(ufm.calls(), ["add 0x10 2", "add 0x10 2", "add 0x10 2"]);
+    assert_eq!(applied.retries, 2);
+    assert!(applied.failures.is_empty());
+    assert_eq!(ufm.members("0x10"), Some(guids(1..=2)));
+}
+
+#[test]
+fn a_timed_out_write_is_not_sent_again() {
+    let ufm = FakeUfm::default();
+    let timeout = UfmError::TimedOut("no answer within 30 s".into());
+    ufm.faults
+        .borrow_mut()
+        .push(("add 0x10 2".into(), timeout, 1));
+    let actions = [
+        add("0x10", guids(1..=2), true),
+        add("0x20", guids(1..=1), true),
+    ];
+    let applied = apply(&actions, &ufm, &mut open());
+    assert_eq!(ufm.calls(), ["add 0x10 2", "add 0x20 1"]);
+    assert_eq!(applied.retries, 0);
+    assert_eq!(applied.failed, [pk("0x10")].into(), "only 0x10 waits");
+    assert_eq!(applied.succeeded, [pk("0x20")].into());
+    assert!(applied.ufm_down.is_none(), "UFM answers other requests");
+}
+
+#[test]
+fn when_ufm_answers_nothing_the_pass_stops_writing_instead_of_timing_out_each_partition() {
+    let ufm = FakeUfm {
+        down: true,
+        ..FakeUfm::default()
+    };
+    ufm.faults.borrow_mut().push((
+        "add 0x10 2".into(),
+        UfmError::Unreachable("connection refused".into()),
+        9,
+    ));
+    let actions = [
+        add("0x10", guids(1..=2), true),
+        add("0x20", guids(1..=1), true),
+    ];
+    let applied = apply(&actions, &ufm, &mut open());
+    assert_eq!(
+        ufm.calls(),
+        ["add 0x10 2"; 3],
+        "three tries, then nothing more"
+    );
+    assert!(applied.ufm_down.is_some());
+    assert_eq!(applied.skipped, 2);
+    assert!(
+        applied.failed.is_empty(),
+        "no partition is blamed for an outage"
+    );
+}
+
+#[test]
+fn the_gate_is_asked_before_every_retry() {
+    let ufm = FakeUfm::default();
+    ufm.faults
+        .borrow_mut()
+        .push(("delete 0x10".into(), unavailable(), 5));
+    let mut asked = 0;
+    let mut gate = || {
+        asked += 1;
+        if asked > 2 {
+            Err("the claim could lapse".to_string())
+        } else {
+            Ok(())
+        }
+    };
+    let applied = apply(&[Action::Delete { pkey: pk("0x10") }], &ufm, &mut gate);
+    assert_eq!(ufm.calls(), ["delete 0x10", "delete 0x10"]);
+    assert_eq!(applied.stopped.as_deref(), Some("the claim could lapse"));
 }

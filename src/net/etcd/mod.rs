@@ -116,7 +116,7 @@ trait Keyspace {
         prefix: &str,
         revision: i64,
         keep_waiting: &mut dyn FnMut() -> bool,
-    ) -> Result<WaitOutcome, EtcdError>;
+    ) -> Result<Watched, EtcdError>;
     fn campaign(
         &self,
         client: &EtcdClient,
@@ -208,16 +208,33 @@ pub(crate) enum Expect {
 /// How long one read of a watch stream may block before the caller's flags are checked.
 const WATCH_POLL: Duration = Duration::from_millis(250);
 
+/// One change of a key under a watched prefix, as etcd delivered it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Change {
+    pub key: String,
+    /// The new value; `None` when the key was deleted (or expired).
+    pub value: Option<Vec<u8>>,
+    /// The revision (v3) or index (v2) of the change; one request changing several keys gives
+    /// them one revision.
+    pub revision: i64,
+    /// v2: the change is to a directory (a recursive delete of the prefix's directory).
+    pub dir: bool,
+}
+
 /// What ended a wait for changes under a prefix.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum WaitOutcome {
-    /// A key under the prefix was written or deleted.
-    Changed,
-    /// The watch cannot go on from where it was (history compacted or cleared, stream ended):
-    /// read the whole prefix again.
-    Resync,
-    /// The caller stopped waiting (deadline or signal).
-    Stopped,
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Watched {
+    /// Keys under the prefix changed; `revision` is the last one seen: the next wait starts
+    /// after it.
+    Changes { changes: Vec<Change>, revision: i64 },
+    /// The watch cannot go on from where it was (history compacted or cleared, the stream
+    /// ended): read the whole prefix again. The text says why.
+    Gap(String),
+    /// The caller stopped waiting (deadline or signal); the next wait starts after `revision`.
+    Stopped { revision: i64 },
+    /// etcd (or a proxy) closed the stream early: nothing was missed, the next wait starts
+    /// after `revision`; the caller should not reopen it at once.
+    Ended { revision: i64 },
 }
 
 /// What proves this instance holds the election key: the v3 lease it is attached to, or,
@@ -381,17 +398,28 @@ impl EtcdClient {
         self.with_failover(|base| keyspace.delete(self, base, key))
     }
 
-    /// Blocks until a key under `prefix` changes after `revision` (the revision or index of
-    /// the last complete listing), or until `keep_waiting` returns false. `keep_waiting` is
-    /// called at least every quarter second, so a signal or deadline is noticed quickly.
-    pub(crate) fn wait_for_change(
+    /// Blocks until keys under `prefix` change after `revision` (the revision or index of the
+    /// last complete listing or of the last change seen), and returns those changes, with
+    /// those already in etcd's history that follow them; or until `keep_waiting` returns false.
+    /// `keep_waiting` is called at least every quarter second, so a signal or deadline is
+    /// noticed quickly. Moving to another member is a gap: events may have been missed.
+    pub(crate) fn watch(
         &self,
         prefix: &str,
         revision: i64,
         keep_waiting: &mut dyn FnMut() -> bool,
-    ) -> Result<WaitOutcome, EtcdError> {
+    ) -> Result<Watched, EtcdError> {
+        let before = self.endpoints.current();
         let keyspace = self.api.keyspace();
-        self.with_failover(|base| keyspace.watch(self, base, prefix, revision, keep_waiting))
+        let watched =
+            self.with_failover(|base| keyspace.watch(self, base, prefix, revision, keep_waiting))?;
+        if self.endpoints.current() != before {
+            return Ok(Watched::Gap(format!(
+                "the watch moved to another etcd member ({})",
+                self.endpoints.urls()[self.endpoints.current()]
+            )));
+        }
+        Ok(watched)
     }
 
     /// Tries to take the election `key` for `identity` with a time to live of `ttl` seconds.

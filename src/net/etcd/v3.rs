@@ -13,8 +13,8 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 
 use super::{
-    Claim, Deletion, EtcdClient, EtcdError, Expect, History, KeyValue, Keyspace, Listing, Store,
-    WATCH_POLL, WaitOutcome, json_body,
+    Change, Claim, Deletion, EtcdClient, EtcdError, Expect, History, KeyValue, Keyspace, Listing,
+    Store, WATCH_POLL, Watched, json_body,
 };
 use crate::net::http::{Auth, Request, Response, StreamRead};
 use crate::secret::Secret;
@@ -289,6 +289,10 @@ impl Keyspace for V3 {
     /// Watches the prefix from `revision + 1` over the gateway's streamed `/v3/watch`: one JSON
     /// object per line, `{"result": {...}}`. The stream stays open even after etcd cancels the
     /// watch, so cancellation is read from the messages.
+    /// Watches the prefix from `revision + 1` over the gateway's streamed `/v3/watch`: one
+    /// JSON object per line, `{"result": {...}}`, one revision's events per message (several
+    /// when etcd replays history to catch the watcher up). The stream stays open even after
+    /// etcd cancels the watch, so cancellation is read from the messages.
     fn watch(
         &self,
         client: &EtcdClient,
@@ -296,11 +300,14 @@ impl Keyspace for V3 {
         prefix: &str,
         revision: i64,
         keep_waiting: &mut dyn FnMut() -> bool,
-    ) -> Result<WaitOutcome, EtcdError> {
+    ) -> Result<Watched, EtcdError> {
+        let start = revision.checked_add(1).ok_or_else(|| {
+            EtcdError::Api(format!("etcd revision {revision} cannot be followed"))
+        })?;
         let body = json!({"create_request": {
             "key": B64.encode(prefix),
             "range_end": B64.encode(prefix_range_end(prefix.as_bytes())),
-            "start_revision": (revision + 1).to_string(),
+            "start_revision": start.to_string(),
         }});
         let url = format!("{base}/v3/watch");
         let token = token(client, base)?;
@@ -317,15 +324,16 @@ impl Keyspace for V3 {
         }
         loop {
             if !keep_waiting() {
-                return Ok(WaitOutcome::Stopped);
+                return Ok(Watched::Stopped { revision });
             }
             match stream.next_line()? {
                 StreamRead::Idle => {}
-                StreamRead::End => return Ok(WaitOutcome::Resync),
+                // Revisions stay addressable after a stream closes: nothing is lost.
+                StreamRead::End => return Ok(Watched::Ended { revision }),
                 StreamRead::Line(line) if line.iter().all(u8::is_ascii_whitespace) => {}
                 StreamRead::Line(line) => {
-                    if let Some(outcome) = watch_message(client, &url, &line)? {
-                        return Ok(outcome);
+                    if let Some(watched) = watch_message(client, &url, &line, revision)? {
+                        return Ok(watched);
                     }
                 }
             }
@@ -393,17 +401,24 @@ fn watch_message(
     client: &EtcdClient,
     url: &str,
     line: &[u8],
-) -> Result<Option<WaitOutcome>, EtcdError> {
+    revision: i64,
+) -> Result<Option<Watched>, EtcdError> {
     let result = watch_result(url, line)?;
     if !result.events.is_empty() {
-        return Ok(Some(WaitOutcome::Changed));
+        let changes: Vec<Change> = result.events.iter().filter_map(change).collect();
+        let last = changes.iter().map(|c| c.revision).max().unwrap_or(revision);
+        return Ok(Some(Watched::Changes {
+            changes,
+            revision: last.max(revision),
+        }));
     }
     if !result.canceled {
         return Ok(None);
     }
-    if result.compact_revision.is_some() {
-        log::info!("etcd compacted the history the watch needed; reading the prefix again");
-        return Ok(Some(WaitOutcome::Resync));
+    if let Some(compacted) = result.compact_revision.as_deref() {
+        return Ok(Some(Watched::Gap(format!(
+            "etcd compacted the history the watch needed (up to revision {compacted})"
+        ))));
     }
     Err(cancel_error(client, result))
 }
@@ -430,6 +445,25 @@ fn cancel_error(client: &EtcdClient, result: WatchResult) -> EtcdError {
         return EtcdError::Auth(format!("etcd canceled the watch: {reason}"));
     }
     EtcdError::Api(format!("etcd canceled the watch: {reason}"))
+}
+
+/// One event of a watch message as a [`Change`].
+fn change(event: &serde_json::Value) -> Option<Change> {
+    let kv = event.get("kv")?;
+    let key = B64.decode(kv.get("key")?.as_str()?).ok()?;
+    let deleted = event.get("type").and_then(|t| t.as_str()) == Some("DELETE");
+    let value = if deleted {
+        None
+    } else {
+        let text = kv.get("value").and_then(|v| v.as_str()).unwrap_or("");
+        Some(B64.decode(text).ok()?)
+    };
+    Some(Change {
+        key: String::from_utf8_lossy(&key).into_owned(),
+        value,
+        revision: parse_int(kv.get("mod_revision").and_then(|r| r.as_str())),
+        dir: false,
+    })
 }
 
 /// A DELETE event of a watch message as a [`Deletion`]; `None` for anything else.
