@@ -134,7 +134,8 @@ impl EtcdCluster {
     /// Freezes member `i` with SIGSTOP: connections to it are accepted by the kernel but get
     /// no answer (a request hangs until the client's timeout), and it sends no heartbeats.
     /// Returns once it is stopped and the other two have a leader (if it led, they elect one
-    /// within about 1 s), so writes through them succeed at once.
+    /// within about 1 s), so writes through them succeed at once; when one of them is cut off
+    /// there is no quorum left to wait for, and it returns once `i` is stopped.
     pub fn pause(&mut self, i: usize) {
         let proc = self.members[i]
             .proc
@@ -449,9 +450,11 @@ impl EtcdCluster {
         })
     }
 
-    /// Waits until the members other than `i` that answer have a leader, if they are two.
+    /// Waits until the members other than `i` that can reach each other (answering, not cut
+    /// off) have a leader, if they are two. A cut-off member cannot help elect one: with it
+    /// and one more member paused, the last member alone has no quorum and nothing is awaited.
     fn wait_leader_among_others(&self, i: usize) {
-        let others: Vec<usize> = self.answering().into_iter().filter(|&j| j != i).collect();
+        let others: Vec<usize> = self.reachable().into_iter().filter(|&j| j != i).collect();
         if others.len() >= 2 {
             wait_until("the other members to have a leader", CHANGE_TIMEOUT, || {
                 self.leader_among(&others).is_some()
