@@ -133,6 +133,8 @@ rpm: zigbuild
 
 rpm-rebuild: srpm
 	packaging/rpm/rebuild-offline.sh $(SRPM) $(DIST)/rebuilt
+	@packaging/install-build-deps.sh check
+	packaging/rpm/check-rpm.sh $(DIST)/rebuilt/ufm-pkeyd-$(VERSION)-1.x86_64.rpm $(SRPM)
 
 deb: zigbuild man-gz
 	@packaging/install-build-deps.sh deb
