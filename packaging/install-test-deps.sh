@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Installs what the tests and the demo need from Debian's packages when it is missing:
-# a real etcd server and client (the tests start their own on loopback ports), openssl to
-# make test certificates, curl for the harness's independent checks, mandoc for man-lint.
+# install-test-deps.sh [systemd]: installs what the tests and the demo need from Debian's
+# packages when it is missing: a real etcd server and client (the tests start their own on
+# loopback ports), openssl to make test certificates, curl for the harness's independent
+# checks, mandoc for man-lint, zsh and fish (tests/docs_consistency.rs runs the completions in
+# them). With `systemd` (make systemd-test) also debootstrap, systemd-container
+# (systemd-nspawn) and util-linux (nsenter).
 set -euo pipefail
 
 missing=()
@@ -10,6 +13,13 @@ command -v etcdctl >/dev/null || missing+=(etcd-client)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v curl >/dev/null || missing+=(curl)
 command -v mandoc >/dev/null || missing+=(mandoc)
+command -v zsh >/dev/null || missing+=(zsh)
+command -v fish >/dev/null || missing+=(fish)
+if [ "${1:-}" = systemd ]; then
+    command -v debootstrap >/dev/null || missing+=(debootstrap)
+    command -v systemd-nspawn >/dev/null || missing+=(systemd-container)
+    command -v nsenter >/dev/null || missing+=(util-linux)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null; then
