@@ -14,7 +14,7 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 [ $# -ge 1 ] && [ $# -le 2 ] || { echo "usage: $0 RPM [SRPM]" >&2; exit 2; }
-rpm_file=$1 srpm=${2:-}
+rpm_file=$(realpath -e "$1" 2>/dev/null || echo "$1") srpm=${2:+$(realpath -e "$2" 2>/dev/null || echo "$2")}
 [ -f "$rpm_file" ] || { echo "check-rpm: $rpm_file: no such file: run make rpm" >&2; exit 2; }
 for tool in rpm rpmlint cpio rpm2cpio; do
     command -v "$tool" >/dev/null || { echo "check-rpm: $tool missing: run packaging/install-build-deps.sh check" >&2; exit 2; }
