@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Installs what the tests and the demo need from Debian's packages when it is missing:
-# a real etcd server and client (the tests start their own on loopback ports), openssl to
-# make test certificates, curl for the harness's independent checks, mandoc for man-lint, and
-# socat, iproute2 (ip) and util-linux (unshare, nsenter) for the etcd member the cluster tests
-# isolate in a network namespace.
+# install-test-deps.sh [systemd]: installs what the tests and the demo need from Debian's
+# packages when it is missing: a real etcd server and client (the tests start their own on
+# loopback ports), openssl to make test certificates, curl for the harness's independent
+# checks, mandoc for man-lint, zsh and fish (tests/docs_consistency.rs runs the completions in
+# them), and socat, iproute2 (ip) and util-linux (unshare, nsenter) for the etcd member the
+# cluster tests isolate in a network namespace. With `systemd` (make systemd-test) also
+# debootstrap and systemd-container (systemd-nspawn).
 set -euo pipefail
 
 missing=()
@@ -15,6 +17,12 @@ command -v mandoc >/dev/null || missing+=(mandoc)
 command -v socat >/dev/null || missing+=(socat)
 command -v ip >/dev/null || missing+=(iproute2)
 { command -v unshare && command -v nsenter; } >/dev/null || missing+=(util-linux)
+command -v zsh >/dev/null || missing+=(zsh)
+command -v fish >/dev/null || missing+=(fish)
+if [ "${1:-}" = systemd ]; then
+    command -v debootstrap >/dev/null || missing+=(debootstrap)
+    command -v systemd-nspawn >/dev/null || missing+=(systemd-container)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null; then

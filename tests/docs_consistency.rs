@@ -3,14 +3,17 @@
 //! from the key table in `src/config.rs`), and these tests fail when:
 //!
 //! - a sub-command, or a flag of `ufm-pkeyd <command> --help` (with its value), has no entry in
-//!   `man/ufm-pkeyd.8`, or is not offered by `packaging/ufm-pkeyd.bash` for that command (or
-//!   the completion offers a flag the command does not take, or completes a value wrongly);
+//!   `man/ufm-pkeyd.8`, or is not offered by the bash, zsh or fish completion in `packaging/`
+//!   for that command (or a completion offers a flag the command does not take, or completes a
+//!   value wrongly: files for FILE, directories for DIR, the words of `a|b`, nothing else);
 //! - a key printed by `ufm-pkeyd config` has no entry with its default in
 //!   `man/ufm-pkeyd.yaml.5`, or no commented line with its default in `packaging/ufm-pkeyd.yaml`;
 //! - an exit code 0 to 4 has no entry in the man page's EXIT STATUS;
-//! - the man pages or the Debian changelog name another version than Cargo.toml.
+//! - the man pages, the Debian changelog or the RPM spec name another version than Cargo.toml.
 //!
-//! No etcd and no UFM are needed. The completion is exercised by bash itself.
+//! No etcd and no UFM are needed. The bash and fish completions are exercised by the shells
+//! themselves (fish's `complete -C`); the zsh one by zsh with `_arguments` stubbed to print its
+//! specifications. Without zsh or fish installed, their files are parsed instead.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -360,6 +363,339 @@ fn the_bash_completion_completes_values() {
     );
 }
 
+/// How a completion completes the value of a flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ValueKind {
+    /// The flag takes no value.
+    NoValue,
+    File,
+    Dir,
+    /// One of these words (`http|https` in the help).
+    Words(BTreeSet<String>),
+    /// A free value (host, number, key): neither files nor flags.
+    Free,
+}
+
+/// What `ufm-pkeyd <command> --help` says a flag's value is.
+fn expected_kind(flag: &HelpFlag) -> ValueKind {
+    match flag.value.as_deref() {
+        None => ValueKind::NoValue,
+        Some("FILE") => ValueKind::File,
+        Some("DIR") => ValueKind::Dir,
+        Some(v) if v.contains('|') => ValueKind::Words(v.split('|').map(str::to_string).collect()),
+        Some(_) => ValueKind::Free,
+    }
+}
+
+/// Compares what a completion offers for each command (flag name → value kind) with `--help`.
+fn compare_completion(file: &str, offered: impl Fn(&str) -> BTreeMap<String, ValueKind>) {
+    let mut problems = Vec::new();
+    for command in commands() {
+        let got = offered(&command);
+        let mut expected = BTreeMap::new();
+        for flag in help_flags(&command) {
+            for name in &flag.names {
+                expected.insert(name.clone(), expected_kind(&flag));
+            }
+        }
+        for (name, kind) in &expected {
+            match got.get(name) {
+                None => problems.push(format!("`{command} {name}` is not offered")),
+                Some(k) if k != kind => problems.push(format!(
+                    "`{command} {name}` completes its value as {k:?}, not {kind:?}"
+                )),
+                Some(_) => {}
+            }
+        }
+        for name in got.keys().filter(|n| !expected.contains_key(*n)) {
+            problems.push(format!(
+                "`{command} {name}` is offered but `{command} --help` does not list it"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{file}:\n  {}", problems.join("\n  "));
+}
+
+fn shell_available(shell: &str) -> bool {
+    Command::new(shell)
+        .args(["-c", "exit 0"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// One `_arguments` specification of the zsh completion: `(excl)--name=[help]:message:action`.
+fn zsh_spec(spec: &str) -> Option<(String, ValueKind)> {
+    let spec = match spec.strip_prefix('(') {
+        Some(rest) => &rest[rest.find(')')? + 1..],
+        None => spec,
+    };
+    if !spec.starts_with("--") {
+        return None;
+    }
+    let end = spec.find(['=', '[']).unwrap_or(spec.len());
+    let name = spec[..end].to_string();
+    if !spec[end..].starts_with("=[") {
+        return Some((name, ValueKind::NoValue));
+    }
+    let after_help = &spec[spec.find("]:")? + 2..];
+    let action = after_help.split_once(':').map_or("", |(_, a)| a).trim();
+    let kind = if action == "_files -/" {
+        ValueKind::Dir
+    } else if action == "_files" {
+        ValueKind::File
+    } else if let Some(words) = action.strip_prefix('(').and_then(|a| a.strip_suffix(')')) {
+        ValueKind::Words(words.split_whitespace().map(str::to_string).collect())
+    } else {
+        ValueKind::Free
+    };
+    Some((name, kind))
+}
+
+/// The specifications `_ufm-pkeyd` passes to `_arguments` for `ufm-pkeyd <command> …`, from
+/// zsh itself when it is installed, else from the file's arrays and per-command lists.
+fn zsh_specs(command: &str, script: &Path) -> Vec<String> {
+    if shell_available("zsh") {
+        let output = Command::new("zsh")
+            .arg("-fc")
+            .arg(
+                r#"_arguments() { printf '%s\n' "$@"; }
+_describe() { :; }
+source "$1" >/dev/null 2>&1 || true
+words=(ufm-pkeyd "$2" ""); CURRENT=3
+_ufm-pkeyd"#,
+            )
+            .arg("zsh")
+            .arg(script)
+            .arg(command)
+            .output()
+            .expect("run zsh");
+        assert!(
+            output.status.success(),
+            "zsh: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        return String::from_utf8(output.stdout)
+            .expect("utf-8")
+            .lines()
+            .map(str::to_string)
+            .collect();
+    }
+    let text = std::fs::read_to_string(script).expect("read the zsh completion");
+    let unquote = |s: &str| s.trim().trim_matches('\'').replace("'\\''", "'");
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if let Some(name) = trimmed.strip_suffix("=(") {
+            current = Some(name.to_string());
+        } else if trimmed == ")" {
+            current = None;
+        } else if let Some(name) = &current {
+            groups
+                .entry(name.clone())
+                .or_default()
+                .push(unquote(trimmed));
+        } else if let Some((name, value)) = trimmed
+            .strip_prefix("local ")
+            .and_then(|rest| rest.split_once("='"))
+        {
+            groups.insert(name.to_string(), vec![unquote(&format!("'{value}"))]);
+        }
+    }
+    let list = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("{command}) specs=(")))
+        .unwrap_or_else(|| panic!("{}: no `{command}) specs=(…)` line", script.display()));
+    list.trim_end_matches(" ;;")
+        .trim_end_matches(')')
+        .split_whitespace()
+        .flat_map(|var| {
+            groups
+                .get(var.trim_start_matches('$'))
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+#[test]
+fn the_zsh_completion_offers_each_commands_flags_and_values() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/ufm-pkeyd.zsh");
+    compare_completion("packaging/ufm-pkeyd.zsh", |command| {
+        zsh_specs(command, &script)
+            .iter()
+            .filter_map(|spec| zsh_spec(spec))
+            .collect()
+    });
+}
+
+/// Candidates fish's `complete -C` offers for the command line `ufm-pkeyd ARGS`, run in DIR.
+fn fish_complete(script: &Path, dir: &Path, line: &str) -> BTreeSet<String> {
+    let output = Command::new("fish")
+        .arg("--no-config")
+        .arg("-c")
+        .arg(r#"source $argv[1]; and complete -C"ufm-pkeyd $argv[2]""#)
+        .arg(script)
+        .arg(line)
+        .current_dir(dir)
+        .output()
+        .expect("run fish");
+    assert!(
+        output.status.success(),
+        "fish: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|l| l.split('\t').next().unwrap_or_default().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// A line split as fish (or sh) would: single quotes and backslash escapes.
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                let w = word.get_or_insert_with(String::new);
+                w.extend(chars.by_ref().take_while(|c| *c != '\''));
+            }
+            '\\' => word.get_or_insert_with(String::new).extend(chars.next()),
+            c if c.is_whitespace() => words.extend(word.take()),
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    words
+}
+
+/// The value kind of one `complete` line of the fish completion, as fish prints them back
+/// (`complete -c ufm-pkeyd`) or as the file writes them through `_ufm_pkeyd_flag`.
+fn fish_kind(words: &[String]) -> ValueKind {
+    let has = |w: &str| words.iter().any(|x| x == w);
+    let arg = words
+        .iter()
+        .position(|w| w == "-a")
+        .and_then(|i| words.get(i + 1));
+    if has("--force-files") || has("-F") {
+        ValueKind::File
+    } else if has("--exclusive") || has("-x") {
+        match arg {
+            Some(a) if a.contains("__fish_complete_directories") => ValueKind::Dir,
+            Some(a) if a.starts_with('(') => ValueKind::Free,
+            Some(a) => ValueKind::Words(a.split_whitespace().map(str::to_string).collect()),
+            None => ValueKind::Free,
+        }
+    } else {
+        ValueKind::NoValue
+    }
+}
+
+/// The flags and value kinds of the fish completion for a command. With fish installed: the
+/// flags fish offers after `ufm-pkeyd COMMAND --`, each value kind from the completions fish
+/// registered, and the files, directories or words it then offers checked. Without fish:
+/// from the file's `_ufm_pkeyd_flag COMMANDS FLAG KIND` lines.
+fn fish_offered(command: &str, script: &Path, dir: &Path) -> BTreeMap<String, ValueKind> {
+    if !shell_available("fish") {
+        let text = std::fs::read_to_string(script).expect("read the fish completion");
+        let mut sets: BTreeMap<String, String> = BTreeMap::new();
+        let mut offered = BTreeMap::new();
+        for line in text.lines() {
+            let w = shell_words(line);
+            match w.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+                ["set", "-l", name, value] => {
+                    sets.insert(format!("${name}"), value.to_string());
+                }
+                ["_ufm_pkeyd_flag", commands, flag, kind, ..] => {
+                    let commands = sets.get(*commands).map_or(*commands, String::as_str);
+                    if commands.split_whitespace().any(|c| c == command) {
+                        let kind = match *kind {
+                            "-" => ValueKind::NoValue,
+                            "file" => ValueKind::File,
+                            "dir" => ValueKind::Dir,
+                            "host" | "none" => ValueKind::Free,
+                            words => ValueKind::Words(
+                                words.split_whitespace().map(str::to_string).collect(),
+                            ),
+                        };
+                        offered.insert(format!("--{flag}"), kind);
+                    }
+                }
+                _ => {}
+            }
+        }
+        return offered;
+    }
+    let registered = Command::new("fish")
+        .args([
+            "--no-config",
+            "-c",
+            "source $argv[1]; and complete -c ufm-pkeyd",
+        ])
+        .arg(script)
+        .output()
+        .expect("run fish");
+    let mut kinds = BTreeMap::new();
+    for line in String::from_utf8_lossy(&registered.stdout).lines() {
+        let w = shell_words(line);
+        let after = |flag: &str| w.iter().position(|x| x == flag).and_then(|i| w.get(i + 1));
+        let (Some(name), Some(condition)) = (after("-l"), after("-n")) else {
+            continue;
+        };
+        let for_command = condition
+            .strip_prefix("__fish_seen_subcommand_from ")
+            .is_some_and(|c| c.split_whitespace().any(|c| c == command));
+        if for_command {
+            kinds.insert(format!("--{name}"), fish_kind(&w));
+        }
+    }
+    let prefix = format!("{}/", dir.display());
+    let files: BTreeSet<String> = [format!("{prefix}file.yaml"), format!("{prefix}subdir/")].into();
+    let dirs: BTreeSet<String> = [format!("{prefix}subdir/")].into();
+    let mut offered = BTreeMap::new();
+    for name in fish_complete(script, dir, &format!("{command} --")) {
+        let kind = kinds.get(&name).cloned().unwrap_or(ValueKind::NoValue);
+        // What fish really offers for the value must fit the kind it registered.
+        let observed = match &kind {
+            ValueKind::File => Some((
+                fish_complete(script, dir, &format!("{command} {name} {prefix}")),
+                files.clone(),
+            )),
+            ValueKind::Dir => Some((
+                fish_complete(script, dir, &format!("{command} {name} {prefix}")),
+                dirs.clone(),
+            )),
+            ValueKind::Words(words) => Some((
+                fish_complete(script, dir, &format!("{command} {name} ")),
+                words.clone(),
+            )),
+            _ => None,
+        };
+        let kind = match observed {
+            Some((got, want)) if got != want => ValueKind::Words(got),
+            _ => kind,
+        };
+        offered.insert(name, kind);
+    }
+    offered
+}
+
+#[test]
+fn the_fish_completion_offers_each_commands_flags_and_values() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/ufm-pkeyd.fish");
+    let dir = scratch_dir("fish");
+    std::fs::create_dir_all(dir.join("subdir")).expect("mkdir");
+    std::fs::write(dir.join("file.yaml"), "").expect("write");
+    compare_completion("packaging/ufm-pkeyd.fish", |command| {
+        fish_offered(command, &script, &dir)
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ufm-pkeyd-docs-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -497,6 +833,25 @@ fn man_pages_and_debian_changelog_carry_the_crate_version() {
             "{page}: .TH does not name ufm-pkeyd {version}: {th}"
         );
     }
+    let spec = repo_file("packaging/rpm/ufm-pkeyd.spec");
+    let spec_version = spec
+        .lines()
+        .find_map(|l| l.strip_prefix("Version:"))
+        .map(str::trim);
+    assert_eq!(
+        spec_version,
+        Some(version),
+        "packaging/rpm/ufm-pkeyd.spec: Version is not {version}"
+    );
+    let entry = spec
+        .lines()
+        .skip_while(|l| *l != "%changelog")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        entry.ends_with(&format!(" - {version}-1")),
+        "packaging/rpm/ufm-pkeyd.spec: the first %changelog entry is not for {version}-1: {entry}"
+    );
     let changelog = repo_file("packaging/debian/changelog");
     let first = changelog.lines().next().unwrap_or_default();
     assert!(
