@@ -30,7 +30,7 @@ _ufm_pkeyd() {
         --get-pkey --create-pkey --delete-pkey --pkey --guids --membership --etcd-endpoints
         --etcd-host --etcd-port --etcd-protocol --etcd-api --etcd-ca-cert --etcd-cert-file
         --etcd-key-file --etcd-user --etcd-password --etcd-password-file --etcd-timeout
-        --etcd-proxy --etcd-prefix --state-file --metrics-file --poll-interval --max-deletes
+        --etcd-proxy --etcd-prefix --state-file --metrics-file --poll-interval --resync-interval --max-deletes
         --election-key --state-key --election-ttl --prefix --get --put --value --ttl --delete"
 
     local cmd="" i word
@@ -80,7 +80,7 @@ _ufm_pkeyd() {
     --ufm-user | --username | --ufm-password | --password | --ufm-timeout | --ufm-proxy | \
         --get-pkey | --create-pkey | --delete-pkey | --pkey | --guids | --etcd-port | \
         --etcd-user | --etcd-password | --etcd-timeout | --etcd-proxy | --etcd-prefix | \
-        --poll-interval | --max-deletes | --election-key | --state-key | --election-ttl | \
+        --poll-interval | --resync-interval | --max-deletes | --election-key | --state-key | --election-ttl | \
         --prefix | --get | --put | --value | --ttl | --delete)
         COMPREPLY=()
         return
@@ -92,7 +92,7 @@ _ufm_pkeyd() {
     "") opts="monitor sync ufm etcd status state config --help --version" ;;
     monitor)
         opts="$common $ufm_conn $etcd_conn $sync_opts $election --metrics-file --poll-interval
-            --election-ttl --dry-run"
+            --resync-interval --election-ttl --dry-run"
         ;;
     sync) opts="$common $ufm_conn $etcd_conn $sync_opts --dry-run" ;;
     ufm) opts="$common $ufm_conn $ufm_ops" ;;
@@ -104,7 +104,7 @@ _ufm_pkeyd() {
         ;;
     config)
         opts="$common $ufm_conn $etcd_conn $sync_opts $election --metrics-file --poll-interval
-            --election-ttl"
+            --resync-interval --election-ttl"
         ;;
     esac
     if [[ -n $cmd && $cur != -* ]]; then

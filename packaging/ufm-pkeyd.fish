@@ -3,13 +3,14 @@
 # The flag groups are those of ufm-pkeyd.bash and follow `ufm-pkeyd <command> --help`;
 # tests/docs_consistency.rs checks them with fish's own `complete -C`.
 
-set -l commands monitor sync ufm etcd status config
+set -l commands monitor sync ufm etcd status state config
 complete -c ufm-pkeyd -f
 complete -c ufm-pkeyd -n "not __fish_seen_subcommand_from $commands" -a monitor -d 'the daemon: keep UFM in step with etcd'
 complete -c ufm-pkeyd -n "not __fish_seen_subcommand_from $commands" -a sync -d 'run one sync pass (with --dry-run: print the plan)'
 complete -c ufm-pkeyd -n "not __fish_seen_subcommand_from $commands" -a ufm -d 'one-shot UFM PKey operations'
 complete -c ufm-pkeyd -n "not __fish_seen_subcommand_from $commands" -a etcd -d 'one-shot etcd operations'
 complete -c ufm-pkeyd -n "not __fish_seen_subcommand_from $commands" -a status -d 'say whether UFM is in step with etcd'
+complete -c ufm-pkeyd -n "not __fish_seen_subcommand_from $commands" -a state -d 'show, adopt or reset the ownership record'
 complete -c ufm-pkeyd -n "not __fish_seen_subcommand_from $commands" -a config -d 'print the effective configuration'
 complete -c ufm-pkeyd -n "not __fish_seen_subcommand_from $commands" -l help -d 'print the sub-commands'
 complete -c ufm-pkeyd -n "not __fish_seen_subcommand_from $commands" -l version -d 'print the version'
@@ -34,11 +35,12 @@ function _ufm_pkeyd_flag
     end
 end
 
-set -l all 'monitor sync ufm etcd status config'
-set -l ufm_conn 'monitor sync ufm status config'
-set -l etcd_conn 'monitor sync etcd status config'
+set -l all 'monitor sync ufm etcd status state config'
+set -l ufm_conn 'monitor sync ufm status state config'
+set -l etcd_conn 'monitor sync etcd status state config'
 set -l sync_opts 'monitor sync status config'
-set -l election 'monitor status config'
+set -l record 'monitor sync status state config'
+set -l election 'monitor status state config'
 
 # General options.
 _ufm_pkeyd_flag $all config file 'read this configuration file'
@@ -77,17 +79,20 @@ _ufm_pkeyd_flag $etcd_conn etcd-prompt-password - 'ask for the etcd password on 
 _ufm_pkeyd_flag $etcd_conn etcd-timeout none 'seconds to wait for etcd'
 _ufm_pkeyd_flag $etcd_conn etcd-proxy none 'HTTP proxy for etcd'
 # Sync options.
-_ufm_pkeyd_flag $sync_opts etcd-prefix none 'etcd prefix holding one key per partition'
-_ufm_pkeyd_flag $sync_opts state-file file 'record owned partitions in FILE'
+_ufm_pkeyd_flag $record etcd-prefix none 'etcd prefix holding one key per partition'
+_ufm_pkeyd_flag $record state-file file 'record owned partitions in FILE'
 _ufm_pkeyd_flag $sync_opts allow-mass-delete - 'let a pass delete more than the guard permits'
 _ufm_pkeyd_flag $sync_opts max-deletes none 'deletions a pass may make unconfirmed'
-_ufm_pkeyd_flag $sync_opts state-key none 'etcd key recording owned partitions'
+_ufm_pkeyd_flag $record state-key none 'etcd key recording owned partitions'
 _ufm_pkeyd_flag $election leader-election - 'only the elected instance changes UFM'
 _ufm_pkeyd_flag $election election-key none 'etcd key of the leader election'
-_ufm_pkeyd_flag $election metrics-file file 'write Prometheus metrics to FILE'
-_ufm_pkeyd_flag 'monitor config' poll-interval none 'seconds between full passes'
+_ufm_pkeyd_flag 'monitor status config' metrics-file file 'write Prometheus metrics to FILE'
+_ufm_pkeyd_flag 'monitor config' poll-interval none 'seconds between checks for changes made by hand in UFM'
+_ufm_pkeyd_flag 'monitor config' resync-interval none 'seconds between full passes at the longest'
 _ufm_pkeyd_flag 'monitor config' election-ttl none 'seconds a standby waits for a dead leader'
 _ufm_pkeyd_flag 'monitor sync' dry-run - 'print the plan and change nothing'
+_ufm_pkeyd_flag state adopt - 'bind the ownership record to this etcd and UFM, keeping what it owns'
+_ufm_pkeyd_flag state reset - 'empty the ownership record and bind it to this etcd and UFM'
 # UFM operations (ufm) and etcd operations (etcd).
 _ufm_pkeyd_flag 'ufm etcd' list - 'list PKeys (ufm) or keys (etcd)'
 _ufm_pkeyd_flag 'ufm etcd' check - 'check the connection and credentials'

@@ -81,7 +81,15 @@ _ufm-pkeyd() {
         '--delete=[delete KEY]:key: '
     )
     local metrics='--metrics-file=[write Prometheus metrics to FILE]:metrics file:_files'
-    local poll='--poll-interval=[seconds between full passes]:seconds: '
+    local poll='--poll-interval=[seconds between checks for changes made by hand in UFM]:seconds: '
+    local resync='--resync-interval=[seconds between full passes at the longest]:seconds: '
+    local -a record=(
+        '--etcd-prefix=[etcd prefix holding one key per partition]:prefix: '
+        '--state-file=[record owned partitions in FILE]:state file:_files'
+        '--state-key=[etcd key recording owned partitions]:key: '
+        '(--reset)--adopt[bind the ownership record to this etcd and UFM, keeping what it owns]'
+        '(--adopt)--reset[empty the ownership record and bind it to this etcd and UFM]'
+    )
     local ttl='--election-ttl=[seconds a standby waits for a dead leader]:seconds: '
     local dry='--dry-run[print the plan and change nothing]'
 
@@ -89,7 +97,7 @@ _ufm-pkeyd() {
     local cmd="" i word spec
     local -a with_value
     for spec in $common $ufm_conn $etcd_conn $sync_opts $election $ufm_ops $etcd_ops \
-        $metrics $poll $ttl; do
+        $metrics $poll $resync $ttl; do
         [[ $spec == *=\[* ]] && with_value+=(${${spec#\(*\)}%%=*})
     done
     for ((i = 2; i < CURRENT; i++)); do
@@ -99,7 +107,7 @@ _ufm-pkeyd() {
             continue
         fi
         case $word in
-        monitor | sync | ufm | etcd | status | config)
+        monitor | sync | ufm | etcd | status | state | config)
             cmd=$word
             break
             ;;
@@ -114,14 +122,15 @@ _ufm-pkeyd() {
             '1:command:_ufm-pkeyd_commands'
         return
         ;;
-    monitor) specs=($common $ufm_conn $etcd_conn $sync_opts $election $metrics $poll $ttl $dry) ;;
+    monitor) specs=($common $ufm_conn $etcd_conn $sync_opts $election $metrics $poll $resync $ttl $dry) ;;
     sync) specs=($common $ufm_conn $etcd_conn $sync_opts $dry) ;;
     ufm) specs=($common $ufm_conn $ufm_ops) ;;
     etcd) specs=($common $etcd_conn $etcd_ops) ;;
     status) specs=($common $ufm_conn $etcd_conn $sync_opts $election $metrics) ;;
-    config) specs=($common $ufm_conn $etcd_conn $sync_opts $election $metrics $poll $ttl) ;;
+    state) specs=($common $ufm_conn $etcd_conn $record $election) ;;
+    config) specs=($common $ufm_conn $etcd_conn $sync_opts $election $metrics $poll $resync $ttl) ;;
     esac
-    _arguments -s '1:command:(monitor sync ufm etcd status config)' $specs
+    _arguments -s '1:command:(monitor sync ufm etcd status state config)' $specs
 }
 
 _ufm-pkeyd_commands() {
@@ -131,6 +140,7 @@ _ufm-pkeyd_commands() {
         'ufm:one-shot UFM PKey operations'
         'etcd:one-shot etcd operations'
         'status:say whether UFM is in step with etcd'
+        'state:show, adopt or reset the ownership record'
         'config:print the effective configuration'
     )
     _describe -t commands command commands
