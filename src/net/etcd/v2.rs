@@ -236,9 +236,25 @@ impl Keyspace for V2 {
                 .unwrap_or(0);
             // Once there are changes, only history is read: no waiting for new events.
             let waited = if changes.is_empty() {
-                stream.read_to_end(&mut *keep_waiting)?
+                stream.read_to_end(&mut *keep_waiting)
             } else {
-                stream.read_to_end(|| false)?
+                stream.read_to_end(|| false)
+            };
+            let waited = match waited {
+                // etcd answered, then the connection broke or closed before an event (etcd
+                // restarting, a proxy closing long requests): nothing is lost, the next wait
+                // starts from the same index.
+                Err(e) if e.is_unreachable() && changes.is_empty() => {
+                    return Ok(Watched::Ended { revision: last });
+                }
+                Ok(Some(body))
+                    if changes.is_empty()
+                        && (200..300).contains(&status)
+                        && body.iter().all(u8::is_ascii_whitespace) =>
+                {
+                    return Ok(Watched::Ended { revision: last });
+                }
+                waited => waited?,
             };
             let Some(body) = waited else {
                 // etcd sends an event from its history right after the headers. A request

@@ -326,9 +326,14 @@ impl Keyspace for V3 {
             if !keep_waiting() {
                 return Ok(Watched::Stopped { revision });
             }
-            match stream.next_line()? {
+            let read = match stream.next_line() {
+                // Revisions stay addressable after a stream breaks or closes: nothing is
+                // lost, the next watch starts where this one was.
+                Err(e) if e.is_unreachable() => return Ok(Watched::Ended { revision }),
+                read => read?,
+            };
+            match read {
                 StreamRead::Idle => {}
-                // Revisions stay addressable after a stream closes: nothing is lost.
                 StreamRead::End => return Ok(Watched::Ended { revision }),
                 StreamRead::Line(line) if line.iter().all(u8::is_ascii_whitespace) => {}
                 StreamRead::Line(line) => {
