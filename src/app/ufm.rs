@@ -7,7 +7,7 @@ use crate::cli::UfmOp;
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::model::Partition;
-use crate::net::ufm::{Auth, PartitionList, UfmError};
+use crate::net::ufm::{Auth, PartitionList, REMOVE_BATCH, UfmError};
 
 /// Runs one UFM operation.
 pub(super) fn run(op: &UfmOp, settings: &Settings, out: &Output) -> Result<()> {
@@ -109,12 +109,15 @@ pub(super) fn run(op: &UfmOp, settings: &Settings, out: &Output) -> Result<()> {
             )
         }
         UfmOp::RemoveGuids { pkey, guids } => {
-            client.remove_guids(*pkey, guids).map_err(|e| match e {
-                UfmError::NotFound(_) => {
-                    UfmError::NotFound(format!("PKey {pkey} not found in UFM"))
-                }
-                other => other,
-            })?;
+            // The GUIDs go in the URL: at most a batch per request, as the daemon sends them.
+            for batch in guids.chunks(REMOVE_BATCH) {
+                client.remove_guids(*pkey, batch).map_err(|e| match e {
+                    UfmError::NotFound(_) => {
+                        UfmError::NotFound(format!("PKey {pkey} not found in UFM"))
+                    }
+                    other => other,
+                })?;
+            }
             out.done(
                 &format!("removed {} from PKey {pkey}", guid_count(guids.len())),
                 json!({"pkey": pkey.to_string(), "guids": guids.len()}),
