@@ -228,20 +228,25 @@ fn delete_pkey_removes_the_partition_and_deleting_a_missing_one_exits_3() {
 #[test]
 fn added_guids_get_the_requested_membership_index0_and_ip_over_ib() {
     let sim = UfmSim::https();
-    // The old tool's defaults: full membership, index0 on, no IP over IB.
-    ufm(
+    let ipoib = |sim: &UfmSim| partition(sim, "0x5000").expect("0x5000")["ip_over_ib"].clone();
+    // The old tool's defaults: full membership, index0 on; a new partition gets UFM's
+    // documented IPoIB default (on).
+    let run = ufm(
         &sim,
         &["--pkey", "0x5000", "--guids", &format!("{G1},{G2}")],
-    )
-    .assert_ok();
+    );
+    run.assert_ok();
+    assert!(
+        run.stdout
+            .contains("ip_over_ib on: UFM's default for a new partition"),
+        "{}",
+        run.stdout
+    );
     assert_eq!(
         members(&sim, "0x5000"),
         [member(G1, "full", true), member(G2, "full", true)]
     );
-    assert_eq!(
-        partition(&sim, "0x5000").expect("0x5000")["ip_over_ib"],
-        false
-    );
+    assert_eq!(ipoib(&sim), true);
 
     let run = ufm(
         &sim,
@@ -253,7 +258,7 @@ fn added_guids_get_the_requested_membership_index0_and_ip_over_ib() {
             "--membership",
             "limited",
             "--no-index0",
-            "--ip-over-ib",
+            "--no-ip-over-ib",
         ],
     );
     run.assert_ok();
@@ -265,10 +270,19 @@ fn added_guids_get_the_requested_membership_index0_and_ip_over_ib() {
             member(G3, "limited", false)
         ]
     );
-    assert_eq!(
-        partition(&sim, "0x5000").expect("0x5000")["ip_over_ib"],
-        true
+    assert_eq!(ipoib(&sim), false, "--no-ip-over-ib turns it off");
+
+    // Without a flag, the partition's setting is kept, whichever it is.
+    let run = ufm(&sim, &["--pkey", "0x5000", "--guids", G1]);
+    run.assert_ok();
+    assert!(
+        run.stdout.contains("ip_over_ib off: kept"),
+        "{}",
+        run.stdout
     );
+    assert_eq!(ipoib(&sim), false);
+    ufm(&sim, &["--pkey", "0x5000", "--guids", G1, "--ip-over-ib"]).assert_ok();
+    assert_eq!(ipoib(&sim), true, "--ip-over-ib turns it on");
 }
 
 #[test]

@@ -83,8 +83,8 @@ pub(crate) const FLAGS: &[FlagDef] = &[
     flag!(&["--membership"], Some("full|limited"), Op, UFM, "membership of added GUIDs (default full)"),
     flag!(&["--index0"], None, Op, UFM, "put the PKey at index 0 of the ports' PKey tables (default on)"),
     flag!(&["--no-index0"], None, Op, UFM, "do not put the PKey at index 0"),
-    flag!(&["--ip-over-ib"], None, Op, UFM, "enable IP over InfiniBand on the partition"),
-    flag!(&["--no-ip-over-ib"], None, Op, UFM, "disable IP over InfiniBand on the partition (default)"),
+    flag!(&["--ip-over-ib"], None, Op, UFM, "turn IP over InfiniBand on for the partition (default: keep the partition's; on for a new one)"),
+    flag!(&["--no-ip-over-ib"], None, Op, UFM, "turn IP over InfiniBand off for the partition"),
     flag!(&["--remove-guids"], None, Op, UFM, "remove --guids from --pkey instead of adding them"),
     flag!(&["--check"], None, Op, UFM | ETCD, "check the connection and credentials and print the server version"),
     // etcd connection.

@@ -30,14 +30,18 @@ pub(crate) enum UfmOp {
         pkey: PKey,
         guids: Vec<Guid>,
         join: Join,
-        ip_over_ib: bool,
+        /// `--ip-over-ib` or `--no-ip-over-ib`; `None`: keep the partition's (a new one gets
+        /// UFM's default, on).
+        ip_over_ib: Option<bool>,
     },
     Delete(PKey),
     AddGuids {
         pkey: PKey,
         guids: Vec<Guid>,
         join: Join,
-        ip_over_ib: bool,
+        /// `--ip-over-ib` or `--no-ip-over-ib`; `None`: keep the partition's (a new one gets
+        /// UFM's default, on).
+        ip_over_ib: Option<bool>,
     },
     RemoveGuids {
         pkey: PKey,
@@ -353,8 +357,8 @@ fn ufm_op(ops: &mut Ops) -> Result<UfmOp> {
 }
 
 /// How added GUIDs join, from `--membership` and `--index0`, and the partition's IPoIB flag
-/// from `--ip-over-ib`.
-fn join_flags(ops: &mut Ops) -> Result<(Join, bool)> {
+/// from `--ip-over-ib` or `--no-ip-over-ib` (`None` when neither is given).
+fn join_flags(ops: &mut Ops) -> Result<(Join, Option<bool>)> {
     let membership = match ops.value("--membership") {
         Some(text) => text.parse::<Membership>()?,
         None => Membership::Full,
@@ -368,10 +372,11 @@ fn join_flags(ops: &mut Ops) -> Result<(Join, bool)> {
     };
     let ipoib_on = ops.take("--ip-over-ib");
     let ipoib_off = ops.switch("--no-ip-over-ib")?;
-    let ip_over_ib = match ipoib_on {
-        Some((typed, Some(v))) => switch_value(&typed, &v)?,
-        Some((_, None)) => !ipoib_off,
-        None => false,
+    let ip_over_ib = match (ipoib_on, ipoib_off) {
+        (Some((typed, Some(v))), _) => Some(switch_value(&typed, &v)?),
+        (Some((_, None)), off) => Some(!off),
+        (None, true) => Some(false),
+        (None, false) => None,
     };
     Ok((Join { membership, index0 }, ip_over_ib))
 }
@@ -476,7 +481,10 @@ mod tests {
         assert_eq!(pkey.to_string(), "0x5000");
         assert_eq!(guids.len(), 2);
         assert!(join.index0, "index0 stays on by default");
-        assert!(!ip_over_ib);
+        assert_eq!(
+            ip_over_ib, None,
+            "the partition's IPoIB is kept unless a flag says"
+        );
         assert_eq!(
             inv.flags.values.get("ufm-host").map(|v| v.0.as_str()),
             Some("ufm1")
@@ -502,6 +510,30 @@ mod tests {
             panic!("add guids expected")
         };
         assert!(!join.index0);
+    }
+
+    #[test]
+    fn ip_over_ib_flags_set_it_either_way_and_neither_keeps_it() {
+        let ipoib = |extra: &[&str]| {
+            let mut args = vec!["ufm", "--pkey", "0x5000", "--guids", "0002c903000e0b72"];
+            args.extend_from_slice(extra);
+            match parse_args(&args).expect("parse").command {
+                Command::Ufm(UfmOp::AddGuids { ip_over_ib, .. }) => ip_over_ib,
+                other => panic!("add guids expected: {other:?}"),
+            }
+        };
+        assert_eq!(ipoib(&[]), None);
+        assert_eq!(ipoib(&["--ip-over-ib"]), Some(true));
+        assert_eq!(ipoib(&["--no-ip-over-ib"]), Some(false));
+        assert_eq!(ipoib(&["--ip-over-ib=false"]), Some(false));
+        let create = parse_args(&["ufm", "--create-pkey", "0x5000"]).expect("parse");
+        assert!(matches!(
+            create.command,
+            Command::Ufm(UfmOp::Create {
+                ip_over_ib: None,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -18,7 +18,12 @@
 //!   if not, the pass stops writing and the rest waits until UFM answers again, instead of
 //!   each partition waiting out a timeout.
 //! - After a failed action, the partition's later actions are skipped; the others go on.
-//! - Deleting a partition that is already gone is what was wanted.
+//! - Deleting a partition that is already gone is what was wanted, but only the single-PKey
+//!   read says it is gone: a "not found" from the delete itself may be about a route this
+//!   UFM does not serve, and the partition stays owned until the read confirms it.
+//!
+//! Which UFM routes carry each request (the documented ones or `/actions/*`, a delete as a
+//! removal of the last GUIDs) is the client's business: this module sees only [`UfmOps`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -55,7 +60,7 @@ impl UfmOps for UfmClient {
     }
 
     fn delete(&self, pkey: PKey) -> Result<(), UfmError> {
-        UfmClient::delete(self, pkey)
+        UfmClient::delete(self, pkey).map(|_| ())
     }
 
     fn get(&self, pkey: PKey) -> Result<Option<Partition>, UfmError> {
@@ -261,18 +266,21 @@ impl Run<'_> {
                 Ok(())
             }
             Action::Remove { pkey, guids, keep } => self.remove(*pkey, guids, keep),
-            Action::Delete { pkey } => {
-                let ufm = self.ufm;
-                match self.send(|| ufm.delete(*pkey))? {
-                    Ok(()) | Err(UfmError::NotFound(_)) => {
-                        self.applied.counts.deleted += 1;
-                        self.applied.succeeded.insert(*pkey);
-                        Ok(())
-                    }
-                    Err(e) => Err(e.into()),
-                }
-            }
+            Action::Delete { pkey } => self.delete(*pkey),
         }
+    }
+
+    /// Deletes a partition; a "not found" counts as deleted once the single-PKey read agrees.
+    fn delete(&mut self, pkey: PKey) -> Result<(), Failure> {
+        let ufm = self.ufm;
+        match self.send(|| ufm.delete(pkey))? {
+            Ok(()) => {}
+            Err(UfmError::NotFound(answer)) => confirm_gone(self.ufm, pkey, &answer)?,
+            Err(e) => return Err(e.into()),
+        }
+        self.applied.counts.deleted += 1;
+        self.applied.succeeded.insert(pkey);
+        Ok(())
     }
 
     /// Sends one write request through the gate, with retries.
@@ -381,15 +389,29 @@ impl Run<'_> {
     }
 }
 
+/// A delete answered "not found" (`answer`): the partition is gone only if the single-PKey
+/// read says so too.
+fn confirm_gone(ufm: &dyn UfmOps, pkey: PKey, answer: &str) -> Result<(), Failure> {
+    match ufm.get(pkey) {
+        Ok(None) => Ok(()),
+        Ok(Some(partition)) => Err(Failure::Failed(format!(
+            "{answer}; yet UFM still has {pkey} with {} GUIDs: still owned, deleting again next pass",
+            partition.members.len()
+        ))),
+        Err(e) => Err(Failure::Failed(format!(
+            "{answer}; cannot confirm that {pkey} is gone ({e}): still owned, deleting again next pass"
+        ))),
+    }
+}
+
 /// Whether UFM's refusal of an add is about a port it does not know (NVIDIA's UFM mock: 404
-/// "InfiniBand port … does not exist"), as opposed to the request as a whole.
+/// "InfiniBand port … does not exist"), as opposed to the request as a whole: UFM's own text
+/// says so, not the URL (`/actions/add_guids_to_pkey` names GUIDs too).
 fn names_a_port(error: &UfmError) -> bool {
-    let status = match error {
-        UfmError::NotFound(_) => 404,
-        UfmError::Api { status, .. } => *status,
-        _ => return false,
+    let UfmError::Api { status, reason, .. } = error else {
+        return false;
     };
-    let text = error.to_string().to_ascii_lowercase();
+    let text = reason.to_ascii_lowercase();
     matches!(status, 400 | 404 | 422) && (text.contains("port") || text.contains("guid"))
 }
 

@@ -6,12 +6,23 @@
 //! body of a mutation is ignored. It is strict in what it sends: keys as `0x{:x}`, GUIDs as 16
 //! lowercase digits, no unknown fields. Any HTML answer on an API path is an authentication or
 //! URL problem, never data.
+//!
+//! This module owns the requests, the reads (version, list, one partition) and how each answer
+//! becomes a [`UfmError`]; [`routes`] decides which write routes a host serves, and [`writes`]
+//! sends the writes through them. A 404 or 405 that says the server has no such route is
+//! told apart from UFM's own 404 about a PKey or a GUID, and neither is taken as proof that a
+//! partition is gone: only the single-PKey read says that.
+
+mod routes;
+mod writes;
+
+pub(crate) use writes::Deletion;
 
 use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::model::{Guid, Join, Member, Membership, PKey, Partition};
 use crate::net::http::TlsOptions;
@@ -19,6 +30,7 @@ use crate::net::http::{
     self, Endpoints, HttpClient, HttpError, HttpErrorKind, HttpOptions, Request, Response, Stream,
 };
 use crate::secret::Secret;
+use routes::{RouteSet, is_route_answer};
 
 /// GUIDs per remove request: the GUIDs go in the URL, and UFM sits behind Apache, whose
 /// request line limit (8190 bytes) fits about 470 of them.
@@ -33,12 +45,25 @@ pub(crate) enum UfmError {
     TimedOut(String),
     /// Wrong credentials, token or role, or an HTML page where JSON was due.
     Auth(String),
-    /// The PKey does not exist.
+    /// The PKey does not exist, as the single-PKey read says (a 404 with UFM's own message,
+    /// or 200 with `{}`); after a write answered 404 or 405, only once that read confirmed it.
     NotFound(String),
     /// The PKey already exists (create).
     AlreadyExists(String),
-    /// UFM answered with an error status.
-    Api { status: u16, message: String },
+    /// UFM answered with an error status; `reason` is UFM's own text (its JSON `error`,
+    /// `detail` or `message`, or the body), `message` the whole line with the URL.
+    Api {
+        status: u16,
+        message: String,
+        reason: String,
+    },
+    /// The server has no such route, or not with this method: a 405, or a 404 without a
+    /// message of UFM's own (a wrong base URL or auth mode, or a route this UFM lacks).
+    NoRoute { status: u16, message: String },
+    /// This UFM serves no route left that could do the operation.
+    Unsupported(String),
+    /// UFM accepted the requests, but reading back shows another result than asked for.
+    Incomplete(String),
     /// UFM answered 2xx with something we cannot read.
     BadAnswer(String),
 }
@@ -51,8 +76,12 @@ impl fmt::Display for UfmError {
             | UfmError::Auth(m)
             | UfmError::NotFound(m)
             | UfmError::AlreadyExists(m)
+            | UfmError::Unsupported(m)
+            | UfmError::Incomplete(m)
             | UfmError::BadAnswer(m) => f.write_str(m),
-            UfmError::Api { message, .. } => f.write_str(message),
+            UfmError::Api { message, .. } | UfmError::NoRoute { message, .. } => {
+                f.write_str(message)
+            }
         }
     }
 }
@@ -140,6 +169,20 @@ pub(crate) struct UfmClient {
     hosts: Vec<String>,
     /// For a token, the whole `Authorization` header value.
     auth: Auth,
+    /// `/ufmRest` (basic authentication) or `/ufmRestV3` (token).
+    root: &'static str,
+    /// What the host that answered last serves; shared by clones.
+    learned: Arc<Mutex<Learned>>,
+}
+
+/// What the client knows of the UFM host that answered last.
+#[derive(Debug, Default)]
+struct Learned {
+    /// Its base URL (`https://host:port/ufmRest`); another host answering starts over.
+    base: Option<String>,
+    /// Whether its version was read (and applied to `routes`).
+    probed: bool,
+    routes: RouteSet,
 }
 
 /// The longest partition list read: 128,000 GUIDs make about 8 MB.
@@ -254,6 +297,8 @@ impl UfmClient {
                 settings.urls.iter().map(|u| format!("{u}{root}")).collect(),
             ),
             auth,
+            root,
+            learned: Arc::default(),
         })
     }
 
@@ -280,7 +325,7 @@ impl UfmClient {
         let path = "/resources/pkeys/last_updated";
         let response = match self.call("GET", path, None) {
             Ok(response) => response,
-            Err(UfmError::NotFound(_)) => return Ok(None),
+            Err(UfmError::NotFound(_) | UfmError::NoRoute { .. }) => return Ok(None),
             Err(UfmError::Api {
                 status: 400 | 405, ..
             }) => return Ok(None),
@@ -293,20 +338,26 @@ impl UfmClient {
         }
     }
 
-    /// UFM's release version (`GET /app/ufm_version`); also proves the credentials work.
+    /// UFM's release version (`GET /app/ufm_version`); also proves the credentials work, and
+    /// says which PKey routes the host documents (logged once per host).
     pub(crate) fn version(&self) -> Result<String, UfmError> {
-        let response = self.call("GET", "/app/ufm_version", None)?;
-        let value: serde_json::Value = self.json(&response, "/app/ufm_version")?;
-        value
+        let path = "/app/ufm_version";
+        let response = self
+            .call("GET", path, None)
+            .map_err(|e| self.wrong_base(e))?;
+        let value: serde_json::Value = self.json(&response, path)?;
+        let version = value
             .get("ufm_release_version")
             .and_then(|v| v.as_str())
             .map(str::to_string)
             .ok_or_else(|| {
                 UfmError::BadAnswer(format!(
-                    "UFM answered /app/ufm_version without ufm_release_version: {}",
+                    "UFM answered {path} without ufm_release_version: {}",
                     response.snippet()
                 ))
-            })
+            })?;
+        self.learn_version(&version);
+        Ok(version)
     }
 
     /// Every partition with its members (`?guids_data=true`), sorted by key. The answer
@@ -316,7 +367,9 @@ impl UfmClient {
     /// would make every owned partition look gone.
     pub(crate) fn list_partitions(&self) -> Result<PartitionList, UfmError> {
         let path = "/resources/pkeys?guids_data=true";
-        let mut stream = self.call_stream(path)?;
+        let mut stream = self
+            .call_stream(path)
+            .map_err(|e| self.fixed_read_failed(e))?;
         let reader = std::io::Read::take(stream.reader(), MAX_LIST_BYTES);
         let mut deserializer = serde_json::Deserializer::from_reader(reader);
         let mut list = PartitionList::deserialize(&mut deserializer).map_err(|e| {
@@ -341,12 +394,13 @@ impl UfmClient {
         Ok(list)
     }
 
-    /// One partition with its members; `None` when UFM does not have it (404, or 200 `{}`).
+    /// One partition with its members; `None` when UFM says it does not have it (a 404 with
+    /// UFM's own message, or 200 `{}`). A 404 without one (no such route) is an error.
     pub(crate) fn get(&self, pkey: PKey) -> Result<Option<Partition>, UfmError> {
         let path = format!("/resources/pkeys/{pkey}?guids_data=true");
         let response = match self.call("GET", &path, None) {
-            Err(UfmError::NotFound(_)) => return Ok(None),
-            other => other?,
+            Err(UfmError::Api { status: 404, .. }) => return Ok(None),
+            other => other.map_err(|e| self.fixed_read_failed(e))?,
         };
         let value: serde_json::Value = self.json(&response, &path)?;
         if value.as_object().is_some_and(|m| m.is_empty()) {
@@ -357,66 +411,136 @@ impl UfmClient {
         })
     }
 
-    /// Creates an empty partition (`POST /resources/pkeys/add`).
-    pub(crate) fn create(
-        &self,
-        pkey: PKey,
-        index0: bool,
-        ip_over_ib: bool,
-    ) -> Result<(), UfmError> {
-        let body = json!({"pkey": pkey.to_string(), "index0": index0, "ip_over_ib": ip_over_ib});
-        match self.call("POST", "/resources/pkeys/add", Some(&body)) {
-            Err(UfmError::Api { status, message })
-                if status == 409 || (status == 400 && message.contains("exist")) =>
-            {
-                Err(UfmError::AlreadyExists(format!(
-                    "PKey {pkey} already exists in UFM"
-                )))
+    /// What the client knows of the host's write routes now.
+    fn routes(&self) -> RouteSet {
+        self.learned().routes.clone()
+    }
+
+    fn learned(&self) -> MutexGuard<'_, Learned> {
+        self.learned.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The base URL that answered last (the first configured one before any answer).
+    fn base(&self) -> String {
+        self.learned()
+            .base
+            .clone()
+            .or_else(|| self.bases.urls().first().cloned())
+            .unwrap_or_default()
+    }
+
+    /// A request was answered by `base`: when another host answered before, what was learned
+    /// of that one does not hold here.
+    fn answered_by(&self, base: &str) {
+        let mut learned = self.learned();
+        match learned.base.as_deref() {
+            Some(known) if known == base => {}
+            Some(known) => {
+                log::info!(
+                    "UFM: {base} answers instead of {known}: learning its PKey routes again"
+                );
+                *learned = Learned {
+                    base: Some(base.to_string()),
+                    ..Learned::default()
+                };
             }
-            other => other.map(|_| ()),
+            None => learned.base = Some(base.to_string()),
         }
     }
 
-    /// Adds GUIDs to a partition, creating it when missing (`POST /resources/pkeys`). One
-    /// request for all GUIDs: the body has no length limit that matters here.
-    pub(crate) fn add_guids(
-        &self,
-        pkey: PKey,
-        guids: &[Guid],
-        join: Join,
-        ip_over_ib: bool,
-    ) -> Result<(), UfmError> {
-        if guids.is_empty() {
-            return Ok(());
+    /// Applies what `version` documents to the host's routes, and logs the set once per host
+    /// (at info level when the version rules a route out or cannot be read).
+    fn learn_version(&self, version: &str) {
+        let mut learned = self.learned();
+        if learned.probed {
+            return;
         }
-        let body = json!({
-            "pkey": pkey.to_string(),
-            "guids": guids.iter().map(Guid::to_string).collect::<Vec<_>>(),
-            "membership": join.membership.as_str(),
-            "index0": join.index0,
-            "ip_over_ib": ip_over_ib,
-        });
-        self.call("POST", "/resources/pkeys", Some(&body))
-            .map(|_| ())
+        learned.probed = true;
+        learned.routes.set_version(version);
+        let base = learned.base.clone().unwrap_or_default();
+        let (basis, level) = match learned.routes.version() {
+            // Every route documented: nothing to say that the version does not.
+            Some(_) if !learned.routes.lacks_any() => {
+                ("as documented for this version", log::Level::Debug)
+            }
+            Some(_) => ("as documented for this version", log::Level::Info),
+            None => (
+                "version unknown, learned from the answers",
+                log::Level::Info,
+            ),
+        };
+        log::log!(
+            level,
+            "UFM {version} at {base}: PKey routes {basis}: {}; /actions/* where UFM has no such route",
+            learned.routes.summary()
+        );
     }
 
-    /// Removes GUIDs from a partition in one request; the GUIDs go in the URL, so a caller
-    /// sends at most [`REMOVE_BATCH`] at a time. UFM deletes a partition whose last member is
-    /// removed.
-    pub(crate) fn remove_guids(&self, pkey: PKey, guids: &[Guid]) -> Result<(), UfmError> {
-        let list: Vec<String> = guids.iter().map(Guid::to_string).collect();
-        let path = format!("/resources/pkeys/{pkey}/guids/{}", list.join(","));
-        self.call("DELETE", &path, None).map(|_| ())
+    /// A read that every supported UFM serves failed. A "no such route" there means a wrong
+    /// base URL or auth mode, or a UFM too old, and the message says which.
+    fn fixed_read_failed(&self, error: UfmError) -> UfmError {
+        let UfmError::NoRoute { status, message } = error else {
+            return error;
+        };
+        match self.version() {
+            Ok(version) => UfmError::NoRoute {
+                status,
+                message: format!(
+                    "{message}: UFM {version} answers /app/ufm_version but not this read; ufm-pkeyd needs the /resources/pkeys API (UFM 6.10 or later)"
+                ),
+            },
+            Err(e) => e,
+        }
     }
 
-    /// Deletes a partition with all its members.
-    pub(crate) fn delete(&self, pkey: PKey) -> Result<(), UfmError> {
-        self.call("DELETE", &format!("/resources/pkeys/{pkey}"), None)
-            .map(|_| ())
+    /// `error` came from the version endpoint, which every UFM serves under its REST root: a
+    /// "no such route" there means that this root is wrong. Asks the other root of the same
+    /// host (without credentials) so that the message can say which one it answers.
+    fn wrong_base(&self, error: UfmError) -> UfmError {
+        let UfmError::NoRoute { status, message } = error else {
+            return error;
+        };
+        let (other, fix) = match self.root {
+            "/ufmRestV3" => (
+                "/ufmRest",
+                "use basic authentication (--ufm-user, --ufm-password-file) instead of the token",
+            ),
+            _ => (
+                "/ufmRestV3",
+                "authenticate with an access token (--ufm-token-file)",
+            ),
+        };
+        let hint = if self.root_answers(other) {
+            format!("this UFM answers {other} only: {fix}")
+        } else {
+            format!(
+                "neither {} nor {other} answers there: check --ufm-host",
+                self.root
+            )
+        };
+        UfmError::NoRoute {
+            status,
+            message: format!("{message}: wrong URL, UFM version or auth mode? {hint}"),
+        }
     }
 
-    /// Sends one request, trying the next host when one cannot be reached, and maps every
-    /// non-2xx answer to an error.
+    /// Whether the host that answered last serves the REST root `root` at all: its version
+    /// endpoint answers something else than "no such route" (a 401 without credentials is
+    /// an answer).
+    fn root_answers(&self, root: &str) -> bool {
+        let base = self.base();
+        let Some(host) = base.strip_suffix(self.root) else {
+            return false;
+        };
+        let url = format!("{host}{root}/app/ufm_version");
+        match self.http.send(&Request::get(&url, http::Auth::None)) {
+            Ok(response) => {
+                response.status < 500 && !is_route_answer(response.status, &response.body)
+            }
+            Err(_) => false,
+        }
+    }
+
     fn auth(&self) -> http::Auth<'_> {
         match &self.auth {
             Auth::Basic { user, password } => http::Auth::Basic(user, password),
@@ -428,16 +552,17 @@ impl UfmClient {
     /// answer goes through the same checks as [`UfmClient::call`].
     fn call_stream(&self, path: &str) -> Result<Stream, UfmError> {
         let auth = self.auth();
-        let (url, mut stream) = self.bases.with_failover(
+        let (url, base, mut stream) = self.bases.with_failover(
             |base| {
                 let url = format!("{base}{path}");
                 let stream =
                     self.http
                         .open_stream(&Request::get(&url, auth), self.http.timeout(), false);
-                stream.map(|s| (url, s))
+                stream.map(|s| (url, base.to_string(), s))
             },
             HttpError::is_unreachable,
         )?;
+        self.answered_by(&base);
         if (200..300).contains(&stream.status) && !stream.looks_like_html() {
             return Ok(stream);
         }
@@ -448,6 +573,8 @@ impl UfmClient {
         }
     }
 
+    /// Sends one request, trying the next host when one cannot be reached, and maps every
+    /// non-2xx answer to an error.
     fn call(
         &self,
         method: &str,
@@ -455,7 +582,7 @@ impl UfmClient {
         body: Option<&serde_json::Value>,
     ) -> Result<Response, UfmError> {
         let auth = self.auth();
-        let (url, response) = self.bases.with_failover(
+        let (url, base, response) = self.bases.with_failover(
             |base| {
                 let url = format!("{base}{path}");
                 let request = match body {
@@ -467,15 +594,19 @@ impl UfmClient {
                         body: None,
                     },
                 };
-                self.http.send(&request).map(|r| (url.clone(), r))
+                self.http
+                    .send(&request)
+                    .map(|r| (url.clone(), base.to_string(), r))
             },
             HttpError::is_unreachable,
         )?;
+        self.answered_by(&base);
         self.check(&url, response)
     }
 
     fn check(&self, url: &str, response: Response) -> Result<Response, UfmError> {
         let who = self.auth.who();
+        let url = shown_url(url);
         match response.status {
             401 => Err(UfmError::Auth(format!(
                 "UFM at {url} rejected {who} (HTTP 401): check the user and password (or token)"
@@ -485,33 +616,49 @@ impl UfmClient {
             ))),
             // A server error is UFM (or its Apache) in trouble, even when it comes as an HTML
             // page: retry later, do not blame the credentials.
-            status if status >= 500 => Err(UfmError::Api {
-                status,
+            status if status >= 500 => {
+                let reason = if response.is_html() {
+                    "an error page".to_string()
+                } else {
+                    error_message(&response)
+                };
+                Err(UfmError::Api {
+                    status,
+                    message: format!(
+                        "UFM at {url} failed (HTTP {status}): {reason}; UFM may be starting or overloaded"
+                    ),
+                    reason,
+                })
+            }
+            status @ (404 | 405) if is_route_answer(status, &response.body) => {
+                Err(UfmError::NoRoute {
+                    status,
+                    message: format!(
+                        "UFM at {url} answered HTTP {status} with {}: no such route",
+                        route_answer_text(&response)
+                    ),
+                })
+            }
+            414 => Err(UfmError::Api {
+                status: 414,
                 message: format!(
-                    "UFM at {url} failed (HTTP {status}): {}; UFM may be starting or overloaded",
-                    if response.is_html() {
-                        "an error page".to_string()
-                    } else {
-                        error_message(&response)
-                    }
+                    "UFM at {url} refused the request line as too long (HTTP 414): send fewer GUIDs per request"
                 ),
+                reason: "URL too long".to_string(),
             }),
             _ if response.is_html() => Err(UfmError::Auth(format!(
                 "UFM at {url} answered with an HTML page (HTTP {}): wrong credentials or wrong URL?",
                 response.status
             ))),
-            404 => Err(UfmError::NotFound(format!(
-                "UFM at {url}: not found: {}",
-                error_message(&response)
-            ))),
             status if (200..300).contains(&status) => Ok(response),
-            status => Err(UfmError::Api {
-                status,
-                message: format!(
-                    "UFM at {url} refused the request (HTTP {status}): {}",
-                    error_message(&response)
-                ),
-            }),
+            status => {
+                let reason = error_message(&response);
+                Err(UfmError::Api {
+                    status,
+                    message: format!("UFM at {url} refused the request (HTTP {status}): {reason}"),
+                    reason,
+                })
+            }
         }
     }
 
@@ -528,6 +675,29 @@ impl UfmClient {
             "UFM answered {path} with something unexpected: {}",
             response.snippet()
         ))
+    }
+}
+
+/// A URL for messages: a remove's list of GUIDs is cut to its first one and a count.
+fn shown_url(url: &str) -> String {
+    let Some((head, list)) = url.split_once("/guids/") else {
+        return url.to_string();
+    };
+    let guids: Vec<&str> = list.split(',').collect();
+    match guids.as_slice() {
+        [first, _, _, ..] => format!("{head}/guids/{first},… ({} GUIDs)", guids.len()),
+        _ => url.to_string(),
+    }
+}
+
+/// What a "no such route" answer carried, for messages.
+fn route_answer_text(response: &Response) -> String {
+    if response.body.iter().all(u8::is_ascii_whitespace) {
+        "an empty body".to_string()
+    } else if response.is_html() {
+        "a web page".to_string()
+    } else {
+        format!("{:?}", response.snippet())
     }
 }
 
@@ -578,4 +748,108 @@ fn read_partition(pkey: PKey, value: serde_json::Value) -> Result<Partition, Str
         ip_over_ib: raw.ip_over_ib.unwrap_or(true),
         members,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> UfmClient {
+        UfmClient::new(&Settings {
+            urls: vec!["http://ufm1:80".to_string()],
+            auth: Auth::Basic {
+                user: "admin".to_string(),
+                password: Secret::new("123456"),
+            },
+            tls: TlsOptions::default(),
+            timeout: Duration::from_secs(5),
+            proxy: None,
+        })
+        .expect("a client without TLS files")
+    }
+
+    fn answer(status: u16, content_type: &str, body: &str) -> Response {
+        Response {
+            status,
+            content_type: content_type.to_string(),
+            headers: Vec::new(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    const URL: &str = "http://ufm1:80/ufmRest/resources/pkeys/0x10";
+
+    #[test]
+    fn a_404_for_the_route_says_so_with_the_url() {
+        for (status, content_type, body, carried) in [
+            (404, "", "", "an empty body"),
+            (405, "", "", "an empty body"),
+            (
+                404,
+                "text/html",
+                "<html><h1>Not Found</h1></html>",
+                "a web page",
+            ),
+            (
+                404,
+                "text/plain",
+                "404 page not found",
+                "\"404 page not found\"",
+            ),
+        ] {
+            let error = client()
+                .check(URL, answer(status, content_type, body))
+                .expect_err("an error");
+            assert_eq!(
+                error,
+                UfmError::NoRoute {
+                    status,
+                    message: format!(
+                        "UFM at {URL} answered HTTP {status} with {carried}: no such route"
+                    ),
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn ufms_own_404_keeps_the_url_and_its_text_and_is_not_a_not_found() {
+        let error = client()
+            .check(
+                URL,
+                answer(
+                    404,
+                    "application/json",
+                    r#"{"error": "PKey 0x10 does not exist"}"#,
+                ),
+            )
+            .expect_err("an error");
+        assert_eq!(
+            error,
+            UfmError::Api {
+                status: 404,
+                message: format!(
+                    "UFM at {URL} refused the request (HTTP 404): PKey 0x10 does not exist"
+                ),
+                reason: "PKey 0x10 does not exist".to_string(),
+            }
+        );
+        assert_eq!(
+            crate::error::Error::from(error).exit_code(),
+            crate::error::EXIT_FAILED,
+            "exit 3 is for a PKey the single-PKey read says is missing"
+        );
+    }
+
+    #[test]
+    fn a_remove_url_is_shortened_in_messages() {
+        let guids: Vec<String> = (0..300).map(|i| format!("{i:016x}")).collect();
+        let url = format!("{URL}/guids/{}", guids.join(","));
+        assert_eq!(
+            shown_url(&url),
+            format!("{URL}/guids/0000000000000000,… (300 GUIDs)")
+        );
+        let two = format!("{URL}/guids/{},{}", guids[0], guids[1]);
+        assert_eq!(shown_url(&two), two);
+    }
 }

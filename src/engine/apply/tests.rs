@@ -22,6 +22,9 @@ struct FakeUfm {
     faults: RefCell<Vec<(String, UfmError, usize)>>,
     /// UFM answers nothing at all (`answers` says no).
     down: bool,
+    /// A delete answers "not found" without deleting (a client that took a route's 404 for
+    /// the partition's).
+    delete_says_not_found: bool,
 }
 
 impl FakeUfm {
@@ -49,6 +52,7 @@ impl FakeUfm {
             Err(UfmError::Api {
                 status: 500,
                 message: "HTTP 500".into(),
+                reason: "an error page".into(),
             })
         } else {
             Ok(())
@@ -71,20 +75,17 @@ impl UfmOps for FakeUfm {
     fn add(&self, pkey: PKey, guids: &[Guid], _: Join, _: bool) -> Result<(), UfmError> {
         self.call(format!("add {pkey} {}", guids.len()))?;
         if let Some(bad) = guids.iter().find(|g| self.unknown.contains(g)) {
-            let message = if self.name_them {
-                format!(
-                    "UFM at http://ufm/ufmRest/resources/pkeys: not found: InfiniBand port {bad} does not exist"
-                )
+            let (status, reason) = if self.name_them {
+                (404, format!("InfiniBand port {bad} does not exist"))
             } else {
-                "UFM refused the request (HTTP 400): unknown port GUID in request".to_string()
+                (400, "unknown port GUID in request".to_string())
             };
-            return Err(if self.name_them {
-                UfmError::NotFound(message)
-            } else {
-                UfmError::Api {
-                    status: 400,
-                    message,
-                }
+            return Err(UfmError::Api {
+                status,
+                message: format!(
+                    "UFM at http://ufm/ufmRest/actions/add_guids_to_pkey refused the request (HTTP {status}): {reason}"
+                ),
+                reason,
             });
         }
         if !self.noop_adds {
@@ -115,6 +116,11 @@ impl UfmOps for FakeUfm {
 
     fn delete(&self, pkey: PKey) -> Result<(), UfmError> {
         self.call(format!("delete {pkey}"))?;
+        if self.delete_says_not_found {
+            return Err(UfmError::NotFound(format!(
+                "UFM at http://ufm/ufmRest/resources/pkeys/{pkey} answered HTTP 404"
+            )));
+        }
         match self.partitions.borrow_mut().remove(&pkey) {
             Some(_) => Ok(()),
             None => Err(UfmError::NotFound(format!("{pkey} not found"))),
@@ -353,9 +359,10 @@ fn an_unknown_guid_ufm_does_not_name_is_found_by_splitting_the_request() {
 }
 
 #[test]
-fn deleting_a_partition_already_gone_counts_as_deleted() {
+fn deleting_a_partition_already_gone_counts_as_deleted_once_a_read_confirms_it() {
     let ufm = FakeUfm::default();
     let applied = apply(&[Action::Delete { pkey: pk("0x30") }], &ufm, &mut open());
+    assert_eq!(ufm.calls(), ["delete 0x30", "get 0x30"]);
     assert!(applied.failures.is_empty());
     assert_eq!(applied.deleted, [pk("0x30")].into());
     assert_eq!(applied.counts.deleted, 1);
@@ -365,6 +372,7 @@ fn unavailable() -> UfmError {
     UfmError::Api {
         status: 503,
         message: "UFM refused the request (HTTP 503)".into(),
+        reason: "Service Unavailable".into(),
     }
 }
 
@@ -430,6 +438,45 @@ fn when_ufm_answers_nothing_the_pass_stops_writing_instead_of_timing_out_each_pa
 }
 
 #[test]
+fn a_not_found_on_delete_while_the_partition_is_there_keeps_it_owned() {
+    let ufm = FakeUfm {
+        delete_says_not_found: true,
+        ..FakeUfm::with(&[("0x30", &[1, 2])])
+    };
+    let applied = apply(&[Action::Delete { pkey: pk("0x30") }], &ufm, &mut open());
+    assert_eq!(ufm.calls(), ["delete 0x30", "get 0x30"]);
+    assert!(applied.deleted.is_empty(), "not forgotten: still owned");
+    assert_eq!(applied.failed, [pk("0x30")].into());
+    assert_eq!(applied.counts.deleted, 0);
+    assert!(
+        applied.failures[0]
+            .1
+            .contains("still has 0x30 with 2 GUIDs"),
+        "{}",
+        applied.failures[0].1
+    );
+    assert_eq!(ufm.members("0x30"), Some(guids(1..=2)));
+}
+
+#[test]
+fn a_not_found_on_delete_that_cannot_be_confirmed_keeps_it_owned() {
+    let ufm = FakeUfm {
+        delete_says_not_found: true,
+        fail: vec!["get 0x30".into()],
+        ..FakeUfm::with(&[("0x30", &[1])])
+    };
+    let applied = apply(&[Action::Delete { pkey: pk("0x30") }], &ufm, &mut open());
+    assert!(applied.deleted.is_empty());
+    assert!(
+        applied.failures[0]
+            .1
+            .contains("cannot confirm that 0x30 is gone"),
+        "{}",
+        applied.failures[0].1
+    );
+}
+
+#[test]
 fn the_gate_is_asked_before_every_retry() {
     let ufm = FakeUfm::default();
     ufm.faults
@@ -447,4 +494,15 @@ fn the_gate_is_asked_before_every_retry() {
     let applied = apply(&[Action::Delete { pkey: pk("0x10") }], &ufm, &mut gate);
     assert_eq!(ufm.calls(), ["delete 0x10", "delete 0x10"]);
     assert_eq!(applied.stopped.as_deref(), Some("the claim could lapse"));
+}
+
+#[test]
+fn a_refusal_that_only_its_url_ties_to_guids_is_not_taken_for_an_unknown_port() {
+    // The actions route's URL names GUIDs; UFM's text does not: no bisection.
+    let error = UfmError::Api {
+        status: 400,
+        message: "UFM at http://ufm/ufmRest/actions/add_guids_to_pkey refused the request (HTTP 400): bad request".into(),
+        reason: "bad request".into(),
+    };
+    assert!(!names_a_port(&error));
 }
