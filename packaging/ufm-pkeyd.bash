@@ -104,7 +104,7 @@ _ufm_pkeyd() {
         ;;
     config)
         opts="$common $ufm_conn $etcd_conn $sync_opts $election --metrics-file --poll-interval
-            --resync-interval --election-ttl"
+            --resync-interval --election-ttl --check"
         ;;
     esac
     if [[ -n $cmd && $cur != -* ]]; then

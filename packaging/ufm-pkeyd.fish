@@ -96,6 +96,7 @@ _ufm_pkeyd_flag state reset - 'empty the ownership record and bind it to this et
 # UFM operations (ufm) and etcd operations (etcd).
 _ufm_pkeyd_flag 'ufm etcd' list - 'list PKeys (ufm) or keys (etcd)'
 _ufm_pkeyd_flag 'ufm etcd' check - 'check the connection and credentials'
+_ufm_pkeyd_flag config check - 'check that the configuration loads, without connecting'
 _ufm_pkeyd_flag ufm get-pkey none 'show one PKey'
 _ufm_pkeyd_flag ufm create-pkey none 'create a PKey'
 _ufm_pkeyd_flag ufm delete-pkey none 'delete a PKey'

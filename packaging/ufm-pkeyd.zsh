@@ -128,7 +128,8 @@ _ufm-pkeyd() {
     etcd) specs=($common $etcd_conn $etcd_ops) ;;
     status) specs=($common $ufm_conn $etcd_conn $sync_opts $election $metrics) ;;
     state) specs=($common $ufm_conn $etcd_conn $record $election) ;;
-    config) specs=($common $ufm_conn $etcd_conn $sync_opts $election $metrics $poll $resync $ttl) ;;
+    config) specs=($common $ufm_conn $etcd_conn $sync_opts $election $metrics $poll $resync $ttl
+        '--check[check that the configuration loads, without connecting]') ;;
     esac
     _arguments -s '1:command:(monitor sync ufm etcd status state config)' $specs
 }

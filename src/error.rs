@@ -1,7 +1,7 @@
 //! The error every command ends with, and the exit code it maps to.
 //!
 //! Lower layers (http, ufm, etcd, config) keep their own error types with the detail a caller
-//! may act on; at the command boundary each becomes one of these four kinds, shown to the user
+//! may act on; at the command boundary each becomes one of these five kinds, shown to the user
 //! as a single line that names the input and the fix.
 
 use std::fmt;
@@ -18,6 +18,9 @@ pub(crate) const EXIT_NOT_FOUND: i32 = 3;
 /// Exit code of `sync --dry-run` and `monitor --dry-run`'s first pass: UFM differs from etcd
 /// and a real run would change it.
 pub(crate) const EXIT_PENDING: i32 = 4;
+/// Exit code: UFM or etcd refused the credentials. The unit does not restart on it
+/// (`RestartPreventExitStatus=`): retrying a wrong password locks accounts.
+pub(crate) const EXIT_AUTH: i32 = 5;
 
 /// A failed command, as the user sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +31,8 @@ pub(crate) enum Error {
     Failed(String),
     /// The thing asked for does not exist: exit 3.
     NotFound(String),
+    /// UFM or etcd refused the credentials: exit 5.
+    Auth(String),
 }
 
 impl Error {
@@ -37,6 +42,7 @@ impl Error {
             Error::Usage(_) => EXIT_USAGE,
             Error::Failed(_) => EXIT_FAILED,
             Error::NotFound(_) => EXIT_NOT_FOUND,
+            Error::Auth(_) => EXIT_AUTH,
         }
     }
 
@@ -54,7 +60,9 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Usage(m) | Error::Failed(m) | Error::NotFound(m) => f.write_str(m),
+            Error::Usage(m) | Error::Failed(m) | Error::NotFound(m) | Error::Auth(m) => {
+                f.write_str(m)
+            }
         }
     }
 }

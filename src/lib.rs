@@ -65,6 +65,12 @@ pub fn main_with_args(args: Vec<OsString>) -> i32 {
 }
 
 fn report(error: &Error) -> i32 {
-    eprintln!("ufm-pkeyd: error: {error}");
+    use std::io::Write;
+    // A closed stderr must not turn an error into a panic.
+    let _ = writeln!(
+        std::io::stderr(),
+        "{}",
+        logging::fatal_line(&error.to_string())
+    );
     error.exit_code()
 }

@@ -136,6 +136,16 @@ fn syslog_priority(level: Level) -> u8 {
     }
 }
 
+/// The line for an error that ends the program: under the journal with priority err (3), so
+/// that `journalctl -p err` shows why the daemon stopped; otherwise `ufm-pkeyd: error: …`.
+pub(crate) fn fatal_line(message: &str) -> String {
+    if stderr_is_journal() {
+        format!("<{}>error: {message}", syslog_priority(Level::Error))
+    } else {
+        format!("ufm-pkeyd: error: {message}")
+    }
+}
+
 /// Whether stderr is the journal stream systemd connected, by comparing its device and inode
 /// with `JOURNAL_STREAM`, so that a redirected stderr under systemd gets plain lines.
 fn stderr_is_journal() -> bool {

@@ -320,14 +320,14 @@ fn list_as_root_with(etcd: &Etcd, api: &str, password: &str, extra: &[&str]) -> 
 }
 
 #[test]
-fn wrong_etcd_password_fails_with_exit_1_and_no_secret() {
+fn wrong_etcd_password_fails_with_exit_5_and_no_secret() {
     let etcd = auth_etcd();
     let wrong = "Wr0ng-Passw0rd";
     let encoded = B64.encode(format!("{ROOT_USER}:{wrong}"));
     for api in ["v3", "v2"] {
         for extra in [&[][..], &["--debug"][..]] {
             let run = list_as_root_with(&etcd, api, wrong, extra).run();
-            run.assert_code(1);
+            run.assert_code(5);
             assert!(
                 run.stderr.contains("check --etcd-user and the password"),
                 "{api} {extra:?}: the message names the cause: {}",
@@ -349,7 +349,7 @@ fn wrong_etcd_password_is_not_in_trace_logs() {
         let run = list_as_root_with(&etcd, api, wrong, &["--debug"])
             .env("RUST_LOG", "trace")
             .run();
-        run.assert_code(1);
+        run.assert_code(5);
         // The control: trace logging was on, and a request carrying the password went out.
         assert!(
             run.stderr.contains("trace: etcd request headers:"),

@@ -905,8 +905,8 @@ fn wrong_ufm_password_ends_monitor_at_start_up_with_a_clear_message() {
         .timeout(secs(20))
         .run();
     assert!(
-        run.code != 0 && !run.timed_out,
-        "exits non-zero by itself: {run:?}"
+        run.code == 5 && !run.timed_out,
+        "exits 5 (credentials refused; the unit does not restart it) by itself: {run:?}"
     );
     let stderr = run.stderr.to_lowercase();
     assert!(

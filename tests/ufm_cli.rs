@@ -398,7 +398,7 @@ fn token_file_authenticates_on_the_token_api() {
 }
 
 #[test]
-fn wrong_token_fails_with_exit_1_and_is_not_shown() {
+fn wrong_token_fails_with_exit_5_and_is_not_shown() {
     let sim = UfmSim::start(SimOptions {
         token: Some("czQYeCfKIeXqlwSqtorunOPysaSp2r".to_string()),
         ..SimOptions::default()
@@ -417,7 +417,7 @@ fn wrong_token_fails_with_exit_1_and_is_not_shown() {
         "--list",
         "--debug",
     ]);
-    run.assert_code(1);
+    run.assert_code(5);
     assert!(run.stderr.contains("access token"), "{}", run.stderr);
     assert!(!run.reveals(wrong), "{run:?}");
 }
@@ -442,13 +442,13 @@ fn list_with_password(sim: &UfmSim, password: &str, extra: &[&str], env: &[(&str
 }
 
 #[test]
-fn wrong_password_fails_with_exit_1_and_no_secret() {
+fn wrong_password_fails_with_exit_5_and_no_secret() {
     let sim = UfmSim::http();
     let wrong = "Wr0ng-Passw0rd";
     let encoded = B64.encode(format!("admin:{wrong}"));
     for extra in [&[][..], &["--debug"][..]] {
         let run = list_with_password(&sim, wrong, extra, &[]);
-        run.assert_code(1);
+        run.assert_code(5);
         assert!(
             run.stderr.contains("HTTP 401") && run.stderr.contains("check the user and password"),
             "{extra:?}: {}",
@@ -466,7 +466,7 @@ fn wrong_password_is_not_in_trace_logs() {
     let sim = UfmSim::http();
     let wrong = "Wr0ng-Passw0rd";
     let run = list_with_password(&sim, wrong, &["--debug"], &[("RUST_LOG", "trace")]);
-    run.assert_code(1);
+    run.assert_code(5);
     // The control: trace logging was on, and the request with the password went out.
     assert!(
         run.stderr
@@ -497,7 +497,7 @@ fn html_login_page_instead_of_401_is_an_authentication_failure() {
         "Wr0ng-Passw0rd",
         "--list",
     ]);
-    run.assert_code(1);
+    run.assert_code(5);
     assert!(run.stderr.contains("HTML page"), "{}", run.stderr);
     assert!(!run.reveals("Wr0ng-Passw0rd"), "{run:?}");
 }

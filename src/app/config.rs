@@ -5,8 +5,68 @@ use serde_json::json;
 
 use super::Output;
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::net::ufm::Auth;
+
+/// `config --check`: whether the configuration would start the daemon: it loads (that much
+/// is done before this runs), etcd and UFM settings resolve with their password files, the
+/// CA and key files can be read, and the state file's directory exists. No connection is
+/// made (a reload must not fail because UFM is down). Warnings are printed; an error exits 2.
+pub(super) fn check(config: &Config, out: &Output) -> Result<()> {
+    let settings = &config.settings;
+    let etcd = settings.etcd()?;
+    let ufm = settings.ufm()?;
+    for file in [&ufm.tls.ca_file, &etcd.tls.ca_file].into_iter().flatten() {
+        readable(file, "CA certificate")?;
+    }
+    if let Some((cert, key)) = &etcd.tls.client_cert {
+        readable(cert, "etcd client certificate")?;
+        readable(key, "etcd client key")?;
+    }
+    let state_dir = settings
+        .engine
+        .state_file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    if !state_dir.is_dir() {
+        return Err(Error::usage(format!(
+            "the state file's directory {} does not exist: create it (the package does: /var/lib/ufm-pkeyd) or set state-file",
+            state_dir.display()
+        )));
+    }
+    let warnings = config.service_warnings();
+    for warning in &warnings {
+        log::warn!("{warning}");
+    }
+    let auth = match ufm.auth {
+        Auth::Basic { ref user, .. } => format!("user {user}"),
+        Auth::Token(_) => "a token".to_string(),
+    };
+    let line = format!(
+        "configuration OK: etcd {} ({} keyspace, prefix {}), UFM {} with {auth}{}",
+        etcd.endpoints.join(","),
+        etcd.api,
+        settings.engine.prefix,
+        ufm.urls.join(","),
+        if warnings.is_empty() {
+            String::new()
+        } else {
+            format!("; {} warnings", warnings.len())
+        }
+    );
+    out.done(
+        &line,
+        json!({"ok": true, "warnings": warnings, "etcd": etcd.endpoints, "ufm": ufm.urls}),
+    )
+}
+
+/// A file the daemon will read must be readable now.
+fn readable(path: &std::path::Path, what: &str) -> Result<()> {
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(|e| Error::usage(format!("cannot read the {what} {}: {e}", path.display())))
+}
 
 /// Prints the effective configuration.
 pub(super) fn run(config: &Config, out: &Output) -> Result<()> {

@@ -34,7 +34,8 @@ pub(crate) fn run(invocation: &Invocation, config: &Config) -> Result<i32> {
     let done = match &invocation.command {
         Command::Ufm(op) => ufm::run(op, settings, &out),
         Command::Etcd(op) => etcd::run(op, settings, &out),
-        Command::Config => config::run(config, &out),
+        Command::Config { check: false } => config::run(config, &out),
+        Command::Config { check: true } => config::check(config, &out),
         Command::Monitor { dry_run } => {
             return monitor::run_monitor(invocation, settings, *dry_run);
         }

@@ -142,6 +142,9 @@ struct Monitor<'a> {
     arrived: BTreeMap<PKey, Instant>,
 }
 
+/// The pause before trying again credentials that were refused after they had worked.
+const AUTH_RETRY: Duration = Duration::from_secs(60);
+
 /// A dry run plans everything again on each change, at most this often.
 const DRY_RUN_GAP: Duration = Duration::from_secs(1);
 
@@ -326,7 +329,8 @@ impl Monitor<'_> {
             return Ok(());
         }
         if self.first_pass && e.is_auth() {
-            return Err(Error::failed(format!("{e}")));
+            // Wrong credentials from the start: exit 5, which the unit does not restart.
+            return Err(Error::from(e));
         }
         if let Some(changes) = changes {
             self.schedule.requeue(changes);
@@ -338,6 +342,16 @@ impl Monitor<'_> {
         match &e {
             PassError::Etcd(EtcdError::Unreachable(m)) => self.etcd_unreachable(m, now),
             PassError::Ufm(u) if u.is_no_answer() => self.ufm_unreachable(&u.to_string(), now),
+            _ if e.is_auth() => {
+                // Credentials that worked were refused (changed, expired): a minute between
+                // tries, so that the daemon does not lock the account.
+                let pause = self.schedule.failed_for(now, AUTH_RETRY);
+                log::error!(
+                    "{e}; nothing changed in UFM; trying again in {} s (fix the credentials and reload)",
+                    pause.as_secs()
+                );
+                systemd::notify(&format!("STATUS=credentials refused: {e}"));
+            }
             _ => {
                 let pause = self.schedule.failed(now);
                 log::error!(
@@ -690,7 +704,7 @@ fn check_ufm_credentials(ufm: &UfmClient) -> Result<()> {
             log::info!("UFM {version}: connected");
             Ok(())
         }
-        Err(UfmError::Auth(m)) => Err(Error::failed(m)),
+        Err(UfmError::Auth(m)) => Err(Error::Auth(m)),
         Err(e) => {
             log::warn!("{e}; will retry");
             Ok(())

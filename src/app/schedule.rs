@@ -228,6 +228,13 @@ impl Schedule {
         delay
     }
 
+    /// A pass failed in a way that asks for a fixed pause (refused credentials): nothing but
+    /// the watch for `pause`; returns it.
+    pub(crate) fn failed_for(&mut self, now: Instant, pause: Duration) -> Duration {
+        self.hold = Some(now + pause);
+        pause
+    }
+
     /// A pass went through: the next failure waits the shortest pause again.
     pub(crate) fn succeeded(&mut self) {
         self.hold = None;

@@ -14,7 +14,7 @@ use crate::error::{EXIT_OK, Error, Result};
 /// they refuse while the daemon runs.
 pub(super) fn run_state(settings: &Settings, op: StateOp, out: &Output) -> Result<i32> {
     let mut engine = engine(settings, op == StateOp::Show)?;
-    let failed = |e: crate::engine::PassError| Error::failed(e.to_string());
+    let failed = Error::from;
     let view = match op {
         StateOp::Show => engine.record_view().map_err(failed)?,
         StateOp::Adopt | StateOp::Reset => {

@@ -17,7 +17,7 @@ pub(super) fn run_sync(settings: &Settings, out: &Output, dry_run: bool) -> Resu
     }
     let mut engine = engine(settings, dry_run)?;
     if dry_run {
-        let (plan, _) = engine.plan().map_err(|e| Error::failed(e.to_string()))?;
+        let (plan, _) = engine.plan().map_err(Error::from)?;
         if out.json {
             out.print_json(&plan_json(&plan, engine.owned()))?;
         } else {
@@ -39,7 +39,7 @@ pub(super) fn run_sync(settings: &Settings, out: &Output, dry_run: bool) -> Resu
     };
     let report = engine
         .pass(&mut gate, &crate::engine::Scope::Full)
-        .map_err(|e| Error::failed(e.to_string()))?;
+        .map_err(Error::from)?;
     if out.json {
         out.print_json(&report_json(&report, engine.owned()))?;
     } else {

@@ -87,6 +87,7 @@ pub(crate) const FLAGS: &[FlagDef] = &[
     flag!(&["--no-ip-over-ib"], None, Op, UFM, "turn IP over InfiniBand off for the partition"),
     flag!(&["--remove-guids"], None, Op, UFM, "remove --guids from --pkey instead of adding them"),
     flag!(&["--check"], None, Op, UFM | ETCD, "check the connection and credentials and print the server version"),
+    flag!(&["--check"], None, Op, CONFIG, "check that the configuration loads, with its files, without connecting; exit 2 if not (for ExecReload=)"),
     // etcd connection.
     flag!(&["--etcd-endpoints"], Some("LIST"), Key("etcd-endpoints"), ETCD | CONFIG | SYNCING | STATUS | STATE, "comma-separated etcd endpoints (host, host:port or URL), tried in order"),
     flag!(&["--etcd-host"], Some("HOST"), Key("etcd-host"), ETCD | CONFIG | SYNCING | STATUS | STATE, "etcd host (default 127.0.0.1)"),

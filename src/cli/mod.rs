@@ -82,7 +82,10 @@ pub(crate) enum Command {
     Version,
     Ufm(UfmOp),
     Etcd(EtcdOp),
-    Config,
+    /// Print the effective configuration; with `check`, only check that it loads.
+    Config {
+        check: bool,
+    },
     /// The daemon; `dry_run` plans without applying.
     Monitor {
         dry_run: bool,
@@ -152,7 +155,7 @@ pub(crate) fn parse(args: Vec<OsString>) -> Result<Invocation> {
     if version {
         return Ok(invocation(Command::Version, FlagLayer::default(), false));
     }
-    let Some((name, bit)) = command else {
+    let Some((name, bit)) = command.or_else(|| old_daemon_style(&given, help)) else {
         if help {
             return Ok(invocation(Command::Help(None), FlagLayer::default(), false));
         }
@@ -170,7 +173,10 @@ pub(crate) fn parse(args: Vec<OsString>) -> Result<Invocation> {
     }
     let mut ops = Ops::default();
     let mut layer = FlagLayer::default();
-    for g in given {
+    for mut g in given {
+        if let Some(def) = flag_for(&g.typed, bit) {
+            g.def = def;
+        }
         if g.def.commands & bit == 0 {
             return Err(Error::usage(format!(
                 "{} is not an option of `ufm-pkeyd {name}` (see ufm-pkeyd {name} --help)",
@@ -191,10 +197,23 @@ pub(crate) fn parse(args: Vec<OsString>) -> Result<Invocation> {
         "sync" => Command::Sync {
             dry_run: ops.switch("--dry-run")?,
         },
-        _ => Command::Config,
+        _ => Command::Config {
+            check: ops.switch("--check")?,
+        },
     };
     ops.reject_unused(name)?;
     Ok(invocation(command, layer, json))
+}
+
+/// The Python daemons (`surf_ufm_pkeyd.py --ufm-host …`, `pkey_etcd_monitor.py --etcd-host …`)
+/// had no sub-commands: flags alone ran the monitor. So do they here, when every flag given
+/// is one of `monitor`'s.
+fn old_daemon_style(given: &[Given], help: bool) -> Option<(&'static str, u8)> {
+    let monitor = COMMANDS.iter().find(|(n, _, _)| *n == "monitor")?;
+    let all_monitor = given
+        .iter()
+        .all(|g| flag_for(&g.typed, monitor.1).is_some());
+    (!help && !given.is_empty() && all_monitor).then_some((monitor.0, monitor.1))
 }
 
 fn invocation(command: Command, flags: FlagLayer, json: bool) -> Invocation {
@@ -208,6 +227,14 @@ fn invocation(command: Command, flags: FlagLayer, json: bool) -> Invocation {
 /// Finds a flag by any of its names.
 pub(crate) fn find_flag(typed: &str) -> Option<&'static FlagDef> {
     FLAGS.iter().find(|f| f.names.contains(&typed))
+}
+
+/// The definition of a flag for one sub-command (`--check` means one thing for `ufm` and
+/// `etcd`, another for `config`).
+fn flag_for(typed: &str, command: u8) -> Option<&'static FlagDef> {
+    FLAGS
+        .iter()
+        .find(|f| f.names.contains(&typed) && f.commands & command != 0)
 }
 
 fn unknown_flag(typed: &str, command: Option<(&str, u8)>) -> Error {

@@ -19,6 +19,9 @@ pub(crate) enum Source {
     Pcocc(PathBuf),
     File(PathBuf),
     Credential(PathBuf),
+    /// A secret file in /etc/ufm-pkeyd/ that the unit loads as a credential, found by a
+    /// command run by hand (so that root's commands find what the daemon uses).
+    UnitFile(PathBuf),
     Flag(String),
     Prompt,
 }
@@ -27,7 +30,7 @@ impl Source {
     /// Precedence: a value from a higher rank wins.
     pub(crate) fn rank(&self) -> u8 {
         match self {
-            Source::Default => 0,
+            Source::Default | Source::UnitFile(_) => 0,
             Source::Pcocc(_) => 1,
             Source::File(_) => 2,
             Source::Credential(_) => 3,
@@ -43,6 +46,7 @@ impl fmt::Display for Source {
             Source::Pcocc(p) => write!(f, "pcocc {}", p.display()),
             Source::File(p) => write!(f, "file {}", p.display()),
             Source::Credential(p) => write!(f, "credential {}", p.display()),
+            Source::UnitFile(p) => write!(f, "the unit's credential file {}", p.display()),
             Source::Flag(flag) => write!(f, "flag {flag}"),
             Source::Prompt => f.write_str("prompt"),
         }
@@ -75,6 +79,21 @@ pub(crate) struct KeyReport {
     pub value: Option<String>,
     pub source: Option<String>,
     pub help: &'static str,
+}
+
+/// Whether a credential file holds a secret: not empty once one trailing newline is taken
+/// off. The unit's fallback for a credential file that is absent (`SetCredential=NAME:\n`,
+/// since systemd 252 refuses an empty value) is such a newline; an unreadable file counts as
+/// given, so that reading it reports why.
+fn holds_something(path: &Path) -> bool {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let bytes = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+            let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+            !bytes.is_empty()
+        }
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound && path.is_file(),
+    }
 }
 
 /// Every layer merged: for each key, the entry of the highest layer that sets it.
@@ -162,11 +181,35 @@ impl Layers {
             ("ufm-token", "ufm-token-file"),
         ] {
             let path = dir.join(name);
-            let given = std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() > 0);
-            if given {
+            if holds_something(&path) {
                 let text = path.display().to_string();
                 // A path never fails to parse.
                 let _ = self.set(key, &text, Source::Credential(path));
+            }
+        }
+    }
+
+    /// Outside the unit (no `$CREDENTIALS_DIRECTORY`), the secret files the unit would load as
+    /// credentials (`DIR/ufm-password`, `DIR/ufm-token`, `DIR/etcd-password`), for a secret no
+    /// layer gives: root's commands then find what the daemon uses, without flags. The etcd
+    /// password only when an etcd user is set.
+    pub(crate) fn load_unit_files(&mut self, dir: &Path) {
+        let ufm_given = ["ufm-password", "ufm-password-file", "ufm-token-file"]
+            .iter()
+            .any(|k| self.get(k).is_some());
+        let etcd_wanted = self.get("etcd-user").is_some()
+            && self.get("etcd-password").is_none()
+            && self.get("etcd-password-file").is_none();
+        for (name, key, wanted) in [
+            ("ufm-password", "ufm-password-file", !ufm_given),
+            ("ufm-token", "ufm-token-file", !ufm_given),
+            ("etcd-password", "etcd-password-file", etcd_wanted),
+        ] {
+            let path = dir.join(name);
+            if wanted && holds_something(&path) {
+                let text = path.display().to_string();
+                // A path never fails to parse.
+                let _ = self.set(key, &text, Source::UnitFile(path));
             }
         }
     }

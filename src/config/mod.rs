@@ -39,6 +39,18 @@ impl Config {
     pub(crate) fn warnings(&self) -> &[String] {
         &self.layers.warnings
     }
+
+    /// The warnings that matter for the service, whoever runs the check (`config --check`):
+    /// those found while loading, and files the unit cannot see.
+    pub(crate) fn service_warnings(&self) -> Vec<String> {
+        let mut all = self.layers.warnings.clone();
+        for warning in file_warnings(&self.layers, true) {
+            if !all.contains(&warning) {
+                all.push(warning);
+            }
+        }
+        all
+    }
 }
 
 /// Loads every layer and resolves the settings. `credentials_dir` is `$CREDENTIALS_DIRECTORY`.
@@ -70,8 +82,73 @@ pub(crate) fn load(flags: &FlagLayer, credentials_dir: Option<&Path>) -> Result<
         layers.load_credentials(dir);
     }
     layers.load_flags(flags)?;
+    if credentials_dir.is_none() {
+        layers.load_unit_files(Path::new(UNIT_SECRETS_DIR));
+    }
     let settings = resolve::resolve(&mut layers, flags.prompt_etcd_password)?;
+    let under_systemd = std::env::var_os("INVOCATION_ID").is_some();
+    let found = file_warnings(&layers, under_systemd);
+    layers.warnings.extend(found);
     Ok(Config { settings, layers })
+}
+
+/// Where the unit's credential files live (`LoadCredential=ufm-password:/etc/ufm-pkeyd/…`).
+const UNIT_SECRETS_DIR: &str = "/etc/ufm-pkeyd";
+
+/// The keys naming files that hold secrets.
+const SECRET_FILE_KEYS: &[&str] = &["ufm-password-file", "ufm-token-file", "etcd-password-file"];
+
+/// The keys naming files the daemon reads or writes.
+const FILE_KEYS: &[&str] = &[
+    "ufm-password-file",
+    "ufm-token-file",
+    "etcd-password-file",
+    "ufm-ca-cert",
+    "etcd-ca-cert",
+    "etcd-cert-file",
+    "etcd-key-file",
+    "state-file",
+    "metrics-file",
+];
+
+/// Warnings about the files the configuration names: a secret readable by every user, and,
+/// for the service (`service`: run by systemd, or `config --check` for it), a file under
+/// /root or /home, which the unit cannot see (`ProtectHome=yes`).
+pub(crate) fn file_warnings(layers: &Layers, service: bool) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut warnings = Vec::new();
+    for key in SECRET_FILE_KEYS {
+        let Some(entry) = layers.get(key) else {
+            continue;
+        };
+        let mode = std::fs::metadata(&entry.text).map(|m| m.permissions().mode());
+        if mode.is_ok_and(|mode| mode & 0o004 != 0) {
+            warnings.push(format!(
+                "{} ({key}) is readable by every user: chmod 0600 {}",
+                entry.text, entry.text
+            ));
+        }
+    }
+    if service {
+        for key in FILE_KEYS {
+            let Some(entry) = layers.get(key) else {
+                continue;
+            };
+            if matches!(entry.source, layers::Source::Credential(_)) {
+                continue;
+            }
+            if ["/root/", "/home/"]
+                .iter()
+                .any(|d| entry.text.starts_with(d))
+            {
+                warnings.push(format!(
+                    "{} ({key}) is under /root or /home, which ufm-pkeyd.service cannot see (ProtectHome=yes): move it to /etc/ufm-pkeyd/",
+                    entry.text
+                ));
+            }
+        }
+    }
+    warnings
 }
 
 /// Reads the tool's own file: the one given, or the default one when it exists.
@@ -131,6 +208,64 @@ mod tests {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+
+    /// The layers a command run by hand gets: defaults and `flags`, then the unit's secret
+    /// files from `dir`.
+    fn by_hand(pairs: &[(&'static str, &str)], dir: &Dir) -> Layers {
+        let mut layers = Layers::defaults().expect("defaults");
+        layers.load_flags(&flags(pairs)).expect("flags");
+        layers.load_unit_files(&dir.0);
+        layers
+    }
+
+    #[test]
+    fn by_hand_the_unit_credential_files_are_found_when_nothing_else_gives_a_secret() {
+        let dir = Dir::new("unit-files");
+        let ufm = dir.write("ufm-password", "secret\n");
+        dir.write("etcd-password", "secret\n");
+        let layers = by_hand(&[], &dir);
+        let entry = layers.get("ufm-password-file").expect("the unit's file");
+        assert_eq!(entry.text, ufm.display().to_string());
+        assert!(entry.source.to_string().contains("credential file"));
+        assert!(
+            layers.get("etcd-password-file").is_none(),
+            "no etcd user: no etcd password"
+        );
+
+        let layers = by_hand(&[("etcd-user", "root")], &dir);
+        assert!(layers.get("etcd-password-file").is_some());
+
+        // Anything given wins: the file is not looked at.
+        let layers = by_hand(&[("ufm-token-file", "/elsewhere/token")], &dir);
+        assert!(layers.get("ufm-password-file").is_none());
+        let layers = by_hand(&[("etcd-user", "root"), ("etcd-password-file", "/x")], &dir);
+        assert_eq!(
+            layers.get("etcd-password-file").map(|e| e.text.as_str()),
+            Some("/x")
+        );
+    }
+
+    #[test]
+    fn an_empty_credential_or_one_newline_counts_as_absent() {
+        let dir = Dir::new("unit-files-empty");
+        for text in ["", "\n", "\r\n"] {
+            dir.write("ufm-password", text);
+            assert!(
+                by_hand(&[], &dir).get("ufm-password-file").is_none(),
+                "{text:?}"
+            );
+            let mut layers = Layers::defaults().expect("defaults");
+            layers.load_credentials(&dir.0);
+            assert!(
+                layers.get("ufm-password-file").is_none(),
+                "credential {text:?}"
+            );
+        }
+        dir.write("ufm-password", "x\n");
+        let mut layers = Layers::defaults().expect("defaults");
+        layers.load_credentials(&dir.0);
+        assert!(layers.get("ufm-password-file").is_some());
     }
 
     #[test]

@@ -28,6 +28,14 @@ fn load_batch(
     settings: &BTreeMap<String, String>,
 ) -> Result<()> {
     let source = || Source::Pcocc(path.to_path_buf());
+    if !settings.contains_key("etcd-servers") {
+        // pcocc's own batch.yaml names its etcd servers under `settings:`; without them the
+        // etcd settings come from elsewhere (and the keyspace is not set to v2 for pcocc).
+        layers.warnings.push(format!(
+            "{} has no etcd settings under `settings:` (etcd-servers): set etcd-endpoints and etcd-api: v2 in ufm-pkeyd's configuration, or --no-pcocc",
+            path.display()
+        ));
+    }
     let pairs = [
         ("etcd-servers", "etcd-endpoints"),
         ("etcd-client-port", "etcd-port"),

@@ -137,7 +137,7 @@ fn etcd_settings(
     }
     if user.is_some() && password.is_none() {
         return Err(Error::usage(format!(
-            "etcd user {:?} has no password: give --etcd-password-file, a systemd credential etcd-password, or --etcd-prompt-password",
+            "etcd user {:?} has no password: put it in /etc/ufm-pkeyd/etcd-password (mode 0600; the unit loads it as the credential etcd-password, ufm-pkeyd@NAME as NAME.etcd-password), or give --etcd-password-file or --etcd-prompt-password",
             user.as_deref().unwrap_or_default()
         )));
     }
@@ -208,7 +208,7 @@ fn ufm_settings(layers: &Layers, election: Option<&election::Settings>) -> Resul
             let user = text(layers, "ufm-user").unwrap_or("admin").to_string();
             let password = password(layers, "ufm-password", "ufm-password-file")?.ok_or_else(|| {
                 Error::usage(format!(
-                    "no UFM password for user {user:?}: give --ufm-password-file, a systemd credential ufm-password, or --ufm-token-file"
+                    "no UFM password for user {user:?}: put it in /etc/ufm-pkeyd/ufm-password (mode 0600; the unit loads it as the credential ufm-password, ufm-pkeyd@NAME as NAME.ufm-password), or give --ufm-password-file, or a token with --ufm-token-file"
                 ))
             })?;
             ufm::Auth::Basic { user, password }

@@ -89,6 +89,17 @@ impl PassError {
     }
 }
 
+impl From<PassError> for crate::error::Error {
+    /// Refused credentials exit 5, a missing key 3, anything else 1.
+    fn from(e: PassError) -> crate::error::Error {
+        match e {
+            PassError::Etcd(e) => e.into(),
+            PassError::Ufm(e) => e.into(),
+            other => crate::error::Error::Failed(other.to_string()),
+        }
+    }
+}
+
 impl std::fmt::Display for PassError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

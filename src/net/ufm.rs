@@ -122,6 +122,7 @@ impl From<UfmError> for crate::error::Error {
     fn from(e: UfmError) -> crate::error::Error {
         match e {
             UfmError::NotFound(m) => crate::error::Error::NotFound(m),
+            UfmError::Auth(m) => crate::error::Error::Auth(m),
             other => crate::error::Error::Failed(other.to_string()),
         }
     }

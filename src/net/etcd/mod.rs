@@ -283,6 +283,7 @@ impl From<EtcdError> for crate::error::Error {
     fn from(e: EtcdError) -> crate::error::Error {
         match e {
             EtcdError::NotFound(m) => crate::error::Error::NotFound(m),
+            EtcdError::Auth(m) => crate::error::Error::Auth(m),
             other => crate::error::Error::Failed(other.to_string()),
         }
     }
