@@ -204,3 +204,53 @@ fn a_pcocc_batch_yaml_without_etcd_settings_is_reported() {
     run.assert_ok();
     assert!(!run.stderr.contains("no etcd settings"), "{run:?}");
 }
+
+#[test]
+fn monitor_with_the_wrong_auth_mode_exits_2_at_start_and_names_the_fix() {
+    let sim = UfmSim::start(SimOptions::nvidia_mock("a-token"));
+    let rig = Rig::with_sim(Api::V3, sim);
+    let run = rig
+        .pkeyd("monitor", &["--poll-interval", "60"])
+        .timeout(secs(20))
+        .run();
+    run.assert_code(2);
+    assert!(run.stderr.contains("--ufm-token-file"), "{run:?}");
+}
+
+#[test]
+fn as_the_units_reload_check_a_secret_only_the_credentials_hold_is_not_required() {
+    // systemd runs ExecReload= without the unit's credentials (systemd#35227); the daemon
+    // keeps those it started with, so the check must not fail for want of them.
+    let base = [
+        "config",
+        "--check",
+        "--no-pcocc",
+        "--ufm-host",
+        "127.0.0.1:9",
+        "--http",
+        "--state-file",
+        "/tmp/state.json",
+    ];
+    let run = Pkeyd::new(&base)
+        .env("INVOCATION_ID", "0123456789abcdef")
+        .run();
+    run.assert_ok();
+    assert!(run.stdout.contains("not checked"), "{run:?}");
+    // By hand, a missing password is an error.
+    let run = Pkeyd::new(&base).run();
+    run.assert_code(2);
+    // Under systemd, with $CREDENTIALS_DIRECTORY set but not mounted for the reload command.
+    let run = Pkeyd::new(&base)
+        .env("INVOCATION_ID", "0123456789abcdef")
+        .env(
+            "CREDENTIALS_DIRECTORY",
+            "/run/credentials/ufm-pkeyd.service",
+        )
+        .run();
+    run.assert_ok();
+    // Anything else wrong still fails the reload.
+    let run = Pkeyd::new(&[&base[..], &["--ufm-ca-cert", "/nonexistent/ca.pem"]].concat())
+        .env("INVOCATION_ID", "0123456789abcdef")
+        .run();
+    run.assert_code(2);
+}

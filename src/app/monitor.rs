@@ -696,8 +696,9 @@ impl Gate for DaemonGate<'_> {
     }
 }
 
-/// Fails fast on wrong UFM credentials (systemd restarts us, an operator reads why); an
-/// unreachable UFM is only a warning, the loop retries.
+/// Fails fast on wrong UFM credentials (exit 5) or a wrong URL or auth mode (exit 2): the
+/// unit does not restart on either, an operator reads why. An unreachable UFM is only a
+/// warning, the loop retries.
 fn check_ufm_credentials(ufm: &UfmClient) -> Result<()> {
     match ufm.version() {
         Ok(version) => {
@@ -705,6 +706,9 @@ fn check_ufm_credentials(ufm: &UfmClient) -> Result<()> {
             Ok(())
         }
         Err(UfmError::Auth(m)) => Err(Error::Auth(m)),
+        // A wrong URL, UFM version or auth mode is a configuration error: retrying will not
+        // help, and the unit does not restart on exit 2.
+        Err(e @ UfmError::NoRoute { .. }) => Err(Error::Usage(e.to_string())),
         Err(e) => {
             log::warn!("{e}; will retry");
             Ok(())

@@ -206,7 +206,10 @@ impl Layers {
             ("etcd-password", "etcd-password-file", etcd_wanted),
         ] {
             let path = dir.join(name);
-            if wanted && holds_something(&path) {
+            // Only a file this user can read: the service's own user cannot read root's
+            // files, and gets its secrets as credentials.
+            let readable = std::fs::File::open(&path).is_ok();
+            if wanted && readable && holds_something(&path) {
                 let text = path.display().to_string();
                 // A path never fails to parse.
                 let _ = self.set(key, &text, Source::UnitFile(path));

@@ -40,6 +40,25 @@ impl Config {
         &self.layers.warnings
     }
 
+    /// The secrets the configuration needs but no layer gives: `ufm-password` (no password
+    /// nor token for UFM), `etcd-password` (an etcd user without a password).
+    pub(crate) fn missing_secrets(&self) -> Vec<&'static str> {
+        let given = |keys: &[&str]| keys.iter().any(|k| self.layers.get(k).is_some());
+        let mut missing = Vec::new();
+        if !given(&["ufm-password", "ufm-password-file", "ufm-token-file"]) {
+            missing.push("ufm-password");
+        }
+        if given(&["etcd-user"]) && !given(&["etcd-password", "etcd-password-file"]) {
+            missing.push("etcd-password");
+        }
+        missing
+    }
+
+    /// The value of a key naming a file, if set.
+    pub(crate) fn path_of(&self, key: &str) -> Option<PathBuf> {
+        self.layers.get(key).map(|e| PathBuf::from(&e.text))
+    }
+
     /// The warnings that matter for the service, whoever runs the check (`config --check`):
     /// those found while loading, and files the unit cannot see.
     pub(crate) fn service_warnings(&self) -> Vec<String> {

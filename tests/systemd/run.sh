@@ -287,7 +287,7 @@ check etcd-to-ufm "" "an entry written into etcd (v2) appears in UFM" etcd_to_uf
 reload_ok() {
     local pid
     pid=$(prop ufm-pkeyd MainPID)
-    ct systemctl reload ufm-pkeyd || return 1
+    ct systemctl reload ufm-pkeyd || { echo "reload failed: $(daemon_log 3)"; return 1; }
     [ "$(ct systemctl is-active ufm-pkeyd)" = active ] && [ "$(prop ufm-pkeyd MainPID)" = "$pid" ] || return 1
     echo "reloaded, same process $pid"
 }
