@@ -1,22 +1,26 @@
 //! The one HTTP layer that the UFM and etcd clients share: a configured `ureq` agent (rustls,
-//! CA bundle, client certificate, timeouts, proxy), requests that keep every status and body as
-//! a value, and errors that say in one line what went wrong with which URL.
+//! CA file or the system's CA store, client certificate, timeouts, proxy), requests that keep
+//! every status and body as a value, and errors that say in one line what went wrong with which
+//! URL.
 //!
-//! Nothing here knows UFM or etcd; nothing here logs secrets. The agent is built without a
-//! global or per-call timeout on purpose: ureq resolves names on a spawned thread when one is
-//! set, and the daemon is single-threaded. Connect and per-read timeouts bound every call.
+//! Nothing here knows UFM or etcd beyond the names of their CA options, for messages; nothing
+//! here logs secrets. The agent is built without a global or per-call timeout on purpose: ureq
+//! resolves names on a spawned thread when one is set, and the daemon is single-threaded.
+//! Connect and per-read timeouts bound every call.
 
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use base64::Engine;
 use ureq::tls::{ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
 
 use crate::secret::Secret;
+
+mod trust;
 
 /// The most a response body read whole may hold (the UFM partition list is streamed and has
 /// its own limit).
@@ -25,17 +29,10 @@ const MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
 /// The longest line of a streamed answer (one etcd watch message, one v2 event).
 const MAX_LINE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Where the system keeps its CA bundle, RHEL first. Used when no CA file is configured, so that
-/// certificates from a site CA installed with `update-ca-trust` are trusted as with curl.
-const SYSTEM_CA_BUNDLES: &[&str] = &[
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/certs/ca-certificates.crt",
-];
-
 /// How to set up TLS for one server.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct TlsOptions {
-    /// PEM file of CA certificates to trust instead of the system bundle.
+    /// PEM file of CA certificates to trust instead of the system's CA store.
     pub ca_file: Option<PathBuf>,
     /// Client certificate chain and key (PEM), for servers that require mutual TLS.
     pub client_cert: Option<(PathBuf, PathBuf)>,
@@ -227,51 +224,129 @@ impl Read for Counted {
 /// A configured HTTP client for one service.
 #[derive(Clone)]
 pub(crate) struct HttpClient {
+    /// Sends every request, except https ones when the CA certificates are the system's.
     agent: ureq::Agent,
+    /// With no CA file and verification on: the agent for https requests, made with the
+    /// system's CA store at the first one (a plain-http site never reads the store).
+    system_tls: Option<Arc<SystemTls>>,
+    /// What the certificate of the server was checked against, for a certificate error.
+    unknown_issuer_hint: Arc<str>,
     service: &'static str,
     timeout: Duration,
     counters: Arc<Counters>,
 }
 
+/// What makes the https agent that trusts the system's CA store, and the agent once made.
+struct SystemTls {
+    service: &'static str,
+    timeout: Duration,
+    proxy: Option<ureq::Proxy>,
+    client_cert: Option<ClientCert>,
+    /// The agent and what its certificates came from. Stays empty while the store has nothing
+    /// usable, so that the next request looks again (after `update-ca-trust`, say).
+    made: Mutex<Option<(ureq::Agent, Arc<str>)>>,
+}
+
+impl SystemTls {
+    /// The https agent, and the hint for a certificate signed by no CA of the store; or the
+    /// line that says the store has nothing usable.
+    fn agent(&self) -> Result<(ureq::Agent, Arc<str>), String> {
+        let mut made = self.made.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(made) = &*made {
+            return Ok(made.clone());
+        }
+        let store = trust::load(self.service)?;
+        let roots = RootCerts::new_with_certs(&store.certs);
+        let tls = tls_config(roots, self.client_cert.clone(), false);
+        let agent = new_agent(tls, self.proxy.clone(), self.timeout);
+        let hint: Arc<str> = format!(
+            "{}'s certificate is signed by no CA in {}: {}",
+            self.service,
+            store.origin,
+            trust::fix(self.service, store.from_env)
+        )
+        .into();
+        *made = Some((agent.clone(), Arc::clone(&hint)));
+        Ok((agent, hint))
+    }
+}
+
 impl HttpClient {
     /// Builds the client, reading and checking the CA and client certificate files now, so a
-    /// wrong file is reported at start-up and not at the first request.
+    /// wrong file is reported at start-up and not at the first request. Without a CA file the
+    /// system's CA store is read at the first https request.
     pub(crate) fn new(options: &HttpOptions) -> Result<HttpClient, String> {
-        let tls = build_tls_config(options.service, &options.tls)?;
+        let service = options.service;
+        // A CA file replaces the system's store, and is read (and checked) even when
+        // verification is off.
+        let ca_file = match &options.tls.ca_file {
+            Some(path) => Some((path, read_certificates(service, "CA file", path)?)),
+            None => None,
+        };
+        let client_cert = read_client_cert(service, &options.tls)?;
         let proxy = match &options.proxy {
             Some(url) => Some(ureq::Proxy::new(url).map_err(|e| {
                 redact_userinfo(&format!(
-                    "invalid {} proxy {url:?}: {e}: use http://host:port",
-                    options.service
+                    "invalid {service} proxy {url:?}: {e}: use http://host:port"
                 ))
             })?),
             None => None,
         };
-        // `timeout_per_call` bounds a whole exchange (connect, send, answer, body): a leader
-        // may start a UFM write only if it ends before its claim could lapse.
-        let config = ureq::Agent::config_builder()
-            .tls_config(tls)
-            .proxy(proxy)
-            .http_status_as_error(false)
-            .timeout_per_call(Some(options.timeout))
-            .timeout_connect(Some(options.timeout))
-            .timeout_recv_response(Some(options.timeout))
-            .timeout_per_read(Some(options.timeout))
-            .timeout_per_write(Some(options.timeout))
-            .max_redirects(0)
-            .user_agent(concat!("ufm-pkeyd/", env!("CARGO_PKG_VERSION")))
-            .build();
-        let agent = ureq::Agent::with_parts(
-            config,
-            ureq::unversioned::transport::DefaultConnector::default(),
-            ResolveInline::default(),
-        );
+        let (roots, system_tls, hint) = match ca_file {
+            Some((path, certs)) => (
+                RootCerts::new_with_certs(&certs),
+                None,
+                format!(
+                    "{service}'s certificate is signed by no CA in {}: {}",
+                    path.display(),
+                    trust::file_fix(service)
+                ),
+            ),
+            None if options.tls.insecure => (RootCerts::new_with_certs(&[]), None, String::new()),
+            // No roots at all: this agent sends plain http only.
+            None => (
+                RootCerts::new_with_certs(&[]),
+                Some(Arc::new(SystemTls {
+                    service,
+                    timeout: options.timeout,
+                    proxy: proxy.clone(),
+                    client_cert: client_cert.clone(),
+                    made: Mutex::new(None),
+                })),
+                String::new(),
+            ),
+        };
+        let tls = tls_config(roots, client_cert, options.tls.insecure);
         Ok(HttpClient {
-            agent,
-            service: options.service,
+            agent: new_agent(tls, proxy, options.timeout),
+            system_tls,
+            unknown_issuer_hint: hint.into(),
+            service,
             timeout: options.timeout,
             counters: Arc::default(),
         })
+    }
+
+    /// The agent for `url`, and the hint for a certificate signed by no trusted CA. An https
+    /// URL with the system's store reads the store first (once), and fails with a TLS error
+    /// naming where it looked and the fix when the store has nothing usable.
+    fn agent_for(&self, url: &str) -> Result<(ureq::Agent, Arc<str>), HttpError> {
+        let https = url
+            .get(..8)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
+        match &self.system_tls {
+            Some(system) if https => system.agent().map_err(|message| {
+                self.count(None);
+                HttpError {
+                    kind: HttpErrorKind::Tls,
+                    message: redact_userinfo(&format!(
+                        "cannot reach {} at {url}: {message}",
+                        self.service
+                    )),
+                }
+            }),
+            _ => Ok((self.agent.clone(), Arc::clone(&self.unknown_issuer_hint))),
+        }
     }
 
     /// Requests sent so far by this client and its clones.
@@ -302,9 +377,10 @@ impl HttpClient {
     /// Sends a request and reads the whole answer, whatever its status.
     pub(crate) fn send(&self, request: &Request<'_>) -> Result<Response, HttpError> {
         log::debug!("{} {} {}", self.service, request.method, request.url);
-        let mut response = self.agent.run(self.build(request)?).map_err(|e| {
+        let (agent, hint) = self.agent_for(request.url)?;
+        let mut response = agent.run(self.build(request)?).map_err(|e| {
             self.count(None);
-            self.error(request.url, &e)
+            self.error(request.url, &e, &hint)
         })?;
         let status = response.status().as_u16();
         self.count(Some(status));
@@ -319,7 +395,7 @@ impl HttpClient {
             .with_config()
             .limit(MAX_BODY_BYTES)
             .read_to_vec()
-            .map_err(|e| self.error(request.url, &e))?;
+            .map_err(|e| self.error(request.url, &e, ""))?;
         self.counters
             .bytes
             .fetch_add(body.len() as u64, Ordering::Relaxed);
@@ -349,16 +425,16 @@ impl HttpClient {
             request.url
         );
         let whole = (!long_lived).then_some(self.timeout);
-        let configured = self
-            .agent
+        let (agent, hint) = self.agent_for(request.url)?;
+        let configured = agent
             .configure_request(self.build(request)?)
             .timeout_per_call(whole)
             .timeout_recv_response(Some(self.timeout))
             .timeout_per_read(Some(poll))
             .build();
-        let response = self.agent.run(configured).map_err(|e| {
+        let response = agent.run(configured).map_err(|e| {
             self.count(None);
-            self.error(request.url, &e)
+            self.error(request.url, &e, &hint)
         })?;
         self.count(Some(response.status().as_u16()));
         let headers = header_list(response.headers());
@@ -418,8 +494,9 @@ impl HttpClient {
         Ok(built)
     }
 
-    fn error(&self, url: &str, error: &ureq::Error) -> HttpError {
-        describe_error(self.service, url, self.timeout, error)
+    /// `hint`: what to do about a certificate signed by no trusted CA.
+    fn error(&self, url: &str, error: &ureq::Error, hint: &str) -> HttpError {
+        describe_error(self.service, url, self.timeout, error, hint)
     }
 }
 
@@ -524,6 +601,7 @@ impl Stream {
                         &self.url,
                         Duration::ZERO,
                         &error,
+                        "",
                     ))
                 }
             }
@@ -557,6 +635,7 @@ impl Stream {
                     &self.url,
                     Duration::ZERO,
                     &ureq::Error::from(io),
+                    "",
                 )
             })?;
         Ok(Response {
@@ -702,8 +781,15 @@ pub(crate) fn basic_auth_header(user: &str, password: &Secret) -> String {
     )
 }
 
-/// Turns a ureq error into one line naming the service, the URL and the likely fix.
-fn describe_error(service: &str, url: &str, timeout: Duration, error: &ureq::Error) -> HttpError {
+/// Turns a ureq error into one line naming the service, the URL and the likely fix; `hint`
+/// says what to do about a certificate signed by no trusted CA (what it was checked against).
+fn describe_error(
+    service: &str,
+    url: &str,
+    timeout: Duration,
+    error: &ureq::Error,
+    hint: &str,
+) -> HttpError {
     let (kind, detail) = match error {
         ureq::Error::Timeout(_) => (
             HttpErrorKind::Timeout,
@@ -711,7 +797,7 @@ fn describe_error(service: &str, url: &str, timeout: Duration, error: &ureq::Err
         ),
         ureq::Error::HostNotFound => (HttpErrorKind::Connect, "host not found".to_string()),
         ureq::Error::ConnectionFailed => (HttpErrorKind::Connect, "connection failed".to_string()),
-        ureq::Error::Io(io) => describe_io_error(io),
+        ureq::Error::Io(io) => describe_io_error(io, hint),
         ureq::Error::BodyExceedsLimit(limit) => (
             HttpErrorKind::Other,
             format!("answer larger than {limit} bytes"),
@@ -724,11 +810,18 @@ fn describe_error(service: &str, url: &str, timeout: Duration, error: &ureq::Err
     }
 }
 
-fn describe_io_error(io: &std::io::Error) -> (HttpErrorKind, String) {
+fn describe_io_error(io: &std::io::Error, hint: &str) -> (HttpErrorKind, String) {
     use std::io::ErrorKind;
     match io.kind() {
         ErrorKind::ConnectionRefused => (HttpErrorKind::Connect, "connection refused".into()),
         ErrorKind::TimedOut | ErrorKind::WouldBlock => (HttpErrorKind::Timeout, "timed out".into()),
+        ErrorKind::InvalidData if !hint.is_empty() && is_unknown_issuer(io) => (
+            HttpErrorKind::Tls,
+            format!(
+                "TLS error: {}: {hint}",
+                io.get_ref().map(|e| e.to_string()).unwrap_or_default()
+            ),
+        ),
         ErrorKind::InvalidData if is_tls_error(io) => (
             HttpErrorKind::Tls,
             format!(
@@ -758,42 +851,68 @@ fn is_tls_error(io: &std::io::Error) -> bool {
         .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
 }
 
-fn build_tls_config(service: &str, options: &TlsOptions) -> Result<TlsConfig, String> {
-    let mut builder = TlsConfig::builder().disable_verification(options.insecure);
-    let roots = match &options.ca_file {
-        Some(path) => {
-            let certs = read_certificates(service, "CA file", path)?;
-            RootCerts::new_with_certs(&certs)
-        }
-        None => system_roots(),
-    };
-    builder = builder.root_certs(roots);
-    if let Some((cert_path, key_path)) = &options.client_cert {
-        check_client_pair(service, cert_path, key_path)?;
-        let chain = read_certificates(service, "client certificate", cert_path)?;
-        let key_pem = read_file(service, "client key", key_path)?;
-        let key = PrivateKey::from_pem(&key_pem).map_err(|_| {
-            format!(
-                "{service} client key {}: no unencrypted PEM private key found",
-                key_path.display()
-            )
-        })?;
-        builder = builder.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
-    }
-    Ok(builder.build())
+/// Whether the server's certificate is signed by no trusted CA: none of that name
+/// (`UnknownIssuer`), or one of that name but another key (`BadSignature`).
+fn is_unknown_issuer(io: &std::io::Error) -> bool {
+    use rustls::CertificateError::{BadSignature, UnknownIssuer};
+    matches!(
+        io.get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::InvalidCertificate(
+            UnknownIssuer | BadSignature
+        ))
+    )
 }
 
-/// The system CA bundle, or the compiled-in Mozilla roots when the system has none.
-fn system_roots() -> RootCerts {
-    for path in SYSTEM_CA_BUNDLES {
-        if let Ok(pem) = std::fs::read(path) {
-            let certs = certificates_in(&pem);
-            if !certs.is_empty() {
-                return RootCerts::new_with_certs(&certs);
-            }
-        }
-    }
-    RootCerts::WebPki
+/// The rustls set-up of one agent: these roots (ignored when `insecure`), this client
+/// certificate, and ring as the crypto provider (the one compiled in).
+fn tls_config(roots: RootCerts, client_cert: Option<ClientCert>, insecure: bool) -> TlsConfig {
+    TlsConfig::builder()
+        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .disable_verification(insecure)
+        .root_certs(roots)
+        .client_cert(client_cert)
+        .build()
+}
+
+/// An agent with these TLS settings, proxy and timeouts.
+fn new_agent(tls: TlsConfig, proxy: Option<ureq::Proxy>, timeout: Duration) -> ureq::Agent {
+    // `timeout_per_call` bounds a whole exchange (connect, send, answer, body): a leader may
+    // start a UFM write only if it ends before its claim could lapse.
+    let config = ureq::Agent::config_builder()
+        .tls_config(tls)
+        .proxy(proxy)
+        .http_status_as_error(false)
+        .timeout_per_call(Some(timeout))
+        .timeout_connect(Some(timeout))
+        .timeout_recv_response(Some(timeout))
+        .timeout_per_read(Some(timeout))
+        .timeout_per_write(Some(timeout))
+        .max_redirects(0)
+        .user_agent(concat!("ufm-pkeyd/", env!("CARGO_PKG_VERSION")))
+        .build();
+    ureq::Agent::with_parts(
+        config,
+        ureq::unversioned::transport::DefaultConnector::default(),
+        ResolveInline::default(),
+    )
+}
+
+/// The client certificate and key, read and checked now.
+fn read_client_cert(service: &str, options: &TlsOptions) -> Result<Option<ClientCert>, String> {
+    let Some((cert_path, key_path)) = &options.client_cert else {
+        return Ok(None);
+    };
+    check_client_pair(service, cert_path, key_path)?;
+    let chain = read_certificates(service, "client certificate", cert_path)?;
+    let key_pem = read_file(service, "client key", key_path)?;
+    let key = PrivateKey::from_pem(&key_pem).map_err(|_| {
+        format!(
+            "{service} client key {}: no unencrypted PEM private key found",
+            key_path.display()
+        )
+    })?;
+    Ok(Some(ClientCert::new_with_certs(&chain, key)))
 }
 
 fn read_file(service: &str, what: &str, path: &Path) -> Result<Vec<u8>, String> {
