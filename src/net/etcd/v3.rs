@@ -206,28 +206,7 @@ impl Keyspace for V3 {
         revision: i64,
         enough: &mut dyn FnMut(&[Deletion]) -> bool,
     ) -> Result<Option<History>, EtcdError> {
-        let start = revision.checked_add(1).ok_or_else(|| {
-            EtcdError::Api(format!("etcd revision {revision} cannot be followed"))
-        })?;
-        let body = json!({"create_request": {
-            "key": B64.encode(prefix),
-            "range_end": B64.encode(prefix_range_end(prefix.as_bytes())),
-            "start_revision": start.to_string(),
-            "filters": ["NOPUT"],
-        }});
-        let url = format!("{base}/v3/watch");
-        let token = token(client, base)?;
-        let auth = token.as_ref().map_or(Auth::None, Auth::Header);
-        let mut stream =
-            client
-                .http
-                .open_stream(&Request::json("POST", &url, auth, &body), WATCH_POLL, true)?;
-        if stream.status != 200 {
-            return Err(EtcdError::Api(format!(
-                "etcd at {url} refused the watch (HTTP {})",
-                stream.status
-            )));
-        }
+        let (url, mut stream) = open_watch(client, base, prefix, revision, &["NOPUT"])?;
         let mut history = History::default();
         let began = Instant::now();
         let mut last_message = Instant::now();
@@ -301,27 +280,7 @@ impl Keyspace for V3 {
         revision: i64,
         keep_waiting: &mut dyn FnMut() -> bool,
     ) -> Result<Watched, EtcdError> {
-        let start = revision.checked_add(1).ok_or_else(|| {
-            EtcdError::Api(format!("etcd revision {revision} cannot be followed"))
-        })?;
-        let body = json!({"create_request": {
-            "key": B64.encode(prefix),
-            "range_end": B64.encode(prefix_range_end(prefix.as_bytes())),
-            "start_revision": start.to_string(),
-        }});
-        let url = format!("{base}/v3/watch");
-        let token = token(client, base)?;
-        let auth = token.as_ref().map_or(Auth::None, Auth::Header);
-        let mut stream =
-            client
-                .http
-                .open_stream(&Request::json("POST", &url, auth, &body), WATCH_POLL, true)?;
-        if stream.status != 200 {
-            return Err(EtcdError::Api(format!(
-                "etcd at {url} refused the watch (HTTP {})",
-                stream.status
-            )));
-        }
+        let (url, mut stream) = open_watch(client, base, prefix, revision, &[])?;
         loop {
             if !keep_waiting() {
                 return Ok(Watched::Stopped { revision });
@@ -402,6 +361,43 @@ impl Keyspace for V3 {
 }
 
 /// Reads one watch message: `Some` when the wait is over.
+/// Opens a watch of the keys under `prefix` after `revision` (with etcd's event `filters`,
+/// e.g. `NOPUT`); returns its URL, for messages, and the stream.
+fn open_watch(
+    client: &EtcdClient,
+    base: &str,
+    prefix: &str,
+    revision: i64,
+    filters: &[&str],
+) -> Result<(String, crate::net::http::Stream), EtcdError> {
+    let start = revision
+        .checked_add(1)
+        .ok_or_else(|| EtcdError::Api(format!("etcd revision {revision} cannot be followed")))?;
+    let mut create = json!({
+        "key": B64.encode(prefix),
+        "range_end": B64.encode(prefix_range_end(prefix.as_bytes())),
+        "start_revision": start.to_string(),
+    });
+    if !filters.is_empty() {
+        create["filters"] = json!(filters);
+    }
+    let body = json!({ "create_request": create });
+    let url = format!("{base}/v3/watch");
+    let token = token(client, base)?;
+    let auth = token.as_ref().map_or(Auth::None, Auth::Header);
+    let stream =
+        client
+            .http
+            .open_stream(&Request::json("POST", &url, auth, &body), WATCH_POLL, true)?;
+    if stream.status != 200 {
+        return Err(EtcdError::Api(format!(
+            "etcd at {url} refused the watch (HTTP {})",
+            stream.status
+        )));
+    }
+    Ok((url, stream))
+}
+
 fn watch_message(
     client: &EtcdClient,
     url: &str,
