@@ -151,13 +151,15 @@ impl Schedule {
         if now >= self.next_resync && self.full.is_none() {
             self.full = Some("resync-interval".to_string());
         }
+        // Changes the watch delivered go first, even when a full pass is due (UFM answering
+        // again, a gap): each is one or two small requests, the full pass follows at once.
+        if !self.pending.is_empty() {
+            return Next::TargetedPass(std::mem::take(&mut self.pending));
+        }
         let full_allowed = self.last_full.is_none_or(|t| now >= t + self.min_gap);
         if full_allowed && let Some(why) = self.full.take() {
             self.last_full = Some(now);
             return Next::FullPass(why);
-        }
-        if !self.pending.is_empty() {
-            return Next::TargetedPass(std::mem::take(&mut self.pending));
         }
         if let Some(cooled) = cooled {
             return Next::TargetedPass(cooled);
@@ -487,10 +489,15 @@ mod tests {
         );
         assert!(s.ufm_back().is_some());
         let back = probe + PROBE_INTERVAL;
-        assert!(matches!(
-            s.next(back, None, None),
-            Next::FullPass(_) | Next::TargetedPass(_)
-        ));
+        assert!(
+            matches!(s.next(back, None, None), Next::TargetedPass(_)),
+            "the changes that waited go first"
+        );
+        assert_eq!(
+            s.next(back + MIN_FULL_GAP, None, None),
+            Next::FullPass("UFM answers again".into()),
+            "then everything is read again"
+        );
     }
 
     #[test]
@@ -550,11 +557,16 @@ mod tests {
     #[test]
     fn a_full_pass_settles_the_changes_it_read() {
         let t0 = Instant::now();
-        let mut s = schedule(t0);
-        s.changes(PREFIX, &[put("0x10", 5), put("0x11", 9)]);
-        assert!(matches!(s.next(t0, None, None), Next::FullPass(_)));
-        s.full_done(7, t0);
-        let Next::TargetedPass(changes) = s.next(t0, None, None) else {
+        let mut s = started(t0);
+        let later = t0 + MIN_FULL_GAP;
+        s.want_full("index cleared".into());
+        s.changes(PREFIX, &[put("0x10", 5)]);
+        // The change goes first; others come while the full pass (which read revision 7) runs.
+        assert!(matches!(s.next(later, None, None), Next::TargetedPass(_)));
+        assert!(matches!(s.next(later, None, None), Next::FullPass(_)));
+        s.changes(PREFIX, &[put("0x12", 6), put("0x11", 9)]);
+        s.full_done(7, later);
+        let Next::TargetedPass(changes) = s.next(later, None, None) else {
             panic!("a targeted pass")
         };
         assert_eq!(changes.keys().copied().collect::<Vec<_>>(), [pk("0x11")]);

@@ -13,19 +13,22 @@
 //! - a remove never takes a partition's last member unless the partition is meant to go.
 
 pub(crate) mod apply;
+mod cooling;
 pub(crate) mod election;
 pub(crate) mod ownership;
 pub(crate) mod removals;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::model::{Guid, PKey};
 use crate::net::etcd::{EtcdClient, EtcdError, Listing};
 use crate::net::ufm::{UfmClient, UfmError};
 use crate::plan::{self, Action, Actual, DeleteGuard, Invalid, Plan, Policy, Removals};
 pub(crate) use apply::{Counts, Gate, Rejected};
+use cooling::Cooling;
+pub(crate) use cooling::Retries;
 use ownership::{Binding, Record, SaveError, Store};
 
 /// What the engine syncs and how.
@@ -202,7 +205,7 @@ pub(crate) struct Engine {
     last_refusal: Option<String>,
     last_rejected: BTreeSet<(PKey, Guid)>,
     /// Partitions whose writes failed, each tried again on its own schedule.
-    cooling: BTreeMap<PKey, Cooling>,
+    cooling: Cooling,
     /// UFM's `last_updated` as of the last full read or this instance's last writes: a
     /// different value later means someone else changed UFM. `None`: not known.
     stamp: Option<String>,
@@ -256,31 +259,6 @@ impl View {
     }
 }
 
-/// The retries due, from [`Engine::retries`].
-#[derive(Debug, Default)]
-pub(crate) struct Retries {
-    /// Partitions due, with their keys, for a targeted pass.
-    pub keys: Option<BTreeMap<PKey, KeyChange>>,
-    /// A partition due has no key in etcd any more (a failed deletion): only a full pass, with
-    /// its linearizable read of the whole prefix, may delete it.
-    pub full: bool,
-    /// When the next retry is due.
-    pub next: Option<Instant>,
-}
-
-/// A partition whose writes failed: tried again at `due`, with its etcd entry, and with twice
-/// the delay if it fails again (2 s up to 60 s), without holding up the other partitions.
-#[derive(Clone, Debug)]
-struct Cooling {
-    due: Instant,
-    delay: Duration,
-    entry: Option<KeyChange>,
-}
-
-/// The first pause before a failing partition is tried again, and the longest.
-const COOLING_FIRST: Duration = Duration::from_secs(2);
-const COOLING_MAX: Duration = Duration::from_secs(60);
-
 impl Engine {
     /// Opens the engine: reads the ownership record (the state file, locked; with a shared
     /// record in etcd, before the first pass of each leadership term). In a dry run nothing is
@@ -325,7 +303,7 @@ impl Engine {
             last_unreadable: Vec::new(),
             last_refusal: None,
             last_rejected: BTreeSet::new(),
-            cooling: BTreeMap::new(),
+            cooling: Cooling::default(),
             stamp: None,
             stamp_unserved: false,
             tracks_drift: false,
@@ -581,7 +559,7 @@ impl Engine {
                         change.key
                     );
                     scope.remove(pkey);
-                    self.cooling.remove(pkey);
+                    self.cooling.forget(*pkey);
                 }
                 continue;
             };
@@ -842,14 +820,14 @@ impl Engine {
             .actions
             .iter()
             .filter(|a| !unrecorded.contains(&a.pkey()))
-            .filter(|a| self.cooling.get(&a.pkey()).is_none_or(|c| c.due <= now))
+            .filter(|a| self.cooling.may_try(a.pkey(), now))
             .cloned()
             .collect();
         report.skipped += plan.actions.len() - actions.len();
         let applied = apply::apply(&actions, &self.ufm, gate);
         self.retried += applied.retries;
         let seen = (&observed.scope, &observed.entries);
-        self.cool_down(seen, &plan, (&actions, &unrecorded), &applied);
+        self.cool_down(seen, &plan, &unrecorded, &applied);
         if !applied.written.is_empty() {
             // Where UFM stands after our own writes, so that they do not count as drift. A
             // change by someone else between our last write and this read goes unnoticed
@@ -890,71 +868,37 @@ impl Engine {
         Ok(report)
     }
 
-    /// Puts the partitions whose actions failed, or that have GUIDs UFM refused, on their own
-    /// retry schedule, and takes off it those that went through or need nothing any more.
+    /// Puts the partitions whose actions failed, or that have GUIDs UFM refused, or whose
+    /// ownership could not be recorded first, on their own retry schedule, and takes off it
+    /// those that went through or need nothing any more.
     fn cool_down(
         &mut self,
         (scope, entries): (&BTreeSet<PKey>, &BTreeMap<PKey, KeyChange>),
         plan: &Plan,
-        (tried, unrecorded): (&[Action], &BTreeSet<PKey>),
+        unrecorded: &BTreeSet<PKey>,
         applied: &apply::Applied,
     ) {
         let planned: BTreeSet<PKey> = plan.actions.iter().map(Action::pkey).collect();
-        self.cooling
-            .retain(|pkey, _| !scope.contains(pkey) || planned.contains(pkey));
-        let now = Instant::now();
-        let rejected: BTreeSet<PKey> = applied.rejected.iter().map(|r| r.pkey).collect();
-        // Partitions whose ownership could not be recorded first were not tried: they wait too.
-        for pkey in tried
+        let again: BTreeSet<PKey> = applied
+            .failed
             .iter()
-            .map(Action::pkey)
+            .copied()
+            .chain(applied.rejected.iter().map(|r| r.pkey))
             .chain(unrecorded.iter().copied())
-        {
-            if applied.failed.contains(&pkey)
-                || rejected.contains(&pkey)
-                || unrecorded.contains(&pkey)
-            {
-                let delay = self
-                    .cooling
-                    .get(&pkey)
-                    .map_or(COOLING_FIRST, |c| (c.delay * 2).min(COOLING_MAX));
-                self.cooling.insert(
-                    pkey,
-                    Cooling {
-                        due: now + delay,
-                        delay,
-                        // A partition with no key (a failed deletion) waits for a full pass.
-                        entry: entries.get(&pkey).cloned(),
-                    },
-                );
-            } else if applied.succeeded.contains(&pkey) {
-                self.cooling.remove(&pkey);
-            }
-        }
+            .collect();
+        let settled = cooling::Settled {
+            scope,
+            planned: &planned,
+            again: &again,
+            succeeded: &applied.succeeded,
+            entries,
+        };
+        self.cooling.settle(&settled, Instant::now());
     }
 
     /// The partitions whose retry is due now, and when the next one is due otherwise.
     pub(crate) fn retries(&self) -> Retries {
-        let now = Instant::now();
-        let mut due = Retries::default();
-        let mut keys = BTreeMap::new();
-        for (pkey, cooling) in &self.cooling {
-            if cooling.due > now {
-                due.next = Some(
-                    due.next
-                        .map_or(cooling.due, |n: Instant| n.min(cooling.due)),
-                );
-                continue;
-            }
-            match &cooling.entry {
-                Some(entry) => {
-                    keys.insert(*pkey, entry.clone());
-                }
-                None => due.full = true,
-            }
-        }
-        due.keys = (!keys.is_empty()).then_some(keys);
-        due
+        self.cooling.due(Instant::now())
     }
 
     /// Follows UFM's `last_updated` from now on, to tell changes made by others (the daemon).
@@ -964,7 +908,7 @@ impl Engine {
 
     /// Whether a partition is waiting for its own retry after failed writes.
     pub(crate) fn cooling(&self, pkey: PKey) -> bool {
-        self.cooling.contains_key(&pkey)
+        self.cooling.is_waiting(pkey)
     }
 
     /// UFM requests sent again after a transient failure, since start.
