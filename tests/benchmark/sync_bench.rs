@@ -1,15 +1,19 @@
 //! `make bench` (`cargo bench --bench sync`): ufm-pkeyd against a real etcd and the UFM
-//! simulator, at pcocc's scale (issue #5). It prints a table and writes
+//! simulator, at pcocc's scale (issues #5 and #10). It prints a table and writes
 //! `target/bench/results.json`.
 //!
 //! 1. Initial sync of 2,000 partitions x 64 GUIDs (16 host + 48 VF, pcocc's Python-literal
 //!    values written through etcd v2) into an empty UFM: wall time, UFM requests per partition,
 //!    peak RSS. Then a VF-only shape (500 x 64 VF GUIDs) for its requests per partition.
-//! 2. An idle minute (`--poll-interval 5`): etcd and UFM requests per pass, CPU per pass.
+//! 2. Idle full passes (`--resync-interval 5`, 12 of them): etcd and UFM requests per full
+//!    pass, CPU per pass.
 //! 3. Propagation latency of 200 single-entry changes (`--poll-interval 60`, so only the watch
-//!    explains fast propagation), through v2 and v3.
+//!    explains fast propagation), through v2 and v3: each is a targeted pass.
 //! 4. One partition growing from 0 to 10,000 GUIDs and shrinking back, 1,000 at a time: time
 //!    and UFM requests per step (removes are batched, never one request per GUID).
+//!
+//! The benchmark's own reads of UFM go through `/ufmRestV3` with an access token, so the
+//! simulator's request log tells them (`who` = `token:...`) from the daemon's (`admin`).
 //!
 //! A missed target prints FAIL and the program still exits 0; a broken benchmark (a process
 //! that does not start, a sync that never completes, wrong data in UFM) panics and exits
@@ -26,7 +30,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
-use support::{Daemon, Etcd, PKEYS_PREFIX, Pkeyd, TempDir, UfmSim, form_urlencode};
+use support::{Daemon, Etcd, PKEYS_PREFIX, Pkeyd, SimOptions, TempDir, UfmSim, form_urlencode};
 
 /// The main data set: partitions, host GUIDs and VF GUIDs per partition.
 const PARTITIONS: usize = 2_000;
@@ -43,8 +47,8 @@ const LATENCY_CHANGES: usize = 200;
 const GROW_PKEY: u16 = 0x7000;
 const GROW_MAX: usize = 10_000;
 const GROW_STEP: usize = 1_000;
-/// Idle measurement: poll interval and passes measured (12 x 5 s = one minute).
-const IDLE_POLL: &str = "5";
+/// Idle measurement: resync interval (a full pass every 5 s) and full passes measured.
+const IDLE_RESYNC: &str = "5";
 const IDLE_PASSES: u64 = 12;
 /// Loader threads writing into etcd.
 const LOADERS: usize = 4;
@@ -53,18 +57,24 @@ const LOADERS: usize = 4;
 const TARGET_SYNC_REQ_PER_PARTITION: f64 = 2.05;
 const TARGET_VF_REQ_PER_PARTITION: f64 = 1.05;
 const TARGET_IDLE_ETCD_PER_PASS: f64 = 2.0;
-const TARGET_IDLE_UFM_PER_PASS: f64 = 1.0;
+/// A full pass reads UFM's list once, and `last_updated` just before it (issue #10: the stamp
+/// the drift checks compare with).
+const TARGET_IDLE_UFM_PER_PASS: f64 = 2.0;
+const TARGET_IDLE_LISTS_PER_PASS: f64 = 1.0;
 const TARGET_P99_MS: f64 = 1_000.0;
 const TARGET_RSS_MB: f64 = 20.0;
 /// "No request per GUID": a shrinking partition's removes carry at least this many GUIDs per
 /// request on average. A target, not ufm-pkeyd's batch size (which is larger).
 const TARGET_GUIDS_PER_REMOVE: usize = 100;
 
+/// The access token the benchmark reads UFM with (`/ufmRestV3`), not the daemon.
+const BENCH_TOKEN: &str = "bench-token";
+
 fn main() {
     let started = Instant::now();
     let binary = env!("CARGO_BIN_EXE_ufm-pkeyd");
     let sim_binary = env!("CARGO_BIN_EXE_ufm-sim");
-    println!("ufm-pkeyd benchmark (issue #5)");
+    println!("ufm-pkeyd benchmark (issues #5 and #10)");
     println!("daemon binary:    {binary}");
     println!("simulator binary: {sim_binary}");
     if !binary.contains("/release/") {
@@ -279,17 +289,17 @@ impl Bench {
             "bench: loaded {PARTITIONS} entries ({guids} GUIDs) through v2 in {:.1} s",
             load.as_secs_f64()
         );
-        let sim = UfmSim::http();
+        let sim = token_sim();
         let dir = TempDir::new("bench-main");
 
-        // 1. Initial sync, then the idle minute with the same daemon.
+        // 1. Initial sync, then the idle full passes with the same daemon.
         let (mut daemon, start) = self.start_daemon(
             etcd,
             &sim,
             "v2",
             prefix,
             &dir,
-            &["--poll-interval", IDLE_POLL],
+            &["--resync-interval", IDLE_RESYNC],
         );
         // Two adds per partition: the host GUIDs (index0 off) and the VF GUIDs (index0 on).
         let sync = self.wait_adds(&sim, &daemon, 2 * PARTITIONS as u64, start);
@@ -305,7 +315,7 @@ impl Bench {
         let total = stats["total"].as_u64().unwrap_or(0);
         let per = total as f64 / PARTITIONS as f64;
 
-        let idle = self.idle_minute(&sim, &mut daemon, &dir);
+        let idle = self.idle_full_passes(&sim, &mut daemon, &dir);
         let hwm = proc_status_kb(daemon.pid(), "VmHWM");
         let rss = proc_status_kb(daemon.pid(), "VmRSS");
         let etcd_listing = self.body_size(
@@ -341,7 +351,7 @@ impl Bench {
         );
         let rss_ok = (hwm as f64) / 1024.0 < TARGET_RSS_MB;
         self.row(
-            "daemon peak RSS after 12 full passes",
+            &format!("daemon peak RSS after {IDLE_PASSES} full passes"),
             format!("{} (RSS now {})", mb(hwm), mb(rss)),
             &format!("< {TARGET_RSS_MB} MB"),
             Some(rss_ok),
@@ -486,80 +496,100 @@ impl Bench {
     }
 
     // ---------------------------------------------------------------------------------------
-    // 2. Idle minute
+    // 2. Idle full passes
 
-    fn idle_minute(&self, sim: &UfmSim, daemon: &mut Daemon, dir: &TempDir) -> Value {
+    /// `IDLE_PASSES` full passes of a daemon started with `--resync-interval 5` (the default
+    /// poll interval, 30 s, never comes: each full pass moves the next drift check on).
+    fn idle_full_passes(&self, sim: &UfmSim, daemon: &mut Daemon, dir: &TempDir) -> Value {
         let metrics = dir.join("metrics.prom");
         let pid = daemon.pid();
         // Start on a pass boundary: the metrics file is written right after each pass, when
-        // the daemon goes back to its watch for the poll interval.
-        let first = read_metrics(&metrics).map_or(0, |m| m.passes);
+        // the daemon goes back to its watch until the next resync.
+        let first = read_metrics(&metrics).map_or(0, |m| m.passes_full);
         let m0 = wait_metrics(daemon, &metrics, Duration::from_secs(30), |m| {
-            m.passes > first
+            m.passes_full > first
         });
         self.post(&format!("{}/_sim/stats/reset", sim.url()));
         let cpu0 = cpu_ticks(pid);
         let t0 = Instant::now();
         eprintln!(
-            "bench: idle minute: {IDLE_PASSES} passes at --poll-interval {IDLE_POLL} from pass {}",
-            m0.passes
+            "bench: idle: {IDLE_PASSES} full passes at --resync-interval {IDLE_RESYNC} from full pass {}",
+            m0.passes_full
         );
         let m1 = wait_metrics(daemon, &metrics, Duration::from_secs(120), |m| {
-            m.passes >= m0.passes + IDLE_PASSES
+            m.passes_full >= m0.passes_full + IDLE_PASSES
         });
         let stats = self.sim_stats(sim);
         let cpu1 = cpu_ticks(pid);
         let elapsed = t0.elapsed();
-        let passes = (m1.passes - m0.passes) as f64;
+        let passes = (m1.passes_full - m0.passes_full) as f64;
+        let targeted = m1.passes_targeted - m0.passes_targeted;
         let etcd_requests = m1.etcd_requests - m0.etcd_requests;
         let ufm_daemon = m1.ufm_requests - m0.ufm_requests;
         let ufm_sim = stats["total"].as_u64().unwrap_or(0) as f64;
+        let lists = stats["requests"]["GET /resources/pkeys"]
+            .as_u64()
+            .unwrap_or(0) as f64;
         let cpu_seconds = (cpu1 - cpu0) / self.clk_tck;
         let changes = m1.changes - m0.changes;
+        let ok = etcd_requests / passes <= TARGET_IDLE_ETCD_PER_PASS
+            && ufm_sim / passes <= TARGET_IDLE_UFM_PER_PASS
+            && lists / passes <= TARGET_IDLE_LISTS_PER_PASS;
         json!({
-            "poll_interval_seconds": IDLE_POLL.parse::<f64>().unwrap_or(0.0),
+            "resync_interval_seconds": IDLE_RESYNC.parse::<f64>().unwrap_or(0.0),
             "seconds": round(elapsed.as_secs_f64(), 2),
             "passes": passes,
+            "targeted_passes": targeted,
             "changes_applied": changes,
             "etcd_requests": etcd_requests,
             "etcd_requests_per_pass": round(etcd_requests / passes, 3),
             "ufm_requests_sim": ufm_sim,
             "ufm_requests_daemon": ufm_daemon,
             "ufm_requests_per_pass": round(ufm_sim / passes, 3),
+            "ufm_lists_per_pass": round(lists / passes, 3),
             "ufm_requests_by_route": stats["requests"],
+            "ufm_bytes": stats["bytes_total"],
+            "ufm_bytes_per_pass": round(stats["bytes_total"].as_f64().unwrap_or(0.0) / passes, 0),
             "cpu_seconds": round(cpu_seconds, 3),
             "cpu_ms_per_pass": round(cpu_seconds * 1000.0 / passes, 1),
             "last_pass_duration_ms": round(m1.pass_duration * 1000.0, 1),
             "target_etcd_requests_per_pass": TARGET_IDLE_ETCD_PER_PASS,
             "target_ufm_requests_per_pass": TARGET_IDLE_UFM_PER_PASS,
-            "pass": etcd_requests / passes <= TARGET_IDLE_ETCD_PER_PASS
-                && ufm_sim / passes <= TARGET_IDLE_UFM_PER_PASS,
+            "target_ufm_lists_per_pass": TARGET_IDLE_LISTS_PER_PASS,
+            "pass": ok,
         })
     }
 
     fn report_idle(&mut self, idle: &Value) {
         let f = |k: &str| idle[k].as_f64().unwrap_or(f64::NAN);
         self.section(&format!(
-            "Idle: {} passes in {:.0} s at --poll-interval {IDLE_POLL}, {PARTITIONS} partitions in sync",
+            "Idle full passes: {} in {:.0} s at --resync-interval {IDLE_RESYNC}, {PARTITIONS} partitions in sync, fast UFM",
             f("passes"),
             f("seconds")
         ));
         let etcd = f("etcd_requests_per_pass");
         let ufm = f("ufm_requests_per_pass");
+        let lists = f("ufm_lists_per_pass");
         self.row(
-            "etcd requests per pass (daemon metrics)",
+            "etcd requests per full pass (daemon metrics)",
             format!("{etcd:.2}"),
             &format!("<= {TARGET_IDLE_ETCD_PER_PASS}"),
             Some(etcd <= TARGET_IDLE_ETCD_PER_PASS),
         );
         self.row(
-            "UFM requests per pass (simulator)",
-            format!("{ufm:.2}"),
-            &format!("<= {TARGET_IDLE_UFM_PER_PASS}"),
-            Some(ufm <= TARGET_IDLE_UFM_PER_PASS),
+            "UFM requests per full pass (simulator)",
+            format!("{ufm:.2} ({lists:.2} list + last_updated)"),
+            &format!("<= {TARGET_IDLE_UFM_PER_PASS}, 1 list"),
+            Some(ufm <= TARGET_IDLE_UFM_PER_PASS && lists <= TARGET_IDLE_LISTS_PER_PASS),
         );
         self.row(
-            "CPU time per pass (utime+stime)",
+            "UFM bytes per full pass (simulator)",
+            format!("{:.1} MB", f("ufm_bytes_per_pass") / 1e6),
+            "",
+            None,
+        );
+        self.row(
+            "CPU time per full pass (utime+stime)",
             format!(
                 "{:.0} ms (pass takes {:.0} ms)",
                 f("cpu_ms_per_pass"),
@@ -569,10 +599,10 @@ impl Bench {
             None,
         );
         self.row(
-            "changes applied while idle",
-            format!("{}", f("changes_applied")),
-            "0",
-            Some(f("changes_applied") == 0.0),
+            "changes applied / targeted passes while idle",
+            format!("{} / {}", f("changes_applied"), f("targeted_passes")),
+            "0 / 0",
+            Some(f("changes_applied") == 0.0 && f("targeted_passes") == 0.0),
         );
         self.record("idle", idle.clone());
     }
@@ -599,11 +629,12 @@ impl Bench {
             m.changes, 0.0,
             "the {api} daemon found UFM out of step with the {api} keyspace at start"
         );
-        let auth = basic_auth(sim);
+        let auth = token_auth();
         let mut latencies = Vec::with_capacity(LATENCY_CHANGES);
         let mut passes_ms = Vec::with_capacity(LATENCY_CHANGES);
         let mut timeouts = 0;
         let mut passes = m.passes;
+        let mut last = m;
         for i in 0..LATENCY_CHANGES {
             // 37 is prime to 2,000: 200 different partitions.
             let index = (i * 37) % entries.len();
@@ -612,11 +643,7 @@ impl Bench {
             entry.host[0] = new_guid;
             let value = entry.pcocc_value();
             let key = format!("{prefix}{}", pkey_name(*pkey));
-            let url = format!(
-                "{}/ufmRest/resources/pkeys/{}?guids_data=true",
-                sim.url(),
-                pkey_name(*pkey)
-            );
+            let url = bench_pkey_url(sim, *pkey);
             let needle = format!("{new_guid:016x}");
             let t0 = Instant::now();
             match api {
@@ -646,7 +673,10 @@ impl Bench {
             });
             passes = m.passes;
             passes_ms.push(m.pass_duration * 1000.0);
+            last = m;
         }
+        let full_passes = last.passes_full - m.passes_full;
+        let targeted_passes = last.passes_targeted - m.passes_targeted;
         let hwm = proc_status_kb(daemon.pid(), "VmHWM");
         let _ = daemon.stop();
         latencies.sort_by(f64::total_cmp);
@@ -660,6 +690,7 @@ impl Bench {
             "min_ms": round(latencies.first().copied().unwrap_or(f64::NAN), 2),
             "pass_duration_median_ms": round(percentile(&passes_ms, 50.0), 1),
             "pass_duration_max_ms": round(passes_ms.last().copied().unwrap_or(f64::NAN), 1),
+            "full_passes": full_passes, "targeted_passes": targeted_passes,
             "peak_rss_kb": hwm,
             "target_p99_ms": TARGET_P99_MS,
             "pass": p99 < TARGET_P99_MS && timeouts == 0,
@@ -683,7 +714,7 @@ impl Bench {
             Some(f("p99_ms") < TARGET_P99_MS && f("timeouts") == 0.0),
         );
         self.row(
-            "full pass per change (median / max)",
+            "targeted pass per change (median / max)",
             format!(
                 "{:.0} / {:.0} ms",
                 f("pass_duration_median_ms"),
@@ -691,6 +722,12 @@ impl Bench {
             ),
             "",
             None,
+        );
+        self.row(
+            "passes: targeted / full",
+            format!("{} / {}", f("targeted_passes"), f("full_passes")),
+            "no full pass",
+            Some(f("full_passes") == 0.0),
         );
         self.row(
             "daemon peak RSS after the 200 passes",
@@ -706,7 +743,7 @@ impl Bench {
 
     fn growth(&mut self, etcd: &Etcd) {
         let prefix = "/bench/grow/pkeys/";
-        let sim = UfmSim::http();
+        let sim = token_sim();
         let dir = TempDir::new("bench-grow");
         let metrics_path = dir.join("metrics.prom");
         let (mut daemon, _) =
@@ -727,12 +764,8 @@ impl Bench {
         let mut sizes: Vec<usize> = (1..=GROW_MAX / GROW_STEP).map(|n| n * GROW_STEP).collect();
         sizes.extend((0..GROW_MAX / GROW_STEP).rev().map(|n| n * GROW_STEP));
         let key = format!("{prefix}{}", pkey_name(GROW_PKEY));
-        let url = format!(
-            "{}/ufmRest/resources/pkeys/{}?guids_data=true",
-            sim.url(),
-            pkey_name(GROW_PKEY)
-        );
-        let auth = basic_auth(&sim);
+        let url = bench_pkey_url(&sim, GROW_PKEY);
+        let auth = token_auth();
         let mut steps = Vec::new();
         let mut ok = true;
         let mut previous = 0usize;
@@ -750,7 +783,7 @@ impl Bench {
                     .map(|(g, _)| *g)
                     .collect(),
             };
-            self.post(&format!("{}/_sim/stats/reset", sim.url()));
+            self.clear_log(&sim);
             let t0 = Instant::now();
             if size == 0 {
                 etcd.delete_v2(&key);
@@ -780,29 +813,30 @@ impl Bench {
             m = wait_metrics(&mut daemon, &metrics_path, Duration::from_secs(60), |m| {
                 m.passes > before
             });
-            let stats = self.sim_stats(&sim);
-            let routes = stats["requests"].as_object().cloned().unwrap_or_default();
-            let by = |route: &str| routes.get(route).and_then(Value::as_u64).unwrap_or(0);
+            // The daemon's requests (the benchmark reads with its token).
+            let requests = self.daemon_requests(&sim);
+            let by = |route: &str| requests.iter().filter(|r| route_key(r) == route).count() as u64;
             let adds = by("POST /resources/pkeys");
             let removes = by("DELETE /resources/pkeys/{pkey}/guids");
             let deletes = by("DELETE /resources/pkeys/{pkey}");
             let lists = by("GET /resources/pkeys");
-            let polls = by("GET /resources/pkeys/{pkey}");
-            let daemon_requests = stats["total"].as_u64().unwrap_or(0) - polls;
+            let reads = by("GET /resources/pkeys/{pkey}") + by("GET /resources/pkeys/last_updated");
+            let daemon_requests = requests.len() as u64;
             let removed = previous.saturating_sub(size);
             let added = size.saturating_sub(previous);
-            // One list, at most two adds (host and VF groups), removes of many GUIDs each, one
-            // partition delete at 0.
+            // A targeted pass: no list; the partition read and `last_updated` after the writes,
+            // at most two adds (host and VF groups), removes of many GUIDs each, one partition
+            // delete at 0.
             let allowed =
-                1 + 2 + removed.div_ceil(TARGET_GUIDS_PER_REMOVE) as u64 + u64::from(size == 0);
-            let step_ok = daemon_requests <= allowed;
+                2 + 2 + removed.div_ceil(TARGET_GUIDS_PER_REMOVE) as u64 + u64::from(size == 0);
+            let step_ok = daemon_requests <= allowed && lists == 0;
             ok &= step_ok;
             steps.push(json!({
                 "from": previous, "to": size, "added": added, "removed": removed,
                 "seconds": round(visible.as_secs_f64(), 3),
                 "pass_ms": round(m.pass_duration * 1000.0, 1),
                 "ufm_requests": daemon_requests, "adds": adds, "remove_batches": removes,
-                "partition_deletes": deletes, "lists": lists, "allowed": allowed,
+                "partition_deletes": deletes, "lists": lists, "reads": reads, "allowed": allowed,
                 "ok": step_ok,
             }));
             previous = size;
@@ -845,7 +879,7 @@ impl Bench {
         );
         self.row(
             "grow step: UFM requests",
-            format!("{g_rmin}-{g_rmax} (list + adds)"),
+            format!("{g_rmin}-{g_rmax} (GET + adds + last_updated)"),
             "no request per GUID",
             Some(grow.iter().all(|s| s["ok"] == json!(true))),
         );
@@ -862,7 +896,7 @@ impl Bench {
         self.row(
             "shrink step: UFM requests",
             format!(
-                "{s_rmin}-{s_rmax} (list + {}-{} DELETEs)",
+                "{s_rmin}-{s_rmax} (GET + {}-{} DELETEs + last_updated)",
                 batches.iter().min().unwrap_or(&0),
                 batches.iter().max().unwrap_or(&0)
             ),
@@ -872,7 +906,7 @@ impl Bench {
         self.row(
             "last step, key deleted: time, requests",
             format!(
-                "{:.0} ms, {} (list + {} partition DELETE)",
+                "{:.0} ms, {} (GET + {} partition DELETE + last_updated)",
                 last["seconds"].as_f64().unwrap_or(f64::NAN) * 1000.0,
                 last["ufm_requests"],
                 last["partition_deletes"]
@@ -975,6 +1009,33 @@ impl Bench {
         assert!((200..300).contains(&status), "POST {url}: HTTP {status}");
     }
 
+    /// Empties the simulator's request log (`DELETE /_sim/log`).
+    fn clear_log(&self, sim: &UfmSim) {
+        self.delete(&format!("{}/_sim/log", sim.url()));
+    }
+
+    /// The daemon's requests in the simulator's log (`who` is its user; the benchmark reads
+    /// with its token), oldest first.
+    fn daemon_requests(&self, sim: &UfmSim) -> Vec<Value> {
+        let (status, body) = self.get(&format!("{}/_sim/log", sim.url()), None);
+        assert_eq!(status, 200, "GET /_sim/log");
+        let log: Vec<Value> = serde_json::from_slice(&body).expect("/_sim/log is a JSON list");
+        log.into_iter()
+            .filter(|r| r["who"].as_str() == Some(sim.user()))
+            .collect()
+    }
+
+    fn delete(&self, url: &str) {
+        let status = self
+            .http
+            .delete(url)
+            .call()
+            .unwrap_or_else(|e| panic!("DELETE {url}: {e}"))
+            .status()
+            .as_u16();
+        assert!((200..300).contains(&status), "DELETE {url}: HTTP {status}");
+    }
+
     fn sim_stats(&self, sim: &UfmSim) -> Value {
         let (status, body) = self.get(&format!("{}/_sim/stats", sim.url()), None);
         assert_eq!(status, 200, "GET /_sim/stats");
@@ -1068,6 +1129,38 @@ fn load(
     start.elapsed()
 }
 
+/// A simulator that also takes the benchmark's token under `/ufmRestV3`: the benchmark's reads
+/// of UFM are then told from the daemon's in the request log.
+fn token_sim() -> UfmSim {
+    UfmSim::start(SimOptions {
+        token: Some(BENCH_TOKEN.to_string()),
+        ..SimOptions::default()
+    })
+}
+
+/// The benchmark's `Authorization` header (`/ufmRestV3` takes `Basic <token>`).
+fn token_auth() -> String {
+    format!("Basic {BENCH_TOKEN}")
+}
+
+/// The single-PKey GET the benchmark reads a partition with (with its token).
+fn bench_pkey_url(sim: &UfmSim, pkey: u16) -> String {
+    format!(
+        "{}/ufmRestV3/resources/pkeys/{}?guids_data=true",
+        sim.url(),
+        pkey_name(pkey)
+    )
+}
+
+/// `"<METHOD> <route>"` of a request-log entry, as `/_sim/stats` keys them.
+fn route_key(entry: &Value) -> String {
+    format!(
+        "{} {}",
+        entry["method"].as_str().unwrap_or(""),
+        entry["route"].as_str().unwrap_or("")
+    )
+}
+
 fn basic_auth(sim: &UfmSim) -> String {
     format!(
         "Basic {}",
@@ -1099,8 +1192,12 @@ fn members_of(partition: &Value) -> BTreeMap<u64, bool> {
 /// What the benchmark reads from the daemon's `--metrics-file`.
 #[derive(Clone, Copy, Debug, Default)]
 struct Sample {
+    /// Passes of either kind (`ufm_pkeyd_passes_total`).
     passes: u64,
+    passes_full: u64,
+    passes_targeted: u64,
     etcd_requests: f64,
+    /// Every UFM request the daemon sent, answered or not.
     ufm_requests: f64,
     changes: f64,
     pass_duration: f64,
@@ -1118,6 +1215,10 @@ fn read_metrics(path: &Path) -> Option<Sample> {
         };
         if name.starts_with("ufm_pkeyd_passes_total") {
             sample.passes += value as u64;
+        } else if name == "ufm_pkeyd_passes_by_kind_total{kind=\"full\"}" {
+            sample.passes_full = value as u64;
+        } else if name == "ufm_pkeyd_passes_by_kind_total{kind=\"targeted\"}" {
+            sample.passes_targeted = value as u64;
         } else if name.starts_with("ufm_pkeyd_requests_total{service=\"etcd\"") {
             sample.etcd_requests += value;
         } else if name.starts_with("ufm_pkeyd_requests_total{service=\"ufm\"") {
