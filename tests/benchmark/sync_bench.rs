@@ -1,15 +1,24 @@
 //! `make bench` (`cargo bench --bench sync`): ufm-pkeyd against a real etcd and the UFM
-//! simulator, at pcocc's scale (issue #5). It prints a table and writes
+//! simulator, at pcocc's scale (issues #5 and #10). It prints a table and writes
 //! `target/bench/results.json`.
 //!
 //! 1. Initial sync of 2,000 partitions x 64 GUIDs (16 host + 48 VF, pcocc's Python-literal
 //!    values written through etcd v2) into an empty UFM: wall time, UFM requests per partition,
 //!    peak RSS. Then a VF-only shape (500 x 64 VF GUIDs) for its requests per partition.
-//! 2. An idle minute (`--poll-interval 5`): etcd and UFM requests per pass, CPU per pass.
+//! 2. Idle full passes (`--resync-interval 5`, 12 of them): etcd and UFM requests per full
+//!    pass, CPU per pass.
 //! 3. Propagation latency of 200 single-entry changes (`--poll-interval 60`, so only the watch
-//!    explains fast propagation), through v2 and v3.
+//!    explains fast propagation), through v2 and v3: each is a targeted pass.
 //! 4. One partition growing from 0 to 10,000 GUIDs and shrinking back, 1,000 at a time: time
 //!    and UFM requests per step (removes are batched, never one request per GUID).
+//! 5. Slow UFM (issue #10): the same 2,000 x 64 partitions, the listing delayed by 3 s and
+//!    every write by 200 ms (persistent fault rules of the simulator), etcd v3, the daemon at
+//!    its default settings: idle UFM bytes and requests per minute, single-change latency, a
+//!    burst of 50 new partitions, recovery after 75 s UFM outages (connections refused, then
+//!    503s) and 20 consecutive 503s on writes.
+//!
+//! The benchmark's own reads of UFM go through `/ufmRestV3` with an access token, so the
+//! simulator's request log tells them (`who` = `token:...`) from the daemon's (`admin`).
 //!
 //! A missed target prints FAIL and the program still exits 0; a broken benchmark (a process
 //! that does not start, a sync that never completes, wrong data in UFM) panics and exits
@@ -26,7 +35,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
-use support::{Daemon, Etcd, PKEYS_PREFIX, Pkeyd, TempDir, UfmSim, form_urlencode};
+use support::{Daemon, Etcd, PKEYS_PREFIX, Pkeyd, SimOptions, TempDir, UfmSim, form_urlencode};
 
 /// The main data set: partitions, host GUIDs and VF GUIDs per partition.
 const PARTITIONS: usize = 2_000;
@@ -43,8 +52,8 @@ const LATENCY_CHANGES: usize = 200;
 const GROW_PKEY: u16 = 0x7000;
 const GROW_MAX: usize = 10_000;
 const GROW_STEP: usize = 1_000;
-/// Idle measurement: poll interval and passes measured (12 x 5 s = one minute).
-const IDLE_POLL: &str = "5";
+/// Idle measurement: resync interval (a full pass every 5 s) and full passes measured.
+const IDLE_RESYNC: &str = "5";
 const IDLE_PASSES: u64 = 12;
 /// Loader threads writing into etcd.
 const LOADERS: usize = 4;
@@ -53,18 +62,50 @@ const LOADERS: usize = 4;
 const TARGET_SYNC_REQ_PER_PARTITION: f64 = 2.05;
 const TARGET_VF_REQ_PER_PARTITION: f64 = 1.05;
 const TARGET_IDLE_ETCD_PER_PASS: f64 = 2.0;
-const TARGET_IDLE_UFM_PER_PASS: f64 = 1.0;
+/// A full pass reads UFM's list once, and `last_updated` just before it (issue #10: the stamp
+/// the drift checks compare with).
+const TARGET_IDLE_UFM_PER_PASS: f64 = 2.0;
+const TARGET_IDLE_LISTS_PER_PASS: f64 = 1.0;
 const TARGET_P99_MS: f64 = 1_000.0;
 const TARGET_RSS_MB: f64 = 20.0;
 /// "No request per GUID": a shrinking partition's removes carry at least this many GUIDs per
 /// request on average. A target, not ufm-pkeyd's batch size (which is larger).
 const TARGET_GUIDS_PER_REMOVE: usize = 100;
 
+/// The slow UFM of issue #10: the listing with GUIDs delayed by this much, every write by
+/// that much.
+const SLOW_LIST_MS: u64 = 3_000;
+const SLOW_WRITE_MS: u64 = 200;
+/// The daemon's defaults (`--poll-interval`, `--resync-interval`), for the idle figures.
+const DEFAULT_POLL_SECONDS: f64 = 30.0;
+const DEFAULT_RESYNC_SECONDS: f64 = 600.0;
+/// Single-entry changes on the slow UFM.
+const SLOW_CHANGES: usize = 20;
+/// New partitions written at once (1 host + 1 VF GUID each).
+const BURST: usize = 50;
+/// New partitions written during each outage, and while writes answer 503.
+const OUTAGE_PARTITIONS: usize = 5;
+const OUTAGE_SECONDS: f64 = 75.0;
+const CONSECUTIVE_503: u64 = 20;
+/// PKeys of the partitions the slow-UFM rows create (past the 2,000 of the data set).
+const SLOW_FIRST_PKEY: u16 = 0x6000;
+/// The access token the benchmark reads UFM with (`/ufmRestV3`), not the daemon.
+const BENCH_TOKEN: &str = "bench-token";
+
+/// Targets of issue #10.
+const TARGET_IDLE_UFM_BYTES_PER_MINUTE: f64 = 1_000_000.0;
+const TARGET_SLOW_P99_MS: f64 = 1_000.0;
+const TARGET_BURST_SECONDS: f64 = 25.0;
+const TARGET_RECOVERY_SECONDS: f64 = 5.0;
+const TARGET_OUTAGE_REQUESTS_PER_SECOND: f64 = 2.0;
+/// "Well under a minute".
+const TARGET_503_SECONDS: f64 = 30.0;
+
 fn main() {
     let started = Instant::now();
     let binary = env!("CARGO_BIN_EXE_ufm-pkeyd");
     let sim_binary = env!("CARGO_BIN_EXE_ufm-sim");
-    println!("ufm-pkeyd benchmark (issue #5)");
+    println!("ufm-pkeyd benchmark (issues #5 and #10)");
     println!("daemon binary:    {binary}");
     println!("simulator binary: {sim_binary}");
     if !binary.contains("/release/") {
@@ -279,17 +320,17 @@ impl Bench {
             "bench: loaded {PARTITIONS} entries ({guids} GUIDs) through v2 in {:.1} s",
             load.as_secs_f64()
         );
-        let sim = UfmSim::http();
+        let sim = token_sim();
         let dir = TempDir::new("bench-main");
 
-        // 1. Initial sync, then the idle minute with the same daemon.
+        // 1. Initial sync, then the idle full passes with the same daemon.
         let (mut daemon, start) = self.start_daemon(
             etcd,
             &sim,
             "v2",
             prefix,
             &dir,
-            &["--poll-interval", IDLE_POLL],
+            &["--resync-interval", IDLE_RESYNC],
         );
         // Two adds per partition: the host GUIDs (index0 off) and the VF GUIDs (index0 on).
         let sync = self.wait_adds(&sim, &daemon, 2 * PARTITIONS as u64, start);
@@ -305,7 +346,7 @@ impl Bench {
         let total = stats["total"].as_u64().unwrap_or(0);
         let per = total as f64 / PARTITIONS as f64;
 
-        let idle = self.idle_minute(&sim, &mut daemon, &dir);
+        let idle = self.idle_full_passes(&sim, &mut daemon, &dir);
         let hwm = proc_status_kb(daemon.pid(), "VmHWM");
         let rss = proc_status_kb(daemon.pid(), "VmRSS");
         let etcd_listing = self.body_size(
@@ -341,7 +382,7 @@ impl Bench {
         );
         let rss_ok = (hwm as f64) / 1024.0 < TARGET_RSS_MB;
         self.row(
-            "daemon peak RSS after 12 full passes",
+            &format!("daemon peak RSS after {IDLE_PASSES} full passes"),
             format!("{} (RSS now {})", mb(hwm), mb(rss)),
             &format!("< {TARGET_RSS_MB} MB"),
             Some(rss_ok),
@@ -390,6 +431,9 @@ impl Bench {
         let v3 = self.latency(etcd, &sim, "v3", prefix, &dir, &mut entries);
         self.report_latency("v3", &v3);
         self.verify_state(&sim, &entries);
+
+        // 5. The same UFM made slow, the v3 keyspace (which it matches now).
+        self.slow_ufm(etcd, &sim, &dir, &mut entries);
     }
 
     /// Starts `ufm-pkeyd monitor` against `etcd` and `sim`; returns it and when it started.
@@ -486,80 +530,100 @@ impl Bench {
     }
 
     // ---------------------------------------------------------------------------------------
-    // 2. Idle minute
+    // 2. Idle full passes
 
-    fn idle_minute(&self, sim: &UfmSim, daemon: &mut Daemon, dir: &TempDir) -> Value {
+    /// `IDLE_PASSES` full passes of a daemon started with `--resync-interval 5` (the default
+    /// poll interval, 30 s, never comes: each full pass moves the next drift check on).
+    fn idle_full_passes(&self, sim: &UfmSim, daemon: &mut Daemon, dir: &TempDir) -> Value {
         let metrics = dir.join("metrics.prom");
         let pid = daemon.pid();
         // Start on a pass boundary: the metrics file is written right after each pass, when
-        // the daemon goes back to its watch for the poll interval.
-        let first = read_metrics(&metrics).map_or(0, |m| m.passes);
+        // the daemon goes back to its watch until the next resync.
+        let first = read_metrics(&metrics).map_or(0, |m| m.passes_full);
         let m0 = wait_metrics(daemon, &metrics, Duration::from_secs(30), |m| {
-            m.passes > first
+            m.passes_full > first
         });
         self.post(&format!("{}/_sim/stats/reset", sim.url()));
         let cpu0 = cpu_ticks(pid);
         let t0 = Instant::now();
         eprintln!(
-            "bench: idle minute: {IDLE_PASSES} passes at --poll-interval {IDLE_POLL} from pass {}",
-            m0.passes
+            "bench: idle: {IDLE_PASSES} full passes at --resync-interval {IDLE_RESYNC} from full pass {}",
+            m0.passes_full
         );
         let m1 = wait_metrics(daemon, &metrics, Duration::from_secs(120), |m| {
-            m.passes >= m0.passes + IDLE_PASSES
+            m.passes_full >= m0.passes_full + IDLE_PASSES
         });
         let stats = self.sim_stats(sim);
         let cpu1 = cpu_ticks(pid);
         let elapsed = t0.elapsed();
-        let passes = (m1.passes - m0.passes) as f64;
+        let passes = (m1.passes_full - m0.passes_full) as f64;
+        let targeted = m1.passes_targeted - m0.passes_targeted;
         let etcd_requests = m1.etcd_requests - m0.etcd_requests;
         let ufm_daemon = m1.ufm_requests - m0.ufm_requests;
         let ufm_sim = stats["total"].as_u64().unwrap_or(0) as f64;
+        let lists = stats["requests"]["GET /resources/pkeys"]
+            .as_u64()
+            .unwrap_or(0) as f64;
         let cpu_seconds = (cpu1 - cpu0) / self.clk_tck;
         let changes = m1.changes - m0.changes;
+        let ok = etcd_requests / passes <= TARGET_IDLE_ETCD_PER_PASS
+            && ufm_sim / passes <= TARGET_IDLE_UFM_PER_PASS
+            && lists / passes <= TARGET_IDLE_LISTS_PER_PASS;
         json!({
-            "poll_interval_seconds": IDLE_POLL.parse::<f64>().unwrap_or(0.0),
+            "resync_interval_seconds": IDLE_RESYNC.parse::<f64>().unwrap_or(0.0),
             "seconds": round(elapsed.as_secs_f64(), 2),
             "passes": passes,
+            "targeted_passes": targeted,
             "changes_applied": changes,
             "etcd_requests": etcd_requests,
             "etcd_requests_per_pass": round(etcd_requests / passes, 3),
             "ufm_requests_sim": ufm_sim,
             "ufm_requests_daemon": ufm_daemon,
             "ufm_requests_per_pass": round(ufm_sim / passes, 3),
+            "ufm_lists_per_pass": round(lists / passes, 3),
             "ufm_requests_by_route": stats["requests"],
+            "ufm_bytes": stats["bytes_total"],
+            "ufm_bytes_per_pass": round(stats["bytes_total"].as_f64().unwrap_or(0.0) / passes, 0),
             "cpu_seconds": round(cpu_seconds, 3),
             "cpu_ms_per_pass": round(cpu_seconds * 1000.0 / passes, 1),
             "last_pass_duration_ms": round(m1.pass_duration * 1000.0, 1),
             "target_etcd_requests_per_pass": TARGET_IDLE_ETCD_PER_PASS,
             "target_ufm_requests_per_pass": TARGET_IDLE_UFM_PER_PASS,
-            "pass": etcd_requests / passes <= TARGET_IDLE_ETCD_PER_PASS
-                && ufm_sim / passes <= TARGET_IDLE_UFM_PER_PASS,
+            "target_ufm_lists_per_pass": TARGET_IDLE_LISTS_PER_PASS,
+            "pass": ok,
         })
     }
 
     fn report_idle(&mut self, idle: &Value) {
         let f = |k: &str| idle[k].as_f64().unwrap_or(f64::NAN);
         self.section(&format!(
-            "Idle: {} passes in {:.0} s at --poll-interval {IDLE_POLL}, {PARTITIONS} partitions in sync",
+            "Idle full passes: {} in {:.0} s at --resync-interval {IDLE_RESYNC}, {PARTITIONS} partitions in sync, fast UFM",
             f("passes"),
             f("seconds")
         ));
         let etcd = f("etcd_requests_per_pass");
         let ufm = f("ufm_requests_per_pass");
+        let lists = f("ufm_lists_per_pass");
         self.row(
-            "etcd requests per pass (daemon metrics)",
+            "etcd requests per full pass (daemon metrics)",
             format!("{etcd:.2}"),
             &format!("<= {TARGET_IDLE_ETCD_PER_PASS}"),
             Some(etcd <= TARGET_IDLE_ETCD_PER_PASS),
         );
         self.row(
-            "UFM requests per pass (simulator)",
-            format!("{ufm:.2}"),
-            &format!("<= {TARGET_IDLE_UFM_PER_PASS}"),
-            Some(ufm <= TARGET_IDLE_UFM_PER_PASS),
+            "UFM requests per full pass (simulator)",
+            format!("{ufm:.2} ({lists:.2} list + last_updated)"),
+            &format!("<= {TARGET_IDLE_UFM_PER_PASS}, 1 list"),
+            Some(ufm <= TARGET_IDLE_UFM_PER_PASS && lists <= TARGET_IDLE_LISTS_PER_PASS),
         );
         self.row(
-            "CPU time per pass (utime+stime)",
+            "UFM bytes per full pass (simulator)",
+            format!("{:.1} MB", f("ufm_bytes_per_pass") / 1e6),
+            "",
+            None,
+        );
+        self.row(
+            "CPU time per full pass (utime+stime)",
             format!(
                 "{:.0} ms (pass takes {:.0} ms)",
                 f("cpu_ms_per_pass"),
@@ -569,10 +633,10 @@ impl Bench {
             None,
         );
         self.row(
-            "changes applied while idle",
-            format!("{}", f("changes_applied")),
-            "0",
-            Some(f("changes_applied") == 0.0),
+            "changes applied / targeted passes while idle",
+            format!("{} / {}", f("changes_applied"), f("targeted_passes")),
+            "0 / 0",
+            Some(f("changes_applied") == 0.0 && f("targeted_passes") == 0.0),
         );
         self.record("idle", idle.clone());
     }
@@ -599,11 +663,12 @@ impl Bench {
             m.changes, 0.0,
             "the {api} daemon found UFM out of step with the {api} keyspace at start"
         );
-        let auth = basic_auth(sim);
+        let auth = token_auth();
         let mut latencies = Vec::with_capacity(LATENCY_CHANGES);
         let mut passes_ms = Vec::with_capacity(LATENCY_CHANGES);
         let mut timeouts = 0;
         let mut passes = m.passes;
+        let mut last = m;
         for i in 0..LATENCY_CHANGES {
             // 37 is prime to 2,000: 200 different partitions.
             let index = (i * 37) % entries.len();
@@ -612,11 +677,7 @@ impl Bench {
             entry.host[0] = new_guid;
             let value = entry.pcocc_value();
             let key = format!("{prefix}{}", pkey_name(*pkey));
-            let url = format!(
-                "{}/ufmRest/resources/pkeys/{}?guids_data=true",
-                sim.url(),
-                pkey_name(*pkey)
-            );
+            let url = bench_pkey_url(sim, *pkey);
             let needle = format!("{new_guid:016x}");
             let t0 = Instant::now();
             match api {
@@ -646,7 +707,10 @@ impl Bench {
             });
             passes = m.passes;
             passes_ms.push(m.pass_duration * 1000.0);
+            last = m;
         }
+        let full_passes = last.passes_full - m.passes_full;
+        let targeted_passes = last.passes_targeted - m.passes_targeted;
         let hwm = proc_status_kb(daemon.pid(), "VmHWM");
         let _ = daemon.stop();
         latencies.sort_by(f64::total_cmp);
@@ -660,6 +724,7 @@ impl Bench {
             "min_ms": round(latencies.first().copied().unwrap_or(f64::NAN), 2),
             "pass_duration_median_ms": round(percentile(&passes_ms, 50.0), 1),
             "pass_duration_max_ms": round(passes_ms.last().copied().unwrap_or(f64::NAN), 1),
+            "full_passes": full_passes, "targeted_passes": targeted_passes,
             "peak_rss_kb": hwm,
             "target_p99_ms": TARGET_P99_MS,
             "pass": p99 < TARGET_P99_MS && timeouts == 0,
@@ -683,7 +748,7 @@ impl Bench {
             Some(f("p99_ms") < TARGET_P99_MS && f("timeouts") == 0.0),
         );
         self.row(
-            "full pass per change (median / max)",
+            "targeted pass per change (median / max)",
             format!(
                 "{:.0} / {:.0} ms",
                 f("pass_duration_median_ms"),
@@ -691,6 +756,12 @@ impl Bench {
             ),
             "",
             None,
+        );
+        self.row(
+            "passes: targeted / full",
+            format!("{} / {}", f("targeted_passes"), f("full_passes")),
+            "no full pass",
+            Some(f("full_passes") == 0.0),
         );
         self.row(
             "daemon peak RSS after the 200 passes",
@@ -706,7 +777,7 @@ impl Bench {
 
     fn growth(&mut self, etcd: &Etcd) {
         let prefix = "/bench/grow/pkeys/";
-        let sim = UfmSim::http();
+        let sim = token_sim();
         let dir = TempDir::new("bench-grow");
         let metrics_path = dir.join("metrics.prom");
         let (mut daemon, _) =
@@ -727,12 +798,8 @@ impl Bench {
         let mut sizes: Vec<usize> = (1..=GROW_MAX / GROW_STEP).map(|n| n * GROW_STEP).collect();
         sizes.extend((0..GROW_MAX / GROW_STEP).rev().map(|n| n * GROW_STEP));
         let key = format!("{prefix}{}", pkey_name(GROW_PKEY));
-        let url = format!(
-            "{}/ufmRest/resources/pkeys/{}?guids_data=true",
-            sim.url(),
-            pkey_name(GROW_PKEY)
-        );
-        let auth = basic_auth(&sim);
+        let url = bench_pkey_url(&sim, GROW_PKEY);
+        let auth = token_auth();
         let mut steps = Vec::new();
         let mut ok = true;
         let mut previous = 0usize;
@@ -750,7 +817,7 @@ impl Bench {
                     .map(|(g, _)| *g)
                     .collect(),
             };
-            self.post(&format!("{}/_sim/stats/reset", sim.url()));
+            self.clear_log(&sim);
             let t0 = Instant::now();
             if size == 0 {
                 etcd.delete_v2(&key);
@@ -780,29 +847,30 @@ impl Bench {
             m = wait_metrics(&mut daemon, &metrics_path, Duration::from_secs(60), |m| {
                 m.passes > before
             });
-            let stats = self.sim_stats(&sim);
-            let routes = stats["requests"].as_object().cloned().unwrap_or_default();
-            let by = |route: &str| routes.get(route).and_then(Value::as_u64).unwrap_or(0);
+            // The daemon's requests (the benchmark reads with its token).
+            let requests = self.daemon_requests(&sim);
+            let by = |route: &str| requests.iter().filter(|r| route_key(r) == route).count() as u64;
             let adds = by("POST /resources/pkeys");
             let removes = by("DELETE /resources/pkeys/{pkey}/guids");
             let deletes = by("DELETE /resources/pkeys/{pkey}");
             let lists = by("GET /resources/pkeys");
-            let polls = by("GET /resources/pkeys/{pkey}");
-            let daemon_requests = stats["total"].as_u64().unwrap_or(0) - polls;
+            let reads = by("GET /resources/pkeys/{pkey}") + by("GET /resources/pkeys/last_updated");
+            let daemon_requests = requests.len() as u64;
             let removed = previous.saturating_sub(size);
             let added = size.saturating_sub(previous);
-            // One list, at most two adds (host and VF groups), removes of many GUIDs each, one
-            // partition delete at 0.
+            // A targeted pass: no list; the partition read and `last_updated` after the writes,
+            // at most two adds (host and VF groups), removes of many GUIDs each, one partition
+            // delete at 0.
             let allowed =
-                1 + 2 + removed.div_ceil(TARGET_GUIDS_PER_REMOVE) as u64 + u64::from(size == 0);
-            let step_ok = daemon_requests <= allowed;
+                2 + 2 + removed.div_ceil(TARGET_GUIDS_PER_REMOVE) as u64 + u64::from(size == 0);
+            let step_ok = daemon_requests <= allowed && lists == 0;
             ok &= step_ok;
             steps.push(json!({
                 "from": previous, "to": size, "added": added, "removed": removed,
                 "seconds": round(visible.as_secs_f64(), 3),
                 "pass_ms": round(m.pass_duration * 1000.0, 1),
                 "ufm_requests": daemon_requests, "adds": adds, "remove_batches": removes,
-                "partition_deletes": deletes, "lists": lists, "allowed": allowed,
+                "partition_deletes": deletes, "lists": lists, "reads": reads, "allowed": allowed,
                 "ok": step_ok,
             }));
             previous = size;
@@ -845,7 +913,7 @@ impl Bench {
         );
         self.row(
             "grow step: UFM requests",
-            format!("{g_rmin}-{g_rmax} (list + adds)"),
+            format!("{g_rmin}-{g_rmax} (GET + adds + last_updated)"),
             "no request per GUID",
             Some(grow.iter().all(|s| s["ok"] == json!(true))),
         );
@@ -862,7 +930,7 @@ impl Bench {
         self.row(
             "shrink step: UFM requests",
             format!(
-                "{s_rmin}-{s_rmax} (list + {}-{} DELETEs)",
+                "{s_rmin}-{s_rmax} (GET + {}-{} DELETEs + last_updated)",
                 batches.iter().min().unwrap_or(&0),
                 batches.iter().max().unwrap_or(&0)
             ),
@@ -872,7 +940,7 @@ impl Bench {
         self.row(
             "last step, key deleted: time, requests",
             format!(
-                "{:.0} ms, {} (list + {} partition DELETE)",
+                "{:.0} ms, {} (GET + {} partition DELETE + last_updated)",
                 last["seconds"].as_f64().unwrap_or(f64::NAN) * 1000.0,
                 last["ufm_requests"],
                 last["partition_deletes"]
@@ -888,6 +956,676 @@ impl Bench {
                 "steps": steps, "peak_rss_kb": hwm, "pass": ok,
                 "grow_step_seconds_avg": round(g_avg, 3), "shrink_step_seconds_avg": round(s_avg, 3),
             }),
+        );
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // 5. Slow UFM (issue #10)
+
+    /// The 2,000 x 64 partitions (in step with the v3 keyspace) behind a slow UFM: the listing
+    /// +3 s, every write +200 ms, persistent. One daemon at its default settings runs through
+    /// every row, each starting from a quiet daemon.
+    fn slow_ufm(
+        &mut self,
+        etcd: &Etcd,
+        sim: &UfmSim,
+        dir: &TempDir,
+        entries: &mut Vec<(u16, Entry)>,
+    ) {
+        let metrics = dir.join("metrics.prom");
+        self.add_faults(
+            sim,
+            json!([
+                {"method": "GET", "route": "/resources/pkeys", "query": {"guids_data": "true"},
+                 "delay_ms": SLOW_LIST_MS},
+                {"method": "WRITE", "delay_ms": SLOW_WRITE_MS},
+            ]),
+        );
+        self.post(&format!("{}/_sim/stats/reset", sim.url()));
+        self.clear_log(sim);
+        let (mut daemon, start) = self.start_daemon(etcd, sim, "v3", PKEYS_PREFIX, dir, &[]);
+        let m = wait_metrics(&mut daemon, &metrics, Duration::from_secs(60), |m| {
+            m.passes_full >= 1
+        });
+        let startup = start.elapsed();
+        assert_eq!(
+            m.changes, 0.0,
+            "the slow-UFM daemon found UFM out of step with the v3 keyspace at start"
+        );
+        // What the start-up full pass cost UFM (the version check, last_updated, the list).
+        let full_pass = self.sim_stats(sim);
+        eprintln!(
+            "bench: slow UFM: daemon started, first full pass done in {:.1} s ({:.1} MB from UFM)",
+            startup.as_secs_f64(),
+            full_pass["bytes_total"].as_f64().unwrap_or(0.0) / 1e6
+        );
+
+        let idle = self.slow_idle(sim, &mut daemon, &metrics, &full_pass, startup);
+        let latency = self.slow_latency(etcd, sim, &mut daemon, &metrics, entries);
+        let burst = self.slow_burst(etcd, sim, &mut daemon, &metrics, entries);
+        let refuse = self.slow_outage(etcd, sim, &mut daemon, &metrics, entries, "refuse");
+        let unavailable = self.slow_outage(etcd, sim, &mut daemon, &metrics, entries, "503");
+        let flaky = self.slow_503s(etcd, sim, &mut daemon, &metrics, entries);
+        let log = daemon.stderr();
+        let _ = daemon.stop();
+        self.clear_faults(sim);
+        self.verify_state(sim, entries);
+        self.report_slow(&idle, &latency, &burst, &refuse, &unavailable, &flaky);
+        let backs: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("reachable again"))
+            .collect();
+        self.record(
+            "slow_ufm",
+            json!({
+                "partitions": PARTITIONS, "guids_per_partition": HOSTS + VFS, "etcd_api": "v3",
+                "list_delay_ms": SLOW_LIST_MS, "write_delay_ms": SLOW_WRITE_MS,
+                "daemon_flags": "defaults (--poll-interval 30, --resync-interval 600)",
+                "idle": idle, "latency": latency, "burst": burst,
+                "outage_refuse": refuse, "outage_503": unavailable, "consecutive_503": flaky,
+                "daemon_log_reachable_again": backs,
+            }),
+        );
+    }
+
+    /// Idle at the default settings: the UFM requests and bytes of a measured minute (two
+    /// `last_updated` checks at the default poll interval), and the same with the full pass
+    /// the resync interval adds every 10 minutes (measured at start-up).
+    fn slow_idle(
+        &self,
+        sim: &UfmSim,
+        daemon: &mut Daemon,
+        metrics: &Path,
+        full_pass: &Value,
+        startup: Duration,
+    ) -> Value {
+        let m0 = read_metrics(metrics).expect("the metrics file after the first pass");
+        self.post(&format!("{}/_sim/stats/reset", sim.url()));
+        let t0 = Instant::now();
+        eprintln!("bench: slow UFM: idle at the default settings, two drift checks (60 s)");
+        let m1 = wait_metrics(daemon, metrics, Duration::from_secs(120), |m| {
+            m.drift_checks >= m0.drift_checks + 2
+        });
+        let stats = self.sim_stats(sim);
+        let minutes = t0.elapsed().as_secs_f64() / 60.0;
+        let requests = stats["total"].as_f64().unwrap_or(0.0);
+        let bytes = stats["bytes_total"].as_f64().unwrap_or(0.0);
+        let full_requests = full_pass["total"].as_f64().unwrap_or(0.0);
+        let full_bytes = full_pass["bytes_total"].as_f64().unwrap_or(0.0);
+        let per_resync = DEFAULT_RESYNC_SECONDS / 60.0;
+        let bytes_per_minute = bytes / minutes;
+        let amortized_bytes = bytes_per_minute + full_bytes / per_resync;
+        let ok = amortized_bytes < TARGET_IDLE_UFM_BYTES_PER_MINUTE
+            && m1.passes_full == m0.passes_full
+            && m1.passes_targeted == m0.passes_targeted;
+        json!({
+            "poll_interval_seconds": DEFAULT_POLL_SECONDS,
+            "resync_interval_seconds": DEFAULT_RESYNC_SECONDS,
+            "startup_seconds": round(startup.as_secs_f64(), 2),
+            "seconds": round(minutes * 60.0, 2),
+            "drift_checks": m1.drift_checks - m0.drift_checks,
+            "drift_checks_changed": m1.drift_changed - m0.drift_changed,
+            "full_passes": m1.passes_full - m0.passes_full,
+            "targeted_passes": m1.passes_targeted - m0.passes_targeted,
+            "ufm_requests": requests, "ufm_requests_by_route": stats["requests"],
+            "ufm_bytes": bytes, "ufm_bytes_by_route": stats["bytes"],
+            "ufm_requests_per_minute": round(requests / minutes, 2),
+            "ufm_bytes_per_minute": round(bytes_per_minute, 0),
+            "etcd_requests_per_minute": round((m1.etcd_requests - m0.etcd_requests) / minutes, 2),
+            "full_pass_ufm_requests": full_requests, "full_pass_ufm_bytes": full_bytes,
+            "full_pass_ufm_by_route": full_pass["requests"],
+            "ufm_requests_per_minute_with_resync": round(requests / minutes + full_requests / per_resync, 2),
+            "ufm_bytes_per_minute_with_resync": round(amortized_bytes, 0),
+            "target_ufm_bytes_per_minute": TARGET_IDLE_UFM_BYTES_PER_MINUTE,
+            "pass": ok,
+        })
+    }
+
+    /// `SLOW_CHANGES` single-entry changes, one at a time: one new host GUID in a partition
+    /// (one UFM write). Latency: from the etcd write until the benchmark's read of the
+    /// partition shows the GUID; also when the daemon's write reached UFM (request log).
+    fn slow_latency(
+        &self,
+        etcd: &Etcd,
+        sim: &UfmSim,
+        daemon: &mut Daemon,
+        metrics: &Path,
+        entries: &mut [(u16, Entry)],
+    ) -> Value {
+        let m0 = read_metrics(metrics).expect("the metrics file");
+        let mut m = m0;
+        self.clear_log(sim);
+        let auth = token_auth();
+        let mut visible = Vec::with_capacity(SLOW_CHANGES);
+        let mut written: Vec<(u16, u64)> = Vec::with_capacity(SLOW_CHANGES);
+        let mut timeouts = 0;
+        let mut streams = 0.0;
+        eprintln!("bench: slow UFM: {SLOW_CHANGES} single-entry changes");
+        for i in 0..SLOW_CHANGES {
+            // Each change arrives while the daemon waits in its watch, as a lone change does:
+            // a watch stream opened after the last change's, synced (a stream opened after a
+            // change was made is caught up by etcd's 100 ms loop for lagging watchers).
+            streams = self.wait_watch_stream(etcd, daemon, streams);
+            // 53 is prime to 2,000: partitions the fast latency runs did not touch first.
+            let index = (i * 53 + 11) % entries.len();
+            let (pkey, entry) = &mut entries[index];
+            let new_guid = 0x0002_c905_0000_0000 | i as u64;
+            entry.host.push(new_guid);
+            let key = format!("{PKEYS_PREFIX}{}", pkey_name(*pkey));
+            let url = bench_pkey_url(sim, *pkey);
+            let needle = format!("{new_guid:016x}");
+            let value = entry.pcocc_value();
+            let wall0 = wall_ms();
+            let t0 = Instant::now();
+            self.put_v3(etcd, &key, &value);
+            let seen = loop {
+                let (_, body) = self.get(&url, Some(auth.as_str()));
+                if contains(&body, needle.as_bytes()) {
+                    break Some(t0.elapsed());
+                }
+                if t0.elapsed() > Duration::from_secs(15) {
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            };
+            match seen {
+                Some(d) => visible.push(d.as_secs_f64() * 1000.0),
+                None => {
+                    timeouts += 1;
+                    visible.push(15_000.0);
+                }
+            }
+            written.push((*pkey, wall0));
+            // Let the pass end (last_updated read, metrics written) before the next change.
+            let before = m.guids_added;
+            m = wait_metrics(daemon, metrics, Duration::from_secs(30), |s| {
+                s.guids_added > before
+            });
+        }
+        let log = self.daemon_requests(sim);
+        // When each change's write reached UFM (before the 200 ms delay), after the etcd write.
+        let mut reached: Vec<f64> = written
+            .iter()
+            .filter_map(|(pkey, wall0)| {
+                log.iter()
+                    .filter(|r| is_write(r) && r["pkey"] == json!(pkey_name(*pkey)))
+                    .filter_map(|r| r["at_ms"].as_u64())
+                    .find(|at| at >= wall0)
+                    .map(|at| (at - wall0) as f64)
+            })
+            .collect();
+        reached.sort_by(f64::total_cmp);
+        visible.sort_by(f64::total_cmp);
+        let writes = log.iter().filter(|r| is_write(r)).count();
+        let lists = log
+            .iter()
+            .filter(|r| route_key(r) == "GET /resources/pkeys")
+            .count();
+        let p99 = percentile(&visible, 99.0);
+        let visible_ms: Vec<f64> = visible.iter().map(|v| round(*v, 1)).collect();
+        let full = m.passes_full - m0.passes_full;
+        let histogram_mean = (m.latency_sum - m0.latency_sum)
+            / (m.latency_count - m0.latency_count).max(1.0)
+            * 1000.0;
+        json!({
+            "changes": SLOW_CHANGES, "timeouts": timeouts,
+            "median_ms": round(percentile(&visible, 50.0), 1), "p99_ms": round(p99, 1),
+            "max_ms": round(visible.last().copied().unwrap_or(f64::NAN), 1),
+            "min_ms": round(visible.first().copied().unwrap_or(f64::NAN), 1),
+            "write_reached_ufm_median_ms": round(percentile(&reached, 50.0), 1),
+            "write_reached_ufm_max_ms": round(reached.last().copied().unwrap_or(f64::NAN), 1),
+            "writes_seen": reached.len(), "visible_ms_sorted": visible_ms,
+            "written_while_watching": true,
+            "daemon_histogram_mean_ms": round(histogram_mean, 1),
+            "ufm_requests": log.len(), "ufm_writes": writes, "ufm_lists": lists,
+            "ufm_requests_per_change": round(log.len() as f64 / SLOW_CHANGES as f64, 2),
+            "full_passes": full, "targeted_passes": m.passes_targeted - m0.passes_targeted,
+            "target_p99_ms": TARGET_SLOW_P99_MS,
+            "pass": p99 < TARGET_SLOW_P99_MS && timeouts == 0,
+        })
+    }
+
+    /// `BURST` new partitions (1 host + 1 VF GUID each: two writes) written to etcd at once
+    /// by the loader threads: the time from the first etcd write until UFM holds them all.
+    fn slow_burst(
+        &self,
+        etcd: &Etcd,
+        sim: &UfmSim,
+        daemon: &mut Daemon,
+        metrics: &Path,
+        entries: &mut Vec<(u16, Entry)>,
+    ) -> Value {
+        let new = new_partitions(entries, BURST);
+        let m0 = read_metrics(metrics).expect("the metrics file");
+        self.clear_log(sim);
+        eprintln!("bench: slow UFM: a burst of {BURST} new partitions");
+        let t0 = Instant::now();
+        let load = load_v3(etcd, PKEYS_PREFIX, &new);
+        let done = self.wait_complete(sim, daemon, &new, t0, Duration::from_secs(120));
+        let m = wait_metrics(daemon, metrics, Duration::from_secs(60), |s| {
+            s.guids_added >= m0.guids_added + 2.0 * BURST as f64
+        });
+        let log = self.daemon_requests(sim);
+        let writes = log.iter().filter(|r| is_write(r)).count();
+        let lists = log
+            .iter()
+            .filter(|r| route_key(r) == "GET /resources/pkeys")
+            .count();
+        entries.extend(new);
+        let seconds = done.as_secs_f64();
+        json!({
+            "partitions": BURST, "etcd_write_seconds": round(load.as_secs_f64(), 3),
+            "seconds": round(seconds, 2),
+            "floor_seconds": round(2.0 * BURST as f64 * SLOW_WRITE_MS as f64 / 1000.0, 1),
+            "ufm_requests": log.len(), "ufm_writes": writes, "ufm_lists": lists,
+            "full_passes": m.passes_full - m0.passes_full,
+            "targeted_passes": m.passes_targeted - m0.passes_targeted,
+            "target_seconds": TARGET_BURST_SECONDS,
+            "pass": seconds < TARGET_BURST_SECONDS,
+        })
+    }
+
+    /// A 75 s outage of UFM (`refuse`: the port closed; `503`: every API request answered
+    /// 503), with `OUTAGE_PARTITIONS` new partitions written to etcd 2 s in. Measures the time
+    /// from the outage's end until UFM holds them all, and the daemon's UFM requests during
+    /// the outage: those the simulator logged then, plus the attempts it never saw (refused
+    /// connections: the daemon's request count less what the simulator logged).
+    fn slow_outage(
+        &mut self,
+        etcd: &Etcd,
+        sim: &UfmSim,
+        daemon: &mut Daemon,
+        metrics: &Path,
+        entries: &mut Vec<(u16, Entry)>,
+        mode: &str,
+    ) -> Value {
+        let new = new_partitions(entries, OUTAGE_PARTITIONS);
+        // A quiet start: the daemon's count is the same before and after the log is cleared
+        // (a drift check every 30 s is its only request now).
+        let mut tries = 0;
+        let m0 = loop {
+            let before = read_metrics(metrics).expect("the metrics file");
+            self.clear_log(sim);
+            let after = read_metrics(metrics).expect("the metrics file");
+            if before.ufm_requests == after.ufm_requests {
+                break after;
+            }
+            tries += 1;
+            assert!(tries < 100, "the daemon never stops sending UFM requests");
+        };
+        eprintln!(
+            "bench: slow UFM: {OUTAGE_SECONDS:.0} s outage ({mode}), {OUTAGE_PARTITIONS} new partitions meanwhile"
+        );
+        let wall_start = wall_ms();
+        let t_start = Instant::now();
+        let outage = json!({"seconds": OUTAGE_SECONDS, "mode": mode});
+        self.post_json(&format!("{}/_sim/outage", sim.url()), &outage);
+        // The changes arrive 2 s into the outage (a moment chosen, not a condition awaited).
+        std::thread::sleep(Duration::from_secs(2).saturating_sub(t_start.elapsed()));
+        let http = agent();
+        for (pkey, entry) in &new {
+            let key = format!("{PKEYS_PREFIX}{}", pkey_name(*pkey));
+            put_v3_with(&http, &etcd.endpoint(), &key, &entry.pcocc_value());
+        }
+        let written_at = t_start.elapsed();
+        // The end as the simulator reports it (its control API is closed too while it refuses).
+        let status_url = format!("{}/_sim/outage", sim.url());
+        let ended = loop {
+            if let Some((200, body)) = try_get(&http, &status_url, None) {
+                let status: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                if status["active"] == json!(false) {
+                    break t_start.elapsed();
+                }
+            }
+            if t_start.elapsed().as_secs_f64() > OUTAGE_SECONDS + 30.0 {
+                panic!("the {mode} outage did not end\n{}", tail(&sim.log(), 20));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The connections the outage dropped are not reused.
+        self.http = agent();
+        let done = self.wait_complete(sim, daemon, &new, t_start, Duration::from_secs(180));
+        // Then the full pass that follows an outage ends, and the daemon is quiet again.
+        let m1 = wait_metrics(daemon, metrics, Duration::from_secs(60), |s| {
+            s.guids_added >= m0.guids_added + 2.0 * OUTAGE_PARTITIONS as f64
+                && s.passes_full > m0.passes_full
+        });
+        let log = self.daemon_requests(sim);
+        entries.extend(new);
+        let wall_end = wall_start + (OUTAGE_SECONDS * 1000.0) as u64;
+        let at = |r: &Value| r["at_ms"].as_u64().unwrap_or(0);
+        let logged_during = log
+            .iter()
+            .filter(|r| (wall_start..wall_end).contains(&at(r)))
+            .count() as f64;
+        let attempts = m1.ufm_requests - m0.ufm_requests;
+        let unseen = attempts - log.len() as f64;
+        let during = logged_during + unseen;
+        let per_second = during / OUTAGE_SECONDS;
+        // From the nominal end (the outage started at the simulator after `t_start`, so this
+        // counts a little more than the true time).
+        let recovery = done.as_secs_f64() - OUTAGE_SECONDS;
+        let after: Vec<&Value> = log.iter().filter(|r| at(r) >= wall_end).collect();
+        // What the daemon sent once UFM was back, in ms after the outage's nominal end.
+        let timeline: Vec<String> = after
+            .iter()
+            .map(|r| format!("+{} {}", at(r) - wall_end, route_key(r)))
+            .collect();
+        let lists_after = after
+            .iter()
+            .filter(|r| route_key(r) == "GET /resources/pkeys")
+            .count();
+        json!({
+            "mode": mode, "seconds": OUTAGE_SECONDS, "partitions": OUTAGE_PARTITIONS,
+            "changes_written_at_seconds": round(written_at.as_secs_f64(), 2),
+            "end_seen_at_seconds": round(ended.as_secs_f64(), 3),
+            "complete_at_seconds": round(done.as_secs_f64(), 3),
+            "recovery_seconds": round(recovery, 2),
+            "daemon_ufm_attempts": attempts,
+            "simulator_logged": log.len(), "simulator_logged_during": logged_during,
+            "never_reached_simulator": unseen,
+            "requests_during": during, "requests_per_second_during": round(per_second, 3),
+            "requests_after_by_route": count_routes(&after),
+            "requests_after": timeline,
+            "lists_after": lists_after,
+            "full_passes": m1.passes_full - m0.passes_full,
+            "targeted_passes": m1.passes_targeted - m0.passes_targeted,
+            "ufm_retries": m1.ufm_retries - m0.ufm_retries,
+            "target_recovery_seconds": TARGET_RECOVERY_SECONDS,
+            "target_requests_per_second": TARGET_OUTAGE_REQUESTS_PER_SECOND,
+            "pass": recovery < TARGET_RECOVERY_SECONDS
+                && per_second <= TARGET_OUTAGE_REQUESTS_PER_SECOND,
+        })
+    }
+
+    /// UFM answers the next `CONSECUTIVE_503` writes with 503 (as while it restarts under
+    /// load); `OUTAGE_PARTITIONS` new partitions are written: the time until UFM holds them.
+    fn slow_503s(
+        &self,
+        etcd: &Etcd,
+        sim: &UfmSim,
+        daemon: &mut Daemon,
+        metrics: &Path,
+        entries: &mut Vec<(u16, Entry)>,
+    ) -> Value {
+        let new = new_partitions(entries, OUTAGE_PARTITIONS);
+        let m0 = read_metrics(metrics).expect("the metrics file");
+        self.clear_log(sim);
+        eprintln!(
+            "bench: slow UFM: {CONSECUTIVE_503} consecutive 503s on writes, {OUTAGE_PARTITIONS} new partitions"
+        );
+        let rule = self.add_faults(
+            sim,
+            json!([{"method": "WRITE", "status": 503, "count": CONSECUTIVE_503}]),
+        );
+        let wall0 = wall_ms();
+        let t0 = Instant::now();
+        for (pkey, entry) in &new {
+            let key = format!("{PKEYS_PREFIX}{}", pkey_name(*pkey));
+            self.put_v3(etcd, &key, &entry.pcocc_value());
+        }
+        let done = self.wait_complete(sim, daemon, &new, t0, Duration::from_secs(300));
+        let m = wait_metrics(daemon, metrics, Duration::from_secs(60), |s| {
+            s.guids_added >= m0.guids_added + 2.0 * OUTAGE_PARTITIONS as f64
+        });
+        let faults = self.sim_faults(sim);
+        let left = faults["rules"]
+            .as_array()
+            .map(|rules| {
+                rules
+                    .iter()
+                    .filter(|r| rule.contains(&r["id"].as_u64().unwrap_or(0)))
+                    .count()
+            })
+            .unwrap_or(0);
+        assert_eq!(
+            left, 0,
+            "UFM holds the partitions but the 503 rule is not used up: {faults}"
+        );
+        let log = self.daemon_requests(sim);
+        let writes = log.iter().filter(|r| is_write(r)).count();
+        let timeline: Vec<String> = log
+            .iter()
+            .map(|r| {
+                let at = r["at_ms"].as_u64().unwrap_or(0).saturating_sub(wall0);
+                format!(
+                    "+{at} {} {}",
+                    route_key(r),
+                    r["pkey"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        entries.extend(new);
+        let seconds = done.as_secs_f64();
+        json!({
+            "requests": timeline,
+            "consecutive_503": CONSECUTIVE_503, "partitions": OUTAGE_PARTITIONS,
+            "seconds": round(seconds, 2),
+            "ufm_requests": log.len(), "ufm_writes": writes,
+            "ufm_requests_by_route": count_routes(&log.iter().collect::<Vec<_>>()),
+            "ufm_retries": m.ufm_retries - m0.ufm_retries,
+            "full_passes": m.passes_full - m0.passes_full,
+            "targeted_passes": m.passes_targeted - m0.passes_targeted,
+            "target_seconds": TARGET_503_SECONDS,
+            "pass": seconds < TARGET_503_SECONDS,
+        })
+    }
+
+    /// Waits until etcd has started more v3 watch streams than `seen` and holds a watcher,
+    /// none of them lagging; returns the streams started.
+    fn wait_watch_stream(&self, etcd: &Etcd, daemon: &mut Daemon, seen: f64) -> f64 {
+        let start = Instant::now();
+        loop {
+            let (_, body) = self.get(&etcd.url("/metrics"), None);
+            let text = String::from_utf8_lossy(&body);
+            let sample = |prefix: &str| {
+                text.lines()
+                    .filter(|l| l.starts_with(prefix))
+                    .find_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            let started = sample(
+                "grpc_server_started_total{grpc_method=\"Watch\",grpc_service=\"etcdserverpb.Watch\"",
+            );
+            let watchers = sample("etcd_debugging_mvcc_watcher_total ");
+            let lagging = sample("etcd_debugging_mvcc_slow_watcher_total ");
+            if started > seen && watchers >= 1.0 && lagging == 0.0 {
+                return started;
+            }
+            if !daemon.is_running() {
+                panic!("ufm-pkeyd exited\n{}", tail(&daemon.stderr(), 30));
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                panic!(
+                    "the daemon opened no new etcd watch in 10 s (streams {started}, watchers {watchers}, lagging {lagging})\n{}",
+                    tail(&daemon.stderr(), 30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Polls the partitions `want` (ascending PKeys) with the benchmark's token every 20 ms,
+    /// from the lowest one not complete yet, until UFM holds each exactly; returns the time
+    /// since `t0`. A read that fails (UFM restarting) counts as not complete.
+    fn wait_complete(
+        &self,
+        sim: &UfmSim,
+        daemon: &mut Daemon,
+        want: &[(u16, Entry)],
+        t0: Instant,
+        timeout: Duration,
+    ) -> Duration {
+        let auth = token_auth();
+        let mut left = 0;
+        loop {
+            while let Some((pkey, entry)) = want.get(left) {
+                let complete = try_get(&self.http, &bench_pkey_url(sim, *pkey), Some(&auth))
+                    .filter(|(status, _)| *status == 200)
+                    .and_then(|(_, body)| serde_json::from_slice::<Value>(&body).ok())
+                    .is_some_and(|p| members_of(&p) == entry.expected_members());
+                if !complete {
+                    break;
+                }
+                left += 1;
+            }
+            if left == want.len() {
+                return t0.elapsed();
+            }
+            if !daemon.is_running() {
+                panic!("ufm-pkeyd exited\n{}", tail(&daemon.stderr(), 30));
+            }
+            if t0.elapsed() > timeout {
+                panic!(
+                    "UFM holds {left} of {} new partitions after {} s\n{}",
+                    want.len(),
+                    timeout.as_secs(),
+                    tail(&daemon.stderr(), 30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn report_slow(
+        &mut self,
+        idle: &Value,
+        latency: &Value,
+        burst: &Value,
+        refuse: &Value,
+        unavailable: &Value,
+        flaky: &Value,
+    ) {
+        let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        let ok = |v: &Value| v["pass"] == json!(true);
+        self.section(&format!(
+            "Slow UFM: {PARTITIONS} partitions x {} GUIDs, list +{:.0} s, every write +{SLOW_WRITE_MS} ms, etcd v3, default settings",
+            HOSTS + VFS,
+            SLOW_LIST_MS as f64 / 1000.0
+        ));
+        self.row(
+            "daemon start -> first full pass done",
+            format!("{:.1} s", f(idle, "startup_seconds")),
+            "",
+            None,
+        );
+        self.row(
+            &format!(
+                "idle, {:.0} s measured: UFM requests / bytes per minute",
+                f(idle, "seconds")
+            ),
+            format!(
+                "{:.1} / {:.0} B ({} drift checks, {} full passes)",
+                f(idle, "ufm_requests_per_minute"),
+                f(idle, "ufm_bytes_per_minute"),
+                f(idle, "drift_checks"),
+                f(idle, "full_passes")
+            ),
+            "",
+            None,
+        );
+        self.row(
+            "idle with the full pass every 600 s: UFM req / bytes per min",
+            format!(
+                "{:.2} / {:.2} MB (a full pass: {:.1} MB)",
+                f(idle, "ufm_requests_per_minute_with_resync"),
+                f(idle, "ufm_bytes_per_minute_with_resync") / 1e6,
+                f(idle, "full_pass_ufm_bytes") / 1e6
+            ),
+            &format!("< {:.0} MB/min", TARGET_IDLE_UFM_BYTES_PER_MINUTE / 1e6),
+            Some(ok(idle)),
+        );
+        self.row(
+            &format!("{SLOW_CHANGES} single changes -> UFM shows it: median / p99 / max"),
+            format!(
+                "{:.0} / {:.0} / {:.0} ms",
+                f(latency, "median_ms"),
+                f(latency, "p99_ms"),
+                f(latency, "max_ms")
+            ),
+            &format!("p99 < {TARGET_SLOW_P99_MS:.0} ms"),
+            Some(ok(latency)),
+        );
+        self.row(
+            "  etcd write -> the daemon's write reaches UFM: median / max",
+            format!(
+                "{:.0} / {:.0} ms (+{SLOW_WRITE_MS} ms write)",
+                f(latency, "write_reached_ufm_median_ms"),
+                f(latency, "write_reached_ufm_max_ms")
+            ),
+            "",
+            None,
+        );
+        self.row(
+            "  UFM requests per change; lists; full passes",
+            format!(
+                "{:.2} ({} writes); {}; {}",
+                f(latency, "ufm_requests_per_change"),
+                f(latency, "ufm_writes"),
+                f(latency, "ufm_lists"),
+                f(latency, "full_passes")
+            ),
+            "",
+            None,
+        );
+        self.row(
+            &format!("burst of {BURST} new partitions (1 host + 1 VF): last complete"),
+            format!(
+                "{:.1} s (floor {:.0} s)",
+                f(burst, "seconds"),
+                f(burst, "floor_seconds")
+            ),
+            &format!("< {TARGET_BURST_SECONDS:.0} s"),
+            Some(ok(burst)),
+        );
+        self.row(
+            "  UFM writes; lists; passes targeted / full",
+            format!(
+                "{}; {}; {} / {}",
+                f(burst, "ufm_writes"),
+                f(burst, "ufm_lists"),
+                f(burst, "targeted_passes"),
+                f(burst, "full_passes")
+            ),
+            "",
+            None,
+        );
+        for (v, what) in [
+            (refuse, "refusing connections"),
+            (unavailable, "answering 503"),
+        ] {
+            self.row(
+                &format!("UFM {what} {OUTAGE_SECONDS:.0} s: converged after it answers"),
+                format!(
+                    "{:.2} s ({OUTAGE_PARTITIONS} partitions written meanwhile)",
+                    f(v, "recovery_seconds")
+                ),
+                &format!("< {TARGET_RECOVERY_SECONDS:.0} s"),
+                Some(f(v, "recovery_seconds") < TARGET_RECOVERY_SECONDS),
+            );
+            self.row(
+                "  UFM requests per second during the outage",
+                format!(
+                    "{:.2} ({} in {OUTAGE_SECONDS:.0} s)",
+                    f(v, "requests_per_second_during"),
+                    f(v, "requests_during")
+                ),
+                &format!("<= {TARGET_OUTAGE_REQUESTS_PER_SECOND:.0}/s"),
+                Some(f(v, "requests_per_second_during") <= TARGET_OUTAGE_REQUESTS_PER_SECOND),
+            );
+        }
+        self.row(
+            &format!(
+                "{CONSECUTIVE_503} consecutive 503s on writes ({OUTAGE_PARTITIONS} new partitions): converged"
+            ),
+            format!(
+                "{:.1} s ({} retries, {} full passes)",
+                f(flaky, "seconds"),
+                f(flaky, "ufm_retries"),
+                f(flaky, "full_passes")
+            ),
+            &format!("< {TARGET_503_SECONDS:.0} s"),
+            Some(ok(flaky)),
         );
     }
 
@@ -973,6 +1711,73 @@ impl Bench {
             .status()
             .as_u16();
         assert!((200..300).contains(&status), "POST {url}: HTTP {status}");
+    }
+
+    fn post_json(&self, url: &str, body: &Value) -> Value {
+        let mut response = self
+            .http
+            .post(url)
+            .header("Content-Type", "application/json")
+            .send(body.to_string().as_bytes())
+            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        assert!(
+            (200..300).contains(&status),
+            "POST {url}: HTTP {status}: {text}"
+        );
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    /// Adds fault rules (`POST /_sim/faults`); returns their ids.
+    fn add_faults(&self, sim: &UfmSim, rules: Value) -> Vec<u64> {
+        let reply = self.post_json(
+            &format!("{}/_sim/faults", sim.url()),
+            &json!({ "rules": rules }),
+        );
+        reply["added"]
+            .as_array()
+            .map(|ids| ids.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default()
+    }
+
+    /// `GET /_sim/faults`.
+    fn sim_faults(&self, sim: &UfmSim) -> Value {
+        let (status, body) = self.get(&format!("{}/_sim/faults", sim.url()), None);
+        assert_eq!(status, 200, "GET /_sim/faults");
+        serde_json::from_slice(&body).expect("/_sim/faults is JSON")
+    }
+
+    /// Every fault rule and outage off (`DELETE /_sim/faults`).
+    fn clear_faults(&self, sim: &UfmSim) {
+        self.delete(&format!("{}/_sim/faults", sim.url()));
+    }
+
+    /// Empties the simulator's request log (`DELETE /_sim/log`).
+    fn clear_log(&self, sim: &UfmSim) {
+        self.delete(&format!("{}/_sim/log", sim.url()));
+    }
+
+    /// The daemon's requests in the simulator's log (`who` is its user; the benchmark reads
+    /// with its token), oldest first.
+    fn daemon_requests(&self, sim: &UfmSim) -> Vec<Value> {
+        let (status, body) = self.get(&format!("{}/_sim/log", sim.url()), None);
+        assert_eq!(status, 200, "GET /_sim/log");
+        let log: Vec<Value> = serde_json::from_slice(&body).expect("/_sim/log is a JSON list");
+        log.into_iter()
+            .filter(|r| r["who"].as_str() == Some(sim.user()))
+            .collect()
+    }
+
+    fn delete(&self, url: &str) {
+        let status = self
+            .http
+            .delete(url)
+            .call()
+            .unwrap_or_else(|e| panic!("DELETE {url}: {e}"))
+            .status()
+            .as_u16();
+        assert!((200..300).contains(&status), "DELETE {url}: HTTP {status}");
     }
 
     fn sim_stats(&self, sim: &UfmSim) -> Value {
@@ -1068,6 +1873,96 @@ fn load(
     start.elapsed()
 }
 
+/// A simulator that also takes the benchmark's token under `/ufmRestV3`: the benchmark's reads
+/// of UFM are then told from the daemon's in the request log.
+fn token_sim() -> UfmSim {
+    UfmSim::start(SimOptions {
+        token: Some(BENCH_TOKEN.to_string()),
+        ..SimOptions::default()
+    })
+}
+
+/// The benchmark's `Authorization` header (`/ufmRestV3` takes `Basic <token>`).
+fn token_auth() -> String {
+    format!("Basic {BENCH_TOKEN}")
+}
+
+/// The single-PKey GET the benchmark reads a partition with (with its token).
+fn bench_pkey_url(sim: &UfmSim, pkey: u16) -> String {
+    format!(
+        "{}/ufmRestV3/resources/pkeys/{}?guids_data=true",
+        sim.url(),
+        pkey_name(pkey)
+    )
+}
+
+/// A GET that returns `None` instead of panicking when nothing answers.
+fn try_get(http: &ureq::Agent, url: &str, auth: Option<&str>) -> Option<(u16, Vec<u8>)> {
+    let mut request = http.get(url);
+    if let Some(auth) = auth {
+        request = request.header("Authorization", auth);
+    }
+    let mut response = request.call().ok()?;
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(u64::MAX)
+        .read_to_vec()
+        .ok()?;
+    Some((status, body))
+}
+
+/// Milliseconds since the Unix epoch, the clock of the simulator's request log.
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `"<METHOD> <route>"` of a request-log entry, as `/_sim/stats` keys them.
+fn route_key(entry: &Value) -> String {
+    format!(
+        "{} {}",
+        entry["method"].as_str().unwrap_or(""),
+        entry["route"].as_str().unwrap_or("")
+    )
+}
+
+fn is_write(entry: &Value) -> bool {
+    !matches!(entry["method"].as_str(), Some("GET" | "HEAD"))
+}
+
+/// Request-log entries counted by route.
+fn count_routes(entries: &[&Value]) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for entry in entries {
+        *counts.entry(route_key(entry)).or_default() += 1;
+    }
+    counts
+}
+
+/// `n` new partitions of 1 host + 1 VF GUID, on the PKeys after the last one in `entries`
+/// from `SLOW_FIRST_PKEY` on.
+fn new_partitions(entries: &[(u16, Entry)], n: usize) -> Vec<(u16, Entry)> {
+    let first = entries
+        .iter()
+        .map(|(pkey, _)| *pkey + 1)
+        .filter(|pkey| *pkey > SLOW_FIRST_PKEY)
+        .max()
+        .unwrap_or(SLOW_FIRST_PKEY);
+    (first..first + n as u16)
+        .map(|pkey| {
+            let p = usize::from(pkey);
+            let entry = Entry {
+                host: vec![host_guid(p, 0)],
+                vf: vec![vf_guid(p, 0)],
+            };
+            (pkey, entry)
+        })
+        .collect()
+}
+
 fn basic_auth(sim: &UfmSim) -> String {
     format!(
         "Basic {}",
@@ -1099,11 +1994,22 @@ fn members_of(partition: &Value) -> BTreeMap<u64, bool> {
 /// What the benchmark reads from the daemon's `--metrics-file`.
 #[derive(Clone, Copy, Debug, Default)]
 struct Sample {
+    /// Passes of either kind (`ufm_pkeyd_passes_total`).
     passes: u64,
+    passes_full: u64,
+    passes_targeted: u64,
+    /// `last_updated` checks, any result, and those that found a change.
+    drift_checks: u64,
+    drift_changed: u64,
     etcd_requests: f64,
+    /// Every UFM request the daemon sent, answered or not.
     ufm_requests: f64,
+    ufm_retries: f64,
     changes: f64,
+    guids_added: f64,
     pass_duration: f64,
+    latency_count: f64,
+    latency_sum: f64,
 }
 
 fn read_metrics(path: &Path) -> Option<Sample> {
@@ -1118,12 +2024,30 @@ fn read_metrics(path: &Path) -> Option<Sample> {
         };
         if name.starts_with("ufm_pkeyd_passes_total") {
             sample.passes += value as u64;
+        } else if name == "ufm_pkeyd_passes_by_kind_total{kind=\"full\"}" {
+            sample.passes_full = value as u64;
+        } else if name == "ufm_pkeyd_passes_by_kind_total{kind=\"targeted\"}" {
+            sample.passes_targeted = value as u64;
+        } else if name.starts_with("ufm_pkeyd_drift_checks_total") {
+            sample.drift_checks += value as u64;
+            if name.contains("result=\"changed\"") {
+                sample.drift_changed += value as u64;
+            }
+        } else if name == "ufm_pkeyd_ufm_retries_total" {
+            sample.ufm_retries = value;
+        } else if name == "ufm_pkeyd_change_latency_seconds_count" {
+            sample.latency_count = value;
+        } else if name == "ufm_pkeyd_change_latency_seconds_sum" {
+            sample.latency_sum = value;
         } else if name.starts_with("ufm_pkeyd_requests_total{service=\"etcd\"") {
             sample.etcd_requests += value;
         } else if name.starts_with("ufm_pkeyd_requests_total{service=\"ufm\"") {
             sample.ufm_requests += value;
         } else if name.starts_with("ufm_pkeyd_changes_applied_total") {
             sample.changes += value;
+            if name.contains("kind=\"guid_added\"") {
+                sample.guids_added += value;
+            }
         } else if name == "ufm_pkeyd_pass_duration_seconds" {
             sample.pass_duration = value;
         }
