@@ -59,6 +59,12 @@ impl FakeUfm {
         }
     }
 
+    /// A write request: sent only once the gate opens.
+    fn write(&self, gate: &mut WriteGate<'_>, call: String) -> Result<(), UfmError> {
+        gate().map_err(UfmError::Stopped)?;
+        self.call(call)
+    }
+
     fn calls(&self) -> Vec<String> {
         self.calls.borrow().clone()
     }
@@ -72,8 +78,15 @@ impl FakeUfm {
 }
 
 impl UfmOps for FakeUfm {
-    fn add(&self, pkey: PKey, guids: &[Guid], _: Join, _: bool) -> Result<(), UfmError> {
-        self.call(format!("add {pkey} {}", guids.len()))?;
+    fn add(
+        &self,
+        pkey: PKey,
+        guids: &[Guid],
+        _: Join,
+        _: bool,
+        gate: &mut WriteGate<'_>,
+    ) -> Result<(), UfmError> {
+        self.write(gate, format!("add {pkey} {}", guids.len()))?;
         if let Some(bad) = guids.iter().find(|g| self.unknown.contains(g)) {
             let (status, reason) = if self.name_them {
                 (404, format!("InfiniBand port {bad} does not exist"))
@@ -95,12 +108,12 @@ impl UfmOps for FakeUfm {
         Ok(())
     }
 
-    fn remove(&self, pkey: PKey, guids: &[Guid]) -> Result<(), UfmError> {
+    fn remove(&self, pkey: PKey, guids: &[Guid], gate: &mut WriteGate<'_>) -> Result<(), UfmError> {
         assert!(
             guids.len() <= REMOVE_BATCH,
             "one request carries a batch at most"
         );
-        self.call(format!("remove {pkey} {}", guids.len()))?;
+        self.write(gate, format!("remove {pkey} {}", guids.len()))?;
         let mut partitions = self.partitions.borrow_mut();
         if let Some(members) = partitions.get_mut(&pkey) {
             for g in guids {
@@ -114,8 +127,8 @@ impl UfmOps for FakeUfm {
         Ok(())
     }
 
-    fn delete(&self, pkey: PKey) -> Result<(), UfmError> {
-        self.call(format!("delete {pkey}"))?;
+    fn delete(&self, pkey: PKey, gate: &mut WriteGate<'_>) -> Result<(), UfmError> {
+        self.write(gate, format!("delete {pkey}"))?;
         if self.delete_says_not_found {
             return Err(UfmError::NotFound(format!(
                 "UFM at http://ufm/ufmRest/resources/pkeys/{pkey} answered HTTP 404"
