@@ -2,7 +2,7 @@
 //! routes carry each write (the documented ones or `/actions/*`) is the client's business;
 //! this module decides what to ask for: a partition's IPoIB setting is kept unless a flag
 //! says otherwise, and a remove or a delete says "not found" only when UFM's single-PKey read
-//! says so.
+//! says so. There is no leadership to keep here: every write goes through an open gate.
 
 use std::collections::BTreeSet;
 
@@ -13,7 +13,9 @@ use crate::cli::UfmOp;
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::model::{Guid, Join, PKey, Partition};
-use crate::net::ufm::{Auth, Deletion, PartitionList, REMOVE_BATCH, UfmClient, UfmError};
+use crate::net::ufm::{
+    Auth, Deletion, PartitionList, REMOVE_BATCH, UfmClient, UfmError, open_gate,
+};
 
 /// UFM's documented default for a new partition's IP over InfiniBand (ufm-api.md §3.4).
 const UFM_DEFAULT_IP_OVER_IB: bool = true;
@@ -97,7 +99,7 @@ fn create(
 ) -> Result<()> {
     let json = json!({"pkey": pkey.to_string(), "guids": guids.len(), "ip_over_ib": ip_over_ib});
     if guids.is_empty() {
-        client.create(pkey, join.index0, ip_over_ib)?;
+        client.create(pkey, join.index0, ip_over_ib, &mut open_gate)?;
         let text = format!("created PKey {pkey} (ip_over_ib {})", on_off(ip_over_ib));
         return out.done(&text, json);
     }
@@ -107,7 +109,7 @@ fn create(
         ))
         .into());
     }
-    client.add_guids(pkey, guids, join, ip_over_ib)?;
+    client.add_guids(pkey, guids, join, ip_over_ib, &mut open_gate)?;
     let text = format!(
         "created PKey {pkey} with {} (ip_over_ib {})",
         guid_count(guids.len()),
@@ -117,7 +119,7 @@ fn create(
 }
 
 fn delete(client: &UfmClient, pkey: PKey, out: &Output) -> Result<()> {
-    let text = match client.delete(pkey)? {
+    let text = match client.delete(pkey, &mut open_gate)? {
         Deletion::Deleted => format!("deleted PKey {pkey}"),
         Deletion::ByRemovingGuids(n) => format!(
             "deleted PKey {pkey} by removing its {} (this UFM has no DELETE /resources/pkeys/{{pkey}}; it deletes an emptied partition)",
@@ -144,7 +146,7 @@ fn add_guids(
             None => (UFM_DEFAULT_IP_OVER_IB, "UFM's default for a new partition"),
         },
     };
-    client.add_guids(pkey, guids, join, ip_over_ib)?;
+    client.add_guids(pkey, guids, join, ip_over_ib, &mut open_gate)?;
     out.done(
         &format!(
             "added {} to PKey {pkey} (membership {}, index0 {}, ip_over_ib {}: {why})",
@@ -169,7 +171,7 @@ fn remove_guids(client: &UfmClient, pkey: PKey, guids: &[Guid], out: &Output) ->
         .copied()
         .collect();
     for batch in present.chunks(REMOVE_BATCH) {
-        client.remove_guids(pkey, batch)?;
+        client.remove_guids(pkey, batch, &mut open_gate)?;
     }
     let mut text = format!("removed {} from PKey {pkey}", guid_count(present.len()));
     if present.len() < guids.len() {

@@ -2,9 +2,12 @@
 //! request at a time, apart from the HTTP client so that they are tested on their own.
 //!
 //! - Actions are applied in the plan's order (the planner puts adds before removes).
-//! - Before every write request (each add, each batch of a remove, each delete) the [`Gate`]
-//!   is asked: it says no on SIGTERM, and when this instance may no longer be sure it leads
-//!   for as long as the request can take. The remaining writes wait for the next pass.
+//! - Before every write request the [`Gate`] is asked: it says no on SIGTERM, and when this
+//!   instance may no longer be sure it leads for as long as the request can take. The
+//!   remaining writes wait for the next pass. One operation may be several requests (a route
+//!   and its `/actions/*` fallback; a delete as one remove per batch of GUIDs), so the gate
+//!   goes down into the client with each operation, which asks it before each of them. A
+//!   delete stopped half-way is neither deleted nor failed: it is finished next pass.
 //! - An add that UFM refuses because it does not know a GUID is split until the GUIDs UFM
 //!   knows are in; each rejected GUID is reported with UFM's reason and tried again next pass.
 //! - Before a remove, the partition is read back: the GUIDs it must keep have to be there (an
@@ -29,16 +32,26 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::model::{Guid, Join, PKey, Partition};
-use crate::net::ufm::{REMOVE_BATCH, UfmClient, UfmError};
+use crate::net::ufm::{REMOVE_BATCH, UfmClient, UfmError, WriteGate};
 use crate::plan::Action;
 
-/// The UFM requests a plan is made of. [`UfmClient`] is the real one; the tests record calls.
+/// The UFM operations a plan is made of. [`UfmClient`] is the real one; the tests record
+/// calls. Each write operation asks `gate` before each of its write requests, and ends with
+/// [`UfmError::Stopped`] when it closes.
 pub(crate) trait UfmOps {
-    fn add(&self, pkey: PKey, guids: &[Guid], join: Join, ip_over_ib: bool)
-    -> Result<(), UfmError>;
-    /// One request: at most [`REMOVE_BATCH`] GUIDs.
-    fn remove(&self, pkey: PKey, guids: &[Guid]) -> Result<(), UfmError>;
-    fn delete(&self, pkey: PKey) -> Result<(), UfmError>;
+    fn add(
+        &self,
+        pkey: PKey,
+        guids: &[Guid],
+        join: Join,
+        ip_over_ib: bool,
+        gate: &mut WriteGate<'_>,
+    ) -> Result<(), UfmError>;
+    /// At most [`REMOVE_BATCH`] GUIDs: one request, or one per route tried.
+    fn remove(&self, pkey: PKey, guids: &[Guid], gate: &mut WriteGate<'_>) -> Result<(), UfmError>;
+    /// Possibly many requests: on a UFM without `DELETE /resources/pkeys/{pkey}`, one remove
+    /// per [`REMOVE_BATCH`] GUIDs.
+    fn delete(&self, pkey: PKey, gate: &mut WriteGate<'_>) -> Result<(), UfmError>;
     fn get(&self, pkey: PKey) -> Result<Option<Partition>, UfmError>;
     /// Whether UFM answers a cheap request (its version) at all.
     fn answers(&self) -> bool;
@@ -51,16 +64,17 @@ impl UfmOps for UfmClient {
         guids: &[Guid],
         join: Join,
         ip_over_ib: bool,
+        gate: &mut WriteGate<'_>,
     ) -> Result<(), UfmError> {
-        self.add_guids(pkey, guids, join, ip_over_ib)
+        self.add_guids(pkey, guids, join, ip_over_ib, gate)
     }
 
-    fn remove(&self, pkey: PKey, guids: &[Guid]) -> Result<(), UfmError> {
-        self.remove_guids(pkey, guids)
+    fn remove(&self, pkey: PKey, guids: &[Guid], gate: &mut WriteGate<'_>) -> Result<(), UfmError> {
+        self.remove_guids(pkey, guids, gate)
     }
 
-    fn delete(&self, pkey: PKey) -> Result<(), UfmError> {
-        UfmClient::delete(self, pkey).map(|_| ())
+    fn delete(&self, pkey: PKey, gate: &mut WriteGate<'_>) -> Result<(), UfmError> {
+        UfmClient::delete(self, pkey, gate).map(|_| ())
     }
 
     fn get(&self, pkey: PKey) -> Result<Option<Partition>, UfmError> {
@@ -196,10 +210,10 @@ enum Failure {
 
 impl From<UfmError> for Failure {
     fn from(e: UfmError) -> Failure {
-        if e.is_no_answer() {
-            Failure::Down(e.to_string())
-        } else {
-            Failure::Failed(e.to_string())
+        match e {
+            UfmError::Stopped(reason) => Failure::Stopped(reason),
+            e if e.is_no_answer() => Failure::Down(e.to_string()),
+            e => Failure::Failed(e.to_string()),
         }
     }
 }
@@ -220,7 +234,8 @@ pub(crate) fn retry_pause(n: u32) -> Duration {
 }
 
 /// Runs `op`, and again after a pause when it failed in a way that may pass (at most
-/// [`RETRIES`] more times), asking `before` first each time; counts the retries.
+/// [`RETRIES`] more times), asking `before` first each time; counts the retries. A write
+/// operation carries the gate itself (see [`Run::send`]): `before` is open for it.
 pub(crate) fn with_retries<T>(
     retries: &mut u64,
     mut before: impl FnMut() -> Result<(), String>,
@@ -273,7 +288,7 @@ impl Run<'_> {
     /// Deletes a partition; a "not found" counts as deleted once the single-PKey read agrees.
     fn delete(&mut self, pkey: PKey) -> Result<(), Failure> {
         let ufm = self.ufm;
-        match self.send(|| ufm.delete(pkey))? {
+        match self.send(|gate| ufm.delete(pkey, gate))? {
             Ok(()) => {}
             Err(UfmError::NotFound(answer)) => confirm_gone(self.ufm, pkey, &answer)?,
             Err(e) => return Err(e.into()),
@@ -283,14 +298,19 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Sends one write request through the gate, with retries.
+    /// Sends one write operation, with retries. `op` gets the gate and asks it before each
+    /// of its write requests, so every try and every request of a try waits for it; a closed
+    /// gate ends the operation, whatever it had done, as [`Failure::Stopped`].
     fn send<T>(
         &mut self,
-        op: impl FnMut() -> Result<T, UfmError>,
+        mut op: impl FnMut(&mut WriteGate<'_>) -> Result<T, UfmError>,
     ) -> Result<Result<T, UfmError>, Failure> {
         let gate = &mut *self.gate;
-        with_retries(&mut self.applied.retries, || gate.before_write(), op)
-            .map_err(Failure::Stopped)
+        let mut ask = || gate.before_write();
+        match with_retries(&mut self.applied.retries, || Ok(()), || op(&mut ask)) {
+            Ok(Err(UfmError::Stopped(reason))) | Err(reason) => Err(Failure::Stopped(reason)),
+            Ok(sent) => Ok(sent),
+        }
     }
 
     /// Sends one read request, with retries.
@@ -312,7 +332,7 @@ impl Run<'_> {
             return Ok(0);
         }
         let ufm = self.ufm;
-        let error = match self.send(|| ufm.add(pkey, guids, join, ip_over_ib))? {
+        let error = match self.send(|gate| ufm.add(pkey, guids, join, ip_over_ib, gate))? {
             Ok(()) => {
                 self.applied.succeeded.insert(pkey);
                 return Ok(guids.len());
@@ -381,7 +401,7 @@ impl Run<'_> {
             )));
         }
         for batch in to_remove.chunks(REMOVE_BATCH) {
-            self.send(|| ufm.remove(pkey, batch))??;
+            self.send(|gate| ufm.remove(pkey, batch, gate))??;
             self.applied.counts.guids_removed += batch.len();
             self.applied.succeeded.insert(pkey);
         }

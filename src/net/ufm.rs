@@ -12,6 +12,11 @@
 //! sends the writes through them. A 404 or 405 that says the server has no such route is
 //! told apart from UFM's own 404 about a PKey or a GUID, and neither is taken as proof that a
 //! partition is gone: only the single-PKey read says that.
+//!
+//! Every write request (each POST and DELETE) waits for a [`WriteGate`] to open, the one the
+//! caller's pass uses: an operation such as a delete may take several write requests, and
+//! with leader election each must go out only while this instance is sure it still leads.
+//! Reads are never gated.
 
 mod routes;
 mod writes;
@@ -66,6 +71,9 @@ pub(crate) enum UfmError {
     Incomplete(String),
     /// UFM answered 2xx with something we cannot read.
     BadAnswer(String),
+    /// The write gate closed before a write request (the reason): that request and the rest
+    /// of the operation were not sent, what went before stays done.
+    Stopped(String),
 }
 
 impl fmt::Display for UfmError {
@@ -78,7 +86,8 @@ impl fmt::Display for UfmError {
             | UfmError::AlreadyExists(m)
             | UfmError::Unsupported(m)
             | UfmError::Incomplete(m)
-            | UfmError::BadAnswer(m) => f.write_str(m),
+            | UfmError::BadAnswer(m)
+            | UfmError::Stopped(m) => f.write_str(m),
             UfmError::Api { message, .. } | UfmError::NoRoute { message, .. } => {
                 f.write_str(message)
             }
@@ -126,6 +135,15 @@ impl From<UfmError> for crate::error::Error {
             other => crate::error::Error::Failed(other.to_string()),
         }
     }
+}
+
+/// Asked before each write request the client sends (see the module comment): `Err(reason)`
+/// keeps it from going out, and the operation ends with [`UfmError::Stopped`].
+pub(crate) type WriteGate<'a> = dyn FnMut() -> Result<(), String> + 'a;
+
+/// The write gate of a one-shot command, which has no leadership to keep: always open.
+pub(crate) fn open_gate() -> Result<(), String> {
+    Ok(())
 }
 
 /// Resolved UFM settings.
@@ -574,17 +592,42 @@ impl UfmClient {
         }
     }
 
-    /// Sends one request, trying the next host when one cannot be reached, and maps every
-    /// non-2xx answer to an error.
+    /// Sends one read request (see [`UfmClient::request`]).
     fn call(
         &self,
         method: &str,
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<Response, UfmError> {
+        self.request(method, path, body, &mut open_gate)
+    }
+
+    /// Sends one write request once `gate` opens (see [`UfmClient::request`]).
+    fn write(
+        &self,
+        gate: &mut WriteGate<'_>,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Response, UfmError> {
+        self.request(method, path, body, gate)
+    }
+
+    /// Sends one request, trying the next host when one cannot be reached, and maps every
+    /// non-2xx answer to an error. `gate` is asked before the request goes to each host: a
+    /// request that timed out on one host goes to the next a whole timeout later, by when a
+    /// leadership claim may have lapsed.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        gate: &mut WriteGate<'_>,
+    ) -> Result<Response, UfmError> {
         let auth = self.auth();
         let (url, base, response) = self.bases.with_failover(
             |base| {
+                gate().map_err(UfmError::Stopped)?;
                 let url = format!("{base}{path}");
                 let request = match body {
                     Some(body) => Request::json(method, &url, auth, body),
@@ -595,11 +638,11 @@ impl UfmClient {
                         body: None,
                     },
                 };
-                self.http
-                    .send(&request)
-                    .map(|r| (url.clone(), base.to_string(), r))
+                let response = self.http.send(&request)?;
+                Ok((url.clone(), base.to_string(), response))
             },
-            HttpError::is_unreachable,
+            // The errors of `HttpError::is_unreachable`: this host did not answer, try the next.
+            |e| matches!(e, UfmError::Unreachable(_) | UfmError::TimedOut(_)),
         )?;
         self.answered_by(&base);
         self.check(&url, response)
@@ -758,13 +801,7 @@ mod tests {
     fn client() -> UfmClient {
         UfmClient::new(&Settings {
             urls: vec!["http://ufm1:80".to_string()],
-            auth: Auth::Basic {
-                user: "admin".to_string(),
-                password: Secret::new("123456"),
-            },
-            tls: TlsOptions::default(),
-            timeout: Duration::from_secs(5),
-            proxy: None,
+            ..client_settings()
         })
         .expect("a client without TLS files")
     }
@@ -840,6 +877,103 @@ mod tests {
             crate::error::EXIT_FAILED,
             "exit 3 is for a PKey the single-PKey read says is missing"
         );
+    }
+
+    /// A client for `hosts` base URLs on 127.0.0.1 where nothing listens: every request is
+    /// refused at once, and counted as not answered.
+    fn client_of_dead_hosts(hosts: usize) -> UfmClient {
+        let urls = (0..hosts)
+            .map(|_| {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+                let port = listener.local_addr().expect("its address").port();
+                format!("http://127.0.0.1:{port}")
+            })
+            .collect();
+        UfmClient::new(&Settings {
+            urls,
+            ..client_settings()
+        })
+        .expect("a client without TLS files")
+    }
+
+    fn client_settings() -> Settings {
+        Settings {
+            urls: Vec::new(),
+            auth: Auth::Basic {
+                user: "admin".to_string(),
+                password: Secret::new("123456"),
+            },
+            tls: TlsOptions::default(),
+            timeout: Duration::from_secs(5),
+            proxy: None,
+        }
+    }
+
+    fn sent(client: &UfmClient) -> u64 {
+        let counts = client.request_counts();
+        counts.success + counts.error_status + counts.no_answer
+    }
+
+    #[test]
+    fn a_closed_gate_keeps_every_write_from_going_out() {
+        let client = client_of_dead_hosts(1);
+        let pkey: PKey = "0x10".parse().expect("a pkey");
+        let guid: Guid = "0002c903000e0b72".parse().expect("a guid");
+        let join = Join {
+            membership: Membership::Full,
+            index0: false,
+        };
+        let mut closed = || Err("stopping".to_string());
+        assert_eq!(
+            client.add_guids(pkey, &[guid], join, true, &mut closed),
+            Err(UfmError::Stopped("stopping".to_string()))
+        );
+        assert_eq!(
+            client.remove_guids(pkey, &[guid], &mut closed),
+            Err(UfmError::Stopped("stopping".to_string()))
+        );
+        assert_eq!(
+            client.delete(pkey, &mut closed),
+            Err(UfmError::Stopped("stopping".to_string()))
+        );
+        assert_eq!(
+            client.create(pkey, false, true, &mut closed),
+            Err(UfmError::Stopped("stopping".to_string()))
+        );
+        assert_eq!(sent(&client), 0, "no request sent");
+    }
+
+    #[test]
+    fn a_write_goes_to_the_next_host_only_through_the_gate() {
+        // The first host refuses: the write would go to the second, but the gate has closed
+        // meanwhile (a request that timed out takes a whole timeout before moving on).
+        let client = client_of_dead_hosts(2);
+        let pkey: PKey = "0x10".parse().expect("a pkey");
+        let mut asked = 0;
+        let mut once = || {
+            asked += 1;
+            if asked > 1 {
+                Err("the leadership claim may lapse".to_string())
+            } else {
+                Ok(())
+            }
+        };
+        assert_eq!(
+            client.delete(pkey, &mut once),
+            Err(UfmError::Stopped(
+                "the leadership claim may lapse".to_string()
+            ))
+        );
+        assert_eq!(asked, 2, "asked before each host");
+        assert_eq!(sent(&client), 1, "sent to the first host only");
+
+        // With an open gate, the same write tries both hosts.
+        let client = client_of_dead_hosts(2);
+        assert!(matches!(
+            client.delete(pkey, &mut open_gate),
+            Err(UfmError::Unreachable(_))
+        ));
+        assert_eq!(sent(&client), 2);
     }
 
     #[test]

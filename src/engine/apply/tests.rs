@@ -25,6 +25,11 @@ struct FakeUfm {
     /// A delete answers "not found" without deleting (a client that took a route's 404 for
     /// the partition's).
     delete_says_not_found: bool,
+    /// No delete route (NVIDIA's UFM mock): a delete is the refused `delete` request, then a
+    /// read, one `remove` per [`REMOVE_BATCH`] GUIDs and a read back, as the client does.
+    delete_by_removing: bool,
+    /// No documented add route: an add is the refused `add` request, then `actions add`.
+    add_by_fallback: bool,
 }
 
 impl FakeUfm {
@@ -59,6 +64,31 @@ impl FakeUfm {
         }
     }
 
+    /// A write request: sent only once the gate opens.
+    fn write(&self, gate: &mut WriteGate<'_>, call: String) -> Result<(), UfmError> {
+        gate().map_err(UfmError::Stopped)?;
+        self.call(call)
+    }
+
+    /// The client's delete on a UFM without a delete route, after the refused `delete`.
+    fn delete_by_removing_guids(
+        &self,
+        pkey: PKey,
+        gate: &mut WriteGate<'_>,
+    ) -> Result<(), UfmError> {
+        let Some(partition) = self.get(pkey)? else {
+            return Err(UfmError::NotFound(format!("{pkey} not found")));
+        };
+        let members: Vec<Guid> = partition.members.iter().map(|m| m.guid).collect();
+        for batch in members.chunks(REMOVE_BATCH) {
+            self.remove(pkey, batch, gate)?;
+        }
+        match self.get(pkey)? {
+            None => Ok(()),
+            Some(_) => Err(UfmError::Incomplete(format!("{pkey} is not deleted"))),
+        }
+    }
+
     fn calls(&self) -> Vec<String> {
         self.calls.borrow().clone()
     }
@@ -72,8 +102,19 @@ impl FakeUfm {
 }
 
 impl UfmOps for FakeUfm {
-    fn add(&self, pkey: PKey, guids: &[Guid], _: Join, _: bool) -> Result<(), UfmError> {
-        self.call(format!("add {pkey} {}", guids.len()))?;
+    fn add(
+        &self,
+        pkey: PKey,
+        guids: &[Guid],
+        _: Join,
+        _: bool,
+        gate: &mut WriteGate<'_>,
+    ) -> Result<(), UfmError> {
+        self.write(gate, format!("add {pkey} {}", guids.len()))?;
+        if self.add_by_fallback {
+            // The first route answered "no such route": the next one.
+            self.write(gate, format!("actions add {pkey} {}", guids.len()))?;
+        }
         if let Some(bad) = guids.iter().find(|g| self.unknown.contains(g)) {
             let (status, reason) = if self.name_them {
                 (404, format!("InfiniBand port {bad} does not exist"))
@@ -95,12 +136,12 @@ impl UfmOps for FakeUfm {
         Ok(())
     }
 
-    fn remove(&self, pkey: PKey, guids: &[Guid]) -> Result<(), UfmError> {
+    fn remove(&self, pkey: PKey, guids: &[Guid], gate: &mut WriteGate<'_>) -> Result<(), UfmError> {
         assert!(
             guids.len() <= REMOVE_BATCH,
             "one request carries a batch at most"
         );
-        self.call(format!("remove {pkey} {}", guids.len()))?;
+        self.write(gate, format!("remove {pkey} {}", guids.len()))?;
         let mut partitions = self.partitions.borrow_mut();
         if let Some(members) = partitions.get_mut(&pkey) {
             for g in guids {
@@ -114,8 +155,11 @@ impl UfmOps for FakeUfm {
         Ok(())
     }
 
-    fn delete(&self, pkey: PKey) -> Result<(), UfmError> {
-        self.call(format!("delete {pkey}"))?;
+    fn delete(&self, pkey: PKey, gate: &mut WriteGate<'_>) -> Result<(), UfmError> {
+        self.write(gate, format!("delete {pkey}"))?;
+        if self.delete_by_removing {
+            return self.delete_by_removing_guids(pkey, gate);
+        }
         if self.delete_says_not_found {
             return Err(UfmError::NotFound(format!(
                 "UFM at http://ufm/ufmRest/resources/pkeys/{pkey} answered HTTP 404"
@@ -505,4 +549,108 @@ fn a_refusal_that_only_its_url_ties_to_guids_is_not_taken_for_an_unknown_port() 
         reason: "bad request".into(),
     };
     assert!(!names_a_port(&error));
+}
+
+/// A gate that opens `times` times, then stays closed; counts how often it was asked.
+fn opens(times: usize, asked: &mut usize) -> impl FnMut() -> Result<(), String> + '_ {
+    move || {
+        *asked += 1;
+        if *asked > times {
+            Err("the leadership claim may lapse".to_string())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[test]
+fn a_delete_of_many_requests_asks_the_gate_before_each_write() {
+    let ufm = FakeUfm {
+        delete_by_removing: true,
+        ..FakeUfm::with(&[("0x30", &(1..=450).collect::<Vec<u64>>())])
+    };
+    let mut asked = 0;
+    let applied = apply(
+        &[Action::Delete { pkey: pk("0x30") }],
+        &ufm,
+        &mut opens(usize::MAX, &mut asked),
+    );
+    assert_eq!(
+        ufm.calls(),
+        [
+            "delete 0x30",
+            "get 0x30",
+            "remove 0x30 200",
+            "remove 0x30 200",
+            "remove 0x30 50",
+            "get 0x30"
+        ]
+    );
+    assert_eq!(asked, 4, "once per write request, never for a read");
+    assert_eq!(applied.deleted, [pk("0x30")].into());
+    assert_eq!(applied.counts.deleted, 1);
+}
+
+#[test]
+fn a_gate_closing_in_the_middle_of_a_delete_leaves_it_owned_unfailed_and_for_the_next_pass() {
+    let ufm = FakeUfm {
+        delete_by_removing: true,
+        ..FakeUfm::with(&[("0x30", &(1..=450).collect::<Vec<u64>>())])
+    };
+    let actions = [
+        Action::Delete { pkey: pk("0x30") },
+        add("0x40", guids(1..=1), true),
+    ];
+    // Open for the delete request and the first batch, closed from the second batch on.
+    let mut asked = 0;
+    let applied = apply(&actions, &ufm, &mut opens(2, &mut asked));
+    assert_eq!(
+        ufm.calls(),
+        ["delete 0x30", "get 0x30", "remove 0x30 200"],
+        "no write after the gate closed"
+    );
+    assert_eq!(
+        applied.stopped.as_deref(),
+        Some("the leadership claim may lapse")
+    );
+    assert!(
+        applied.deleted.is_empty(),
+        "not reported deleted: not forgotten"
+    );
+    assert!(applied.failed.is_empty(), "a closed gate is no failure");
+    assert!(applied.failures.is_empty());
+    assert_eq!(applied.counts, Counts::default());
+    assert_eq!(
+        applied.skipped, 2,
+        "the rest of the delete and the add wait"
+    );
+    assert_eq!(ufm.members("0x30").map(|m| m.len()), Some(250));
+
+    // The next pass (this instance or the new leader) finishes it.
+    let applied = apply(&actions[..1], &ufm, &mut open());
+    assert_eq!(applied.deleted, [pk("0x30")].into());
+    assert_eq!(ufm.members("0x30"), None);
+}
+
+#[test]
+fn a_gate_closing_before_an_adds_fallback_route_stops_the_pass_without_a_failure() {
+    let ufm = FakeUfm {
+        add_by_fallback: true,
+        ..FakeUfm::default()
+    };
+    let actions = [
+        add("0x10", guids(1..=2), true),
+        add("0x20", guids(1..=1), true),
+    ];
+    let mut asked = 0;
+    let applied = apply(&actions, &ufm, &mut opens(1, &mut asked));
+    assert_eq!(ufm.calls(), ["add 0x10 2"], "the fallback did not go out");
+    assert_eq!(
+        applied.stopped.as_deref(),
+        Some("the leadership claim may lapse")
+    );
+    assert!(applied.failed.is_empty());
+    assert!(applied.rejected.is_empty(), "no GUID blamed");
+    assert_eq!(applied.skipped, 2);
+    assert_eq!(applied.counts, Counts::default());
 }

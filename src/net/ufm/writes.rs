@@ -10,11 +10,16 @@
 //! single-PKey read decides, and only its "not there" becomes [`UfmError::NotFound`].
 //! Removing a partition's last GUIDs, which makes UFM delete it, is done only by
 //! [`UfmClient::delete`], for a UFM without `DELETE /resources/pkeys/{pkey}`.
+//!
+//! One write here may be several requests: a route, then its fallback; a delete as a read,
+//! one remove per [`REMOVE_BATCH`] GUIDs and a read back. Each write request waits for the
+//! caller's [`WriteGate`] (reads do not): when it closes, the write ends there with
+//! [`UfmError::Stopped`], leaving what was sent done and the rest for the next pass.
 
 use serde_json::json;
 
 use super::routes::{Creating, Deleting, Route, RouteSet, Serving};
-use super::{REMOVE_BATCH, UfmClient, UfmError};
+use super::{REMOVE_BATCH, UfmClient, UfmError, WriteGate};
 use crate::model::{Guid, Join, Membership, PKey};
 
 /// How a partition was deleted.
@@ -45,12 +50,13 @@ impl UfmClient {
         guids: &[Guid],
         join: Join,
         ip_over_ib: bool,
+        gate: &mut WriteGate<'_>,
     ) -> Result<(), UfmError> {
         if guids.is_empty() {
             return Ok(());
         }
         self.through(RouteSet::adds, "add GUIDs to", pkey, Target::Any, |route| {
-            self.send_add(route, pkey, guids, join, ip_over_ib)
+            self.send_add(gate, route, pkey, guids, join, ip_over_ib)
         })
         .map(|_| ())
     }
@@ -59,17 +65,27 @@ impl UfmClient {
     /// /resources/pkeys/{pkey}/guids/{guids}` (the GUIDs go in the URL, so a caller sends at
     /// most [`REMOVE_BATCH`] at a time), else `POST /actions/remove_guids_from_pkey`. UFM
     /// deletes a partition whose last member is removed.
-    pub(crate) fn remove_guids(&self, pkey: PKey, guids: &[Guid]) -> Result<(), UfmError> {
-        self.remove_through(pkey, guids, "remove GUIDs from")
+    pub(crate) fn remove_guids(
+        &self,
+        pkey: PKey,
+        guids: &[Guid],
+        gate: &mut WriteGate<'_>,
+    ) -> Result<(), UfmError> {
+        self.remove_through(gate, pkey, guids, "remove GUIDs from")
     }
 
     /// Deletes a partition with all its members: `DELETE /resources/pkeys/{pkey}`, else by
     /// removing its GUIDs and reading back that UFM deleted it. [`UfmError::NotFound`] when
-    /// the single-PKey read says it is not there.
-    pub(crate) fn delete(&self, pkey: PKey) -> Result<Deletion, UfmError> {
+    /// the single-PKey read says it is not there. [`UfmError::Stopped`] when the gate closes,
+    /// maybe between two removes: the GUIDs removed so far stay removed, the partition stays.
+    pub(crate) fn delete(
+        &self,
+        pkey: PKey,
+        gate: &mut WriteGate<'_>,
+    ) -> Result<Deletion, UfmError> {
         if self.routes().deleting() == Deleting::Route {
             let path = format!("/resources/pkeys/{pkey}");
-            match self.call("DELETE", &path, None) {
+            match self.write(gate, "DELETE", &path, None) {
                 Ok(_) => {
                     self.learn(Route::Delete, Serving::Served);
                     return Ok(Deletion::Deleted);
@@ -88,7 +104,7 @@ impl UfmClient {
                 Err(e) => return Err(e),
             }
         }
-        let deleted = self.delete_by_removing_guids(pkey);
+        let deleted = self.delete_by_removing_guids(gate, pkey);
         if matches!(deleted, Err(UfmError::Unsupported(_))) {
             // Nothing worked: ask for the route again next time too.
             self.learned().routes.forget(&[Route::Delete]);
@@ -103,11 +119,12 @@ impl UfmClient {
         pkey: PKey,
         index0: bool,
         ip_over_ib: bool,
+        gate: &mut WriteGate<'_>,
     ) -> Result<(), UfmError> {
         if self.routes().creating() == Creating::Route {
             let body =
                 json!({"pkey": pkey.to_string(), "index0": index0, "ip_over_ib": ip_over_ib});
-            match self.call("POST", "/resources/pkeys/add", Some(&body)) {
+            match self.write(gate, "POST", "/resources/pkeys/add", Some(&body)) {
                 Ok(_) => {
                     self.learn(Route::CreateEmpty, Serving::Served);
                     return Ok(());
@@ -125,22 +142,33 @@ impl UfmClient {
                 Err(e) => return Err(e),
             }
         }
-        self.create_by_empty_add(pkey, index0, ip_over_ib)
+        self.create_by_empty_add(gate, pkey, index0, ip_over_ib)
     }
 
-    fn remove_through(&self, pkey: PKey, guids: &[Guid], what: &str) -> Result<(), UfmError> {
+    fn remove_through(
+        &self,
+        gate: &mut WriteGate<'_>,
+        pkey: PKey,
+        guids: &[Guid],
+        what: &str,
+    ) -> Result<(), UfmError> {
         if guids.is_empty() {
             return Ok(());
         }
         self.through(RouteSet::removes, what, pkey, Target::Existing, |route| {
-            self.send_remove(route, pkey, guids)
+            self.send_remove(gate, route, pkey, guids)
         })
         .map(|_| ())
     }
 
     /// For a UFM without `DELETE /resources/pkeys/{pkey}`: removes every GUID of the
-    /// partition (UFM then deletes it) and reads back that it is gone.
-    fn delete_by_removing_guids(&self, pkey: PKey) -> Result<Deletion, UfmError> {
+    /// partition (UFM then deletes it) and reads back that it is gone. Each remove asks the
+    /// gate: a delete of 128,000 GUIDs is 640 requests, time enough for a claim to lapse.
+    fn delete_by_removing_guids(
+        &self,
+        gate: &mut WriteGate<'_>,
+        pkey: PKey,
+    ) -> Result<Deletion, UfmError> {
         let base = self.base();
         let Some(partition) = self.get(pkey)? else {
             return Err(UfmError::NotFound(format!(
@@ -159,7 +187,7 @@ impl UfmClient {
             Route::Delete
         );
         for batch in guids.chunks(REMOVE_BATCH) {
-            self.remove_through(pkey, batch, &what)?;
+            self.remove_through(gate, pkey, batch, &what)?;
         }
         match self.get(pkey)? {
             None => Ok(Deletion::ByRemovingGuids(guids.len())),
@@ -180,6 +208,7 @@ impl UfmClient {
     /// creates the partition so), read back.
     fn create_by_empty_add(
         &self,
+        gate: &mut WriteGate<'_>,
         pkey: PKey,
         index0: bool,
         ip_over_ib: bool,
@@ -199,7 +228,7 @@ impl UfmClient {
             ))
         };
         let added = self.through(RouteSet::adds, "create", pkey, Target::Any, |route| {
-            self.send_add(route, pkey, &[], join, ip_over_ib)
+            self.send_add(gate, route, pkey, &[], join, ip_over_ib)
         });
         match added {
             Ok(_) => {}
@@ -249,6 +278,8 @@ impl UfmClient {
                     self.learn_missing(route, status);
                     missing.push((route, status));
                 }
+                // Nothing went out through this route: nothing to learn of it.
+                Err(e @ UfmError::Stopped(_)) => return Err(e),
                 Err(e) => return Err(self.refused(route, pkey, target, e)),
             }
         }
@@ -349,6 +380,7 @@ impl UfmClient {
 
     fn send_add(
         &self,
+        gate: &mut WriteGate<'_>,
         route: Route,
         pkey: PKey,
         guids: &[Guid],
@@ -379,19 +411,25 @@ impl UfmClient {
                 }),
             ),
         };
-        self.call("POST", path, Some(&body)).map(|_| ())
+        self.write(gate, "POST", path, Some(&body)).map(|_| ())
     }
 
-    fn send_remove(&self, route: Route, pkey: PKey, guids: &[Guid]) -> Result<(), UfmError> {
+    fn send_remove(
+        &self,
+        gate: &mut WriteGate<'_>,
+        route: Route,
+        pkey: PKey,
+        guids: &[Guid],
+    ) -> Result<(), UfmError> {
         let list: Vec<String> = guids.iter().map(Guid::to_string).collect();
         let sent = match route {
             Route::ActionsRemove => {
                 let body = json!({"pkey": pkey.to_string(), "guids": list});
-                self.call("POST", "/actions/remove_guids_from_pkey", Some(&body))
+                self.write(gate, "POST", "/actions/remove_guids_from_pkey", Some(&body))
             }
             _ => {
                 let path = format!("/resources/pkeys/{pkey}/guids/{}", list.join(","));
-                self.call("DELETE", &path, None)
+                self.write(gate, "DELETE", &path, None)
             }
         };
         sent.map(|_| ())
