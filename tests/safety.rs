@@ -124,6 +124,8 @@ fn a_state_file_that_cannot_be_saved_holds_creations_back_and_is_retried_and_rep
         &notify,
     );
     wait_until("0x10 owned", PROPAGATION, || rig.owned() == ["0x10"]);
+    // The record is saved again at the end of the pass: block it only after that.
+    notify.wait(&daemon, "STATUS=", 1, PROPAGATION);
     // The state file cannot be replaced any more: a directory stands in its way.
     let state = rig.state_file();
     std::fs::remove_file(&state).expect("removing the state file");
@@ -294,10 +296,13 @@ fn with_leader_election_a_wiped_etcd_does_not_reset_ownership_silently() {
     ];
     let notify = Notify::new();
     let daemon = rig.monitor(&ha, &notify);
-    wait_until("the three owned, in the shared record", PROPAGATION, || {
+    // The record is written ahead of the creations: wait for UFM too, or the stop may come
+    // between the two.
+    wait_until("the three owned and in UFM", PROPAGATION, || {
         rig.etcd
             .get_v3("/ufm-pkeyd/owned")
             .is_some_and(|v| v.contains("0x3"))
+            && rig.pkeys() == ["0x1", "0x2", "0x3"]
     });
     daemon.stop().assert_ok();
     rig.etcd.wipe();
