@@ -309,7 +309,10 @@ fn jobs_ending_while_the_daemon_is_down_are_applied(api: Api) {
     }
     let notify = Notify::new();
     let daemon = rig.monitor(&["--poll-interval", "60"], &notify);
-    wait_until("all 12 owned", PROPAGATION, || rig.owned().len() == 12);
+    // Owned is recorded ahead of the creations: wait for UFM too, or the stop may come first.
+    wait_until("all 12 owned and in UFM", PROPAGATION, || {
+        rig.owned().len() == 12 && rig.pkeys().len() == 12
+    });
     daemon.stop().assert_ok();
     for name in names(2..=12) {
         rig.delete(&name);
