@@ -31,7 +31,8 @@ _ufm_pkeyd() {
         --etcd-host --etcd-port --etcd-protocol --etcd-api --etcd-ca-cert --etcd-cert-file
         --etcd-key-file --etcd-user --etcd-password --etcd-password-file --etcd-timeout
         --etcd-proxy --etcd-prefix --state-file --metrics-file --poll-interval --resync-interval --max-deletes
-        --election-key --state-key --election-ttl --prefix --get --put --value --ttl --delete"
+        --election-key --state-key --election-ttl --prefix --get --put --value --ttl --delete
+        --max-age"
 
     local cmd="" i word
     for ((i = 1; i < COMP_CWORD; i++)); do
@@ -81,6 +82,7 @@ _ufm_pkeyd() {
         --get-pkey | --create-pkey | --delete-pkey | --pkey | --guids | --etcd-port | \
         --etcd-user | --etcd-password | --etcd-timeout | --etcd-proxy | --etcd-prefix | \
         --poll-interval | --resync-interval | --max-deletes | --election-key | --state-key | --election-ttl | \
+        --max-age | \
         --prefix | --get | --put | --value | --ttl | --delete)
         COMPREPLY=()
         return
@@ -94,10 +96,10 @@ _ufm_pkeyd() {
         opts="$common $ufm_conn $etcd_conn $sync_opts $election --metrics-file --poll-interval
             --resync-interval --election-ttl --dry-run"
         ;;
-    sync) opts="$common $ufm_conn $etcd_conn $sync_opts --dry-run" ;;
+    sync) opts="$common $ufm_conn $etcd_conn $sync_opts --metrics-file --dry-run" ;;
     ufm) opts="$common $ufm_conn $ufm_ops" ;;
     etcd) opts="$common $etcd_conn $etcd_ops" ;;
-    status) opts="$common $ufm_conn $etcd_conn $sync_opts $election --metrics-file" ;;
+    status) opts="$common --state-file --max-age" ;;
     state)
         opts="$common $ufm_conn $etcd_conn --etcd-prefix --state-file --state-key $election
             --adopt --reset"

@@ -92,12 +92,14 @@ _ufm-pkeyd() {
     )
     local ttl='--election-ttl=[seconds a standby waits for a dead leader]:seconds: '
     local dry='--dry-run[print the plan and change nothing]'
+    local max_age='--max-age=[CRITICAL when the last check is older than SECONDS]:seconds: '
+    local status_state='--state-file=[read the status file beside this state FILE]:state file:_files'
 
     # The sub-command: the first word that is not an option or the value of one.
     local cmd="" i word spec
     local -a with_value
     for spec in $common $ufm_conn $etcd_conn $sync_opts $election $ufm_ops $etcd_ops \
-        $metrics $poll $resync $ttl; do
+        $metrics $poll $resync $ttl $max_age; do
         [[ $spec == *=\[* ]] && with_value+=(${${spec#\(*\)}%%=*})
     done
     for ((i = 2; i < CURRENT; i++)); do
@@ -123,10 +125,10 @@ _ufm-pkeyd() {
         return
         ;;
     monitor) specs=($common $ufm_conn $etcd_conn $sync_opts $election $metrics $poll $resync $ttl $dry) ;;
-    sync) specs=($common $ufm_conn $etcd_conn $sync_opts $dry) ;;
+    sync) specs=($common $ufm_conn $etcd_conn $sync_opts $metrics $dry) ;;
     ufm) specs=($common $ufm_conn $ufm_ops) ;;
     etcd) specs=($common $etcd_conn $etcd_ops) ;;
-    status) specs=($common $ufm_conn $etcd_conn $sync_opts $election $metrics) ;;
+    status) specs=($common $status_state $max_age) ;;
     state) specs=($common $ufm_conn $etcd_conn $record $election) ;;
     config) specs=($common $ufm_conn $etcd_conn $sync_opts $election $metrics $poll $resync $ttl
         '--check[check that the configuration loads, without connecting]') ;;
@@ -140,7 +142,7 @@ _ufm-pkeyd_commands() {
         'sync:run one sync pass (with --dry-run: print the plan)'
         'ufm:one-shot UFM PKey operations'
         'etcd:one-shot etcd operations'
-        'status:say whether UFM is in step with etcd'
+        'status:monitoring check from the status file (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)'
         'state:show, adopt or reset the ownership record'
         'config:print the effective configuration'
     )

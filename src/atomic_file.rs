@@ -1,4 +1,4 @@
-//! Replacing a file atomically, for the state file and the metrics file: a temporary file in the
+//! Replacing a file atomically, for the state, metrics and status files: a temporary file in the
 //! same directory, fsync, rename over the target, fsync of the directory. A crash leaves the old
 //! file or the new one, never half of one, and a reader (node_exporter) never sees a partial
 //! file.
@@ -8,6 +8,16 @@ use std::path::Path;
 
 /// Replaces `path` with `bytes`. The error names the file and the step that failed.
 pub(crate) fn replace(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    write_and_rename(path, bytes, None)
+}
+
+/// Like [`replace`], and the new file gets `mode` whatever the umask: for a file that another
+/// user reads, such as the status file.
+pub(crate) fn replace_with_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+    write_and_rename(path, bytes, Some(mode))
+}
+
+fn write_and_rename(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<(), String> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -21,6 +31,11 @@ pub(crate) fn replace(path: &Path, bytes: &[u8]) -> Result<(), String> {
         format!("cannot write {} ({what}: {e})", path.display())
     };
     let mut file = std::fs::File::create(&temp).map_err(|e| fail("create", e))?;
+    if let Some(mode) = mode {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| fail("chmod", e))?;
+    }
     file.write_all(bytes).map_err(|e| fail("write", e))?;
     file.sync_all().map_err(|e| fail("fsync", e))?;
     drop(file);

@@ -31,8 +31,12 @@ use error::Error;
 
 /// Runs the tool with these arguments (without the program name) and returns the exit code.
 pub fn main_with_args(args: Vec<OsString>) -> i32 {
+    let status_check = cli::command_word(&args) == Some("status");
+    let json = args.iter().any(|a| a == "--json");
     let invocation = match cli::parse(args) {
         Ok(invocation) => invocation,
+        // A monitoring check answers UNKNOWN (3) to bad arguments, not 2.
+        Err(e) if status_check => return app::status_usage_error(&e, json),
         Err(e) => return report(&e),
     };
     let shown = match &invocation.command {
@@ -45,6 +49,12 @@ pub fn main_with_args(args: Vec<OsString>) -> i32 {
             Ok(()) => error::EXIT_OK,
             Err(e) => report(&e),
         };
+    }
+    if let cli::Command::Status { max_age } = invocation.command {
+        // No secret, no credential: only where the status file is. It copes with a
+        // configuration it cannot read.
+        logging::init(false);
+        return app::run_status(&invocation, max_age);
     }
     let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
     let config = match config::load(&invocation.flags, credentials.as_deref()) {

@@ -125,6 +125,8 @@ fn a_state_file_that_cannot_be_saved_holds_creations_back_and_is_retried_and_rep
         &notify,
     );
     wait_until("0x10 owned", PROPAGATION, || rig.owned() == ["0x10"]);
+    // The record is saved again at the end of the pass: block it only after that.
+    notify.wait(&daemon, "STATUS=", 1, PROPAGATION);
     // The state file cannot be replaced any more: a directory stands in its way.
     let state = rig.state_file();
     std::fs::remove_file(&state).expect("removing the state file");
@@ -144,11 +146,23 @@ fn a_state_file_that_cannot_be_saved_holds_creations_back_and_is_retried_and_rep
                 .is_ok_and(|t| metric(&t, "ufm_pkeyd_state_unsaved") == Some(1.0))
         },
     );
-    let status = rig
-        .pkeyd("status", &["--metrics-file", &metrics_flag])
-        .run();
+    let state = path_text(&rig.state_file());
+    let status = wait_for(
+        "status to warn about the unsaved record",
+        PROPAGATION,
+        String::new,
+        || {
+            let run = pkeyd(&["status", "--no-pcocc", "--state-file", &state]);
+            (run.code == 1).then_some(run)
+        },
+    );
     assert!(
-        status.code != 0,
+        status.stdout.starts_with("UFM-PKEYD WARNING - ")
+            && status
+                .stdout
+                .lines()
+                .next()
+                .is_some_and(|l| l.contains("the ownership record is not saved")),
         "status does not say all is well:\n{}{}",
         status.stdout,
         status.stderr
@@ -295,10 +309,13 @@ fn with_leader_election_a_wiped_etcd_does_not_reset_ownership_silently() {
     ];
     let notify = Notify::new();
     let daemon = rig.monitor(&ha, &notify);
-    wait_until("the three owned, in the shared record", PROPAGATION, || {
+    // The record is written ahead of the creations: wait for UFM too, or the stop may come
+    // between the two.
+    wait_until("the three owned and in UFM", PROPAGATION, || {
         rig.etcd
             .get_v3("/ufm-pkeyd/owned")
             .is_some_and(|v| v.contains("0x3"))
+            && rig.pkeys() == ["0x1", "0x2", "0x3"]
     });
     daemon.stop().assert_ok();
     rig.etcd.wipe();
@@ -320,15 +337,20 @@ fn with_leader_election_a_wiped_etcd_does_not_reset_ownership_silently() {
         ["0x1", "0x2", "0x3", "0x50"],
         "nothing deleted"
     );
-    let status = rig.pkeyd("status", &["--leader-election", "--json"]).run();
-    let value: Value = serde_json::from_str(&status.stdout).expect("status JSON");
-    assert!(
-        value["ownership_mismatch"].is_string(),
-        "status reports the mismatch: {value:#}"
+    let state = path_text(&rig.state_file());
+    let value = wait_for(
+        "status to report the ownership mismatch",
+        PROPAGATION,
+        String::new,
+        || {
+            let run = pkeyd(&["status", "--no-pcocc", "--state-file", &state, "--json"]);
+            let value: Value = serde_json::from_str(&run.stdout).expect("status JSON");
+            value["ownership_mismatch"].is_string().then_some(value)
+        },
     );
+    assert_eq!(value["status"], "WARNING", "{value:#}");
     assert_eq!(
-        value["unmanaged"],
-        json!([]),
+        value["counts"]["unmanaged"], 0,
         "the three still count as owned, not unmanaged: {value:#}"
     );
     daemon.stop().assert_ok();
@@ -468,16 +490,22 @@ fn a_closed_pipe_ends_quietly_and_a_failed_write_is_an_error() {
         "--state-file".into(),
         path_text(&rig.state_file()),
     ];
-    for command in [
-        &["status"][..],
-        &["sync", "--dry-run"],
-        &["sync", "--dry-run", "--json"],
+    let state = path_text(&rig.state_file());
+    for (command, expected) in [
+        // No status file yet: UNKNOWN.
+        (&["status", "--state-file", state.as_str()][..], 3),
+        (&["sync", "--dry-run"], 4),
+        (&["sync", "--dry-run", "--json"], 4),
     ] {
         let mut args: Vec<String> = command.iter().map(|s| s.to_string()).collect();
-        args.extend(base.iter().cloned());
+        if command[0] == "status" {
+            args.push("--no-pcocc".into());
+        } else {
+            args.extend(base.iter().cloned());
+        }
         let (code, stderr) = run_into_closed_pipe(&args);
         assert_eq!(
-            code, 4,
+            code, expected,
             "{command:?}: the command's own exit code: {stderr}"
         );
         assert!(

@@ -309,7 +309,10 @@ fn jobs_ending_while_the_daemon_is_down_are_applied(api: Api) {
     }
     let notify = Notify::new();
     let daemon = rig.monitor(&["--poll-interval", "60"], &notify);
-    wait_until("all 12 owned", PROPAGATION, || rig.owned().len() == 12);
+    // Owned is recorded ahead of the creations: wait for UFM too, or the stop may come first.
+    wait_until("all 12 owned and in UFM", PROPAGATION, || {
+        rig.owned().len() == 12 && rig.pkeys().len() == 12
+    });
     daemon.stop().assert_ok();
     for name in names(2..=12) {
         rig.delete(&name);
@@ -1300,25 +1303,26 @@ fn metric(text: &str, series: &str) -> Option<f64> {
 }
 
 #[test]
-fn status_says_what_is_pending_and_when_the_daemon_last_completed_a_pass() {
+fn status_reads_what_the_daemon_wrote_and_a_dry_run_shows_the_plan_and_writes_nothing() {
     let rig = Rig::new(Api::V2);
     let metrics = rig.dir.join("ufm_pkeyd.prom");
     let metrics_flag = path_text(&metrics);
     rig.seed(&[("0x300", partition(&[host(30)], &[]))]);
     rig.put("0x10", &[host(1)], &[vf(1)]);
+    let state = path_text(&rig.state_file());
+    let status = |extra: &[&str]| {
+        let mut args = vec!["status", "--no-pcocc", "--state-file", state.as_str()];
+        args.extend_from_slice(extra);
+        pkeyd(&args)
+    };
 
-    let run = rig
-        .pkeyd("status", &["--metrics-file", &metrics_flag])
-        .run();
+    // What a pass would do: `sync --dry-run` (status no longer reads etcd and UFM).
+    let run = rig.sync(&["--dry-run"]);
     run.assert_code(4);
     for expected in [
-        "in sync:   no, 2 changes pending",
-        "etcd:      v2 keyspace, prefix /pcocc/global/opensm/pkeys/",
-        "owned:     0 partitions; 1 unmanaged, 0 invalid entries",
-        "leader:    (leader election off)",
-        "last pass: unknown (set metrics-file to record it)",
         "0x10     create with 1 GUID (full, index0 off)",
         "unmanaged (left alone): 0x300",
+        "2 changes pending",
     ] {
         assert!(
             run.stdout.contains(expected),
@@ -1326,35 +1330,41 @@ fn status_says_what_is_pending_and_when_the_daemon_last_completed_a_pass() {
             run.stdout
         );
     }
-    assert_eq!(rig.ufm_writes(), 0, "status changes nothing");
+    assert_eq!(rig.ufm_writes(), 0, "a dry run changes nothing");
+    // Nothing has run for real: no status file, the check cannot tell (UNKNOWN).
+    let run = status(&[]);
+    run.assert_code(3);
+    assert!(
+        run.stdout
+            .starts_with("UFM-PKEYD UNKNOWN - no status file "),
+        "{}",
+        run.stdout
+    );
 
     let notify = Notify::new();
     let daemon = rig.monitor(&["--metrics-file", &metrics_flag], &notify);
     notify.wait(&daemon, "STATUS=", 1, PROPAGATION);
-    let run = rig
-        .pkeyd("status", &["--metrics-file", &metrics_flag])
-        .run();
+    let run = status(&[]);
     run.assert_ok();
-    assert!(run.stdout.contains("in sync:   yes"), "{}", run.stdout);
     assert!(
-        run.stdout.contains("owned:     1 partitions"),
+        run.stdout.starts_with(
+            "UFM-PKEYD OK - in sync: 1 owned, 0 pending, 1 unmanaged, 0 invalid; last check "
+        ),
         "{}",
         run.stdout
     );
     assert!(
-        run.stdout.contains("last pass: succeeded"),
+        run.stdout.contains("\nlast pass:  succeeded "),
         "{}",
         run.stdout
     );
 
-    let run = rig
-        .pkeyd("status", &["--metrics-file", &metrics_flag, "--json"])
-        .run();
+    let run = status(&["--json"]);
     run.assert_ok();
     let status: Value = serde_json::from_str(&run.stdout).expect("status JSON");
     assert_eq!(status["in_sync"], true, "{status:#}");
-    assert_eq!(status["owned"], json!(["0x10"]));
-    assert_eq!(status["unmanaged"], json!(["0x300"]));
+    assert_eq!(status["counts"]["owned"], 1);
+    assert_eq!(status["counts"]["unmanaged"], 1);
     assert_eq!(status["leader_election"], false);
     let ago = status["last_success_seconds_ago"]
         .as_f64()

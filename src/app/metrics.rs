@@ -1,13 +1,13 @@
 //! Prometheus metrics in the text exposition format, written atomically to a file after each
 //! pass (`--metrics-file`) for node_exporter's textfile collector. No listening socket: the
-//! daemon stays a client only. `ufm-pkeyd status` reads the same file for the last pass.
+//! daemon stays a client only. `sync` writes it too, after its pass.
 //!
 //! Names follow Prometheus conventions: the `ufm_pkeyd_` prefix, units in names, `_total` for
 //! counters.
 
 use std::path::Path;
 
-use crate::engine::Counts;
+use crate::engine::{Counts, PassReport};
 use crate::net::http::RequestCounts;
 
 /// What the metrics say, accumulated by the daemon.
@@ -15,6 +15,9 @@ use crate::net::http::RequestCounts;
 pub(crate) struct Metrics {
     /// Unix time of the last pass that read both sides and applied its plan without error.
     pub last_success_seconds: Option<f64>,
+    /// Unix time of the last pass that read both sides, or drift check that UFM answered:
+    /// the heartbeat of an idle daemon, which runs a full pass only every resync-interval.
+    pub last_check_seconds: Option<f64>,
     pub last_pass_duration_seconds: f64,
     pub passes_ok: u64,
     pub passes_failed: u64,
@@ -95,6 +98,35 @@ impl Histogram {
 }
 
 impl Metrics {
+    /// Counts a pass that read both sides: its outcome and what it saw, with the partitions
+    /// owned after it and whether the ownership record is still unsaved.
+    pub(crate) fn pass(&mut self, report: &PassReport, owned: usize, state_unsaved: bool) {
+        let plan = &report.plan;
+        let now = unix_time();
+        self.last_check_seconds = Some(now);
+        if report.succeeded() {
+            self.passes_ok += 1;
+            self.last_success_seconds = Some(now);
+        } else {
+            self.passes_failed += 1;
+        }
+        self.owned = owned;
+        self.unmanaged = plan.unmanaged.len();
+        self.invalid = plan.invalid.len();
+        self.pending = report.failures.len()
+            + report.skipped
+            + plan.refused_deletes.len()
+            + report.rejected.len();
+        self.guids_rejected = report.rejected.len();
+        self.state_unsaved = state_unsaved;
+        self.ownership_mismatch = plan.locked.is_some();
+        self.applied.created += report.counts.created;
+        self.applied.guids_added += report.counts.guids_added;
+        self.applied.guids_removed += report.counts.guids_removed;
+        self.applied.deleted += report.counts.deleted;
+        self.change_failures += report.failures.len() as u64;
+    }
+
     /// Renders the text exposition format.
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
@@ -105,6 +137,13 @@ impl Metrics {
             gauge(
                 "ufm_pkeyd_last_success_timestamp_seconds",
                 "Unix time of the last pass that completed without error.",
+                &[("", time)],
+            );
+        }
+        if let Some(time) = self.last_check_seconds {
+            gauge(
+                "ufm_pkeyd_last_check_timestamp_seconds",
+                "Unix time of the last pass that read etcd and UFM, or drift check UFM answered.",
                 &[("", time)],
             );
         }

@@ -1,7 +1,8 @@
 //! The sub-commands, and the composition root: this is where the configuration becomes clients,
 //! an engine and output. `ufm`, `etcd` and `config` run one operation through a client and print
-//! its result; `sync` and `status` run or show one sync pass; `monitor` is the daemon. Data goes
-//! to stdout (a table for people, JSON with `--json`); logs and errors go to stderr.
+//! its result; `sync` runs one sync pass; `monitor` is the daemon; `status` is a monitoring
+//! check that reads the status file they write. Data goes to stdout (a table for people, JSON
+//! with `--json`); logs and errors go to stderr.
 
 mod config;
 mod etcd;
@@ -11,6 +12,7 @@ mod report;
 mod schedule;
 mod state;
 mod status;
+mod status_file;
 mod sync;
 mod ufm;
 
@@ -40,11 +42,22 @@ pub(crate) fn run(invocation: &Invocation, config: &Config) -> Result<i32> {
             return monitor::run_monitor(invocation, settings, *dry_run);
         }
         Command::Sync { dry_run } => return sync::run_sync(settings, &out, *dry_run),
-        Command::Status => return status::run_status(settings, &out),
+        Command::Status { max_age } => return Ok(status::run(invocation, *max_age)),
         Command::State(op) => return state::run_state(settings, *op, &out),
         Command::Help(_) | Command::Version => Ok(()),
     };
     done.map(|()| EXIT_OK)
+}
+
+/// `ufm-pkeyd status`: it loads the configuration itself, and does without it when it cannot
+/// be read. Returns the exit code (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
+pub(crate) fn run_status(invocation: &Invocation, max_age: Option<std::time::Duration>) -> i32 {
+    status::run(invocation, max_age)
+}
+
+/// Arguments of `ufm-pkeyd status` that do not parse: UNKNOWN (exit 3), on stdout.
+pub(crate) fn status_usage_error(error: &Error, json: bool) -> i32 {
+    status::usage_error(&error.to_string(), json)
 }
 
 /// The etcd client of the configuration.

@@ -6,6 +6,8 @@
 //! quarter second. SIGTERM and SIGINT finish the UFM request in flight and exit 0; SIGHUP
 //! re-reads the configuration and runs a full pass.
 
+mod heartbeat;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -24,6 +26,7 @@ use crate::net::etcd::{EtcdError, Watched};
 use crate::net::ufm::{UfmClient, UfmError};
 use crate::plan::Plan;
 use crate::systemd::{self, Watchdog};
+use heartbeat::Heartbeat;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 static RELOAD: AtomicBool = AtomicBool::new(false);
@@ -75,7 +78,6 @@ pub(crate) fn run_monitor(
             ""
         }
     );
-    systemd::notify("READY=1");
     let now = Instant::now();
     let mut monitor = Monitor {
         invocation,
@@ -98,12 +100,19 @@ pub(crate) fn run_monitor(
         watch_from: None,
         watch_ended: None,
         arrived: BTreeMap::new(),
+        heartbeat: Heartbeat::new(dry_run),
     };
+    // Before READY=1: a `status` right after `systemctl start` sees this daemon, not the last.
+    monitor.write_status();
+    systemd::notify("READY=1");
     let result = monitor.run();
     if let Some(election) = &mut monitor.election {
         election.resign();
     }
     systemd::notify("STOPPING=1");
+    if result.is_ok() {
+        monitor.heartbeat_stopped();
+    }
     log::info!(
         "stopping: {} partitions owned",
         monitor.engine.owned().len()
@@ -140,6 +149,8 @@ struct Monitor<'a> {
     watch_ended: Option<Instant>,
     /// When the watch delivered each change that is not applied yet, for the latency metric.
     arrived: BTreeMap<PKey, Instant>,
+    /// What the status file says beyond the metrics (in `heartbeat`).
+    heartbeat: Heartbeat,
 }
 
 /// The pause before trying again credentials that were refused after they had worked.
@@ -328,8 +339,10 @@ impl Monitor<'_> {
             self.step_down(why);
             return Ok(());
         }
+        self.heartbeat_failed(&e.to_string());
         if self.first_pass && e.is_auth() {
             // Wrong credentials from the start: exit 5, which the unit does not restart.
+            self.write_status();
             return Err(Error::from(e));
         }
         if let Some(changes) = changes {
@@ -361,6 +374,7 @@ impl Monitor<'_> {
                 systemd::notify(&format!("STATUS=retrying: {e}"));
             }
         }
+        self.write_status();
         Ok(())
     }
 
@@ -372,22 +386,32 @@ impl Monitor<'_> {
 
     /// etcd stopped answering: said once per outage; no UFM change until it answers.
     fn etcd_unreachable(&mut self, e: &str, now: Instant) {
-        if self.schedule.etcd_down.is_none() {
+        let new = self.schedule.etcd_down.is_none();
+        if new {
             log::error!("{e}; nothing is changed in UFM until etcd answers (asked every second)");
             systemd::notify(&format!("STATUS=etcd unreachable: {e}"));
         }
         self.schedule.etcd_unreachable(now);
+        if new {
+            self.heartbeat_failed(e);
+            self.write_status();
+        }
     }
 
     /// UFM stopped answering: said once per outage; the watch goes on collecting changes.
     fn ufm_unreachable(&mut self, e: &str, now: Instant) {
-        if self.schedule.ufm_down.is_none() {
+        let new = self.schedule.ufm_down.is_none();
+        if new {
             log::error!(
                 "{e}; changes wait until UFM answers (asked every second), then are applied at once"
             );
             systemd::notify(&format!("STATUS=UFM unreachable: {e}"));
         }
         self.schedule.ufm_unreachable(now);
+        if new {
+            self.heartbeat_failed(e);
+            self.write_status();
+        }
     }
 
     /// One cheap request to etcd while it does not answer.
@@ -428,9 +452,13 @@ impl Monitor<'_> {
     /// Every poll interval: did someone change UFM by hand? One small request.
     fn check_drift(&mut self) {
         match self.engine.ufm_changed() {
-            Ok(Some(false)) => self.metrics.drift_checks.unchanged += 1,
+            Ok(Some(false)) => {
+                self.metrics.drift_checks.unchanged += 1;
+                self.heartbeat_checked();
+            }
             Ok(Some(true)) => {
                 self.metrics.drift_checks.changed += 1;
+                self.heartbeat_checked();
                 self.schedule.want_full(
                     "UFM's partitions changed outside ufm-pkeyd (last_updated moved)".to_string(),
                 );
@@ -454,34 +482,16 @@ impl Monitor<'_> {
     }
 
     /// Updates the metrics after a pass (`None`: it could not read etcd or UFM) and writes
-    /// them when a metrics file is configured.
+    /// them when a metrics file is configured, and the status file.
     fn record(&mut self, report: Option<&PassReport>, duration: Duration) {
         let m = &mut self.metrics;
         m.last_pass_duration_seconds = duration.as_secs_f64();
         match report {
             Some(report) => {
-                let plan = &report.plan;
-                if report.succeeded() {
-                    m.passes_ok += 1;
-                    m.last_success_seconds = Some(crate::app::metrics::unix_time());
-                } else {
-                    m.passes_failed += 1;
-                }
-                m.owned = self.engine.owned().len();
-                m.unmanaged = plan.unmanaged.len();
-                m.invalid = plan.invalid.len();
-                m.pending = report.failures.len()
-                    + report.skipped
-                    + plan.refused_deletes.len()
-                    + report.rejected.len();
-                m.guids_rejected = report.rejected.len();
-                m.state_unsaved = self.engine.record_unsaved();
-                m.ownership_mismatch = plan.locked.is_some();
-                m.applied.created += report.counts.created;
-                m.applied.guids_added += report.counts.guids_added;
-                m.applied.guids_removed += report.counts.guids_removed;
-                m.applied.deleted += report.counts.deleted;
-                m.change_failures += report.failures.len() as u64;
+                let (owned, unsaved) = (self.engine.owned().len(), self.engine.record_unsaved());
+                m.pass(report, owned, unsaved);
+                // A targeted pass reads etcd at no listing revision.
+                self.heartbeat_pass(report, report.revision != 0);
             }
             None => m.passes_failed += 1,
         }
@@ -489,6 +499,7 @@ impl Monitor<'_> {
     }
 
     fn write_metrics(&mut self) {
+        self.write_status();
         let Some(path) = &self.metrics_file else {
             return;
         };
@@ -531,8 +542,10 @@ impl Monitor<'_> {
                 .and_then(|e| e.holder())
                 .unwrap_or("unknown")
                 .to_string();
+            let answer = self.engine.ufm().version();
+            self.heartbeat_standby(answer.as_ref().err().map(ToString::to_string).as_deref());
             self.write_metrics();
-            match self.engine.ufm().version() {
+            match answer {
                 Ok(version) => systemd::notify(&format!(
                     "STATUS=standby (leader: {leader}); UFM {version} answers"
                 )),

@@ -34,10 +34,16 @@ pub(crate) fn help(command: Option<&str>) -> String {
                 out.push_str(&format!("  {names:<34} {}\n", def.help));
             }
             out.push_str("  -h, --help                         print this help\n");
-            out.push_str(EXIT_CODES_HELP);
+            out.push_str(if *name == "status" {
+                STATUS_HELP
+            } else {
+                EXIT_CODES_HELP
+            });
         }
     }
     out
 }
 
 const EXIT_CODES_HELP: &str = "\nExit codes: 0 success, 1 the operation failed (network, authentication, API),\n2 usage or configuration error, 3 not found, 4 changes pending (--dry-run).\nSee ufm-pkeyd(8).\n";
+
+const STATUS_HELP: &str = "\nReads the status file the daemon and sync write beside the state file (status.json):\nno secret, no request to etcd or UFM; runs as any user. Exit codes (monitoring plugins):\n0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. See ufm-pkeyd(8).\n";

@@ -94,8 +94,10 @@ pub(crate) enum Command {
     Sync {
         dry_run: bool,
     },
-    /// In sync or not, and why.
-    Status,
+    /// The monitoring check: what the daemon's status file says. `max_age`: `--max-age`.
+    Status {
+        max_age: Option<std::time::Duration>,
+    },
     /// The ownership record: show it, or adopt or reset it.
     State(StateOp),
 }
@@ -192,7 +194,9 @@ pub(crate) fn parse(args: Vec<OsString>) -> Result<Invocation> {
         "monitor" => Command::Monitor {
             dry_run: ops.switch("--dry-run")?,
         },
-        "status" => Command::Status,
+        "status" => Command::Status {
+            max_age: ops.value("--max-age").map(|v| max_age(&v)).transpose()?,
+        },
         "state" => Command::State(state_op(&mut ops)?),
         "sync" => Command::Sync {
             dry_run: ops.switch("--dry-run")?,
@@ -406,6 +410,42 @@ fn join_flags(ops: &mut Ops) -> Result<(Join, Option<bool>)> {
         (None, false) => None,
     };
     Ok((Join { membership, index0 }, ip_over_ib))
+}
+
+/// `--max-age SECONDS`: more than zero seconds, in the grammar of every other duration.
+fn max_age(text: &str) -> Result<std::time::Duration> {
+    use crate::config::keys::Kind;
+    use crate::config::values::Value;
+    match Kind::Seconds.parse(text) {
+        Ok(Value::Seconds(d)) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(Error::usage(format!(
+            "--max-age {text:?} is not valid: give more than 0 seconds"
+        ))),
+        Err(expected) => Err(Error::usage(format!(
+            "--max-age {text:?} is not valid: {expected}"
+        ))),
+    }
+}
+
+/// The sub-command named in `args`, if any: the first word that is not an option or an
+/// option's value. For arguments that do not parse, to answer in that command's way.
+pub(crate) fn command_word(args: &[OsString]) -> Option<&'static str> {
+    let mut words = args.iter().map(|a| a.to_string_lossy());
+    while let Some(word) = words.next() {
+        if let Some(flag) = word.strip_prefix("--") {
+            let name = format!("--{}", flag.split('=').next().unwrap_or_default());
+            let takes_value = find_flag(&name).is_some_and(|f| f.value.is_some());
+            if takes_value && !flag.contains('=') {
+                words.next();
+            }
+        } else if !word.starts_with('-') {
+            return COMMANDS
+                .iter()
+                .find(|(n, _, _)| *n == word)
+                .map(|(n, _, _)| *n);
+        }
+    }
+    None
 }
 
 fn state_op(ops: &mut Ops) -> Result<StateOp> {

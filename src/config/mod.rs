@@ -111,6 +111,20 @@ pub(crate) fn load(flags: &FlagLayer, credentials_dir: Option<&Path>) -> Result<
     Ok(Config { settings, layers })
 }
 
+/// Only the state file, for `ufm-pkeyd status`: from the tool's own file and the flags (pcocc
+/// has no such setting), without reading a secret or resolving anything else.
+pub(crate) fn state_file(flags: &FlagLayer) -> Result<PathBuf> {
+    let mut layers = Layers::defaults()?;
+    if let Some((path, map)) = read_own_file(flags.config_file.as_deref())? {
+        layers.load_own_file(&path, map)?;
+    }
+    layers.load_flags(flags)?;
+    Ok(match layers.get("state-file").map(|e| &e.value) {
+        Some(Value::Path(path)) => path.clone(),
+        _ => PathBuf::from(keys::DEFAULT_STATE_FILE),
+    })
+}
+
 /// Where the unit's credential files live (`LoadCredential=ufm-password:/etc/ufm-pkeyd/…`).
 const UNIT_SECRETS_DIR: &str = "/etc/ufm-pkeyd";
 

@@ -54,6 +54,11 @@ pub(crate) struct Cooling {
 }
 
 impl Cooling {
+    /// The partitions waiting for a retry, for the status file's pending count.
+    pub(crate) fn waiting(&self) -> impl Iterator<Item = PKey> + '_ {
+        self.waiting.keys().copied()
+    }
+
     /// Whether `pkey` waits for its own retry.
     pub(crate) fn is_waiting(&self, pkey: PKey) -> bool {
         self.waiting.contains_key(&pkey)

@@ -906,6 +906,12 @@ impl Engine {
         self.tracks_drift = true;
     }
 
+    /// The partitions waiting for their own retry: changes that failed, GUIDs UFM refused,
+    /// partitions whose ownership could not be recorded first.
+    pub(crate) fn awaiting_retry(&self) -> impl Iterator<Item = PKey> + '_ {
+        self.cooling.waiting()
+    }
+
     /// Whether a partition is waiting for its own retry after failed writes.
     pub(crate) fn cooling(&self, pkey: PKey) -> bool {
         self.cooling.is_waiting(pkey)
