@@ -1436,13 +1436,14 @@ fn monitor_writes_prometheus_metrics_after_each_pass() {
         !text.contains("ufm_pkeyd_leader"),
         "no leader metric without election"
     );
+    // Once it stopped (while it runs, a write may be under way).
+    daemon.stop().assert_ok();
     let leftovers: Vec<_> = std::fs::read_dir(rig.dir.path())
         .expect("rig dir")
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
-    daemon.stop().assert_ok();
 }
 
 #[test]
