@@ -13,8 +13,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::json;
 use support::{
-    Api, Notify, PKEYS_PREFIX, Rig, TcpProxy, guid_text, host, partition, path_text, secs, vf,
-    wait_until,
+    Api, Notify, PKEYS_PREFIX, Rig, TcpProxy, guid_text, host, metric, partition, path_text, secs,
+    vf, wait_until,
 };
 
 /// Full listings of UFM's partitions since the last stats reset: one per full pass.
@@ -31,14 +31,7 @@ fn requests(rig: &Rig, route: &str) -> u64 {
 
 /// One sample of a metrics file (`name{labels}` as written).
 fn sample(path: &std::path::Path, series: &str) -> Option<f64> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
+    metric(&std::fs::read_to_string(path).ok()?, series)
 }
 
 /// Starts the daemon and waits for its first (full) pass and its watch.

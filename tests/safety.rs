@@ -15,17 +15,6 @@ use support::*;
 /// How long a change made in etcd may take to show in UFM while the daemon watches.
 const PROPAGATION: Duration = Duration::from_secs(5);
 
-/// A metrics sample from the daemon's textfile: `name{labels} value`.
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
 /// Runs `ufm-pkeyd ARGS… | true` (stdout a pipe nobody reads) in bash and returns the exit
 /// code of ufm-pkeyd and its stderr.
 fn run_into_closed_pipe(args: &[String]) -> (i32, String) {

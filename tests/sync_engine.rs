@@ -1291,17 +1291,6 @@ fn the_watch_works_over_tls_with_client_certificates_after_quiet_periods() {
 // status, metrics, policy
 // ------------------------------------------------------------------------------------------
 
-/// A metrics sample from the daemon's textfile: `name{labels} value`.
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
 #[test]
 fn status_reads_what_the_daemon_wrote_and_a_dry_run_shows_the_plan_and_writes_nothing() {
     let rig = Rig::new(Api::V2);

@@ -143,6 +143,17 @@ pub fn dead_endpoint() -> String {
     format!("http://127.0.0.1:{}", free_port())
 }
 
+/// A metrics sample from the daemon's textfile: `name{labels} value`.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 /// Shorthand for `Duration::from_secs`.
 pub fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
