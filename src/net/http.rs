@@ -67,6 +67,9 @@ pub(crate) enum HttpErrorKind {
     Connect,
     /// No answer within the timeout.
     Timeout,
+    /// The connection was cut after it was made (reset, closed early): a request may have
+    /// reached the server.
+    Cut,
     /// TLS handshake or certificate problem.
     Tls,
     /// Anything else (malformed response, body too large, bad URL).
@@ -76,7 +79,10 @@ pub(crate) enum HttpErrorKind {
 impl HttpError {
     /// Whether another endpoint of the same service might answer.
     pub(crate) fn is_unreachable(&self) -> bool {
-        matches!(self.kind, HttpErrorKind::Connect | HttpErrorKind::Timeout)
+        matches!(
+            self.kind,
+            HttpErrorKind::Connect | HttpErrorKind::Timeout | HttpErrorKind::Cut
+        )
     }
 }
 
@@ -831,14 +837,15 @@ fn describe_io_error(io: &std::io::Error, hint: &str) -> (HttpErrorKind, String)
         ),
         // A TLS server that requires a client certificate closes the connection this way.
         ErrorKind::BrokenPipe | ErrorKind::ConnectionReset => (
-            HttpErrorKind::Connect,
+            HttpErrorKind::Cut,
             format!(
                 "{io}: the server closed the connection; if it requires a client certificate, give one (--etcd-cert-file and --etcd-key-file for etcd)"
             ),
         ),
-        ErrorKind::ConnectionAborted
-        | ErrorKind::NotConnected
-        | ErrorKind::UnexpectedEof
+        ErrorKind::ConnectionAborted | ErrorKind::UnexpectedEof => {
+            (HttpErrorKind::Cut, io.to_string())
+        }
+        ErrorKind::NotConnected
         | ErrorKind::HostUnreachable
         | ErrorKind::NetworkUnreachable
         | ErrorKind::AddrNotAvailable => (HttpErrorKind::Connect, io.to_string()),

@@ -44,9 +44,12 @@ pub(crate) const REMOVE_BATCH: usize = 200;
 /// Why a UFM call failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum UfmError {
-    /// No UFM host could be reached (refused, reset, no route).
+    /// No UFM host could be reached (refused, no route).
     Unreachable(String),
-    /// UFM did not answer within the timeout.
+    /// The connection was cut after it was made (reset, closed before the answer): the
+    /// request may have reached UFM, and may still be applied.
+    Cut(String),
+    /// UFM did not answer within the timeout (it may still apply the request).
     TimedOut(String),
     /// Wrong credentials, token or role, or an HTML page where JSON was due.
     Auth(String),
@@ -80,6 +83,7 @@ impl fmt::Display for UfmError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             UfmError::Unreachable(m)
+            | UfmError::Cut(m)
             | UfmError::TimedOut(m)
             | UfmError::Auth(m)
             | UfmError::NotFound(m)
@@ -99,6 +103,8 @@ impl From<HttpError> for UfmError {
     fn from(e: HttpError) -> UfmError {
         if e.kind == HttpErrorKind::Timeout {
             UfmError::TimedOut(e.message)
+        } else if e.kind == HttpErrorKind::Cut {
+            UfmError::Cut(e.message)
         } else if e.is_unreachable() {
             UfmError::Unreachable(e.message)
         } else {
@@ -114,7 +120,7 @@ impl UfmError {
     /// timed out is not: it already cost a whole timeout.
     pub(crate) fn is_retryable(&self) -> bool {
         match self {
-            UfmError::Unreachable(_) => true,
+            UfmError::Unreachable(_) | UfmError::Cut(_) => true,
             UfmError::Api { status, .. } => matches!(status, 502..=504),
             _ => false,
         }
@@ -124,6 +130,12 @@ impl UfmError {
     /// to it, may be down. A 500 is an answer: UFM failed that request.
     pub(crate) fn is_no_answer(&self) -> bool {
         self.is_retryable() || matches!(self, UfmError::TimedOut(_))
+    }
+
+    /// Whether a write that ended this way may still be applied by UFM (it timed out, or the
+    /// connection was cut once made): its outcome is unknown.
+    pub(crate) fn outcome_unknown(&self) -> bool {
+        matches!(self, UfmError::TimedOut(_) | UfmError::Cut(_))
     }
 }
 
@@ -642,7 +654,12 @@ impl UfmClient {
                 Ok((url.clone(), base.to_string(), response))
             },
             // The errors of `HttpError::is_unreachable`: this host did not answer, try the next.
-            |e| matches!(e, UfmError::Unreachable(_) | UfmError::TimedOut(_)),
+            |e| {
+                matches!(
+                    e,
+                    UfmError::Unreachable(_) | UfmError::Cut(_) | UfmError::TimedOut(_)
+                )
+            },
         )?;
         self.answered_by(&base);
         self.check(&url, response)

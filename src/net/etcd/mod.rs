@@ -30,6 +30,14 @@ impl Api {
         }
     }
 
+    /// What this API calls the position of its store: "index" (v2) or "revision" (v3).
+    pub(crate) fn revision_name(self) -> &'static str {
+        match self {
+            Api::V2 => "index",
+            Api::V3 => "revision",
+        }
+    }
+
     /// The implementation behind this API: the one place that tells v2 from v3.
     fn keyspace(self) -> &'static dyn Keyspace {
         match self {
@@ -80,6 +88,14 @@ trait Keyspace {
         ttl: Option<u64>,
     ) -> Result<(), EtcdError>;
     fn delete(&self, client: &EtcdClient, base: &str, key: &str) -> Result<(), EtcdError>;
+    /// Where the answering member's store stands (revision or index, cluster), from one small
+    /// read under `prefix` (where the user may read) that costs no Raft round.
+    fn position(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        prefix: &str,
+    ) -> Result<Position, EtcdError>;
     /// Like `get`, answered by the member from its own copy (not linearizable, no quorum):
     /// for reads that decide nothing, so that they cost no Raft round.
     fn peek(
@@ -171,6 +187,22 @@ pub(crate) struct Store {
     pub cluster_id: Option<String>,
     /// `header.raft_term` (v3) or the `X-Raft-Term` header (v2); 0 when not sent.
     pub raft_term: u64,
+}
+
+/// The gap of a watch whose etcd stands before where the watch goes on from.
+fn went_back(api: Api, from: i64, now: i64) -> Watched {
+    Watched::Gap(format!(
+        "etcd's {} went back from {from} to {now} (a wiped or restored etcd?)",
+        api.revision_name()
+    ))
+}
+
+/// Where an etcd member's store stands.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Position {
+    /// The store revision (v3) or index (v2).
+    pub revision: i64,
+    pub store: Store,
 }
 
 /// A v2 directory node.
@@ -402,6 +434,8 @@ impl EtcdClient {
     /// Blocks until keys under `prefix` change after `revision` (the revision or index of the
     /// last complete listing or of the last change seen), and returns those changes, with
     /// those already in etcd's history that follow them; or until `keep_waiting` returns false.
+    /// An etcd whose store stands before `revision` (wiped, or restored from a snapshot) is a
+    /// gap, said at once: such a watch would wait in silence for what never comes.
     /// `keep_waiting` is called at least every quarter second, so a signal or deadline is
     /// noticed quickly. Moving to another member is a gap: events may have been missed.
     pub(crate) fn watch(
@@ -452,6 +486,13 @@ impl EtcdClient {
     pub(crate) fn resign(&self, key: &str, identity: &str, claim: &Claim) -> Result<(), EtcdError> {
         let keyspace = self.api.keyspace();
         self.with_failover(|base| keyspace.resign(self, base, (key, identity), claim))
+    }
+
+    /// Where the member answering stands (revision or index, cluster): one small read under
+    /// `prefix`, with no Raft round.
+    pub(crate) fn position(&self, prefix: &str) -> Result<Position, EtcdError> {
+        let keyspace = self.api.keyspace();
+        self.with_failover(|base| keyspace.position(self, base, prefix))
     }
 
     /// The etcd server version (`GET /version`), as a connectivity check.

@@ -13,13 +13,16 @@
 use serde::Deserialize;
 
 use super::{
-    Change, Claim, Deletion, Dir, EtcdClient, EtcdError, Expect, History, KeyValue, Keyspace,
-    Listing, Store, WATCH_POLL, Watched, json_body,
+    Api, Change, Claim, Deletion, Dir, EtcdClient, EtcdError, Expect, History, KeyValue, Keyspace,
+    Listing, Position, Store, WATCH_POLL, Watched, json_body, went_back,
 };
 use crate::net::http::{Auth, Request, Response, encode_form_value, encode_path};
 
 /// v2 error code: key not found.
 const KEY_NOT_FOUND: i64 = 100;
+/// A hidden key (v2 hides names starting with `_` from listings) read only for the index
+/// etcd answers with.
+const POSITION_KEY: &str = "_ufm-pkeyd-position";
 /// v2 error code: the event index asked for is older than the 1,000 events v2 keeps.
 const EVENT_INDEX_CLEARED: i64 = 401;
 /// v2 error code: the request requires user authentication (also: wrong password, no permission).
@@ -109,6 +112,28 @@ impl Keyspace for V2 {
         key: &str,
     ) -> Result<Option<KeyValue>, EtcdError> {
         read_key(client, base, key, "")
+    }
+
+    /// A read of a hidden key nobody writes: etcd answers "not found" with its index.
+    fn position(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        prefix: &str,
+    ) -> Result<Position, EtcdError> {
+        let dir = absolute(prefix);
+        let dir = &dir[..dir.rfind('/').map_or(0, |i| i + 1)];
+        let url = format!("{base}/v2/keys{}{POSITION_KEY}", encode_path(dir));
+        let response = send(client, &Request::get(&url, auth(client)))?;
+        match v2_error(&response) {
+            Some(e) if e.error_code == KEY_NOT_FOUND => {}
+            _ if response.is_success() => {}
+            _ => return Err(classify(&url, &response)),
+        }
+        Ok(Position {
+            revision: etcd_index(&response),
+            store: store(&response),
+        })
     }
 
     fn put(
@@ -234,6 +259,9 @@ impl Keyspace for V2 {
                 .header("x-etcd-index")
                 .and_then(|v| v.parse::<i64>().ok())
                 .unwrap_or(0);
+            if changes.is_empty() && (1..revision).contains(&started_at) {
+                return Ok(went_back(Api::V2, revision, started_at));
+            }
             // Once there are changes, only history is read: no waiting for new events.
             let waited = if changes.is_empty() {
                 stream.read_to_end(&mut *keep_waiting)

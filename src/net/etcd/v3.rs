@@ -13,8 +13,8 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 
 use super::{
-    Change, Claim, Deletion, EtcdClient, EtcdError, Expect, History, KeyValue, Keyspace, Listing,
-    Store, WATCH_POLL, Watched, json_body,
+    Api, Change, Claim, Deletion, EtcdClient, EtcdError, Expect, History, KeyValue, Keyspace,
+    Listing, Position, Store, WATCH_POLL, Watched, json_body, went_back,
 };
 use crate::net::http::{Auth, Request, Response, StreamRead};
 use crate::secret::Secret;
@@ -88,6 +88,10 @@ struct WatchLine {
 #[derive(Deserialize)]
 struct WatchResult {
     #[serde(default)]
+    header: Header,
+    #[serde(default)]
+    created: bool,
+    #[serde(default)]
     canceled: bool,
     #[serde(default)]
     compact_revision: Option<String>,
@@ -148,6 +152,27 @@ impl Keyspace for V3 {
         let response = call(client, base, "/v3/kv/range", &body)?;
         let range: RangeResponse = json_body(&response, base)?;
         range.kvs.into_iter().next().map(decode_kv).transpose()
+    }
+
+    /// A count of one key nobody writes, from the member's own copy: the answer's header
+    /// says where the store stands.
+    fn position(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        prefix: &str,
+    ) -> Result<Position, EtcdError> {
+        let body = json!({
+            "key": B64.encode(format!("{prefix}\0ufm-pkeyd-position")),
+            "serializable": true,
+            "count_only": true,
+        });
+        let response = call(client, base, "/v3/kv/range", &body)?;
+        let range: RangeResponse = json_body(&response, base)?;
+        Ok(Position {
+            revision: parse_int(range.header.revision.as_deref()),
+            store: range.header.store(),
+        })
     }
 
     /// One transaction: the key's revision as expected and, with a fence, the election key
@@ -405,6 +430,10 @@ fn watch_message(
     revision: i64,
 ) -> Result<Option<Watched>, EtcdError> {
     let result = watch_result(url, line)?;
+    let now = parse_int(result.header.revision.as_deref());
+    if result.created && (1..revision).contains(&now) {
+        return Ok(Some(went_back(Api::V3, revision, now)));
+    }
     if !result.events.is_empty() {
         let changes: Vec<Change> = result.events.iter().filter_map(change).collect();
         let last = changes.iter().map(|c| c.revision).max().unwrap_or(revision);
