@@ -24,6 +24,11 @@ impl PKey {
     /// The highest key a partition we write may have (0x7fff is UFM's own).
     pub(crate) const MAX_WRITABLE: u16 = 0x7ffe;
 
+    /// The key as a number.
+    pub(crate) fn value(self) -> u16 {
+        self.0
+    }
+
     /// Whether ufm-pkeyd may create, change or delete this partition in UFM.
     pub(crate) fn is_writable(self) -> bool {
         (Self::MIN_WRITABLE..=Self::MAX_WRITABLE).contains(&self.0)

@@ -143,9 +143,11 @@ fn a_change_costs_small_requests(api: Api) {
         "{api:?}: one read per changed partition (and its confirmations): {:?}",
         rig.ufm_requests()
     );
+    // Per change: its partition read, last_updated before the write, the write(s), the
+    // partition read back (a 2xx is not proof), last_updated after: about five small requests.
     let total: u64 = rig.ufm_requests().values().sum();
     assert!(
-        total <= 12,
+        total <= 18,
         "{api:?}: three changes took {total} UFM requests: {:?}",
         rig.ufm_requests()
     );

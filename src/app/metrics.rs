@@ -24,8 +24,10 @@ pub(crate) struct Metrics {
     pub owned: usize,
     pub unmanaged: usize,
     pub invalid: usize,
-    /// Changes the last pass planned but did not apply (failed, skipped or refused).
+    /// Partitions waiting for a read to show their change done, and deletions refused.
     pub pending: usize,
+    /// How long the longest-waiting of them has waited, in seconds (0 when none waits).
+    pub oldest_pending_seconds: f64,
     /// Changes applied since start.
     pub applied: Counts,
     pub change_failures: u64,
@@ -47,7 +49,7 @@ pub(crate) struct Metrics {
     pub drift_checks: DriftChecks,
     /// UFM requests sent again after a transient failure.
     pub ufm_retries: u64,
-    /// Seconds from the watch delivering a change to the last UFM write it needed.
+    /// Seconds from the watch delivering a change to a read showing UFM holding it.
     pub change_latency: Histogram,
 }
 
@@ -113,10 +115,7 @@ impl Metrics {
         self.owned = owned;
         self.unmanaged = plan.unmanaged.len();
         self.invalid = plan.invalid.len();
-        self.pending = report.failures.len()
-            + report.skipped
-            + plan.refused_deletes.len()
-            + report.rejected.len();
+        self.pending = report.pending + plan.refused_deletes.len();
         self.guids_rejected = report.rejected.len();
         self.state_unsaved = state_unsaved;
         self.ownership_mismatch = plan.locked.is_some();
@@ -163,8 +162,13 @@ impl Metrics {
         );
         gauge(
             "ufm_pkeyd_changes_pending",
-            "Changes the last pass planned but did not apply (failed, skipped or refused).",
+            "Partitions whose change UFM is not yet seen to hold (waiting, failing, held), and deletions refused.",
             &[("", self.pending as f64)],
+        );
+        gauge(
+            "ufm_pkeyd_oldest_pending_seconds",
+            "How long the longest-waiting change has waited for UFM to show it, in seconds.",
+            &[("", self.oldest_pending_seconds)],
         );
         gauge(
             "ufm_pkeyd_guids_rejected",
@@ -275,7 +279,7 @@ impl Metrics {
         self.change_latency.render(
             &mut out,
             "ufm_pkeyd_change_latency_seconds",
-            "Time from the etcd watch delivering a change to the last UFM write it needed.",
+            "Time from the etcd watch delivering a change to a read showing UFM holding it.",
         );
         out
     }

@@ -15,6 +15,7 @@ mod status;
 mod status_file;
 mod sync;
 mod ufm;
+mod view;
 
 use std::io::Write;
 

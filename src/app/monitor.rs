@@ -8,21 +8,19 @@
 
 mod heartbeat;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::metrics::Metrics;
 use super::schedule::{Next, Schedule};
+use super::view::View;
 use super::{Output, engine, etcd_client, report, ufm_client};
 use crate::cli::Invocation;
 use crate::config::{self, Settings};
 use crate::engine::election::Election;
-use crate::engine::removals::pkey_of;
-use crate::engine::{Engine, Gate, KeyChange, PassError, PassReport, Scope};
+use crate::engine::{Drift, Engine, Gate, PassError, PassReport, Scope};
 use crate::error::{EXIT_OK, Error, Result};
-use crate::model::PKey;
-use crate::net::etcd::{EtcdError, Watched};
+use crate::net::etcd::{EtcdClient, EtcdError, Watched};
 use crate::net::ufm::{UfmClient, UfmError};
 use crate::plan::Plan;
 use crate::systemd::{self, Watchdog};
@@ -99,7 +97,8 @@ pub(crate) fn run_monitor(
         schedule: Schedule::new(settings.poll_interval, settings.resync_interval, now),
         watch_from: None,
         watch_ended: None,
-        arrived: BTreeMap::new(),
+        view: View::default(),
+        last_full_reason: None,
         heartbeat: Heartbeat::new(dry_run),
     };
     // Before READY=1: a `status` right after `systemctl start` sees this daemon, not the last.
@@ -147,8 +146,11 @@ struct Monitor<'a> {
     /// When a watch stream was last closed early by etcd or a proxy: it is not reopened
     /// sooner than a second later.
     watch_ended: Option<Instant>,
-    /// When the watch delivered each change that is not applied yet, for the latency metric.
-    arrived: BTreeMap<PKey, Instant>,
+    /// What the whole fabric looks like, and what of it was logged.
+    view: View,
+    /// Why the last full pass ran, so that a reason repeated every poll interval (a UFM
+    /// without `last_updated`) is logged once.
+    last_full_reason: Option<String>,
     /// What the status file says beyond the metrics (in `heartbeat`).
     heartbeat: Heartbeat,
 }
@@ -194,28 +196,17 @@ impl Monitor<'_> {
             schedule
         };
         self.watch_from = None;
-        self.arrived.clear();
     }
 
     /// Does the next thing on the agenda.
     fn lead(&mut self) -> Result<()> {
         let now = Instant::now();
-        let retries = self.engine.retries();
-        if retries.full {
-            self.schedule
-                .want_full("a failed deletion is due to be tried again".to_string());
-        }
-        match self.schedule.next(now, retries.keys, retries.next) {
+        let (due, next_due) = self.engine.due(now);
+        match self.schedule.next(now, due, next_due) {
             Next::ProbeEtcd => self.probe_etcd(),
             Next::ProbeUfm => self.probe_ufm(),
             Next::FullPass(why) => return self.full_pass(&why),
-            Next::TargetedPass(changes) if self.dry_run => {
-                // A dry run plans the whole prefix: its output is the whole plan.
-                drop(changes);
-                self.schedule
-                    .want_full(format!("changes under {}", self.engine.settings().prefix));
-            }
-            Next::TargetedPass(changes) => return self.targeted_pass(changes),
+            Next::TargetedPass => return self.targeted_pass(),
             Next::CheckDrift => self.check_drift(),
             Next::Watch(until) => self.watch(until),
             Next::Sleep(until) => self.sleep(until.saturating_duration_since(now)),
@@ -225,11 +216,13 @@ impl Monitor<'_> {
 
     /// A pass over all of etcd's prefix and UFM's list.
     fn full_pass(&mut self, why: &str) -> Result<()> {
-        if why == "start" || why == "resync-interval" {
+        let routine = why == "start" || why == "resync-interval";
+        if routine || self.last_full_reason.as_deref() == Some(why) {
             log::debug!("full pass: {why}");
         } else {
             log::info!("full pass: {why}");
         }
+        self.last_full_reason = Some(why.to_string());
         self.metrics.passes_full += 1;
         if self.dry_run {
             return match self.dry_pass() {
@@ -238,88 +231,93 @@ impl Monitor<'_> {
                     self.full_read(revision);
                     Ok(())
                 }
-                Err(e) => self.pass_failed(e, None, Some(why)),
+                Err(e) => self.pass_failed(e, Some(why)),
             };
         }
         let started = Instant::now();
-        let result = self.run_pass(&Scope::Full);
-        self.record(result.as_ref().ok(), started.elapsed());
-        match result {
-            Ok(report) => {
+        match self.run_pass(Scope::Full) {
+            Ok(mut report) => {
+                self.view.merge(&mut report);
+                self.record(Some(&report), started.elapsed());
                 if report.ufm_down.is_none() {
                     self.full_read(report.revision);
                 } else {
                     self.schedule.want_full(why.to_string());
                 }
-                self.passed(report, None);
+                self.passed(report);
                 Ok(())
             }
-            Err(e) => self.pass_failed(e, None, Some(why)),
+            Err(e) => {
+                self.record(None, started.elapsed());
+                self.pass_failed(e, Some(why))
+            }
         }
     }
 
     /// A full pass read etcd at `revision`: the watch goes on from there.
     fn full_read(&mut self, revision: i64) {
-        self.schedule.full_done(revision, Instant::now());
+        self.schedule.full_done(Instant::now());
         self.watch_from = Some(self.watch_from.map_or(revision, |from| from.max(revision)));
     }
 
-    /// A pass over the partitions the watch reported (or due for a retry) only.
-    fn targeted_pass(&mut self, changes: BTreeMap<PKey, KeyChange>) -> Result<()> {
-        log::debug!("targeted pass: {}", join_keys(&changes));
+    /// A pass over the partitions of the work set that are due (new changes first).
+    fn targeted_pass(&mut self) -> Result<()> {
         self.metrics.passes_targeted += 1;
         let started = Instant::now();
-        let scope = Scope::Keys(changes);
-        let result = self.run_pass(&scope);
-        self.record(result.as_ref().ok(), started.elapsed());
-        let Scope::Keys(changes) = scope else {
-            return Ok(());
-        };
-        match result {
-            Ok(report) => {
-                self.passed(report, Some(changes));
+        match self.run_pass(Scope::Due) {
+            Ok(mut report) => {
+                self.view.merge(&mut report);
+                self.record(Some(&report), started.elapsed());
+                self.passed(report);
                 Ok(())
             }
-            Err(e) => self.pass_failed(e, Some(changes), None),
+            Err(e) => {
+                self.record(None, started.elapsed());
+                self.pass_failed(e, None)
+            }
         }
     }
 
     /// Runs one pass through the gate.
-    fn run_pass(&mut self, scope: &Scope) -> std::result::Result<PassReport, PassError> {
+    fn run_pass(&mut self, scope: Scope) -> std::result::Result<PassReport, PassError> {
+        let etcd = self.engine.etcd().clone();
         let mut gate = DaemonGate {
             watchdog: &mut self.watchdog,
             election: &mut self.election,
             bound: self.engine.ufm().request_bound(),
+            slice: Slice {
+                etcd: &etcd,
+                prefix: self.engine.settings().prefix.clone(),
+                watched: self.watch_from,
+                since: Instant::now(),
+            },
         };
         self.engine.pass(&mut gate, scope)
     }
 
-    /// After a pass that read both sides: the latency of what it wrote, what waits, status.
-    fn passed(&mut self, report: PassReport, changes: Option<BTreeMap<PKey, KeyChange>>) {
+    /// After a pass that read both sides: the latency of what a read showed done, what waits,
+    /// logs and status.
+    fn passed(&mut self, report: PassReport) {
         self.first_pass = false;
         if let Some(why) = &report.lost_leadership {
             self.step_down(why);
             return;
         }
-        let now = Instant::now();
+        if let Some(why) = &report.want_full {
+            self.schedule.want_full(why.clone());
+        }
+        if report.made_way {
+            self.schedule.made_way();
+        }
         match &report.ufm_down {
-            Some(e) => {
-                if let Some(changes) = changes {
-                    self.schedule.requeue(changes);
-                }
-                self.ufm_unreachable(e, now);
-            }
+            Some(e) => self.ufm_unreachable(e, Instant::now()),
             None => self.schedule.succeeded(),
         }
-        for (pkey, written) in &report.written {
-            if let Some(arrived) = self.arrived.remove(pkey) {
-                let seconds = written.saturating_duration_since(arrived).as_secs_f64();
-                self.metrics.change_latency.observe(seconds);
-            }
+        for (_, waited) in &report.done {
+            self.metrics.change_latency.observe(waited.as_secs_f64());
         }
-        let (schedule, engine) = (&self.schedule, &self.engine);
-        self.arrived
-            .retain(|pkey, _| schedule.is_pending(*pkey) || engine.cooling(*pkey));
+        self.view.log(&report);
+        report::log_pass(&report);
         self.write_metrics();
         systemd::notify(&format!(
             "STATUS={}",
@@ -329,12 +327,7 @@ impl Monitor<'_> {
 
     /// After a pass that could not read etcd or UFM (nothing was changed): an outage is
     /// probed every second, any other failure waits a doubling pause. Changes wait.
-    fn pass_failed(
-        &mut self,
-        e: PassError,
-        changes: Option<BTreeMap<PKey, KeyChange>>,
-        full: Option<&str>,
-    ) -> Result<()> {
+    fn pass_failed(&mut self, e: PassError, full: Option<&str>) -> Result<()> {
         if let PassError::LostLeadership(why) = &e {
             self.step_down(why);
             return Ok(());
@@ -344,9 +337,6 @@ impl Monitor<'_> {
             // Wrong credentials from the start: exit 5, which the unit does not restart.
             self.write_status();
             return Err(Error::from(e));
-        }
-        if let Some(changes) = changes {
-            self.schedule.requeue(changes);
         }
         if let Some(why) = full {
             self.schedule.want_full(why.to_string());
@@ -442,7 +432,7 @@ impl Monitor<'_> {
                     log::info!(
                         "UFM reachable again after {} s; applying the {} changes that waited",
                         down.as_secs(),
-                        self.schedule.pending_len()
+                        self.engine.pending_len()
                     );
                 }
             }
@@ -451,31 +441,19 @@ impl Monitor<'_> {
 
     /// Every poll interval: did someone change UFM by hand? One small request.
     fn check_drift(&mut self) {
-        match self.engine.ufm_changed() {
-            Ok(Some(false)) => {
+        match self.engine.check_drift() {
+            Ok(Drift::Unchanged) => {
                 self.metrics.drift_checks.unchanged += 1;
                 self.heartbeat_checked();
             }
-            Ok(Some(true)) => {
+            Ok(Drift::FullPass(why)) => {
                 self.metrics.drift_checks.changed += 1;
                 self.heartbeat_checked();
-                self.schedule.want_full(
-                    "UFM's partitions changed outside ufm-pkeyd (last_updated moved)".to_string(),
-                );
-            }
-            Ok(None) => {
-                self.schedule.drift_by_full_pass();
-                self.schedule
-                    .want_full("poll-interval (UFM has no last_updated)".to_string());
+                self.schedule.want_full(why);
             }
             Err(e) => {
                 self.metrics.drift_checks.failed += 1;
-                if e.is_no_answer() {
-                    self.ufm_unreachable(&e.to_string(), Instant::now());
-                } else {
-                    self.schedule
-                        .want_full(format!("UFM's last_updated could not be read: {e}"));
-                }
+                self.ufm_unreachable(&e.to_string(), Instant::now());
             }
         }
         self.write_metrics();
@@ -490,8 +468,7 @@ impl Monitor<'_> {
             Some(report) => {
                 let (owned, unsaved) = (self.engine.owned().len(), self.engine.record_unsaved());
                 m.pass(report, owned, unsaved);
-                // A targeted pass reads etcd at no listing revision.
-                self.heartbeat_pass(report, report.revision != 0);
+                self.heartbeat_pass(report);
             }
             None => m.passes_failed += 1,
         }
@@ -506,6 +483,11 @@ impl Monitor<'_> {
         self.metrics.etcd = self.engine.etcd().request_counts();
         self.metrics.ufm = self.engine.ufm().request_counts();
         self.metrics.ufm_retries = self.engine.retried();
+        self.metrics.oldest_pending_seconds = self
+            .engine
+            .pending()
+            .map(|(_, _, since)| since.elapsed().as_secs_f64())
+            .fold(0.0, f64::max);
         self.metrics.leader = self.election.as_ref().map(Election::is_leader);
         if let Err(e) = self.metrics.write(path) {
             log::warn!("{e}");
@@ -638,10 +620,12 @@ impl Monitor<'_> {
             Ok(Watched::Changes { changes, revision }) => {
                 log::debug!("watch: {} changes under {prefix}", changes.len());
                 self.watch_from = Some(revision);
-                for pkey in changes.iter().filter_map(|c| pkey_of(&prefix, &c.key)) {
-                    self.arrived.entry(pkey).or_insert(now);
+                if self.dry_run {
+                    // A dry run plans the whole prefix: its output is the whole plan.
+                    self.schedule.want_full(format!("changes under {prefix}"));
+                } else if let Some(why) = self.engine.changes(&changes, now) {
+                    self.schedule.want_full(why);
                 }
-                self.schedule.changes(&prefix, &changes);
             }
             Ok(Watched::Stopped { revision }) => self.watch_from = Some(revision),
             Ok(Watched::Ended { revision }) => {
@@ -677,15 +661,6 @@ impl Monitor<'_> {
     }
 }
 
-/// The PKeys of a targeted pass, for the debug log.
-fn join_keys(changes: &BTreeMap<PKey, KeyChange>) -> String {
-    changes
-        .keys()
-        .map(PKey::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// Asked before each UFM write of a pass: keeps systemd's watchdog fed through a long sync,
 /// stops on SIGTERM, and with leader election lets a request go only while the claim is sure
 /// to outlast it.
@@ -694,6 +669,42 @@ struct DaemonGate<'a> {
     election: &'a mut Option<Election>,
     /// The longest one UFM request may take.
     bound: Duration,
+    slice: Slice<'a>,
+}
+
+/// How long a pass writes before it asks whether newer changes wait: with a slow UFM (1–2 s
+/// per write), a change written meanwhile then waits for about one write, not for the whole
+/// pass.
+const SLICE: Duration = Duration::from_secs(1);
+
+/// The daemon's slices of writes: after [`SLICE`] of writes, a pass makes way for newer
+/// changes if etcd moved on past what the watch has seen (one small read of where etcd
+/// stands; no read at all while writes are quick).
+struct Slice<'a> {
+    etcd: &'a EtcdClient,
+    prefix: String,
+    /// The revision or index the watch has seen; `None`: no watch yet (a full pass).
+    watched: Option<i64>,
+    since: Instant,
+}
+
+impl Slice<'_> {
+    fn make_way(&mut self) -> bool {
+        if self.since.elapsed() < SLICE {
+            return false;
+        }
+        self.since = Instant::now();
+        let Some(watched) = self.watched else {
+            return false;
+        };
+        match self.etcd.position(&self.prefix) {
+            Ok(now) => now.revision > watched,
+            Err(e) => {
+                log::debug!("where etcd stands could not be read: {e}");
+                false
+            }
+        }
+    }
 }
 
 impl Gate for DaemonGate<'_> {
@@ -706,6 +717,10 @@ impl Gate for DaemonGate<'_> {
             Some(election) => election.may_write(self.bound),
             None => Ok(()),
         }
+    }
+
+    fn make_way(&mut self) -> bool {
+        self.slice.make_way()
     }
 }
 

@@ -10,6 +10,42 @@ use crate::engine::PassReport;
 use crate::model::PKey;
 use crate::plan::{Action, Plan};
 
+/// How many PKeys a list in a log line or message names before "… and N more".
+const LISTED: usize = 10;
+
+/// A list of PKeys for a log line or a message, kept short: runs of consecutive PKeys as one
+/// range (`0x1000-0x17cf`), at most ten items, then how many more and where to see them all.
+pub(crate) fn pkey_list(pkeys: &BTreeSet<PKey>) -> String {
+    let mut runs: Vec<(PKey, PKey)> = Vec::new();
+    for pkey in pkeys {
+        match runs.last_mut() {
+            Some((_, last)) if last.value().checked_add(1) == Some(pkey.value()) => {
+                *last = *pkey;
+            }
+            _ => runs.push((*pkey, *pkey)),
+        }
+    }
+    let mut items: Vec<String> = runs
+        .iter()
+        .take(LISTED)
+        .map(|(first, last)| {
+            if first == last {
+                first.to_string()
+            } else {
+                format!("{first}-{last}")
+            }
+        })
+        .collect();
+    if runs.len() > LISTED {
+        let more: usize = runs[LISTED..]
+            .iter()
+            .map(|(first, last)| usize::from(last.value() - first.value()) + 1)
+            .sum();
+        items.push(format!("… and {more} more (ufm-pkeyd state --json)"));
+    }
+    items.join(", ")
+}
+
 /// Whether a plan would change UFM (refused deletions count: they wait for an operator).
 pub(crate) fn plan_pending(plan: &Plan) -> bool {
     !plan.actions.is_empty() || !plan.refused_deletes.is_empty()
@@ -62,9 +98,41 @@ pub(crate) fn status_line(report: &PassReport, owned: &BTreeSet<PKey>) -> String
         owned.len(),
         plan.unmanaged.len(),
         plan.invalid.len(),
-        plan.actions.len() - report.failures.len() - report.skipped,
+        report.applied(),
         report.failures.len()
     )
+}
+
+/// "1 GUID", "2 GUIDs".
+pub(crate) fn count(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+/// The pass summary, logged after the line each change got as it was applied; nothing for a
+/// pass that had nothing to do.
+pub(crate) fn log_pass(report: &PassReport) {
+    if report.plan.actions.is_empty() && report.unconfirmed.is_empty() {
+        return;
+    }
+    let c = report.counts;
+    let pending = if report.pending == 0 {
+        String::new()
+    } else {
+        format!("; {} pending", count(report.pending, "partition"))
+    };
+    log::info!(
+        "pass: {} created, {} added, {} removed, {} deleted, {} failed{pending}; {} unmanaged, {} invalid",
+        c.created,
+        count(c.guids_added, "GUID"),
+        count(c.guids_removed, "GUID"),
+        c.deleted,
+        report.failures.len() + report.unconfirmed.len(),
+        report.plan.unmanaged.len(),
+        report.plan.invalid.len()
+    );
+    for (pkey, why) in &report.unconfirmed {
+        log::warn!("{pkey}: not done yet: {why}; tried again on its own");
+    }
 }
 
 /// One planned change as JSON.
@@ -198,12 +266,12 @@ pub(crate) fn report_text(report: &PassReport) -> String {
         "in sync: nothing to change\n".to_string()
     } else {
         format!(
-            "applied: {} created, {} GUIDs added, {} GUIDs removed, {} deleted; {} failed\n",
+            "applied: {} created, {} added, {} removed, {} deleted; {} failed\n",
             c.created,
-            c.guids_added,
-            c.guids_removed,
+            count(c.guids_added, "GUID"),
+            count(c.guids_removed, "GUID"),
             c.deleted,
-            report.failures.len()
+            report.failures.len() + report.unconfirmed.len()
         )
     }
 }

@@ -47,7 +47,15 @@ pub(super) fn run_sync(settings: &Settings, out: &Output, dry_run: bool) -> Resu
     };
     let started = unix_time();
     let clock = Instant::now();
-    let result = engine.pass(&mut gate, &crate::engine::Scope::Full);
+    let result = engine
+        .pass(&mut gate, crate::engine::Scope::Full)
+        .map(|mut report| {
+            let mut view = super::view::View::default();
+            view.merge(&mut report);
+            view.log(&report);
+            super::report::log_pass(&report);
+            report
+        });
     let failure = result.as_ref().err().map(ToString::to_string);
     let outcome = result
         .as_ref()
@@ -132,7 +140,7 @@ fn write_status(settings: &Settings, engine: &Engine, outcome: Outcome<'_>, star
             }
             status.counts = Counts {
                 owned: engine.owned().len(),
-                pending: engine.awaiting_retry().count(),
+                pending: engine.pending_len(),
                 refused_deletions: plan.refused_deletes.len(),
                 unmanaged: plan.unmanaged.len(),
                 invalid: plan.invalid.len(),

@@ -86,6 +86,7 @@ fn engine_settings(layers: &Layers, shared_ownership: bool) -> engine::Settings 
             },
             ip_over_ib: flag(layers, "ip-over-ib"),
         },
+        late_write_margin: std::time::Duration::from_secs(15),
     }
 }
 

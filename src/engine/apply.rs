@@ -32,7 +32,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::model::{Guid, Join, PKey, Partition};
-use crate::net::ufm::{REMOVE_BATCH, UfmClient, UfmError, WriteGate};
+use crate::net::ufm::{PartitionList, REMOVE_BATCH, UfmClient, UfmError, WriteGate};
 use crate::plan::Action;
 
 /// The UFM operations a plan is made of. [`UfmClient`] is the real one; the tests record
@@ -53,6 +53,14 @@ pub(crate) trait UfmOps {
     /// per [`REMOVE_BATCH`] GUIDs.
     fn delete(&self, pkey: PKey, gate: &mut WriteGate<'_>) -> Result<(), UfmError>;
     fn get(&self, pkey: PKey) -> Result<Option<Partition>, UfmError>;
+    /// Every partition with its members (one request).
+    fn list(&self) -> Result<PartitionList, UfmError>;
+    /// UFM's `last_updated`, opaque; `None` when this UFM does not serve it.
+    fn last_updated(&self) -> Result<Option<String>, UfmError>;
+    /// The UFM base URLs configured, for the ownership record's binding.
+    fn hosts(&self) -> Vec<String>;
+    /// The longest one request may take.
+    fn request_bound(&self) -> Duration;
     /// Whether UFM answers a cheap request (its version) at all.
     fn answers(&self) -> bool;
 }
@@ -81,6 +89,22 @@ impl UfmOps for UfmClient {
         UfmClient::get(self, pkey)
     }
 
+    fn list(&self) -> Result<PartitionList, UfmError> {
+        self.list_partitions()
+    }
+
+    fn last_updated(&self) -> Result<Option<String>, UfmError> {
+        UfmClient::last_updated(self)
+    }
+
+    fn hosts(&self) -> Vec<String> {
+        UfmClient::hosts(self).to_vec()
+    }
+
+    fn request_bound(&self) -> Duration {
+        UfmClient::request_bound(self)
+    }
+
     fn answers(&self) -> bool {
         match self.version() {
             Ok(_) => true,
@@ -94,6 +118,12 @@ pub(crate) trait Gate {
     /// `Err(reason)` stops the pass's remaining writes (SIGTERM, or a leadership this instance
     /// cannot be sure of for as long as a request may take).
     fn before_write(&mut self) -> Result<(), String>;
+
+    /// Asked before the first action of each partition: `true` ends the pass here so that
+    /// newer changes go first (the daemon's slices); the rest waits for the next pass.
+    fn make_way(&mut self) -> bool {
+        false
+    }
 }
 
 /// A gate that always opens (tests, one-shot commands without leader election).
@@ -130,8 +160,19 @@ pub(crate) struct Applied {
     pub skipped: usize,
     /// Partitions with at least one successful request.
     pub succeeded: BTreeSet<PKey>,
+    /// Partitions an action was tried for: what UFM holds of them is read back.
+    pub tried: BTreeSet<PKey>,
+    /// Partitions with actions not tried (the gate closed, UFM stopped answering, the pass
+    /// made way for newer changes), with the reason.
+    pub not_sent: BTreeMap<PKey, String>,
     /// Partitions deleted (or found already gone).
     pub deleted: BTreeSet<PKey>,
+    /// Of those, the ones whose delete UFM answered "not found": only a complete list may
+    /// end their ownership, not the single read alone.
+    pub deleted_unseen: BTreeSet<PKey>,
+    /// Partitions with a write whose outcome is unknown (it timed out, or its connection was
+    /// cut once made): UFM may still apply it, later than any answer.
+    pub unknown: BTreeMap<PKey, String>,
     /// Partitions with a failed action.
     pub failed: BTreeSet<PKey>,
     /// GUIDs UFM refused to add.
@@ -144,18 +185,46 @@ pub(crate) struct Applied {
     pub retries: u64,
     /// When each partition written got its last successful write.
     pub written: BTreeMap<PKey, Instant>,
+    /// The pass made way for newer changes before these actions.
+    pub made_way: bool,
 }
 
-/// Applies `actions` in order through `ufm`, following the rules in the module comment.
+impl Applied {
+    /// Why the actions left over were not tried, if the pass stopped early.
+    fn stop_reason(&self) -> Option<String> {
+        if let Some(why) = &self.stopped {
+            return Some(why.clone());
+        }
+        if let Some(e) = &self.ufm_down {
+            return Some(format!("UFM stopped answering ({e})"));
+        }
+        self.made_way
+            .then(|| "the pass made way for newer changes".to_string())
+    }
+}
+
+/// Applies `actions` in order through `ufm`, following the rules in the module comment. One
+/// log line per action as it is applied.
 pub(crate) fn apply(actions: &[Action], ufm: &dyn UfmOps, gate: &mut dyn Gate) -> Applied {
     let mut applied = Applied::default();
+    let mut previous: Option<PKey> = None;
     for action in actions {
         let pkey = action.pkey();
-        if applied.failed.contains(&pkey) || applied.stopped.is_some() || applied.ufm_down.is_some()
-        {
+        let first_of_partition = previous != Some(pkey);
+        previous = Some(pkey);
+        if applied.stop_reason().is_none() && first_of_partition && gate.make_way() {
+            applied.made_way = true;
+        }
+        if let Some(why) = applied.stop_reason() {
+            applied.skipped += 1;
+            applied.not_sent.entry(pkey).or_insert(why);
+            continue;
+        }
+        if applied.failed.contains(&pkey) {
             applied.skipped += 1;
             continue;
         }
+        applied.tried.insert(pkey);
         let mut run = Run {
             ufm,
             gate: &mut *gate,
@@ -167,12 +236,14 @@ pub(crate) fn apply(actions: &[Action], ufm: &dyn UfmOps, gate: &mut dyn Gate) -
         }
         match result {
             Ok(()) => {
+                log::info!("{pkey}: {}", action.describe());
                 if matches!(action, Action::Delete { .. }) {
                     applied.deleted.insert(pkey);
                 }
             }
             Err(Failure::Stopped(reason)) => {
                 applied.skipped += 1;
+                applied.not_sent.insert(pkey, reason.clone());
                 applied.stopped = Some(reason);
             }
             Err(Failure::Down(e)) if ufm.answers() => {
@@ -186,6 +257,9 @@ pub(crate) fn apply(actions: &[Action], ufm: &dyn UfmOps, gate: &mut dyn Gate) -
             Err(Failure::Down(e)) => {
                 log::error!("{pkey}: {} not done: {e}", action.describe());
                 applied.skipped += 1;
+                applied
+                    .not_sent
+                    .insert(pkey, format!("UFM stopped answering ({e})"));
                 applied.ufm_down = Some(e);
             }
             Err(Failure::Failed(e)) => {
@@ -288,9 +362,12 @@ impl Run<'_> {
     /// Deletes a partition; a "not found" counts as deleted once the single-PKey read agrees.
     fn delete(&mut self, pkey: PKey) -> Result<(), Failure> {
         let ufm = self.ufm;
-        match self.send(|gate| ufm.delete(pkey, gate))? {
+        match self.send(pkey, |gate| ufm.delete(pkey, gate))? {
             Ok(()) => {}
-            Err(UfmError::NotFound(answer)) => confirm_gone(self.ufm, pkey, &answer)?,
+            Err(UfmError::NotFound(answer)) => {
+                confirm_gone(self.ufm, pkey, &answer)?;
+                self.applied.deleted_unseen.insert(pkey);
+            }
             Err(e) => return Err(e.into()),
         }
         self.applied.counts.deleted += 1;
@@ -301,13 +378,31 @@ impl Run<'_> {
     /// Sends one write operation, with retries. `op` gets the gate and asks it before each
     /// of its write requests, so every try and every request of a try waits for it; a closed
     /// gate ends the operation, whatever it had done, as [`Failure::Stopped`].
+    ///
+    /// A try that timed out, or whose connection was cut once made, may still be applied by
+    /// UFM later: its partition is noted in [`Applied::unknown`], whatever the later tries did.
     fn send<T>(
         &mut self,
+        pkey: PKey,
         mut op: impl FnMut(&mut WriteGate<'_>) -> Result<T, UfmError>,
     ) -> Result<Result<T, UfmError>, Failure> {
         let gate = &mut *self.gate;
         let mut ask = || gate.before_write();
-        match with_retries(&mut self.applied.retries, || Ok(()), || op(&mut ask)) {
+        let mut unknown: Option<String> = None;
+        let mut one_try = || {
+            let sent = op(&mut ask);
+            if let Err(e) = &sent {
+                if e.outcome_unknown() {
+                    unknown = Some(e.to_string());
+                }
+            }
+            sent
+        };
+        let sent = with_retries(&mut self.applied.retries, || Ok(()), &mut one_try);
+        if let Some(why) = unknown {
+            self.applied.unknown.insert(pkey, why);
+        }
+        match sent {
             Ok(Err(UfmError::Stopped(reason))) | Err(reason) => Err(Failure::Stopped(reason)),
             Ok(sent) => Ok(sent),
         }
@@ -332,7 +427,7 @@ impl Run<'_> {
             return Ok(0);
         }
         let ufm = self.ufm;
-        let error = match self.send(|gate| ufm.add(pkey, guids, join, ip_over_ib, gate))? {
+        let error = match self.send(pkey, |gate| ufm.add(pkey, guids, join, ip_over_ib, gate))? {
             Ok(()) => {
                 self.applied.succeeded.insert(pkey);
                 return Ok(guids.len());
@@ -401,7 +496,7 @@ impl Run<'_> {
             )));
         }
         for batch in to_remove.chunks(REMOVE_BATCH) {
-            self.send(|gate| ufm.remove(pkey, batch, gate))??;
+            self.send(pkey, |gate| ufm.remove(pkey, batch, gate))??;
             self.applied.counts.guids_removed += batch.len();
             self.applied.succeeded.insert(pkey);
         }

@@ -261,6 +261,9 @@ pub(crate) struct Removals {
     pub suspect: Option<String>,
     /// Why the partitions without a verdict have none; the count guard decides for them.
     pub unknown: Option<String>,
+    /// Candidates left for a pass that reads the whole prefix to judge (a pass that read only
+    /// some keys found no verdict for them): neither deleted nor refused now.
+    pub deferred: BTreeSet<PKey>,
 }
 
 /// Everything one pass should do and report.
@@ -387,7 +390,11 @@ fn guard_deletions(
     guard: &DeleteGuard,
     removals: &Removals,
 ) -> (Vec<PKey>, Vec<PKey>, Vec<String>) {
-    let all: Vec<PKey> = candidates.iter().copied().collect();
+    let all: Vec<PKey> = candidates
+        .iter()
+        .filter(|p| !removals.deferred.contains(p))
+        .copied()
+        .collect();
     if all.is_empty() {
         return (all, Vec::new(), Vec::new());
     }
@@ -471,6 +478,43 @@ fn sync_partition(pkey: PKey, want: &DesiredPartition, have: Option<&Partition>)
         });
     }
     actions
+}
+
+/// Whether UFM, as read back after a pass's writes (`have`), shows what the pass planned for
+/// one partition: deleted when it planned a deletion, else exactly as etcd wants it (`want`).
+/// `Err` says what is still missing. A 2xx answer alone proves nothing: UFMs have answered
+/// 2xx to writes they did not apply.
+pub(crate) fn confirmed(
+    pkey: PKey,
+    planned: &[Action],
+    want: Option<&DesiredPartition>,
+    have: Option<&Partition>,
+) -> Result<(), String> {
+    if planned.iter().any(|a| matches!(a, Action::Delete { .. })) {
+        return match have {
+            None => Ok(()),
+            Some(p) => Err(format!(
+                "UFM still has {pkey} with {} GUIDs after its deletion",
+                p.members.len()
+            )),
+        };
+    }
+    let Some(want) = want else {
+        return Ok(());
+    };
+    let left = sync_partition(pkey, want, have);
+    match left.first() {
+        None => Ok(()),
+        Some(_) if have.is_none() => Err(format!("UFM does not have {pkey} after its writes")),
+        Some(_) => Err(format!(
+            "UFM does not show every change to {pkey} after its writes ({} still to do: {})",
+            left.len(),
+            left.iter()
+                .map(Action::describe)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
 }
 
 #[cfg(test)]

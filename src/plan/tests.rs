@@ -570,6 +570,7 @@ fn random_removals(rng: &mut Rng, owned: &BTreeSet<PKey>) -> Removals {
         locked: rng.chance(5).then(|| "another etcd".to_string()),
         suspect: rng.chance(10).then(|| "wrong keyspace".to_string()),
         unknown: None,
+        deferred: BTreeSet::new(),
     }
 }
 

@@ -48,18 +48,11 @@ impl Heartbeat {
 }
 
 impl Monitor<'_> {
-    /// After a pass that read both sides (`full`: all of the prefix, else only some keys).
-    pub(super) fn heartbeat_pass(&mut self, report: &PassReport, full: bool) {
+    /// After a pass that read both sides (its lists made fabric-wide by the view).
+    pub(super) fn heartbeat_pass(&mut self, report: &PassReport) {
         let h = &mut self.heartbeat;
         let plan = &report.plan;
-        if full {
-            h.refused = plan.refused_deletes.iter().copied().collect();
-        } else {
-            // A targeted pass judged only its partitions: those it wrote are no longer
-            // refused; the refusals of the others stand until a full pass says otherwise.
-            h.refused.retain(|p| !report.written.contains_key(p));
-            h.refused.extend(plan.refused_deletes.iter().copied());
-        }
+        h.refused = self.view.refused().clone();
         h.mismatch = plan.locked.as_deref().map(redact_userinfo);
         h.complete = Some(report.complete());
         h.last_error = (!report.complete()).then(|| redact_userinfo(&failure_summary(report)));
@@ -115,15 +108,9 @@ impl Monitor<'_> {
         let since = |at: Instant| now - at.elapsed().as_secs_f64();
         let m = &self.metrics;
         let h = &self.heartbeat;
-        let schedule = &self.schedule;
-        let waiting = self
-            .engine
-            .awaiting_retry()
-            .filter(|p| !schedule.is_pending(*p))
-            .count();
         let counts = Counts {
             owned: self.engine.owned().len(),
-            pending: schedule.pending_len() + waiting,
+            pending: self.engine.pending_len(),
             refused_deletions: h.refused.len(),
             unmanaged: m.unmanaged,
             invalid: m.invalid,
@@ -165,8 +152,8 @@ impl Monitor<'_> {
                 .and_then(Election::holder)
                 .map(str::to_string),
             last_error: h.last_error.clone(),
-            etcd_unreachable_since: schedule.etcd_down.as_ref().map(|o| since(o.since)),
-            ufm_unreachable_since: schedule.ufm_down.as_ref().map(|o| since(o.since)),
+            etcd_unreachable_since: self.schedule.etcd_down.as_ref().map(|o| since(o.since)),
+            ufm_unreachable_since: self.schedule.ufm_down.as_ref().map(|o| since(o.since)),
         }
     }
 }

@@ -1,6 +1,6 @@
-//! The ownership record: which partitions ufm-pkeyd owns, kept across restarts so that a key
-//! deleted while the daemon was down still has its partition removed, and a partition it never
-//! owned is never removed.
+//! The ownership record and where it lives: which partitions ufm-pkeyd owns, kept across
+//! restarts so that a key deleted while the daemon was down still has its partition removed,
+//! and a partition it never owned is never removed.
 //!
 //! The record is bound to the etcd cluster (its ID), keyspace and prefix, and the UFM it was
 //! made against, and remembers how far etcd's Raft log had got (revision or index, and term). A
@@ -143,6 +143,9 @@ pub(crate) enum Store {
         fence: Option<(String, String)>,
         copy: PathBuf,
     },
+    /// Kept in memory only (unit tests).
+    #[cfg(test)]
+    Memory,
 }
 
 impl Store {
@@ -181,6 +184,11 @@ impl Store {
         }
     }
 
+    /// Whether the record is shared in etcd between the instances of a leader election.
+    pub(crate) fn is_shared(&self) -> bool {
+        matches!(self, Store::Etcd { .. })
+    }
+
     /// Sets the election key and identity the next writes compare (v3), for a new term.
     pub(crate) fn set_fence(&mut self, fence: Option<(String, String)>) {
         if let Store::Etcd { fence: f, .. } = self {
@@ -191,6 +199,11 @@ impl Store {
     /// Reads the record (linearizably, from etcd) again.
     pub(crate) fn load(&mut self) -> Result<Loaded, String> {
         match self {
+            #[cfg(test)]
+            Store::Memory => Ok(Loaded {
+                record: Record::default(),
+                missing: None,
+            }),
             Store::File { path, .. } => Ok(Loaded {
                 record: read_file(path)?.unwrap_or_default(),
                 missing: None,
@@ -236,6 +249,8 @@ impl Store {
     pub(crate) fn save(&mut self, record: &Record) -> Result<(), SaveError> {
         let text = render(record);
         match self {
+            #[cfg(test)]
+            Store::Memory => Ok(()),
             Store::File { path, .. } => crate::atomic_file::replace(path, &text)
                 .map_err(|e| SaveError::Failed(format!("state file not saved: {e}"))),
             Store::Etcd {

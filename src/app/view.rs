@@ -1,0 +1,140 @@
+//! The fabric-wide view that logs, metrics and the status file report: unmanaged partitions,
+//! invalid entries, partitions UFM lists in a form that cannot be read, deletions refused and
+//! GUIDs UFM refused. A full pass sees all of it; a pass over some partitions replaces only
+//! what it saw of them. The view also remembers what it has logged, so that an unchanged list
+//! is not logged again every pass (a refusal, which needs an operator, is).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::report::pkey_list;
+use crate::engine::PassReport;
+use crate::model::{Guid, PKey};
+use crate::plan::Invalid;
+
+/// What the whole fabric looks like, as far as the passes so far saw it.
+#[derive(Debug, Default)]
+pub(crate) struct View {
+    unmanaged: BTreeSet<PKey>,
+    invalid: Vec<Invalid>,
+    unreadable: BTreeMap<PKey, String>,
+    refused: BTreeSet<PKey>,
+    rejected: BTreeSet<(PKey, Guid)>,
+    /// What was last logged.
+    logged_rejected: BTreeSet<(PKey, Guid)>,
+    logged_unmanaged: Option<BTreeSet<PKey>>,
+    logged_invalid: Vec<Invalid>,
+    logged_unreadable: BTreeMap<PKey, String>,
+    logged_refusal: Option<String>,
+}
+
+impl View {
+    /// Takes in what a pass saw, and makes the report's lists the whole view (a pass over
+    /// some partitions saw only those), so that everything after it reports the fabric.
+    pub(crate) fn merge(&mut self, report: &mut PassReport) {
+        let plan = &mut report.plan;
+        let seen = |pkey: &PKey| report.covered.as_ref().is_none_or(|c| c.contains(pkey));
+        self.unmanaged.retain(|p| !seen(p));
+        self.unmanaged.extend(plan.unmanaged.iter().copied());
+        self.invalid
+            .retain(|i| report.covered.is_some() && i.pkey.is_none_or(|p| !seen(&p)));
+        self.invalid.extend(plan.invalid.iter().cloned());
+        self.invalid.sort();
+        self.invalid.dedup();
+        self.unreadable.retain(|p, _| !seen(p));
+        self.unreadable.extend(plan.unreadable.iter().cloned());
+        self.refused.retain(|p| !seen(p));
+        self.refused.extend(plan.refused_deletes.iter().copied());
+        self.rejected.retain(|(p, _)| !seen(p));
+        self.rejected
+            .extend(report.rejected.iter().map(|r| (r.pkey, r.guid)));
+        plan.unmanaged = self.unmanaged.iter().copied().collect();
+        plan.invalid = self.invalid.clone();
+        plan.unreadable = self
+            .unreadable
+            .iter()
+            .map(|(p, r)| (*p, r.clone()))
+            .collect();
+    }
+
+    /// Deletions refused, across the fabric.
+    pub(crate) fn refused(&self) -> &BTreeSet<PKey> {
+        &self.refused
+    }
+
+    /// Logs the unmanaged list when it changes, each new invalid entry, unreadable partition
+    /// and rejected GUID once, and the guard's refusal every pass (it needs an operator).
+    pub(crate) fn log(&mut self, report: &PassReport) {
+        self.log_unmanaged();
+        for invalid in &self.invalid {
+            if !self.logged_invalid.contains(invalid) {
+                log::warn!(
+                    "invalid entry {}: {}; its partition is left as it is",
+                    invalid.key,
+                    invalid.reason
+                );
+            }
+        }
+        self.logged_invalid = self.invalid.clone();
+        for (pkey, why) in &self.unreadable {
+            if self.logged_unreadable.get(pkey) != Some(why) {
+                log::warn!(
+                    "UFM lists partition {pkey} in a form that cannot be read ({why}): it is left as it is"
+                );
+            }
+        }
+        self.logged_unreadable = self.unreadable.clone();
+        for r in &report.rejected {
+            if self.logged_rejected.contains(&(r.pkey, r.guid)) {
+                continue;
+            }
+            log::warn!(
+                "{}: UFM refused GUID {}: {}; the other GUIDs are in, this one is tried again with its partition",
+                r.pkey,
+                r.guid,
+                r.reason
+            );
+        }
+        self.logged_rejected = self.rejected.clone();
+        self.log_refusal(report);
+    }
+
+    fn log_unmanaged(&mut self) {
+        if self.logged_unmanaged.as_ref() == Some(&self.unmanaged) {
+            return;
+        }
+        if self.unmanaged.is_empty() {
+            if self.logged_unmanaged.is_some() {
+                log::info!("no unmanaged partitions in UFM");
+            }
+        } else {
+            log::info!(
+                "{} unmanaged partitions in UFM (not in etcd, never owned; left alone): {}",
+                self.unmanaged.len(),
+                pkey_list(&self.unmanaged)
+            );
+        }
+        self.logged_unmanaged = Some(self.unmanaged.clone());
+    }
+
+    fn log_refusal(&mut self, report: &PassReport) {
+        let plan = &report.plan;
+        if let Some(reason) = &plan.refusal {
+            let refused: BTreeSet<PKey> = plan.refused_deletes.iter().copied().collect();
+            let way_out = if plan.locked.is_some() {
+                ""
+            } else {
+                "; confirm with --allow-mass-delete (or allow-mass-delete: true) if this is intended"
+            };
+            log::error!(
+                "refusing to delete {} partitions: {reason}{way_out}: {}",
+                refused.len(),
+                pkey_list(&refused)
+            );
+        } else if self.logged_refusal.is_some() && report.covered.is_none() {
+            log::info!("the deletion guard no longer blocks deletions");
+        }
+        if report.covered.is_none() || plan.refusal.is_some() {
+            self.logged_refusal = plan.refusal.clone();
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! Ownership: which partitions ufm-pkeyd owns, where that is recorded, and whether the record
+//! belongs to the etcd and UFM in use. [`Ownership`] is the one owner of the record: the engine
+//! asks it what is owned, tells it what a pass is about to create or found gone, and asks it
+//! why deletions are refused (the operator's refusal text lives here, written once).
+//!
+//! The record itself, its on-disk format and where it lives (the state file, or with leader
+//! election an etcd key with a local copy) are in [`record`].
+
+mod record;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use crate::model::PKey;
+use crate::net::etcd::EtcdClient;
+use crate::plan::Removal;
+use record::Store;
+pub(crate) use record::{Binding, Record, SaveError};
+
+/// Where the record lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Place {
+    /// The state file (with leader election: this host's copy of the shared record).
+    pub state_file: PathBuf,
+    /// With leader election, the record is shared through this etcd key.
+    pub state_key: Option<String>,
+}
+
+/// The record as recorded, and the etcd and UFM configured now.
+pub(crate) struct RecordView {
+    pub record: Record,
+    pub now: Binding,
+    /// Why the record does not belong to them, if it does not.
+    pub mismatch: Option<String>,
+}
+
+/// The ownership record and its store.
+pub(crate) struct Ownership {
+    /// Where it is recorded; `None` in a dry run (nothing is written or locked).
+    store: Option<Store>,
+    record: Record,
+    /// The record in memory differs from the one recorded (a save failed): saved next pass.
+    dirty: bool,
+    /// The shared record must be read (again) before the next pass: at the start of each
+    /// leadership term, since another instance may have changed it.
+    stale: bool,
+    /// The shared record vanished from etcd although this host had a copy.
+    missing: Option<String>,
+}
+
+impl Ownership {
+    /// Opens the record: the state file, read and locked; or with a shared record in etcd,
+    /// read before the first pass of each leadership term. In a dry run nothing is locked and
+    /// a missing state directory is tolerated; a corrupt state file never is.
+    pub(crate) fn open(place: &Place, etcd: &EtcdClient, dry_run: bool) -> Result<Self, String> {
+        let ownership = |store, record, stale, missing| Ownership {
+            store,
+            record,
+            dirty: false,
+            stale,
+            missing,
+        };
+        match &place.state_key {
+            Some(key) => {
+                let mut store = Store::etcd(etcd.clone(), key.clone(), place.state_file.clone());
+                if dry_run {
+                    let loaded = store.load()?;
+                    Ok(ownership(None, loaded.record, false, loaded.missing))
+                } else {
+                    Ok(ownership(Some(store), Record::default(), true, None))
+                }
+            }
+            None => match Store::open_file(&place.state_file, !dry_run) {
+                Ok((store, record)) => Ok(ownership(
+                    Some(store).filter(|_| !dry_run),
+                    record,
+                    false,
+                    None,
+                )),
+                Err(e) if dry_run && !place.state_file.exists() => {
+                    log::warn!("{e}; planning as if nothing were owned");
+                    Ok(ownership(None, Record::default(), false, None))
+                }
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// A record kept in memory only (tests).
+    #[cfg(test)]
+    pub(crate) fn in_memory(owned: BTreeSet<PKey>) -> Self {
+        Ownership {
+            store: Some(Store::Memory),
+            record: Record {
+                owned,
+                ..Record::default()
+            },
+            dirty: false,
+            stale: false,
+            missing: None,
+        }
+    }
+
+    /// The partitions owned now.
+    pub(crate) fn owned(&self) -> &BTreeSet<PKey> {
+        &self.record.owned
+    }
+
+    /// Whether a change is recorded anywhere (not a dry run).
+    pub(crate) fn records(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// Whether the last save failed (it is retried every pass).
+    pub(crate) fn unsaved(&self) -> bool {
+        self.dirty
+    }
+
+    /// The binding recorded with the last complete read, if any.
+    pub(crate) fn binding(&self) -> Option<&Binding> {
+        self.record.binding.as_ref()
+    }
+
+    /// How `pkey`'s key left etcd, if that was judged.
+    pub(crate) fn verdict(&self, pkey: PKey) -> Option<&Removal> {
+        self.record.removals.get(&pkey)
+    }
+
+    /// Records how keys left etcd (kept until their partitions are gone or their keys back).
+    pub(crate) fn judged(&mut self, verdicts: impl IntoIterator<Item = (PKey, Removal)>) {
+        self.record.removals.extend(verdicts);
+    }
+
+    /// `pkey`'s key is in etcd again: how it left before no longer counts.
+    pub(crate) fn key_back(&mut self, pkey: PKey) {
+        self.record.removals.remove(&pkey);
+    }
+
+    /// A new leadership term: the shared record is read again before the next pass, and its
+    /// writes compare the election key with this identity (`fence`: key, identity).
+    pub(crate) fn new_term(&mut self, fence: Option<(String, String)>) {
+        if let Some(store) = &mut self.store {
+            if store.is_shared() {
+                store.set_fence(fence);
+                self.stale = true;
+            }
+        }
+    }
+
+    /// At the start of a leadership term: reads the shared record, then writes it back at
+    /// once. The write proves this instance may write it, and moves the record's revision on,
+    /// so that an old leader's next write (comparing the revision it knew) fails.
+    pub(crate) fn start_term(&mut self) -> Result<(), TermError> {
+        if !self.stale {
+            return Ok(());
+        }
+        let Some(store) = &mut self.store else {
+            return Ok(());
+        };
+        let loaded = store.load().map_err(TermError::Unreadable)?;
+        self.record = loaded.record;
+        self.missing = loaded.missing;
+        match store.save(&self.record) {
+            Ok(()) => {}
+            Err(SaveError::Lost(e)) => return Err(TermError::Lost(e)),
+            Err(SaveError::Failed(e)) => return Err(TermError::Unreadable(e)),
+        }
+        self.stale = false;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Why nothing may be deleted: the record belongs to another etcd or UFM, or etcd went
+    /// back in time, now (`now`, from a complete read) or since it was first noticed (the
+    /// record keeps the doubt until an operator adopts or resets it). A record with no binding
+    /// yet is bound to `now`. Returns the operator's text, with the fix.
+    pub(crate) fn lock_for(&mut self, now: &Binding) -> Option<String> {
+        if self.record.held.is_none() {
+            self.record.held = match (&self.missing, &self.record.binding) {
+                (Some(missing), _) => Some(missing.clone()),
+                (None, Some(binding)) => binding.mismatch(now),
+                (None, None) => {
+                    if self.records() {
+                        log::info!(
+                            "ownership record bound to etcd cluster {} ({} keyspace, prefix {}) and UFM {}",
+                            now.cluster_id.as_deref().unwrap_or("(unknown)"),
+                            now.api,
+                            now.prefix,
+                            now.ufm.join(",")
+                        );
+                    }
+                    self.record.binding = Some(now.clone());
+                    None
+                }
+            };
+        }
+        self.refusal()
+    }
+
+    /// The operator's text when the record is held (see [`Ownership::lock_for`]), without a
+    /// new read of etcd: for passes that read only some keys.
+    pub(crate) fn refusal(&self) -> Option<String> {
+        let why = self.record.held.as_ref()?;
+        Some(format!(
+            "the ownership record does not belong to this etcd and UFM ({why}): nothing is deleted; if this etcd and UFM replace the old ones, adopt the record with `ufm-pkeyd state --adopt`, or start afresh with `ufm-pkeyd state --reset` (its {} partitions then count as unmanaged)",
+            self.record.owned.len()
+        ))
+    }
+
+    /// After a complete read: the binding to record, keeping what the new read does not say
+    /// (the last known v2 directory while it is gone, the term and cluster when not sent).
+    pub(crate) fn progressed(&mut self, mut now: Binding) {
+        if self.record.held.is_some() {
+            return;
+        }
+        let recorded = self.record.binding.as_ref();
+        if now.dir_created_index.is_none() {
+            now.dir_created_index = recorded.and_then(|b| b.dir_created_index);
+        }
+        if now.raft_term == 0 {
+            now.raft_term = recorded.map_or(0, |b| b.raft_term);
+        }
+        if now.cluster_id.is_none() {
+            now.cluster_id = recorded.and_then(|b| b.cluster_id.clone());
+        }
+        self.record.binding = Some(now);
+    }
+
+    /// Records as owned, before any request, the partitions a pass may create or adopt.
+    /// Returns those whose ownership could not be recorded: their changes wait.
+    pub(crate) fn record_ahead(
+        &mut self,
+        pkeys: impl IntoIterator<Item = PKey>,
+    ) -> Result<Unrecorded, SaveError> {
+        let new: BTreeSet<PKey> = pkeys
+            .into_iter()
+            .filter(|p| !self.record.owned.contains(p))
+            .collect();
+        if new.is_empty() || !self.records() {
+            return Ok(Unrecorded::default());
+        }
+        self.record.owned.extend(new.iter().copied());
+        match self.save() {
+            Ok(()) => Ok(Unrecorded::default()),
+            Err(SaveError::Failed(e)) => {
+                for p in &new {
+                    self.record.owned.remove(p);
+                }
+                Ok(Unrecorded {
+                    pkeys: new,
+                    why: Some(e),
+                })
+            }
+            Err(lost) => Err(lost),
+        }
+    }
+
+    /// Partitions a read showed gone from UFM and from etcd: owned no more.
+    pub(crate) fn gone(&mut self, pkeys: &BTreeSet<PKey>) {
+        for pkey in pkeys {
+            self.record.owned.remove(pkey);
+            self.record.removals.remove(pkey);
+        }
+    }
+
+    /// Saves the record if it changed or an earlier save failed; a failure is logged and
+    /// saved again next pass.
+    pub(crate) fn save(&mut self) -> Result<(), SaveError> {
+        let Some(store) = &mut self.store else {
+            return Ok(());
+        };
+        match store.save(&self.record) {
+            Ok(()) => {
+                if self.dirty {
+                    log::info!("ownership record saved again");
+                }
+                self.dirty = false;
+                Ok(())
+            }
+            Err(SaveError::Failed(e)) => {
+                log::error!("{e}; ownership is kept in memory and saved again next pass");
+                self.dirty = true;
+                Err(SaveError::Failed(e))
+            }
+            Err(lost) => Err(lost),
+        }
+    }
+
+    /// The record, read again, and how it compares with `now` (the etcd and UFM configured
+    /// now, from a read of the prefix).
+    pub(crate) fn view(&mut self, now: Binding) -> Result<RecordView, String> {
+        if self.stale {
+            if let Some(store) = &mut self.store {
+                let loaded = store.load()?;
+                self.record = loaded.record;
+                self.missing = loaded.missing;
+                self.stale = false;
+            }
+        }
+        let mismatch = self
+            .record
+            .held
+            .clone()
+            .or_else(|| self.missing.clone())
+            .or_else(|| {
+                self.record
+                    .binding
+                    .as_ref()
+                    .and_then(|binding| binding.mismatch(&now))
+            });
+        Ok(RecordView {
+            record: self.record.clone(),
+            now,
+            mismatch,
+        })
+    }
+
+    /// Binds the record to `now`: keeping what it owns (adopt), or emptied (reset: its
+    /// partitions then count as unmanaged). What was judged about removals in the old etcd is
+    /// dropped.
+    pub(crate) fn rebind(&mut self, now: Binding, reset: bool) -> Result<RecordView, String> {
+        if reset {
+            self.record.owned.clear();
+        }
+        self.record.removals.clear();
+        self.record.binding = Some(now.clone());
+        self.record.held = None;
+        self.missing = None;
+        if let Some(store) = &mut self.store {
+            store.save(&self.record).map_err(|e| e.to_string())?;
+        }
+        Ok(RecordView {
+            record: self.record.clone(),
+            now,
+            mismatch: None,
+        })
+    }
+}
+
+/// Partitions whose ownership could not be recorded before a pass would create or adopt
+/// them, and why.
+#[derive(Debug, Default)]
+pub(crate) struct Unrecorded {
+    pub pkeys: BTreeSet<PKey>,
+    pub why: Option<String>,
+}
+
+/// Why a leadership term could not start.
+#[derive(Debug)]
+pub(crate) enum TermError {
+    /// Another instance wrote the shared record, or took the leadership.
+    Lost(String),
+    /// The shared record could not be read or written.
+    Unreadable(String),
+}
