@@ -359,6 +359,101 @@ fn the_man_page_exit_status_lists_each_commands_codes_as_its_help_does() {
     );
 }
 
+/// The options of every `ufm-pkeyd status …` command line in the docs and the units (with the
+/// comment lines that continue it: `#     --state-file …`), for the file named first.
+fn status_examples() -> Vec<(String, Vec<String>)> {
+    let flags = help_flags("status");
+    let switches: BTreeSet<String> = flags
+        .into_iter()
+        .filter(|f| f.value.is_none())
+        .flat_map(|f| f.names)
+        .collect();
+    let mut examples = Vec::new();
+    for file in [
+        "README.md",
+        "man/ufm-pkeyd.8",
+        "packaging/ufm-pkeyd.service",
+        "packaging/ufm-pkeyd@.service",
+    ] {
+        let text = repo_file(file);
+        let lines: Vec<String> = if file.starts_with("man/") {
+            text.lines().map(plain).collect()
+        } else {
+            text.lines().map(str::to_string).collect()
+        };
+        for (i, line) in lines.iter().enumerate() {
+            let Some(at) = line.find("ufm-pkeyd status") else {
+                continue;
+            };
+            let mut rest = line[at + "ufm-pkeyd status".len()..].to_string();
+            for next in &lines[i + 1..] {
+                let continued = next.trim_start_matches('#').trim_start();
+                if !continued.starts_with("--") {
+                    break;
+                }
+                rest.push(' ');
+                rest.push_str(continued);
+            }
+            let mut args: Vec<String> = Vec::new();
+            let mut wants_value = false;
+            for token in rest.split_whitespace() {
+                let word = token.trim_end_matches(['`', ',', ')']);
+                if (wants_value && !word.starts_with('#')) || word.starts_with("--") {
+                    // A flag status does not know is taken with its value, to be refused.
+                    wants_value = !wants_value && !switches.contains(word);
+                    args.push(word.to_string());
+                } else {
+                    break;
+                }
+                if word.len() != token.len() {
+                    break;
+                }
+            }
+            if !args.is_empty() {
+                examples.push((format!("{file}:{}", i + 1), args));
+            }
+        }
+    }
+    examples
+}
+
+#[test]
+fn every_status_command_line_in_the_docs_and_units_is_one_status_accepts() {
+    let scratch = scratch_dir("status-examples");
+    let examples = status_examples();
+    assert!(
+        examples.len() >= 3,
+        "few status examples found: {examples:?}"
+    );
+    let mut refused = Vec::new();
+    for (place, args) in examples {
+        // --json changes only the output's form; the text form tells a usage error (one line)
+        // from a check that ran (detail lines follow its summary).
+        let mut command: Vec<&str> = vec!["status"];
+        command.extend(args.iter().map(String::as_str).filter(|a| *a != "--json"));
+        let output = Command::new(BIN)
+            .args(&command)
+            .current_dir(&scratch)
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .output()
+            .unwrap_or_else(|e| panic!("run {BIN}: {e}"));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if stdout.lines().count() < 2 {
+            refused.push(format!(
+                "{place}: ufm-pkeyd status {}: {}",
+                args.join(" "),
+                stdout.trim()
+            ));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    assert!(
+        refused.is_empty(),
+        "`ufm-pkeyd status` refuses command lines the docs give:\n  {}",
+        refused.join("\n  ")
+    );
+}
+
 /// Whether a line is one git writes around a conflict: `<<<<<<< ours`, `=======`,
 /// `>>>>>>> theirs`. Underlines of other lengths (`========`) are not.
 fn is_conflict_marker(line: &[u8]) -> bool {
@@ -925,6 +1020,49 @@ fn every_config_key_is_in_the_file_format_man_page_with_its_default() {
     assert!(
         problems.is_empty(),
         "man/ufm-pkeyd.yaml.5:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+#[test]
+fn every_key_in_the_file_format_man_page_names_its_flag_or_says_it_has_none() {
+    let man = entries(&repo_file("man/ufm-pkeyd.yaml.5"));
+    let flags: BTreeSet<String> = help_flags("config")
+        .into_iter()
+        .flat_map(|f| f.names)
+        .collect();
+    let mut problems = Vec::new();
+    for (key, _) in config_keys() {
+        let Some(entry) = man
+            .iter()
+            .find(|e| e.section == "KEYS" && e.tag.trim() == key)
+        else {
+            continue; // every_config_key_is_in_the_file_format_man_page_with_its_default
+        };
+        let body = entry.body.split_whitespace().collect::<Vec<_>>().join(" ");
+        let named = body
+            .split("Flag ")
+            .skip(1)
+            .filter_map(|rest| rest.split_whitespace().next())
+            .map(|flag| flag.trim_end_matches(['.', ',', ';', ')']).to_string())
+            .find(|flag| flag.starts_with("--"));
+        match named {
+            Some(flag) if !flags.contains(&flag) => problems.push(format!(
+                "{key}: names the flag {flag}, which `config --help` does not list"
+            )),
+            Some(_) => {}
+            None if !body.contains("No flag") => {
+                problems.push(format!("{key}: names no flag, nor says `No flag`"))
+            }
+            None if flags.contains(&format!("--{key}")) => {
+                problems.push(format!("{key}: says `No flag`, but --{key} is one"))
+            }
+            None => {}
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "man/ufm-pkeyd.yaml.5, KEYS:\n  {}",
         problems.join("\n  ")
     );
 }
