@@ -5,9 +5,12 @@
 //! Names follow Prometheus conventions: the `ufm_pkeyd_` prefix, units in names, `_total` for
 //! counters.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
+use super::report::carry_refusals;
 use crate::engine::{Counts, PassReport};
+use crate::model::PKey;
 use crate::net::http::RequestCounts;
 
 /// What the metrics say, accumulated by the daemon.
@@ -35,6 +38,9 @@ pub(crate) struct Metrics {
     pub leader: Option<bool>,
     /// GUIDs UFM refused to add in the last pass.
     pub guids_rejected: usize,
+    /// Partitions whose deletion stands refused (the deletion guard, or an ownership record
+    /// held): as the last full pass left them, updated by the targeted passes since.
+    pub deletions_refused: BTreeSet<PKey>,
     /// The ownership record could not be saved (retried every pass).
     pub state_unsaved: bool,
     /// The ownership record belongs to another etcd or UFM: nothing is deleted.
@@ -118,6 +124,8 @@ impl Metrics {
             + plan.refused_deletes.len()
             + report.rejected.len();
         self.guids_rejected = report.rejected.len();
+        // A targeted pass reads etcd at no listing revision.
+        carry_refusals(&mut self.deletions_refused, report, report.revision != 0);
         self.state_unsaved = state_unsaved;
         self.ownership_mismatch = plan.locked.is_some();
         self.applied.created += report.counts.created;
@@ -165,6 +173,11 @@ impl Metrics {
             "ufm_pkeyd_changes_pending",
             "Changes the last pass planned but did not apply (failed, skipped or refused).",
             &[("", self.pending as f64)],
+        );
+        gauge(
+            "ufm_pkeyd_deletions_refused",
+            "Deletions the last pass refused: they wait for an operator (--allow-mass-delete, or state --adopt/--reset while ownership_mismatch is 1).",
+            &[("", self.deletions_refused.len() as f64)],
         );
         gauge(
             "ufm_pkeyd_guids_rejected",
@@ -316,11 +329,16 @@ pub(crate) fn read_sample(text: &str, name: &str) -> Option<f64> {
 mod tests {
     use super::*;
 
+    fn pk(text: &str) -> PKey {
+        text.parse().expect("a PKey")
+    }
+
     #[test]
     fn renders_prometheus_text_with_types_and_units() {
         let metrics = Metrics {
             last_success_seconds: Some(1_700_000_000.5),
             owned: 3,
+            deletions_refused: (1..=12).map(|n| pk(&format!("0x{n:x}"))).collect(),
             leader: Some(true),
             ufm: RequestCounts {
                 success: 7,
@@ -334,6 +352,9 @@ mod tests {
         assert!(text.contains("# TYPE ufm_pkeyd_last_success_timestamp_seconds gauge\n"));
         assert!(text.contains("ufm_pkeyd_partitions{state=\"owned\"} 3\n"));
         assert!(text.contains("ufm_pkeyd_leader 1\n"));
+        assert!(text.contains(
+            "# TYPE ufm_pkeyd_deletions_refused gauge\nufm_pkeyd_deletions_refused 12\n"
+        ));
         assert!(
             text.contains("ufm_pkeyd_requests_total{service=\"ufm\",outcome=\"no_answer\"} 2\n")
         );
@@ -363,6 +384,44 @@ mod tests {
         assert!(text.contains("ufm_pkeyd_change_latency_seconds_bucket{le=\"+Inf\"} 5\n"));
         assert!(text.contains("ufm_pkeyd_change_latency_seconds_count 5\n"));
         assert!(text.contains("ufm_pkeyd_response_bytes_total{service=\"ufm\"} 0\n"));
+    }
+
+    #[test]
+    fn refused_deletions_stand_through_targeted_passes_until_a_full_pass_or_a_write() {
+        let mut metrics = Metrics::default();
+        let mut full = PassReport {
+            revision: 42,
+            ..PassReport::default()
+        };
+        full.plan.refused_deletes = vec![pk("0x10"), pk("0x11"), pk("0x12")];
+        metrics.pass(&full, 3, false);
+        let refused = |m: &Metrics| read_sample(&m.render(), "ufm_pkeyd_deletions_refused");
+        assert_eq!(refused(&metrics), Some(3.0));
+
+        // A job starts: a targeted pass over its partition refuses nothing, judges no other.
+        let mut targeted = PassReport::default();
+        targeted
+            .written
+            .insert(pk("0x20"), std::time::Instant::now());
+        metrics.pass(&targeted, 4, false);
+        assert_eq!(refused(&metrics), Some(3.0));
+
+        // 0x11's key comes back and its partition is written: no longer refused.
+        let mut back = PassReport::default();
+        back.written.insert(pk("0x11"), std::time::Instant::now());
+        metrics.pass(&back, 4, false);
+        assert_eq!(refused(&metrics), Some(2.0));
+
+        // A full pass that refuses nothing (confirmed): none.
+        metrics.pass(
+            &PassReport {
+                revision: 43,
+                ..PassReport::default()
+            },
+            2,
+            false,
+        );
+        assert_eq!(refused(&metrics), Some(0.0));
     }
 
     #[test]

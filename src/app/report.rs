@@ -15,6 +15,19 @@ pub(crate) fn plan_pending(plan: &Plan) -> bool {
     !plan.actions.is_empty() || !plan.refused_deletes.is_empty()
 }
 
+/// Updates `refused`, the partitions whose deletion stands refused, after a pass. A full pass
+/// judged every partition: its refusals are all there are. A targeted pass judged only its
+/// own: those it wrote are no longer refused, the refusals of the others stand until a full
+/// pass says otherwise.
+pub(crate) fn carry_refusals(refused: &mut BTreeSet<PKey>, report: &PassReport, full: bool) {
+    if full {
+        refused.clear();
+    } else {
+        refused.retain(|p| !report.written.contains_key(p));
+    }
+    refused.extend(report.plan.refused_deletes.iter().copied());
+}
+
 /// Why a `sync` did not fully succeed, in one line.
 pub(crate) fn failure_summary(report: &PassReport) -> String {
     let mut parts = Vec::new();
