@@ -71,6 +71,8 @@ install: build
 		$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/ufm-pkeyd.fish
 	install -D -m 0644 packaging/el8-credentials.conf \
 		$(DESTDIR)$(PREFIX)/share/doc/ufm-pkeyd/el8-credentials.conf
+	install -D -m 0644 packaging/ufm-pkeyd-alerts.yml \
+		$(DESTDIR)$(PREFIX)/share/doc/ufm-pkeyd/ufm-pkeyd-alerts.yml
 	install -D -m 0644 packaging/LICENSE $(DESTDIR)$(PREFIX)/share/licenses/ufm-pkeyd/LICENSE
 	@# The example configuration: never over an existing (edited) one. Packages also create
 	@# the system user ufm-pkeyd the unit runs as; by hand: systemd-sysusers ufm-pkeyd.conf.

@@ -10,7 +10,8 @@
 #   - the binary: the same in both packages, its version, glibc symbols <= 2.28, dependencies;
 #   - lintian (overrides shipped in the .deb): no errors;
 #   - both units (packaging/check-unit.sh: verify, exposure <= 2.0), man pages (mandoc -Tlint),
-#     the bash, zsh and fish completions and the example configuration, from the packages.
+#     the bash, zsh and fish completions, the alert rules and the example configuration, from
+#     the packages.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 dist=${1:-$here/../target/dist}
@@ -184,6 +185,17 @@ if out=$(fish --no-config -c 'source $argv[1]; and complete -C"ufm-pkeyd "' \
     ok "fish completion: loads and offers the sub-commands, the same in both packages"
 else
     bad "fish completion: $out"
+fi
+# The alert rules: the same file in both packages, and valid (tests/alert_rules.rs tests them).
+rules=usr/share/doc/ufm-pkeyd/ufm-pkeyd-alerts.yml
+if ! cmp -s "$work/rpm/$rules" "$work/deb/$rules"; then
+    bad "/$rules: missing from a package, or not the same in both"
+elif ! command -v promtool >/dev/null; then
+    ok "/$rules: the same in both packages (promtool not installed: make test-deps; not checked)"
+elif out=$(promtool check rules "$work/deb/$rules" 2>&1); then
+    ok "/$rules: the same in both packages, promtool check rules clean"
+else
+    bad "/$rules: promtool check rules: $out"
 fi
 example="$work/deb$conf"
 if grep -q '^[a-z]' "$example"; then

@@ -4,7 +4,9 @@
 # loopback ports), openssl to make test certificates, curl for the harness's independent
 # checks, mandoc for man-lint, zsh and fish (tests/docs_consistency.rs runs the completions in
 # them), and socat, iproute2 (ip) and util-linux (unshare, nsenter) for the etcd member the
-# cluster tests isolate in a network namespace. With `systemd` (make systemd-test) also
+# cluster tests isolate in a network namespace, jq (tests/ufm_cli.rs runs the jq the docs give),
+# and promtool from Debian's prometheus package (tests/alert_rules.rs checks and tests the alert
+# rules with it). With `systemd` (make systemd-test) also
 # debootstrap and systemd-container (systemd-nspawn).
 set -euo pipefail
 
@@ -19,6 +21,8 @@ command -v ip >/dev/null || missing+=(iproute2)
 { command -v unshare && command -v nsenter; } >/dev/null || missing+=(util-linux)
 command -v zsh >/dev/null || missing+=(zsh)
 command -v fish >/dev/null || missing+=(fish)
+command -v jq >/dev/null || missing+=(jq)
+command -v promtool >/dev/null || missing+=(prometheus)
 if [ "${1:-}" = systemd ]; then
     command -v debootstrap >/dev/null || missing+=(debootstrap)
     command -v systemd-nspawn >/dev/null || missing+=(systemd-container)

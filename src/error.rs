@@ -22,6 +22,102 @@ pub(crate) const EXIT_PENDING: i32 = 4;
 /// (`RestartPreventExitStatus=`): retrying a wrong password locks accounts.
 pub(crate) const EXIT_AUTH: i32 = 5;
 
+/// The monitoring plugins' codes, which `status` returns instead of the codes above.
+pub(crate) const STATUS_OK: i32 = 0;
+pub(crate) const STATUS_WARNING: i32 = 1;
+pub(crate) const STATUS_CRITICAL: i32 = 2;
+pub(crate) const STATUS_UNKNOWN: i32 = 3;
+
+/// One exit status, and what it means.
+#[derive(Debug)]
+pub(crate) struct Exit {
+    pub code: i32,
+    pub meaning: &'static str,
+}
+
+const fn exit(code: i32, meaning: &'static str) -> Exit {
+    Exit { code, meaning }
+}
+
+/// What each code means for every command but `status` (`ufm-pkeyd --help`).
+pub(crate) const EXIT_CODES: &[Exit] = &[
+    exit(EXIT_OK, "success"),
+    exit(
+        EXIT_FAILED,
+        "the operation failed: network or API error, a change that failed",
+    ),
+    exit(
+        EXIT_USAGE,
+        "usage or configuration error: nothing was attempted",
+    ),
+    exit(
+        EXIT_NOT_FOUND,
+        "not found: the PKey or etcd key asked for does not exist",
+    ),
+    exit(EXIT_PENDING, "changes pending (sync --dry-run)"),
+    exit(EXIT_AUTH, "UFM or etcd refused the credentials"),
+];
+
+/// The exit-code table: the codes each command can return, found by reading its code paths
+/// (`src/app/*.rs`), each with what it means there. Every command's `--help` prints its part;
+/// `tests/docs_consistency.rs` checks README.md's table and ufm-pkeyd(8)'s EXIT STATUS
+/// against those `--help` texts. A command that starts returning another code adds it here.
+#[rustfmt::skip]
+pub(crate) const COMMAND_EXITS: &[(&str, &[Exit])] = &[
+    ("monitor", &[
+        exit(EXIT_OK, "stopped by SIGTERM or SIGINT"),
+        exit(EXIT_FAILED, "could not start: signal handlers, or the shared ownership record (--dry-run with leader election)"),
+        exit(EXIT_USAGE, "usage or configuration error, a corrupt or locked state file, a wrong UFM URL or auth mode: nothing was done"),
+        exit(EXIT_AUTH, "UFM or etcd refused the credentials at start-up (the unit does not restart it)"),
+    ]),
+    ("sync", &[
+        exit(EXIT_OK, "every change applied, or nothing to do (--dry-run: UFM is in step with etcd)"),
+        exit(EXIT_FAILED, "a change failed, UFM refused a GUID, deletions were refused, or etcd or UFM could not be read"),
+        exit(EXIT_USAGE, "usage or configuration error, the daemon holds the state file, or leader election is on: nothing was done"),
+        exit(EXIT_PENDING, "--dry-run: changes pending"),
+        exit(EXIT_AUTH, "UFM or etcd refused the credentials"),
+    ]),
+    ("ufm", &[
+        exit(EXIT_OK, "success"),
+        exit(EXIT_FAILED, "the operation failed: network or API error, the PKey exists (--create-pkey), a wrong URL or auth mode"),
+        exit(EXIT_USAGE, "usage or configuration error: nothing was attempted"),
+        exit(EXIT_NOT_FOUND, "the PKey does not exist, as UFM's single-PKey read says"),
+        exit(EXIT_AUTH, "UFM refused the credentials"),
+    ]),
+    ("etcd", &[
+        exit(EXIT_OK, "success"),
+        exit(EXIT_FAILED, "the operation failed: network or API error"),
+        exit(EXIT_USAGE, "usage or configuration error: nothing was attempted"),
+        exit(EXIT_NOT_FOUND, "the key does not exist (--get, --delete)"),
+        exit(EXIT_AUTH, "etcd refused the credentials"),
+    ]),
+    ("status", &[
+        exit(STATUS_OK, "OK: UFM is in step with etcd"),
+        exit(STATUS_WARNING, "WARNING: changes pending, deletions refused, GUIDs rejected, the ownership record held, a failed pass, a short outage"),
+        exit(STATUS_CRITICAL, "CRITICAL: the last check is older than --max-age, or the daemon is not running"),
+        exit(STATUS_UNKNOWN, "UNKNOWN: no status file, an unreadable one, or wrong options"),
+    ]),
+    ("state", &[
+        exit(EXIT_OK, "success"),
+        exit(EXIT_FAILED, "etcd could not be read, or the record could not be saved"),
+        exit(EXIT_USAGE, "usage or configuration error, a corrupt state file, or the daemon holds it (--adopt, --reset)"),
+        exit(EXIT_AUTH, "etcd refused the credentials"),
+    ]),
+    ("config", &[
+        exit(EXIT_OK, "printed (--check: the configuration would start the daemon)"),
+        exit(EXIT_FAILED, "the output could not be written"),
+        exit(EXIT_USAGE, "the configuration does not load (--check: or a file it names cannot be read)"),
+    ]),
+];
+
+/// The exit statuses `command` can end with (none for an unknown command).
+pub(crate) fn exits_of(command: &str) -> &'static [Exit] {
+    COMMAND_EXITS
+        .iter()
+        .find(|(name, _)| *name == command)
+        .map_or(&[], |(_, exits)| exits)
+}
+
 /// A failed command, as the user sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Error {

@@ -1,6 +1,7 @@
 //! The documentation and the packaging files follow the binary. The built `ufm-pkeyd` is the
-//! source of truth (its `--help` is printed from the flag table in `src/cli.rs`, its `config`
-//! from the key table in `src/config.rs`), and these tests fail when:
+//! source of truth (its `--help` is printed from the flag table in `src/cli/flags.rs` and the
+//! exit-code table in `src/error.rs`, its `config` from the key table in `src/config/`), and
+//! these tests fail when:
 //!
 //! - a sub-command, or a flag of `ufm-pkeyd <command> --help` (with its value), has no entry in
 //!   `man/ufm-pkeyd.8`, or is not offered by the bash, zsh or fish completion in `packaging/`
@@ -8,10 +9,12 @@
 //!   value wrongly: files for FILE, directories for DIR, the words of `a|b`, nothing else);
 //! - a key printed by `ufm-pkeyd config` has no entry with its default in
 //!   `man/ufm-pkeyd.yaml.5`, or no commented line with its default in `packaging/ufm-pkeyd.yaml`;
-//! - an exit code 0 to 4 has no entry in the man page's EXIT STATUS;
+//! - README.md's "Exit codes" tables or the man page's EXIT STATUS list another code for a
+//!   command than its `--help` does (printed from the exit-code table in `src/error.rs`);
+//! - a tracked file (`git ls-files`) holds a conflict marker line;
 //! - the man pages, the Debian changelog or the RPM spec name another version than Cargo.toml.
 //!
-//! No etcd and no UFM are needed. The bash and fish completions are exercised by the shells
+//! No etcd and no UFM are needed; git is, for the conflict markers. The bash and fish completions are exercised by the shells
 //! themselves (fish's `complete -C`); the zsh one by zsh with `_arguments` stubbed to print its
 //! specifications. Without zsh or fish installed, their files are parsed instead.
 
@@ -238,16 +241,265 @@ fn every_command_and_flag_is_in_the_man_page() {
     );
 }
 
-#[test]
-fn every_exit_code_is_in_the_man_page() {
-    let man = entries(&repo_file("man/ufm-pkeyd.8"));
-    for code in 0..=4 {
+/// (command, exit code) pairs.
+type ExitCodes = BTreeSet<(String, i32)>;
+
+/// The exit codes each command's `--help` lists under "Exit status:" (printed from the
+/// exit-code table in `src/error.rs`).
+fn help_exit_codes() -> ExitCodes {
+    let mut codes = ExitCodes::new();
+    for command in commands() {
+        let help = run(&[command.as_str(), "--help"]);
+        let listed: Vec<i32> = help
+            .lines()
+            .skip_while(|l| l.trim() != "Exit status:")
+            .skip(1)
+            .map_while(|l| {
+                l.strip_prefix("  ")?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect();
         assert!(
-            man.iter()
-                .any(|e| e.section == "EXIT STATUS" && e.tag.trim() == code.to_string()),
-            "man/ufm-pkeyd.8: exit code {code} has no entry in EXIT STATUS"
+            !listed.is_empty(),
+            "`{command} --help` lists no exit status:\n{help}"
         );
+        codes.extend(listed.into_iter().map(|code| (command.clone(), code)));
     }
+    codes
+}
+
+/// The commands named in a list such as `monitor, sync` or `(ufm, etcd)`.
+fn command_names(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Describes the difference between the exit codes a document lists and `--help`'s.
+fn exit_code_drift(documented: &ExitCodes, help: &ExitCodes) -> Vec<String> {
+    let mut problems: Vec<String> = help
+        .difference(documented)
+        .map(|(command, code)| {
+            format!("`{command}` returns {code} (its --help says so): not listed")
+        })
+        .collect();
+    problems.extend(documented.difference(help).map(|(command, code)| {
+        format!("lists {code} for `{command}`, which its --help does not list")
+    }));
+    problems
+}
+
+#[test]
+fn the_readme_exit_code_tables_list_each_commands_codes_as_its_help_does() {
+    let readme = repo_file("README.md");
+    let known = commands();
+    let mut documented = ExitCodes::new();
+    let section = readme
+        .lines()
+        .skip_while(|l| l.trim() != "## Exit codes")
+        .skip(1)
+        .take_while(|l| !l.starts_with("## "));
+    for row in section.filter(|l| l.starts_with('|')) {
+        let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+        let (Some(code), Some(names)) = (cells.first(), cells.last()) else {
+            continue;
+        };
+        let Ok(code) = code.parse::<i32>() else {
+            continue;
+        };
+        for name in command_names(names) {
+            assert!(
+                known.contains(&name),
+                "README.md, Exit codes: {name:?} in the row of {code} is not a command"
+            );
+            documented.insert((name, code));
+        }
+    }
+    let problems = exit_code_drift(&documented, &help_exit_codes());
+    assert!(
+        problems.is_empty(),
+        "README.md, \"Exit codes\" (a table row `| code | meaning | commands |`):\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+#[test]
+fn the_man_page_exit_status_lists_each_commands_codes_as_its_help_does() {
+    let man = entries(&repo_file("man/ufm-pkeyd.8"));
+    let known = commands();
+    let mut documented = ExitCodes::new();
+    for entry in man.iter().filter(|e| e.section == "EXIT STATUS") {
+        let tag = entry.tag.trim();
+        let (code, names) = tag.split_once(' ').unwrap_or((tag, ""));
+        let code: i32 = code
+            .parse()
+            .unwrap_or_else(|_| panic!("man/ufm-pkeyd.8, EXIT STATUS: tag {tag:?} is no code"));
+        let names = command_names(names);
+        assert!(
+            !names.is_empty(),
+            "man/ufm-pkeyd.8, EXIT STATUS: the tag of {code} names no command: {tag:?}"
+        );
+        for name in names {
+            assert!(
+                known.contains(&name),
+                "man/ufm-pkeyd.8, EXIT STATUS: {name:?} in the tag of {code} is not a command"
+            );
+            documented.insert((name, code));
+        }
+    }
+    let problems = exit_code_drift(&documented, &help_exit_codes());
+    assert!(
+        problems.is_empty(),
+        "man/ufm-pkeyd.8, EXIT STATUS (a tag `CODE (command, ...)`):\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+/// The options of every `ufm-pkeyd status …` command line in the docs and the units (with the
+/// comment lines that continue it: `#     --state-file …`), for the file named first.
+fn status_examples() -> Vec<(String, Vec<String>)> {
+    let flags = help_flags("status");
+    let switches: BTreeSet<String> = flags
+        .into_iter()
+        .filter(|f| f.value.is_none())
+        .flat_map(|f| f.names)
+        .collect();
+    let mut examples = Vec::new();
+    for file in [
+        "README.md",
+        "man/ufm-pkeyd.8",
+        "packaging/ufm-pkeyd.service",
+        "packaging/ufm-pkeyd@.service",
+    ] {
+        let text = repo_file(file);
+        let lines: Vec<String> = if file.starts_with("man/") {
+            text.lines().map(plain).collect()
+        } else {
+            text.lines().map(str::to_string).collect()
+        };
+        for (i, line) in lines.iter().enumerate() {
+            let Some(at) = line.find("ufm-pkeyd status") else {
+                continue;
+            };
+            let mut rest = line[at + "ufm-pkeyd status".len()..].to_string();
+            for next in &lines[i + 1..] {
+                let continued = next.trim_start_matches('#').trim_start();
+                if !continued.starts_with("--") {
+                    break;
+                }
+                rest.push(' ');
+                rest.push_str(continued);
+            }
+            let mut args: Vec<String> = Vec::new();
+            let mut wants_value = false;
+            for token in rest.split_whitespace() {
+                let word = token.trim_end_matches(['`', ',', ')']);
+                if (wants_value && !word.starts_with('#')) || word.starts_with("--") {
+                    // A flag status does not know is taken with its value, to be refused.
+                    wants_value = !wants_value && !switches.contains(word);
+                    args.push(word.to_string());
+                } else {
+                    break;
+                }
+                if word.len() != token.len() {
+                    break;
+                }
+            }
+            if !args.is_empty() {
+                examples.push((format!("{file}:{}", i + 1), args));
+            }
+        }
+    }
+    examples
+}
+
+#[test]
+fn every_status_command_line_in_the_docs_and_units_is_one_status_accepts() {
+    let scratch = scratch_dir("status-examples");
+    let examples = status_examples();
+    assert!(
+        examples.len() >= 3,
+        "few status examples found: {examples:?}"
+    );
+    let mut refused = Vec::new();
+    for (place, args) in examples {
+        // --json changes only the output's form; the text form tells a usage error (one line)
+        // from a check that ran (detail lines follow its summary).
+        let mut command: Vec<&str> = vec!["status"];
+        command.extend(args.iter().map(String::as_str).filter(|a| *a != "--json"));
+        let output = Command::new(BIN)
+            .args(&command)
+            .current_dir(&scratch)
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .output()
+            .unwrap_or_else(|e| panic!("run {BIN}: {e}"));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if stdout.lines().count() < 2 {
+            refused.push(format!(
+                "{place}: ufm-pkeyd status {}: {}",
+                args.join(" "),
+                stdout.trim()
+            ));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    assert!(
+        refused.is_empty(),
+        "`ufm-pkeyd status` refuses command lines the docs give:\n  {}",
+        refused.join("\n  ")
+    );
+}
+
+/// Whether a line is one git writes around a conflict: `<<<<<<< ours`, `=======`,
+/// `>>>>>>> theirs`. Underlines of other lengths (`========`) are not.
+fn is_conflict_marker(line: &[u8]) -> bool {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    line.starts_with(b"<<<<<<< ") || line.starts_with(b">>>>>>> ") || line == b"======="
+}
+
+#[test]
+fn no_tracked_file_holds_a_conflict_marker() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let listed = Command::new("git")
+        .args(["ls-files", "-z"])
+        .current_dir(root)
+        .output()
+        .expect("run git ls-files (this test needs git and a git checkout)");
+    assert!(
+        listed.status.success(),
+        "git ls-files failed in {}: {}",
+        root.display(),
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let mut found = Vec::new();
+    let mut files = 0;
+    for path in listed.stdout.split(|b| *b == 0).filter(|p| !p.is_empty()) {
+        let path = String::from_utf8_lossy(path).into_owned();
+        // A file deleted in the work tree but not yet in the index has nothing to check.
+        let Ok(bytes) = std::fs::read(root.join(&path)) else {
+            continue;
+        };
+        files += 1;
+        for (n, line) in bytes.split(|b| *b == b'\n').enumerate() {
+            if is_conflict_marker(line) {
+                found.push(format!(
+                    "{path}:{}: {}",
+                    n + 1,
+                    String::from_utf8_lossy(line).trim_end()
+                ));
+            }
+        }
+    }
+    assert!(files > 20, "git ls-files listed only {files} files");
+    assert!(
+        found.is_empty(),
+        "conflict markers in tracked files (resolve the merge):\n  {}",
+        found.join("\n  ")
+    );
 }
 
 /// Runs the completion function the way bash does for `ufm-pkeyd WORDS…` (the last word is
@@ -768,6 +1020,49 @@ fn every_config_key_is_in_the_file_format_man_page_with_its_default() {
     assert!(
         problems.is_empty(),
         "man/ufm-pkeyd.yaml.5:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+#[test]
+fn every_key_in_the_file_format_man_page_names_its_flag_or_says_it_has_none() {
+    let man = entries(&repo_file("man/ufm-pkeyd.yaml.5"));
+    let flags: BTreeSet<String> = help_flags("config")
+        .into_iter()
+        .flat_map(|f| f.names)
+        .collect();
+    let mut problems = Vec::new();
+    for (key, _) in config_keys() {
+        let Some(entry) = man
+            .iter()
+            .find(|e| e.section == "KEYS" && e.tag.trim() == key)
+        else {
+            continue; // every_config_key_is_in_the_file_format_man_page_with_its_default
+        };
+        let body = entry.body.split_whitespace().collect::<Vec<_>>().join(" ");
+        let named = body
+            .split("Flag ")
+            .skip(1)
+            .filter_map(|rest| rest.split_whitespace().next())
+            .map(|flag| flag.trim_end_matches(['.', ',', ';', ')']).to_string())
+            .find(|flag| flag.starts_with("--"));
+        match named {
+            Some(flag) if !flags.contains(&flag) => problems.push(format!(
+                "{key}: names the flag {flag}, which `config --help` does not list"
+            )),
+            Some(_) => {}
+            None if !body.contains("No flag") => {
+                problems.push(format!("{key}: names no flag, nor says `No flag`"))
+            }
+            None if flags.contains(&format!("--{key}")) => {
+                problems.push(format!("{key}: says `No flag`, but --{key} is one"))
+            }
+            None => {}
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "man/ufm-pkeyd.yaml.5, KEYS:\n  {}",
         problems.join("\n  ")
     );
 }

@@ -124,6 +124,74 @@ fn list_shows_every_partition_with_its_members_as_a_table_and_as_json() {
     );
 }
 
+/// Runs `jq -c PROGRAM` on `input` and parses what it prints.
+fn jq(program: &str, input: &str) -> Value {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("jq")
+        .args(["-c", program])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run jq (make test-deps installs it)");
+    child
+        .stdin
+        .take()
+        .expect("jq's stdin")
+        .write_all(input.as_bytes())
+        .expect("feed jq");
+    let output = child.wait_with_output().expect("wait for jq");
+    assert!(
+        output.status.success(),
+        "jq {program:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("jq prints JSON")
+}
+
+/// README.md and ufm-pkeyd(8) tell scripts written for UFM's own answer (an object keyed by
+/// PKey, which the older tool printed) how to read `ufm --list --json` with jq: those programs
+/// give what UFM's answer gave.
+#[test]
+fn the_documented_jq_reads_list_json_as_scripts_read_ufms_own_answer() {
+    const ONE_PKEY: &str = r#".[] | select(.pkey == "0x5000") | .guids"#;
+    const UFM_SHAPE: &str =
+        "map(select(.guids) | {(.pkey): {partition: .name, ip_over_ib, guids}}) | add";
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for doc in ["README.md", "man/ufm-pkeyd.8"] {
+        let text = std::fs::read_to_string(root.join(doc)).expect("read the doc");
+        for program in [ONE_PKEY, UFM_SHAPE] {
+            assert!(
+                text.replace("\\-", "-")
+                    .contains(&format!("jq '{program}'")),
+                "{doc} no longer gives `jq '{program}'`: update this test with it"
+            );
+        }
+    }
+    let sim = UfmSim::http();
+    sim.seed(json!({
+        "0x5000": {"guids": [seeded(G1, "full"), seeded(G2, "limited")], "ip_over_ib": true},
+        "0x10": {"guids": [seeded(G3, "full")], "ip_over_ib": false},
+    }));
+    let run = ufm(&sim, &["--list", "--json"]);
+    run.assert_ok();
+    let reply = sim.api("GET", "/ufmRest/resources/pkeys?guids_data=true", None);
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let mut ufm_answer: Value = serde_json::from_str(&reply.body).expect("UFM answers JSON");
+
+    assert_eq!(
+        jq(ONE_PKEY, &run.stdout),
+        jq(r#"."0x5000".guids"#, &reply.body)
+    );
+    // UFM gives its default partition's own membership and index0 too; nothing else differs.
+    if let Some(default) = ufm_answer["0x7fff"].as_object_mut() {
+        default.remove("membership");
+        default.remove("index0");
+    }
+    assert_eq!(jq(UFM_SHAPE, &run.stdout), ufm_answer);
+}
+
 #[test]
 fn get_pkey_shows_the_partition_with_its_members() {
     let sim = UfmSim::http();

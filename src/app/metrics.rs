@@ -37,6 +37,9 @@ pub(crate) struct Metrics {
     pub leader: Option<bool>,
     /// GUIDs UFM refused to add in the last pass.
     pub guids_rejected: usize,
+    /// Partitions whose deletion stands refused (the deletion guard, or an ownership record
+    /// held), across the fabric (see `view`).
+    pub deletions_refused: usize,
     /// The ownership record could not be saved (retried every pass).
     pub state_unsaved: bool,
     /// The ownership record belongs to another etcd or UFM: nothing is deleted.
@@ -117,6 +120,9 @@ impl Metrics {
         self.invalid = plan.invalid.len();
         self.pending = report.pending + plan.refused_deletes.len();
         self.guids_rejected = report.rejected.len();
+        // The view made the report's lists fabric-wide (a pass over some partitions judged
+        // only those).
+        self.deletions_refused = plan.refused_deletes.len();
         self.state_unsaved = state_unsaved;
         self.ownership_mismatch = plan.locked.is_some();
         self.applied.created += report.counts.created;
@@ -169,6 +175,11 @@ impl Metrics {
             "ufm_pkeyd_oldest_pending_seconds",
             "How long the longest-waiting change has waited for UFM to show it, in seconds.",
             &[("", self.oldest_pending_seconds)],
+        );
+        gauge(
+            "ufm_pkeyd_deletions_refused",
+            "Deletions refused across the fabric: they wait for an operator (--allow-mass-delete, or state --adopt/--reset while ownership_mismatch is 1).",
+            &[("", self.deletions_refused as f64)],
         );
         gauge(
             "ufm_pkeyd_guids_rejected",
@@ -325,6 +336,7 @@ mod tests {
         let metrics = Metrics {
             last_success_seconds: Some(1_700_000_000.5),
             owned: 3,
+            deletions_refused: 12,
             leader: Some(true),
             ufm: RequestCounts {
                 success: 7,
@@ -338,6 +350,9 @@ mod tests {
         assert!(text.contains("# TYPE ufm_pkeyd_last_success_timestamp_seconds gauge\n"));
         assert!(text.contains("ufm_pkeyd_partitions{state=\"owned\"} 3\n"));
         assert!(text.contains("ufm_pkeyd_leader 1\n"));
+        assert!(text.contains(
+            "# TYPE ufm_pkeyd_deletions_refused gauge\nufm_pkeyd_deletions_refused 12\n"
+        ));
         assert!(
             text.contains("ufm_pkeyd_requests_total{service=\"ufm\",outcome=\"no_answer\"} 2\n")
         );

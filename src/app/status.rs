@@ -21,10 +21,10 @@ use super::status_file::{self, ReadError, Status};
 use crate::cli::Invocation;
 use crate::config::{self, keys::DEFAULT_STATE_FILE};
 
-pub(crate) const OK: i32 = 0;
-pub(crate) const WARNING: i32 = 1;
-pub(crate) const CRITICAL: i32 = 2;
-pub(crate) const UNKNOWN: i32 = 3;
+pub(crate) use crate::error::{
+    STATUS_CRITICAL as CRITICAL, STATUS_OK as OK, STATUS_UNKNOWN as UNKNOWN,
+    STATUS_WARNING as WARNING,
+};
 
 /// The default `--max-age`, in poll intervals of the writer.
 const MAX_AGE_POLLS: f64 = 3.0;

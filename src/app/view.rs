@@ -44,6 +44,7 @@ impl View {
         self.unreadable.extend(plan.unreadable.iter().cloned());
         self.refused.retain(|p| !seen(p));
         self.refused.extend(plan.refused_deletes.iter().copied());
+        plan.refused_deletes = self.refused.iter().copied().collect();
         self.rejected.retain(|(p, _)| !seen(p));
         self.rejected
             .extend(report.rejected.iter().map(|r| (r.pkey, r.guid)));
@@ -136,5 +137,48 @@ impl View {
         if report.covered.is_none() || plan.refusal.is_some() {
             self.logged_refusal = plan.refusal.clone();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pk(text: &str) -> PKey {
+        text.parse().expect("a PKey")
+    }
+
+    fn pass(covered: Option<&[&str]>, refused: &[&str], unmanaged: &[&str]) -> PassReport {
+        let mut report = PassReport {
+            covered: covered.map(|c| c.iter().map(|p| pk(p)).collect()),
+            ..PassReport::default()
+        };
+        report.plan.refused_deletes = refused.iter().map(|p| pk(p)).collect();
+        report.plan.unmanaged = unmanaged.iter().map(|p| pk(p)).collect();
+        report
+    }
+
+    #[test]
+    fn a_pass_over_some_partitions_replaces_only_what_it_saw_of_the_fabric() {
+        let mut view = View::default();
+        let mut full = pass(None, &["0x10", "0x11", "0x12"], &["0x300"]);
+        view.merge(&mut full);
+        assert_eq!(view.refused().len(), 3);
+        // A job starts: a pass over its partition refuses nothing and judges no other.
+        let mut job = pass(Some(&["0x20"]), &[], &[]);
+        view.merge(&mut job);
+        assert_eq!(
+            job.plan.refused_deletes.len(),
+            3,
+            "the report says the fabric's"
+        );
+        assert_eq!(job.plan.unmanaged, [pk("0x300")]);
+        // 0x11's key comes back: a pass over it refuses it no more.
+        let mut back = pass(Some(&["0x11"]), &[], &[]);
+        view.merge(&mut back);
+        assert_eq!(view.refused().len(), 2);
+        // A full pass that refuses nothing (confirmed): none.
+        view.merge(&mut pass(None, &[], &[]));
+        assert!(view.refused().is_empty());
     }
 }

@@ -2,7 +2,6 @@
 //! every pass, every drift check and every standby check, for `ufm-pkeyd status`. The loop
 //! calls these hooks; the metrics it keeps anyway feed most of the file.
 
-use std::collections::BTreeSet;
 use std::time::Instant;
 
 use super::Monitor;
@@ -11,7 +10,6 @@ use crate::app::report::failure_summary;
 use crate::app::status_file::{self, Counts, Status};
 use crate::engine::PassReport;
 use crate::engine::election::Election;
-use crate::model::PKey;
 use crate::net::http::redact_userinfo;
 
 /// What the status file needs beyond the metrics.
@@ -21,8 +19,6 @@ pub(super) struct Heartbeat {
     started: f64,
     /// Why the last pass or standby check failed.
     last_error: Option<String>,
-    /// Deletions refused, across targeted passes (which see only their own partitions).
-    refused: BTreeSet<PKey>,
     /// Why the ownership record does not match, as of the last pass.
     mismatch: Option<String>,
     /// Whether the last pass applied everything; `None` before the first.
@@ -38,7 +34,6 @@ impl Heartbeat {
             enabled: !dry_run,
             started: unix_time(),
             last_error: None,
-            refused: BTreeSet::new(),
             mismatch: None,
             complete: None,
             stopped: None,
@@ -52,7 +47,6 @@ impl Monitor<'_> {
     pub(super) fn heartbeat_pass(&mut self, report: &PassReport) {
         let h = &mut self.heartbeat;
         let plan = &report.plan;
-        h.refused = self.view.refused().clone();
         h.mismatch = plan.locked.as_deref().map(redact_userinfo);
         h.complete = Some(report.complete());
         h.last_error = (!report.complete()).then(|| redact_userinfo(&failure_summary(report)));
@@ -111,7 +105,7 @@ impl Monitor<'_> {
         let counts = Counts {
             owned: self.engine.owned().len(),
             pending: self.engine.pending_len(),
-            refused_deletions: h.refused.len(),
+            refused_deletions: self.view.refused().len(),
             unmanaged: m.unmanaged,
             invalid: m.invalid,
             rejected_guids: m.guids_rejected,
