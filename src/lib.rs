@@ -59,6 +59,8 @@ pub fn main_with_args(args: Vec<OsString>) -> i32 {
         logging::init(false);
         return app::run_status(&invocation, max_age);
     }
+    // Every command from here on may read a password or token.
+    let undumpable = secret::keep_out_of_core_dumps();
     let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
     let config = match config::load(&invocation.flags, credentials.as_deref()) {
         Ok(config) => config,
@@ -68,6 +70,9 @@ pub fn main_with_args(args: Vec<OsString>) -> i32 {
         }
     };
     logging::init(config.settings.debug);
+    if let Err(warning) = undumpable {
+        log::warn!("{warning}");
+    }
     for warning in config.warnings() {
         log::warn!("{warning}");
     }
