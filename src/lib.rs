@@ -4,6 +4,8 @@
 //! Modules, from the bottom up (each depends only on those above it in this list):
 //! - `model`: PKey, GUID, membership, partitions and pcocc entries; no I/O.
 //! - `error`, `secret`: the error every command ends with (and its exit code); secret text.
+//! - `text`, `atomic_file`: outside text made safe to show; files replaced without following
+//!   links.
 //! - `plan`: the pure sync planner, over the model only.
 //! - `net`: the HTTP/TLS layer and the etcd and UFM clients, each with its own settings.
 //! - `engine`: one sync pass (read, plan, apply, record), ownership, leader election.
@@ -24,6 +26,7 @@ mod net;
 mod plan;
 mod secret;
 mod systemd;
+mod text;
 
 use std::ffi::OsString;
 
@@ -56,6 +59,8 @@ pub fn main_with_args(args: Vec<OsString>) -> i32 {
         logging::init(false);
         return app::run_status(&invocation, max_age);
     }
+    // Every command from here on may read a password or token.
+    let undumpable = secret::keep_out_of_core_dumps();
     let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
     let config = match config::load(&invocation.flags, credentials.as_deref()) {
         Ok(config) => config,
@@ -65,6 +70,9 @@ pub fn main_with_args(args: Vec<OsString>) -> i32 {
         }
     };
     logging::init(config.settings.debug);
+    if let Err(warning) = undumpable {
+        log::warn!("{warning}");
+    }
     for warning in config.warnings() {
         log::warn!("{warning}");
     }

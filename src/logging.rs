@@ -4,7 +4,9 @@
 //! ureq and rustls log at wire level (headers included, so credentials); their records are
 //! capped at `warn` whatever `RUST_LOG` or `--debug` say. Under systemd (stderr is the
 //! journal stream named by `JOURNAL_STREAM`) lines carry a `<N>` syslog priority and no
-//! timestamp, since the journal adds its own.
+//! timestamp, since the journal adds its own. Every record is one line: control characters
+//! in it (from an etcd key, a UFM error text) are escaped ([`crate::text::escape`]), so that no
+//! outside text can forge a record of its own or drive the terminal.
 
 use std::io::Write;
 
@@ -61,7 +63,7 @@ fn build(debug: bool) -> env_logger::Logger {
                 buf,
                 "<{}>{}",
                 syslog_priority(record.level()),
-                record.args()
+                one_line(record.args())
             )
         });
     } else {
@@ -70,11 +72,19 @@ fn build(debug: bool) -> env_logger::Logger {
                 buf,
                 "ufm-pkeyd: {}: {}",
                 record.level().as_str().to_ascii_lowercase(),
-                record.args()
+                one_line(record.args())
             )
         });
     }
     builder.build()
+}
+
+/// A record's message as one line, its control characters escaped.
+fn one_line(args: &std::fmt::Arguments<'_>) -> String {
+    match args.as_str() {
+        Some(text) => crate::text::escape(text).into_owned(),
+        None => crate::text::escape(&args.to_string()).into_owned(),
+    }
 }
 
 /// A debug record of this crate, to ask a filter whether it would pass.
@@ -139,6 +149,7 @@ fn syslog_priority(level: Level) -> u8 {
 /// The line for an error that ends the program: under the journal with priority err (3), so
 /// that `journalctl -p err` shows why the daemon stopped; otherwise `ufm-pkeyd: error: …`.
 pub(crate) fn fatal_line(message: &str) -> String {
+    let message = crate::text::escape(message);
     if stderr_is_journal() {
         format!("<{}>error: {message}", syslog_priority(Level::Error))
     } else {

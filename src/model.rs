@@ -206,6 +206,12 @@ pub(crate) struct PcoccEntry {
 /// than this is not a pcocc entry.
 pub(crate) const MAX_ENTRY_BYTES: usize = 1536 * 1024;
 
+/// The deepest nesting of brackets and braces an entry may have. pcocc's entries have 2
+/// (`{'host_guids': [...]}`); the YAML parser that reads them takes time that grows with the
+/// square of the depth (a 400 KB value 200,000 levels deep took 76 s of the daemon's only
+/// thread), so depth is checked, in one linear scan, before any parser sees the value.
+pub(crate) const MAX_ENTRY_DEPTH: usize = 64;
+
 /// The raw shape of an entry: both lists optional, items kept as text so that every invalid GUID
 /// can be reported by value instead of failing on the first.
 #[derive(serde::Deserialize)]
@@ -256,6 +262,7 @@ fn parse_raw_entry(text: &str) -> Result<RawEntry, ModelError> {
                 .to_string(),
         ));
     }
+    check_nesting(trimmed)?;
     if let Ok(raw) = serde_json::from_str::<RawEntry>(trimmed) {
         return Ok(raw);
     }
@@ -265,6 +272,123 @@ fn parse_raw_entry(text: &str) -> Result<RawEntry, ModelError> {
             first_line(&e.to_string())
         ))
     })
+}
+
+/// Refuses, in time linear in its length, a mapping nested deeper than [`MAX_ENTRY_DEPTH`], with
+/// text after its closing brace, or with a YAML tag, anchor or alias (which no entry has).
+///
+/// The depth is counted as the YAML parser (libyaml) will see it: a bracket is structure unless
+/// it lies in a quoted scalar or a comment. A quote starts a scalar only where a token starts
+/// (after a bracket, a comma, `:` or `?`, or blanks there); inside a plain scalar it is a
+/// character like another, and so is `#` unless blanks come before it. In a flow collection a
+/// plain scalar ends at every bracket and comma, so no bracket outside quotes and comments is
+/// ever content. Any value JSON reads, the scan reads the same way.
+fn check_nesting(mapping: &str) -> Result<(), ModelError> {
+    let mut scan = Nesting::default();
+    let mut chars = mapping.chars().peekable();
+    while let Some(c) = chars.next() {
+        if scan.closed && !is_yaml_blank(c) && c != '#' {
+            return Err(ModelError::new(
+                "value has text after its closing brace".to_string(),
+            ));
+        }
+        scan.step(c, &mut chars)?;
+    }
+    Ok(())
+}
+
+/// Where [`check_nesting`] is.
+#[derive(Default)]
+struct Nesting {
+    depth: usize,
+    /// Inside a plain (unquoted) scalar, which blanks do not end.
+    in_plain: bool,
+    /// The last character was a blank: a `#` now starts a comment.
+    after_blank: bool,
+    /// The outermost mapping closed.
+    closed: bool,
+}
+
+impl Nesting {
+    fn step(
+        &mut self,
+        c: char,
+        rest: &mut std::iter::Peekable<std::str::Chars<'_>>,
+    ) -> Result<(), ModelError> {
+        let blank_before = std::mem::replace(&mut self.after_blank, false);
+        match c {
+            '[' | '{' => {
+                self.in_plain = false;
+                self.depth += 1;
+                if self.depth > MAX_ENTRY_DEPTH {
+                    return Err(ModelError::new(format!(
+                        "value is nested deeper than {MAX_ENTRY_DEPTH} levels of brackets and braces; a PKey entry has 2"
+                    )));
+                }
+            }
+            ']' | '}' => {
+                self.in_plain = false;
+                self.depth = self.depth.saturating_sub(1);
+                self.closed = self.depth == 0;
+            }
+            ',' => self.in_plain = false,
+            '#' if !self.in_plain || blank_before => {
+                // A comment, to the end of the line.
+                self.in_plain = false;
+                while rest.next_if(|c| !is_yaml_break(*c)).is_some() {}
+            }
+            c if is_yaml_blank(c) => self.after_blank = true,
+            _ if self.in_plain => {
+                // `: ` ends a plain scalar; `:` followed by anything else is part of it.
+                if c == ':' && rest.peek().is_none_or(|n| is_yaml_blank(*n)) {
+                    self.in_plain = false;
+                }
+            }
+            // From here on, `c` starts a token.
+            '\'' => skip_single_quoted(rest),
+            '"' => skip_double_quoted(rest),
+            ':' | '?' => {}
+            '!' | '&' | '*' => {
+                return Err(ModelError::new(
+                    "value uses a YAML tag, anchor or alias (!, &, *), which no PKey entry has"
+                        .to_string(),
+                ));
+            }
+            _ => self.in_plain = true,
+        }
+        Ok(())
+    }
+}
+
+/// Past a single-quoted scalar, whose only escape is `''`.
+fn skip_single_quoted(rest: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+    while let Some(c) = rest.next() {
+        if c == '\'' && rest.next_if_eq(&'\'').is_none() {
+            return;
+        }
+    }
+}
+
+/// Past a double-quoted scalar, in which a backslash escapes the next character.
+fn skip_double_quoted(rest: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+    while let Some(c) = rest.next() {
+        match c {
+            '\\' => {
+                rest.next();
+            }
+            '"' => return,
+            _ => {}
+        }
+    }
+}
+
+/// YAML's blanks and line breaks (libyaml's `IS_BLANK` and `IS_BREAK`).
+fn is_yaml_blank(c: char) -> bool {
+    matches!(c, ' ' | '\t') || is_yaml_break(c)
+}
+
+fn is_yaml_break(c: char) -> bool {
+    matches!(c, '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}')
 }
 
 fn collect_guids(items: &[String], bad: &mut Vec<String>) -> BTreeSet<Guid> {
@@ -492,6 +616,73 @@ mod tests {
     fn entry_rejects_non_utf8() {
         let err = PcoccEntry::parse(b"{'host_guids': ['\xff\xfe']}").expect_err("bytes");
         assert!(err.to_string().contains("UTF-8"));
+    }
+
+    #[test]
+    fn a_deeply_nested_value_is_an_invalid_entry_without_reaching_a_parser() {
+        // 1.4 MB, under etcd's request limit: the YAML parser would take minutes.
+        let deep = format!("{{\"host_guids\": {}", "[".repeat(700_000));
+        let err = entry(&deep).expect_err("too deep");
+        assert!(
+            err.to_string().contains("nested deeper than 64 levels"),
+            "{err}"
+        );
+        let python = format!(
+            "{{'host_guids': {}'0x043f720300f55176'{}}}",
+            "[".repeat(70),
+            "]".repeat(70)
+        );
+        assert!(entry(&python).is_err_and(|e| e.to_string().contains("deeper than 64")));
+    }
+
+    #[test]
+    fn brackets_in_quotes_and_comments_do_not_hide_nesting() {
+        let nested = |level: &str, n: usize| format!("{{'a': {}}}", level.repeat(n));
+        // Each level opens a list whose first item is a quoted closing bracket (YAML sees it as
+        // text), or a comment that holds one.
+        for level in ["[']', ", "[\"]\", ", "[ #]\n", "[a'b, ']', ", "[y #]\n, "] {
+            let err = entry(&nested(level, 100)).expect_err(level);
+            assert!(
+                err.to_string().contains("deeper than 64"),
+                "{level:?}: {err}"
+            );
+        }
+        // Quote characters inside a plain scalar or a comment are text, not the start of a
+        // quoted scalar that would hide the brackets after them.
+        for level in ["[it's, ", "[a\"b, ", "[ # it's\n"] {
+            let err = entry(&nested(level, 100)).expect_err(level);
+            assert!(
+                err.to_string().contains("deeper than 64"),
+                "{level:?}: {err}"
+            );
+        }
+        let err = entry("{}\n---\n[[[[").expect_err("a second document");
+        assert!(err.to_string().contains("after its closing brace"), "{err}");
+        for tagged in ["{'a': !!str [1]}", "{'a': &x [1], 'b': *x}"] {
+            let err = entry(tagged).expect_err(tagged);
+            assert!(err.to_string().contains("tag, anchor or alias"), "{err}");
+        }
+    }
+
+    #[test]
+    fn nesting_up_to_the_bound_and_brackets_in_strings_are_allowed() {
+        let at_bound = format!(
+            "{{'host_guids': ['0x043f720300f55176'], 'x': {}1{}}}",
+            "[".repeat(MAX_ENTRY_DEPTH - 1),
+            "]".repeat(MAX_ENTRY_DEPTH - 1)
+        );
+        assert_eq!(entry(&at_bound).map(|e| e.host_guids.len()), Ok(1));
+        let texts =
+            r#"{"host_guids": ["0x043f720300f55176"], "note": "[[[{{ ]] it's", "n": 'a''[b'} # [["#;
+        assert_eq!(entry(texts).map(|e| e.host_guids.len()), Ok(1));
+    }
+
+    #[test]
+    fn a_wide_value_of_etcds_largest_size_is_parsed() {
+        let guids: Vec<String> = (0..60_000u64).map(|n| format!("'0x{:016x}'", n)).collect();
+        let value = format!("{{'host_guids': [{}], 'vf_guids': []}}", guids.join(", "));
+        assert!(value.len() > 1_300_000, "{}", value.len());
+        assert_eq!(entry(&value).map(|e| e.host_guids.len()), Ok(60_000));
     }
 
     #[test]

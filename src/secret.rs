@@ -4,6 +4,22 @@
 
 use std::fmt;
 
+/// Keeps this process's memory out of core dumps, `/proc/PID/mem` and other users' ptrace
+/// (`PR_SET_DUMPABLE` 0), before any secret is read: the core of an aborted daemon would hold
+/// the UFM password and its Basic header. `Err` says why the kernel refused, for a warning.
+pub(crate) fn keep_out_of_core_dumps() -> Result<(), String> {
+    // SAFETY: prctl with PR_SET_DUMPABLE takes an integer argument and touches no memory of
+    // ours.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "secrets may end up in a core dump (prctl PR_SET_DUMPABLE: {}); set LimitCORE=0",
+            std::io::Error::last_os_error()
+        ))
+    }
+}
+
 /// A password or token. `Debug` and `Display` print a placeholder.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Secret(String);

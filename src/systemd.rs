@@ -6,7 +6,10 @@ use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 /// Sends one notification; does nothing when not started by systemd with `Type=notify`.
+/// Assignments are separated by newlines: one in a `STATUS=` text (a UFM error) would be
+/// another assignment (`MAINPID=`, `READY=1`), so control characters are escaped.
 pub(crate) fn notify(state: &str) {
+    let state = crate::text::escape(state);
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };

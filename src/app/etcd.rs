@@ -7,8 +7,9 @@ use crate::cli::EtcdOp;
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::net::etcd::{EtcdClient, KeyValue};
+use crate::text::escape;
 
-/// Runs one etcd operation.
+/// Runs one etcd operation. Keys and values are printed escaped (`--json`: exact).
 pub(super) fn run(op: &EtcdOp, settings: &Settings, out: &Output) -> Result<()> {
     let client = etcd_client(settings)?;
     let prefix = &settings.engine.prefix;
@@ -37,14 +38,17 @@ pub(super) fn run(op: &EtcdOp, settings: &Settings, out: &Output) -> Result<()> 
                 let text: String = listing
                     .kvs
                     .iter()
-                    .map(|kv| format!("{}\n", kv.key))
+                    .map(|kv| format!("{}\n", escape(&kv.key)))
                     .collect();
                 out.print(&text)
             }
         }
         EtcdOp::Get(key) => match client.get(key)? {
             Some(kv) if out.json => out.print_json(&kv_json(&kv)),
-            Some(kv) => out.print(&format!("{}\n", String::from_utf8_lossy(&kv.value))),
+            Some(kv) => out.print(&format!(
+                "{}\n",
+                escape(&String::from_utf8_lossy(&kv.value))
+            )),
             None => {
                 hint_other_keyspace(&client, key, false);
                 Err(Error::NotFound(format!(

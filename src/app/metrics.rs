@@ -295,9 +295,11 @@ impl Metrics {
         out
     }
 
-    /// Writes the metrics to `path` atomically, so the collector never reads half a file.
+    /// Writes the metrics to `path` atomically, so the collector never reads half a file; mode
+    /// 0644, for node_exporter.
     pub(crate) fn write(&self, path: &Path) -> Result<(), String> {
-        crate::atomic_file::replace(path, self.render().as_bytes())
+        use crate::atomic_file::{READABLE, replace_with_mode};
+        replace_with_mode(path, self.render().as_bytes(), READABLE)
             .map_err(|e| format!("metrics file not written: {e}"))
     }
 }

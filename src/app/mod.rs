@@ -118,7 +118,8 @@ impl Output {
         self.print(&format!("{text}\n"))
     }
 
-    /// Prints a confirmation: a line for people, `{"ok": true, …}` for scripts.
+    /// Prints a confirmation: a line for people (escaped: it may name an etcd key), `{"ok":
+    /// true, …}` for scripts.
     pub(crate) fn done(&self, line: &str, detail: serde_json::Value) -> Result<()> {
         if self.json {
             let mut value = json!({"ok": true, "message": line});
@@ -129,7 +130,7 @@ impl Output {
             }
             self.print_json(&value)
         } else {
-            self.print(&format!("{line}\n"))
+            self.print(&format!("{}\n", crate::text::escape(line)))
         }
     }
 }

@@ -725,10 +725,25 @@ impl Gate for DaemonGate<'_> {
 }
 
 /// Fails fast on wrong UFM credentials (exit 5) or a wrong URL or auth mode (exit 2): the
-/// unit does not restart on either, an operator reads why. An unreachable UFM is only a
-/// warning, the loop retries.
+/// unit does not restart on either, an operator reads why. Credentials count as refused only
+/// when a second try, a few seconds later, is refused too: a UFM in the middle of a restart or
+/// an HA fail-over may refuse once. An unreachable UFM, or one that serves web pages instead
+/// of its API, is only a warning: the loop retries.
 fn check_ufm_credentials(ufm: &UfmClient) -> Result<()> {
-    match ufm.version() {
+    const CONFIRM_AFTER: Duration = Duration::from_secs(3);
+    let mut answer = ufm.version();
+    if let Err(UfmError::Auth(m)) = &answer {
+        log::warn!(
+            "{m}; asking again in {} s before giving up",
+            CONFIRM_AFTER.as_secs()
+        );
+        let until = Instant::now() + CONFIRM_AFTER;
+        while Instant::now() < until && !stopping() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        answer = ufm.version();
+    }
+    match answer {
         Ok(version) => {
             log::info!("UFM {version}: connected");
             Ok(())

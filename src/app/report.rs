@@ -9,6 +9,7 @@ use serde_json::json;
 use crate::engine::PassReport;
 use crate::model::PKey;
 use crate::plan::{Action, Plan};
+use crate::text::escape;
 
 /// How many PKeys a list in a log line or message names before "… and N more".
 const LISTED: usize = 10;
@@ -183,7 +184,8 @@ pub(crate) fn plan_json(plan: &Plan, owned: &BTreeSet<PKey>) -> serde_json::Valu
     })
 }
 
-/// The plan for people: one line per change, then unmanaged, invalid and refusals.
+/// The plan for people: one line per change, then unmanaged, invalid and refusals. Keys and
+/// reasons come from etcd and UFM and are escaped.
 pub(crate) fn plan_text(plan: &Plan) -> String {
     let mut text = String::new();
     for action in &plan.actions {
@@ -208,7 +210,8 @@ pub(crate) fn plan_text(plan: &Plan) -> String {
     for invalid in &plan.invalid {
         text.push_str(&format!(
             "invalid (left alone): {}: {}\n",
-            invalid.key, invalid.reason
+            escape(&invalid.key),
+            escape(&invalid.reason)
         ));
     }
     if let Some(reason) = &plan.refusal {
@@ -218,13 +221,15 @@ pub(crate) fn plan_text(plan: &Plan) -> String {
             "; confirm with --allow-mass-delete"
         };
         text.push_str(&format!(
-            "refused: deleting {} ({reason}){way_out}\n",
-            list(&plan.refused_deletes)
+            "refused: deleting {} ({}){way_out}\n",
+            list(&plan.refused_deletes),
+            escape(reason)
         ));
     }
     for (pkey, reason) in &plan.unreadable {
         text.push_str(&format!(
-            "unreadable in UFM (left alone): {pkey}: {reason}\n"
+            "unreadable in UFM (left alone): {pkey}: {}\n",
+            escape(reason)
         ));
     }
     if plan_pending(plan) {

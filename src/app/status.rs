@@ -346,11 +346,12 @@ impl Check {
         Some(perf)
     }
 
+    /// The plugin's first line; the summary may quote a UFM or etcd error, escaped.
     fn summary_line(&self) -> String {
         let mut line = format!(
             "UFM-PKEYD {} - {}",
             self.verdict.word(),
-            self.verdict.summary
+            crate::text::escape(&self.verdict.summary)
         );
         if let Some(perf) = self.perfdata() {
             line.push_str(&format!(" | {perf}"));
@@ -431,7 +432,7 @@ impl Check {
             );
         }
         if let Some(e) = &s.last_error {
-            text.push_str(&format!("last error: {e}\n"));
+            text.push_str(&format!("last error: {}\n", crate::text::escape(e)));
         }
         text.push_str(&format!(
             "file:       {}, written {} ago\n",

@@ -103,7 +103,7 @@ impl Status {
         let mut text = serde_json::to_string_pretty(self)
             .map_err(|e| format!("status file not written: {e}"))?;
         text.push('\n');
-        crate::atomic_file::replace_with_mode(path, text.as_bytes(), 0o644)
+        crate::atomic_file::replace_with_mode(path, text.as_bytes(), crate::atomic_file::READABLE)
             .map_err(|e| format!("status file not written: {e}"))
     }
 

@@ -16,6 +16,7 @@ use crate::model::{Guid, Join, PKey, Partition};
 use crate::net::ufm::{
     Auth, Deletion, PartitionList, REMOVE_BATCH, UfmClient, UfmError, open_gate,
 };
+use crate::text::escape;
 
 /// UFM's documented default for a new partition's IP over InfiniBand (ufm-api.md §3.4).
 const UFM_DEFAULT_IP_OVER_IB: bool = true;
@@ -218,19 +219,24 @@ fn partition_json(partition: &Partition) -> serde_json::Value {
     })
 }
 
+/// The partitions for people; names and reasons come from UFM and are escaped.
 fn partition_table(list: &PartitionList) -> String {
     let mut text = format!("{:<8} {:<24} {:<6} {}\n", "PKEY", "NAME", "IPOIB", "GUIDS");
     for p in &list.partitions {
         text.push_str(&format!(
             "{:<8} {:<24} {:<6} {}\n",
             p.pkey.to_string(),
-            p.name,
+            escape(&p.name),
             if p.ip_over_ib { "yes" } else { "no" },
             p.members.len()
         ));
     }
     for (pkey, reason) in &list.unreadable {
-        text.push_str(&format!("{:<8} unreadable: {reason}\n", pkey.to_string()));
+        text.push_str(&format!(
+            "{:<8} unreadable: {}\n",
+            pkey.to_string(),
+            escape(reason)
+        ));
     }
     text
 }
@@ -239,7 +245,7 @@ fn partition_detail(partition: &Partition) -> String {
     let mut text = format!(
         "pkey:        {}\nname:        {}\nip_over_ib:  {}\nguids:       {}\n",
         partition.pkey,
-        partition.name,
+        escape(&partition.name),
         partition.ip_over_ib,
         partition.members.len()
     );

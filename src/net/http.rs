@@ -113,6 +113,15 @@ impl Response {
         is_html(&self.content_type, &self.body)
     }
 
+    /// Whether the body may be a JSON document: its first non-blank byte can start one. An
+    /// empty body, plain text or a page cannot.
+    pub(crate) fn starts_like_json(&self) -> bool {
+        self.body
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| can_start_json(*b))
+    }
+
     /// The body as text, lossily, trimmed and cut to one short line for messages.
     pub(crate) fn snippet(&self) -> String {
         let text = String::from_utf8_lossy(&self.body);
@@ -143,6 +152,14 @@ impl Response {
 fn is_html(content_type: &str, body: &[u8]) -> bool {
     content_type.to_ascii_lowercase().contains("html")
         || body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'<')
+}
+
+/// Whether `byte` can be the first of a JSON document.
+fn can_start_json(byte: u8) -> bool {
+    matches!(
+        byte,
+        b'{' | b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n'
+    )
 }
 
 /// How a request authenticates.
@@ -626,6 +643,16 @@ impl Stream {
         use std::io::BufRead;
         let head = self.reader.fill_buf().unwrap_or_default();
         is_html(&self.content_type, head)
+    }
+
+    /// Whether the answer may be JSON, by its first non-blank byte among those that arrived
+    /// (when none has yet, the parser will tell).
+    pub(crate) fn looks_like_json(&mut self) -> bool {
+        use std::io::BufRead;
+        let head = self.reader.fill_buf().unwrap_or_default();
+        head.iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_none_or(|b| can_start_json(*b))
     }
 
     /// The whole (small) answer as a [`Response`], for error handling.

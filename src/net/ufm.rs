@@ -4,8 +4,12 @@
 //! UFM's answers vary between versions, so the client is liberal in what it reads: a list is
 //! an array of keys or an object keyed by key; a missing PKey is a 404 or a 200 with `{}`; the
 //! body of a mutation is ignored. It is strict in what it sends: keys as `0x{:x}`, GUIDs as 16
-//! lowercase digits, no unknown fields. Any HTML answer on an API path is an authentication or
-//! URL problem, never data.
+//! lowercase digits, no unknown fields. An answer is classified by what it is, never taken
+//! for data when it is not JSON: 401 and 403, and UFM's login page, are refused credentials; a 404
+//! or 405 may be a missing route; any other web page or text where JSON was due (Apache's pages
+//! while UFM restarts or its HA pair fails over, often with status 200) is a UFM that does not
+//! serve the API right now, handled like one that does not answer
+//! ([`UfmError::is_no_answer`]).
 //!
 //! This module owns the requests, the reads (version, list, one partition) and how each answer
 //! becomes a [`UfmError`]; [`routes`] decides which write routes a host serves, and [`writes`]
@@ -51,8 +55,11 @@ pub(crate) enum UfmError {
     Cut(String),
     /// UFM did not answer within the timeout (it may still apply the request).
     TimedOut(String),
-    /// Wrong credentials, token or role, or an HTML page where JSON was due.
+    /// Wrong credentials, token or role (401, 403, or UFM's login page).
     Auth(String),
+    /// A web page or text where JSON was due, with a status that is not an error: UFM (behind
+    /// Apache) restarting or failing over, not serving its API right now.
+    NotServing(String),
     /// The PKey does not exist, as the single-PKey read says (a 404 with UFM's own message,
     /// or 200 with `{}`); after a write answered 404 or 405, only once that read confirmed it.
     NotFound(String),
@@ -86,6 +93,7 @@ impl fmt::Display for UfmError {
             | UfmError::Cut(m)
             | UfmError::TimedOut(m)
             | UfmError::Auth(m)
+            | UfmError::NotServing(m)
             | UfmError::NotFound(m)
             | UfmError::AlreadyExists(m)
             | UfmError::Unsupported(m)
@@ -115,19 +123,20 @@ impl From<HttpError> for UfmError {
 
 impl UfmError {
     /// Whether sending the request again soon may succeed: the connection was refused or
-    /// reset, or UFM (or its Apache) said it is overloaded or restarting (502, 503, 504).
-    /// Every PKey operation is idempotent, so such a request may be sent again. A request that
-    /// timed out is not: it already cost a whole timeout.
+    /// reset, or UFM (or its Apache) said it is overloaded or restarting (502, 503, 504, or a
+    /// web page instead of the API). Every PKey operation is idempotent, so such a request may
+    /// be sent again. A request that timed out is not: it already cost a whole timeout.
     pub(crate) fn is_retryable(&self) -> bool {
         match self {
-            UfmError::Unreachable(_) | UfmError::Cut(_) => true,
+            UfmError::Unreachable(_) | UfmError::Cut(_) | UfmError::NotServing(_) => true,
             UfmError::Api { status, .. } => matches!(status, 502..=504),
             _ => false,
         }
     }
 
     /// Whether UFM gave no usable answer at all (retryable, or timed out): UFM, or the route
-    /// to it, may be down. A 500 is an answer: UFM failed that request.
+    /// to it, may be down, or it serves web pages instead of its API. A 500 is an answer: UFM
+    /// failed that request.
     pub(crate) fn is_no_answer(&self) -> bool {
         self.is_retryable() || matches!(self, UfmError::TimedOut(_))
     }
@@ -594,13 +603,17 @@ impl UfmClient {
             HttpError::is_unreachable,
         )?;
         self.answered_by(&base);
-        if (200..300).contains(&stream.status) && !stream.looks_like_html() {
+        if (200..300).contains(&stream.status)
+            && !stream.looks_like_html()
+            && stream.looks_like_json()
+        {
             return Ok(stream);
         }
         let response = stream.into_response()?;
         match self.check(&url, response) {
             Err(e) => Err(e),
-            Ok(response) => Err(self.unexpected(path, &response)),
+            // A 2xx that is not JSON at all (a page check let through is not one).
+            Ok(response) => Err(not_serving(&url, &response)),
         }
     }
 
@@ -665,6 +678,8 @@ impl UfmClient {
         self.check(&url, response)
     }
 
+    /// What an answer is: 2xx JSON (or a body for a write) is returned, anything else becomes
+    /// the error that says what it is (see the module comment).
     fn check(&self, url: &str, response: Response) -> Result<Response, UfmError> {
         let who = self.auth.who();
         let url = shown_url(url);
@@ -674,6 +689,12 @@ impl UfmClient {
             ))),
             403 => Err(UfmError::Auth(format!(
                 "UFM at {url} denied {who} (HTTP 403): the user needs a role that may manage PKeys"
+            ))),
+            status @ 300..=399 if redirects_to_login(&response) => Err(UfmError::Auth(format!(
+                "UFM at {url} sent {who} to its page to log in (HTTP {status}) instead of answering: check the user and password (or token)"
+            ))),
+            status if status < 500 && is_login_page(&response) => Err(UfmError::Auth(format!(
+                "UFM at {url} answered with its HTML page to log in (HTTP {status}) instead of the API: it did not accept {who}; check the user and password (or token)"
             ))),
             // A server error is UFM (or its Apache) in trouble, even when it comes as an HTML
             // page: retry later, do not blame the credentials.
@@ -707,10 +728,15 @@ impl UfmClient {
                 ),
                 reason: "URL too long".to_string(),
             }),
-            _ if response.is_html() => Err(UfmError::Auth(format!(
-                "UFM at {url} answered with an HTML page (HTTP {}): wrong credentials or wrong URL?",
-                response.status
-            ))),
+            status @ 400..=499 if response.is_html() => Err(UfmError::Api {
+                status,
+                message: format!(
+                    "UFM at {url} refused the request (HTTP {status}) with a web page: {}",
+                    response.snippet()
+                ),
+                reason: "a web page".to_string(),
+            }),
+            _ if response.is_html() => Err(not_serving(&url, &response)),
             status if (200..300).contains(&status) => Ok(response),
             status => {
                 let reason = error_message(&response);
@@ -723,11 +749,16 @@ impl UfmClient {
         }
     }
 
+    /// A read's answer as JSON. A body that is not JSON at all is no API answer (see
+    /// [`UfmError::NotServing`]); JSON of another shape is [`UfmError::BadAnswer`].
     fn json<T: serde::de::DeserializeOwned>(
         &self,
         response: &Response,
         path: &str,
     ) -> Result<T, UfmError> {
+        if !response.starts_like_json() {
+            return Err(not_serving(&format!("{}{path}", self.base()), response));
+        }
         response.json().map_err(|_| self.unexpected(path, response))
     }
 
@@ -737,6 +768,58 @@ impl UfmClient {
             response.snippet()
         ))
     }
+}
+
+/// A web page or text where JSON was due, with a status that is not an error.
+fn not_serving(url: &str, response: &Response) -> UfmError {
+    let what = if response.is_html() {
+        "a web page"
+    } else if response.body.iter().all(u8::is_ascii_whitespace) {
+        "an empty body"
+    } else {
+        "text that is not JSON"
+    };
+    UfmError::NotServing(format!(
+        "UFM at {url} answered with {what} (HTTP {}, {:?}) instead of its API: UFM is restarting or failing over, or a proxy answers for it",
+        response.status,
+        page_title(response).unwrap_or_else(|| response.snippet())
+    ))
+}
+
+/// The `<title>` of a web page, for messages.
+fn page_title(response: &Response) -> Option<String> {
+    let text = String::from_utf8_lossy(&response.body[..response.body.len().min(64 * 1024)]);
+    let lower = text.to_ascii_lowercase();
+    let start = lower.find("<title>")? + "<title>".len();
+    let end = start + lower[start..].find("</title>")?;
+    let title: Vec<&str> = text[start..end].split_whitespace().collect();
+    Some(title.join(" ")).filter(|t| !t.is_empty())
+}
+
+/// Whether a redirect leads to a page to log in (Apache's form login sends there whoever
+/// it did not authenticate).
+fn redirects_to_login(response: &Response) -> bool {
+    response
+        .header("location")
+        .is_some_and(|to| to.to_ascii_lowercase().contains("login"))
+}
+
+/// Whether an answer is a page to log in: a form with a password field, or the field names
+/// and action of Apache's form login (`httpd_username`, `dologin`), which UFM's web server
+/// uses. Told apart this way from Apache's other pages, which say nothing of credentials.
+fn is_login_page(response: &Response) -> bool {
+    if !response.is_html() {
+        return false;
+    }
+    let head = &response.body[..response.body.len().min(64 * 1024)];
+    let text = String::from_utf8_lossy(head).to_ascii_lowercase();
+    ["httpd_username", "httpd_password", "dologin"]
+        .iter()
+        .any(|mark| text.contains(mark))
+        || (text.contains("<form")
+            && ["type=\"password\"", "type='password'", "type=password"]
+                .iter()
+                .any(|field| text.contains(field)))
 }
 
 /// A URL for messages: a remove's list of GUIDs is cut to its first one and a count.
@@ -865,6 +948,74 @@ mod tests {
                 },
             );
         }
+    }
+
+    const APACHE_PAGE: &str = "<!DOCTYPE HTML PUBLIC \"-//IETF//DTD HTML 2.0//EN\">\n<html><head><title>Service Unavailable</title></head><body><h1>Service Unavailable</h1></body></html>";
+    const LOGIN_PAGE: &str = "<html><head><title>UFM - Login</title></head><body><form method=\"post\" action=\"/dologin\"><input type=\"text\" name=\"httpd_username\"><input type=\"password\" name=\"httpd_password\"></form></body></html>";
+
+    #[test]
+    fn a_web_page_that_is_not_a_login_page_is_ufm_not_serving_not_a_refusal() {
+        for status in [200, 204, 302] {
+            let error = client()
+                .check(URL, answer(status, "text/html", APACHE_PAGE))
+                .expect_err("an error");
+            assert!(
+                matches!(&error, UfmError::NotServing(m) if m.contains(&format!("HTTP {status}")) && m.contains("Service Unavailable")),
+                "{error:?}"
+            );
+            assert!(error.is_no_answer(), "handled as an outage: {error:?}");
+            assert_eq!(
+                crate::error::Error::from(error).exit_code(),
+                crate::error::EXIT_FAILED
+            );
+        }
+        // A read answered 200 with text that is not JSON at all.
+        let text = answer(200, "text/plain", "UFM is starting, please wait\n");
+        let error = client()
+            .json::<serde_json::Value>(&text, "/app/ufm_version")
+            .expect_err("not JSON");
+        assert!(matches!(error, UfmError::NotServing(_)), "{error:?}");
+        // JSON of another shape is not an outage.
+        let odd = answer(200, "application/json", "{\"unexpected\": 1");
+        let error = client()
+            .json::<serde_json::Value>(&odd, "/app/ufm_version")
+            .expect_err("bad JSON");
+        assert!(matches!(error, UfmError::BadAnswer(_)), "{error:?}");
+    }
+
+    #[test]
+    fn the_login_page_and_a_redirect_to_it_are_refused_credentials() {
+        for status in [200, 403, 401] {
+            let error = client()
+                .check(URL, answer(status, "text/html", LOGIN_PAGE))
+                .expect_err("an error");
+            assert!(matches!(&error, UfmError::Auth(_)), "{error:?}");
+            assert!(!error.is_no_answer());
+        }
+        let error = client()
+            .check(URL, answer(200, "text/html", LOGIN_PAGE))
+            .expect_err("an error");
+        assert!(error.to_string().contains("HTML page to log in"), "{error}");
+        let mut redirect = answer(302, "text/html", "<html><title>Found</title></html>");
+        redirect.headers = vec![("location".into(), "https://ufm1/ufm_web/login.html".into())];
+        let error = client().check(URL, redirect).expect_err("an error");
+        assert!(matches!(error, UfmError::Auth(_)), "{error:?}");
+    }
+
+    #[test]
+    fn server_errors_and_client_errors_keep_their_status_when_they_come_as_pages() {
+        let error = client()
+            .check(URL, answer(503, "text/html", APACHE_PAGE))
+            .expect_err("an error");
+        assert!(matches!(error, UfmError::Api { status: 503, .. }) && error.is_retryable());
+        let error = client()
+            .check(URL, answer(500, "text/html", APACHE_PAGE))
+            .expect_err("an error");
+        assert!(matches!(error, UfmError::Api { status: 500, .. }) && !error.is_no_answer());
+        let error = client()
+            .check(URL, answer(400, "text/html", "<html>Bad Request</html>"))
+            .expect_err("an error");
+        assert!(matches!(error, UfmError::Api { status: 400, .. }) && !error.is_no_answer());
     }
 
     #[test]

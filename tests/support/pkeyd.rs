@@ -91,6 +91,7 @@ pub struct Pkeyd {
     stdin: Option<String>,
     timeout: Duration,
     new_session: bool,
+    wrapper: Vec<String>,
 }
 
 impl Pkeyd {
@@ -102,6 +103,7 @@ impl Pkeyd {
             stdin: None,
             timeout: RUN_TIMEOUT,
             new_session: false,
+            wrapper: Vec::new(),
         }
     }
 
@@ -133,6 +135,14 @@ impl Pkeyd {
     /// and cannot open `/dev/tty`, even when the tests run in one.
     pub fn without_terminal(mut self) -> Pkeyd {
         self.new_session = true;
+        self
+    }
+
+    /// Runs it through `wrapper`, a command line that ends by running (with `exec`, so that
+    /// the process id stays the same) the program and arguments it is given after it:
+    /// `["sh", "-c", "umask 000; exec \"$0\" \"$@\""]`, `["setpriv", "--reuid=65534", …]`.
+    pub fn through(mut self, wrapper: &[&str]) -> Pkeyd {
+        self.wrapper = wrapper.iter().map(|a| a.to_string()).collect();
         self
     }
 
@@ -177,6 +187,10 @@ impl Pkeyd {
             let mut setsid = Command::new("setsid");
             setsid.args(["--wait", binary]);
             setsid
+        } else if let Some((program, args)) = self.wrapper.split_first() {
+            let mut wrapper = Command::new(program);
+            wrapper.args(args).arg(binary);
+            wrapper
         } else {
             Command::new(binary)
         };

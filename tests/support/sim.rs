@@ -213,8 +213,12 @@ impl UfmSim {
     }
 
     /// Appends fault rules (`POST /_sim/faults {"rules": rules}`); `rules` is a JSON array of
-    /// rule objects, e.g. `json!([{"route": "/resources/pkeys", "delay_ms": 500}])`. Returns
-    /// the new rules' ids. Panics (with the simulator's one-line reason) on a bad rule.
+    /// rule objects, e.g. `json!([{"route": "/resources/pkeys", "delay_ms": 500}])`. A rule
+    /// selects by `method`, `route`, `pkey`, `query`, lives `count` requests or `seconds`, and
+    /// does `delay_ms` and at most one of: `status` (Apache's error page), `page` (`"apache"`,
+    /// `"login"` or `"text"` instead of the API, with `status` or 200), `noop`, `reset`,
+    /// `reset_after`, `body` (with `status` or 200; see `src/bin/ufm-sim/faults.rs`). Returns the new rules' ids.
+    /// Panics (with the simulator's one-line reason) on a bad rule.
     pub fn add_faults(&self, rules: Value) -> Vec<u64> {
         let reply = self.control("POST", "/_sim/faults", Some(json!({ "rules": rules })));
         reply["added"]

@@ -426,10 +426,14 @@ ct systemctl restart ufm-pkeyd 2>/dev/null || true
 state_readable() {
     [ "$(ct stat -c %a /var/lib/ufm-pkeyd)" = 755 ] || { echo "/var/lib/ufm-pkeyd is $(ct stat -c %a /var/lib/ufm-pkeyd)"; return 1; }
     wait_until 10 "state.json" ct test -s /var/lib/ufm-pkeyd/state.json || return 1
-    ct runuser -u nobody -- cat /var/lib/ufm-pkeyd/state.json >/dev/null || return 1
-    echo "/var/lib/ufm-pkeyd 0755, state.json readable by nobody"
+    wait_until 10 "status.json" ct test -s /var/lib/ufm-pkeyd/status.json || return 1
+    ct runuser -u nobody -- cat /var/lib/ufm-pkeyd/status.json >/dev/null || return 1
+    local modes
+    modes=$(ct stat -c '%n %a' /var/lib/ufm-pkeyd/state.json /var/lib/ufm-pkeyd/state.json.lock /var/lib/ufm-pkeyd/status.json | tr '\n' ' ')
+    [ "$modes" = "/var/lib/ufm-pkeyd/state.json 600 /var/lib/ufm-pkeyd/state.json.lock 600 /var/lib/ufm-pkeyd/status.json 644 " ] || { echo "modes: $modes"; return 1; }
+    echo "/var/lib/ufm-pkeyd 0755, status.json readable by nobody; $modes"
 }
-check state-readable "" "the state directory is readable by an unprivileged user" state_readable
+check state-readable "" "the state directory lets an unprivileged user read the status file; state.json and its lock are 0600" state_readable
 status_plugin() {
     local out rc=0
     out=$(ct runuser -u nobody -- ufm-pkeyd status 2>&1) || rc=$?
@@ -459,7 +463,7 @@ EOF
     etcd_put /pcocc/fabric2/opensm/pkeys/0x2b "{'host_guids': ['0x0002c903000e0b73'], 'vf_guids': []}"
     wait_until 10 "0x2b in UFM" sim_has 0x2b 0x0002c903000e0b73 || return 1
     wait_until 10 "the instance's state file" ct test -s /var/lib/ufm-pkeyd/fabric2/state.json || return 1
-    ct runuser -u nobody -- cat /var/lib/ufm-pkeyd/fabric2/state.json >/dev/null || return 1
+    [ "$(ct stat -c %a /var/lib/ufm-pkeyd/fabric2/state.json)" = 600 ] || return 1
     ct systemctl reload ufm-pkeyd@fabric2 || return 1
     ct systemctl stop ufm-pkeyd@fabric2
     echo "ufm-pkeyd@fabric2: /etc/ufm-pkeyd/fabric2.yaml, its credentials, /var/lib/ufm-pkeyd/fabric2/state.json"

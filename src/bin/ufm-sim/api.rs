@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::control::{self, RouteSet, Sim, Token, now_secs};
-use crate::faults::Outcome;
+use crate::faults::{Outcome, PageKind};
 use crate::http::{HTML, JSON, REQUEST_LINE_LIMIT, Request, Response, TEXT, reason};
 use crate::mock;
 use crate::outage::Gate;
@@ -149,10 +149,24 @@ pub fn fault_page(status: u16) -> Response {
     apache_page(status, text)
 }
 
+/// UFM's page to log in (Apache's form login).
+const LOGIN_PAGE: &str = "<!DOCTYPE html>\n<html><head><title>UFM - Login</title></head>\n<body>\n<form method=\"post\" action=\"/dologin\">\n<label>Username <input type=\"text\" name=\"httpd_username\"></label>\n<label>Password <input type=\"password\" name=\"httpd_password\"></label>\n<input type=\"submit\" value=\"Log In\">\n</form>\n</body></html>\n";
+
+/// The page a `page` fault rule answers, with its status (see [`crate::faults`]).
+pub fn page(kind: PageKind, status: u16) -> Response {
+    match kind {
+        PageKind::Apache => apache_page(
+            status,
+            "The server is temporarily unable to service your\nrequest due to maintenance downtime or capacity\nproblems. Please try again later.",
+        ),
+        PageKind::Login => Response::new(status, HTML, LOGIN_PAGE),
+        PageKind::Text => Response::new(status, "text/plain", "UFM is starting, please wait\n"),
+    }
+}
+
 fn unauthorized(sim: &Sim, prefix: Prefix) -> Response {
     if sim.modes().auth_login200 {
-        let body = "<!DOCTYPE html>\n<html><head><title>UFM - Login</title></head>\n<body>\n<form method=\"post\" action=\"/dologin\">\n<label>Username <input type=\"text\" name=\"httpd_username\"></label>\n<label>Password <input type=\"password\" name=\"httpd_password\"></label>\n<input type=\"submit\" value=\"Log In\">\n</form>\n</body></html>\n";
-        return Response::new(200, HTML, body);
+        return Response::new(200, HTML, LOGIN_PAGE);
     }
     let page = apache_page(
         401,
@@ -291,8 +305,9 @@ fn handle_api(sim: &Sim, req: &Request, route: &str) -> Response {
     }
     let apply = match &verdict.outcome {
         Some(Outcome::Status(status)) => return fault_page(*status),
+        Some(Outcome::Page(kind, status)) => return page(*kind, *status),
         Some(Outcome::Reset) => return Response::dropped(),
-        Some(Outcome::Body(text)) => return Response::new(200, JSON, text.clone()),
+        Some(Outcome::Body(status, text)) => return Response::new(*status, JSON, text.clone()),
         Some(Outcome::Noop) => Apply::Noop,
         Some(Outcome::ResetAfter) | None => Apply::Real,
     };

@@ -5,9 +5,14 @@
 //!
 //! How rules combine (checked in the order they were added, expired ones dropped first):
 //! - The delays of **every** matching rule add up.
-//! - The **first** matching rule with an outcome (`status`, `noop`, `reset`, `reset_after`,
-//!   `body`)
-//!   decides the outcome; later outcome rules are not consulted.
+//! - The **first** matching rule with an outcome (`status`, `page`, `noop`, `reset`,
+//!   `reset_after`, `body`) decides the outcome; later outcome rules are not consulted.
+//! - `status` alone answers Apache's error page for that status; with `body`, that body (JSON,
+//!   or a string as it is) with that status. `page` answers a web page
+//!   instead of the API, with `status` (default 200), as UFM behind Apache does while it
+//!   restarts or fails over: `"apache"` (Apache's "service unavailable" page), `"login"` (UFM's
+//!   page to log in: a form with `httpd_username`, `httpd_password`, posting to `/dologin`),
+//!   `"text"` (a plain-text line, not JSON). Nothing is applied.
 //! - A rule counts a request (`count` goes down, `hits` up) when it contributed to it: its delay
 //!   was added or its outcome chosen. A rule whose outcome lost to an earlier one and that has
 //!   no delay is left alone.
@@ -72,17 +77,50 @@ fn is_read(method: &str) -> bool {
 /// What a matching rule does to the request, besides its delay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Answer 200 with this JSON body instead (an incomplete or odd answer, as a proxy or a
-    /// restarting UFM gives); apply nothing.
-    Body(String),
+    /// Answer this status (200 unless the rule gives one) with this JSON body instead (an
+    /// incomplete or odd answer, as a proxy or a restarting UFM gives, or an error of UFM's
+    /// own); apply nothing.
+    Body(u16, String),
     /// Answer this status with an Apache error page; apply nothing.
     Status(u16),
+    /// Answer this page with this status instead of the API; apply nothing.
+    Page(PageKind, u16),
     /// Answer as a successful mutation would, but change nothing.
     Noop,
     /// Close the connection without answering; apply nothing.
     Reset,
     /// Apply the request, then close the connection without answering.
     ResetAfter,
+}
+
+/// Which page a `page` rule answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageKind {
+    /// Apache's page while the application behind it is down.
+    Apache,
+    /// UFM's page to log in.
+    Login,
+    /// One line of plain text.
+    Text,
+}
+
+impl PageKind {
+    fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "apache" => Ok(Self::Apache),
+            "login" => Ok(Self::Login),
+            "text" => Ok(Self::Text),
+            other => Err(format!("page '{other}' is not one of apache, login, text")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Apache => "apache",
+            Self::Login => "login",
+            Self::Text => "text",
+        }
+    }
 }
 
 /// One active rule.
@@ -128,14 +166,20 @@ impl Rule {
 
     fn to_json(&self, now: Instant) -> Value {
         let (status, noop, reset, reset_after) = match &self.outcome {
-            Some(Outcome::Status(s)) => (Some(*s), false, false, false),
+            Some(Outcome::Status(s) | Outcome::Page(_, s) | Outcome::Body(s, _)) => {
+                (Some(*s), false, false, false)
+            }
             Some(Outcome::Noop) => (None, true, false, false),
             Some(Outcome::Reset) => (None, false, true, false),
             Some(Outcome::ResetAfter) => (None, false, false, true),
-            Some(Outcome::Body(_)) | None => (None, false, false, false),
+            None => (None, false, false, false),
         };
         let body = match &self.outcome {
-            Some(Outcome::Body(text)) => Some(text.clone()),
+            Some(Outcome::Body(_, text)) => Some(text.clone()),
+            _ => None,
+        };
+        let page = match &self.outcome {
+            Some(Outcome::Page(kind, _)) => Some(kind.as_str()),
             _ => None,
         };
         let query: serde_json::Map<String, Value> = self
@@ -151,6 +195,7 @@ impl Rule {
             "query": query,
             "delay_ms": self.delay.map(|d| d.as_millis() as u64),
             "status": status,
+            "page": page,
             "noop": noop,
             "reset": reset,
             "reset_after": reset_after,
@@ -180,6 +225,7 @@ pub struct RuleSpec {
     query: Option<BTreeMap<String, Value>>,
     delay_ms: Option<u64>,
     status: Option<u16>,
+    page: Option<String>,
     noop: Option<bool>,
     reset: Option<bool>,
     reset_after: Option<bool>,
@@ -222,6 +268,15 @@ fn spec_outcome(spec: &RuleSpec) -> Result<Option<Outcome>, String> {
         }
         outcomes.push(Outcome::Status(status));
     }
+    if let Some(page) = &spec.page {
+        let kind = PageKind::parse(page)?;
+        // With a status, the page replaces the error page of that status: one outcome.
+        let status = match outcomes.pop() {
+            Some(Outcome::Status(status)) => status,
+            _ => 200,
+        };
+        outcomes.push(Outcome::Page(kind, status));
+    }
     for (flag, outcome) in [
         (spec.noop, Outcome::Noop),
         (spec.reset, Outcome::Reset),
@@ -237,12 +292,21 @@ fn spec_outcome(spec: &RuleSpec) -> Result<Option<Outcome>, String> {
             Value::String(text) => text.clone(),
             other => other.to_string(),
         };
-        outcomes.push(Outcome::Body(text));
+        // With a status, the body replaces the error page of that status: one outcome.
+        let status = match outcomes.last() {
+            Some(Outcome::Status(status)) => {
+                let status = *status;
+                outcomes.pop();
+                status
+            }
+            _ => 200,
+        };
+        outcomes.push(Outcome::Body(status, text));
     }
     match outcomes.as_slice() {
         [] => Ok(None),
         [one] => Ok(Some(one.clone())),
-        _ => Err("give at most one of status, noop, reset, reset_after, body".into()),
+        _ => Err("give at most one of status (or page), noop, reset, reset_after, body".into()),
     }
 }
 
@@ -272,7 +336,7 @@ impl RuleSpec {
         };
         if delay.is_none() && outcome.is_none() {
             return Err(
-                "the rule has no effect: give delay_ms, status, noop, reset, reset_after or body"
+                "the rule has no effect: give delay_ms, status, page, noop, reset, reset_after or body"
                     .into(),
             );
         }
@@ -529,6 +593,28 @@ mod tests {
     }
 
     #[test]
+    fn a_page_rule_answers_its_page_with_its_status_or_200() {
+        let now = Instant::now();
+        let mut r = rules(
+            now,
+            json!([{"page": "apache", "count": 1}, {"page": "login", "status": 401, "count": 1}]),
+        );
+        let req = facts("GET", "/app/ufm_version", &[]);
+        let first = r.decide(&req, now);
+        assert_eq!(first.outcome, Some(Outcome::Page(PageKind::Apache, 200)));
+        let listed = r.listing(now);
+        assert_eq!(
+            (listed[0]["page"].clone(), listed[0]["status"].clone()),
+            (json!("login"), json!(401))
+        );
+        assert_eq!(
+            r.decide(&req, now).outcome,
+            Some(Outcome::Page(PageKind::Login, 401))
+        );
+        assert!(r.is_empty());
+    }
+
+    #[test]
     fn noop_never_matches_reads() {
         let now = Instant::now();
         let mut r = rules(now, json!([{"noop": true, "count": 1}]));
@@ -575,8 +661,11 @@ mod tests {
         assert!(add_error(json!({"delay_ms": 10})).is_empty());
         assert!(add_error(json!({})).contains("no effect"));
         assert!(add_error(json!({"status": 503, "noop": true})).contains("at most one"));
-        assert!(add_error(json!({"status": 503, "body": {}})).contains("at most one"));
+        assert!(add_error(json!({"status": 503, "body": {}})).is_empty());
+        assert!(add_error(json!({"noop": true, "body": {}})).contains("at most one"));
         assert!(add_error(json!({"status": 42})).contains("100-599"));
+        assert!(add_error(json!({"page": "maintenance"})).contains("apache, login, text"));
+        assert!(add_error(json!({"page": "login", "noop": true})).contains("at most one"));
         assert!(add_error(json!({"status": 503, "route": "/resources/pkey"})).contains("template"));
         assert!(add_error(json!({"status": 503, "method": "get"})).contains("method"));
         assert!(add_error(json!({"status": 503, "pkey": "5"})).contains("pkey"));
