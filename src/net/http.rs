@@ -709,22 +709,40 @@ impl Stream {
 }
 
 /// The base URLs of one service (etcd members, UFM hosts), tried in order starting from the
-/// one that answered last.
+/// one that answered last. Clones share which one that is and which failed lately (as ureq's
+/// agent shares its pool): a dead etcd member costs one timeout, not one per copy of the client.
 #[derive(Clone, Debug)]
 pub(crate) struct Endpoints {
     service: &'static str,
     urls: Vec<String>,
-    current: std::cell::Cell<usize>,
+    state: std::sync::Arc<std::sync::Mutex<Choice>>,
 }
+
+/// Which endpoint answered last, and when each last failed.
+#[derive(Debug)]
+struct Choice {
+    current: usize,
+    failed: Vec<Option<std::time::Instant>>,
+}
+
+/// An endpoint that failed this recently is tried after the others.
+const FAILED_LATELY: Duration = Duration::from_secs(30);
 
 impl Endpoints {
     /// The endpoints of `service`, in order of preference.
     pub(crate) fn new(service: &'static str, urls: Vec<String>) -> Endpoints {
+        let failed = vec![None; urls.len()];
         Endpoints {
             service,
             urls,
-            current: std::cell::Cell::new(0),
+            state: std::sync::Arc::new(std::sync::Mutex::new(Choice { current: 0, failed })),
         }
+    }
+
+    fn choice(&self) -> std::sync::MutexGuard<'_, Choice> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The URLs, in configured order.
@@ -734,7 +752,19 @@ impl Endpoints {
 
     /// The index of the URL tried first: the one that answered last.
     pub(crate) fn current(&self) -> usize {
-        self.current.get()
+        self.choice().current
+    }
+
+    /// The order to try them in: the one that answered last, then the others in turn, those
+    /// that failed lately last.
+    fn order(&self) -> Vec<usize> {
+        let choice = self.choice();
+        let count = self.urls.len();
+        let mut order: Vec<usize> = (0..count).map(|i| (choice.current + i) % count).collect();
+        order.sort_by_key(|i| {
+            choice.failed[*i].is_some_and(|at| at.elapsed() < FAILED_LATELY) && *i != choice.current
+        });
+        order
     }
 
     /// Runs `call` with one base URL after the other until it gets an answer: only errors
@@ -746,23 +776,25 @@ impl Endpoints {
         unreachable: impl Fn(&E) -> bool,
     ) -> Result<T, E> {
         let count = self.urls.len();
-        let start = self.current.get();
+        let start = self.current();
         let mut last = None;
-        for offset in 0..count {
-            let index = (start + offset) % count;
+        for index in self.order() {
             let base = &self.urls[index];
             match call(base) {
                 Err(e) if unreachable(&e) => {
                     if count > 1 {
                         log::warn!("{e}");
                     }
+                    self.choice().failed[index] = Some(std::time::Instant::now());
                     last = Some(e);
                 }
                 result => {
                     if index != start {
                         log::info!("{}: now using {base}", self.service);
                     }
-                    self.current.set(index);
+                    let mut choice = self.choice();
+                    choice.current = index;
+                    choice.failed[index] = None;
                     return result;
                 }
             }

@@ -149,6 +149,14 @@ trait Keyspace {
         claim: &Claim,
         ttl: u64,
     ) -> Result<bool, EtcdError>;
+    /// Whether a linearizable read shows the election key held by this identity and claim.
+    fn holds(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        election: (&str, &str),
+        claim: &Claim,
+    ) -> Result<bool, EtcdError>;
     fn resign(
         &self,
         client: &EtcdClient,
@@ -480,6 +488,19 @@ impl EtcdClient {
     ) -> Result<bool, EtcdError> {
         let keyspace = self.api.keyspace();
         self.with_failover(|base| keyspace.refresh(self, base, (key, identity), claim, ttl))
+    }
+
+    /// Whether etcd shows the election `key` held by `identity` with this `claim` (v3: the
+    /// same lease), from a linearizable read: the proof a leader asks for before each UFM
+    /// write.
+    pub(crate) fn holds_claim(
+        &self,
+        key: &str,
+        identity: &str,
+        claim: &Claim,
+    ) -> Result<bool, EtcdError> {
+        let keyspace = self.api.keyspace();
+        self.with_failover(|base| keyspace.holds(self, base, (key, identity), claim))
     }
 
     /// Gives the election key up at once, so a standby need not wait for the TTL.

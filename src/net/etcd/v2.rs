@@ -384,6 +384,18 @@ impl Keyspace for V2 {
         }
     }
 
+    /// A quorum read of the TTL key: still there, with our identity.
+    fn holds(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        (key, identity): (&str, &str),
+        _claim: &Claim,
+    ) -> Result<bool, EtcdError> {
+        let found = read_key(client, base, key, "?quorum=true")?;
+        Ok(found.is_some_and(|kv| kv.value == identity.as_bytes()))
+    }
+
     /// Deletes the TTL key if it still holds our identity.
     fn resign(
         &self,

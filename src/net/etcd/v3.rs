@@ -60,6 +60,9 @@ struct RawKv {
     value: Option<String>,
     #[serde(default)]
     mod_revision: Option<String>,
+    /// The lease the key is attached to (decimal), absent for none.
+    #[serde(default)]
+    lease: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -371,6 +374,25 @@ impl Keyspace for V3 {
         _ttl: u64,
     ) -> Result<bool, EtcdError> {
         keepalive(client, base, lease_id(claim)?)
+    }
+
+    /// A linearizable read of the election key: our identity, attached to our lease.
+    fn holds(
+        &self,
+        client: &EtcdClient,
+        base: &str,
+        (key, identity): (&str, &str),
+        claim: &Claim,
+    ) -> Result<bool, EtcdError> {
+        let lease = lease_id(claim)?;
+        let body = json!({"key": B64.encode(key)});
+        let response = call(client, base, "/v3/kv/range", &body)?;
+        let range: RangeResponse = json_body(&response, base)?;
+        let Some(raw) = range.kvs.into_iter().next() else {
+            return Ok(false);
+        };
+        let same_lease = raw.lease.as_deref() == Some(lease);
+        Ok(same_lease && decode_kv(raw)?.value == identity.as_bytes())
     }
 
     /// Revoking the lease deletes the election key with it.
