@@ -12,9 +12,9 @@ _ufm_pkeyd() {
     fi
     ((flag_word > 0)) && prev=${COMP_WORDS[flag_word]}
 
-    local common="--config --pcocc-dir --no-pcocc --json --debug --help"
+    local common="--config --pcocc-dir --no-pcocc --json --debug --log-timestamps --help"
     local ufm_conn="--ufm-host --host --ufm-user --username --ufm-password --password
-        --ufm-password-file --ufm-token-file --no-ssl-verify --ufm-ca-cert --http --ufm-timeout
+        --ufm-password-file --ufm-prompt-password --ufm-token-file --no-ssl-verify --ufm-ca-cert --http --ufm-timeout
         --ufm-proxy"
     local etcd_conn="--etcd-endpoints --etcd-host --etcd-port --etcd-protocol --etcd-api
         --etcd-ca-cert --etcd-cert-file --etcd-key-file --etcd-user --etcd-password
@@ -63,7 +63,7 @@ _ufm_pkeyd() {
         return
         ;;
     --etcd-api)
-        mapfile -t COMPREPLY < <(compgen -W "v2 v3" -- "$cur")
+        mapfile -t COMPREPLY < <(compgen -W "auto v2 v3" -- "$cur")
         return
         ;;
     --membership)

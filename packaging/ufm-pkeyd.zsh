@@ -11,6 +11,7 @@ _ufm-pkeyd() {
         '--no-pcocc[ignore pcocc'\''s configuration files]'
         '--json[print results as JSON]'
         '--debug[log debug detail to stderr]'
+        '--log-timestamps[start each log line with its UTC time]'
         '(- *)--help[print the options]'
     )
     ufm_conn=(
@@ -21,6 +22,7 @@ _ufm-pkeyd() {
         '(--password)--ufm-password=[UFM password (visible in ps)]:UFM password: '
         '(--ufm-password)--password=[UFM password (visible in ps)]:UFM password: '
         '--ufm-password-file=[read the UFM password from FILE]:password file:_files'
+        '--ufm-prompt-password[ask for the UFM password on the terminal]'
         '--ufm-token-file=[read a UFM access token from FILE]:token file:_files'
         '--no-ssl-verify[do not verify UFM'\''s TLS certificate]'
         '--ufm-ca-cert=[verify UFM against the CA certificates in FILE]:CA file:_files'
@@ -33,7 +35,7 @@ _ufm-pkeyd() {
         '--etcd-host=[etcd host]:etcd host:_hosts'
         '--etcd-port=[etcd client port]:port: '
         '--etcd-protocol=[scheme for endpoints without one]:scheme:(http https)'
-        '--etcd-api=[etcd API and keyspace]:API:(v2 v3)'
+        '--etcd-api=[etcd API and keyspace]:API:(auto v2 v3)'
         '--etcd-ca-cert=[verify etcd against the CA certificates in FILE]:CA file:_files'
         '--etcd-cert-file=[client certificate for etcd]:certificate file:_files'
         '--etcd-key-file=[client key for etcd]:key file:_files'

@@ -3,9 +3,12 @@
 //!
 //! Modules, from the bottom up (each depends only on those above it in this list):
 //! - `model`: PKey, GUID, membership, partitions and pcocc entries; no I/O.
-//! - `error`, `secret`: the error every command ends with (and its exit code); secret text.
+//! - `error`, `secret`, `utc`: the error every command ends with (and its exit code); secret
+//!   text; RFC 3339 timestamps.
 //! - `text`, `atomic_file`: outside text made safe to show; files replaced without following
 //!   links.
+//! - `signals`: how a one-shot command treats SIGINT and SIGTERM (a UFM write in flight is
+//!   finished first) and says that a request is slow.
 //! - `plan`: the pure sync planner, over the model only.
 //! - `net`: the HTTP/TLS layer and the etcd and UFM clients, each with its own settings.
 //! - `engine`: one sync pass (read, plan, apply, record), ownership, leader election.
@@ -25,8 +28,10 @@ mod model;
 mod net;
 mod plan;
 mod secret;
+mod signals;
 mod systemd;
 mod text;
+mod utc;
 
 use std::ffi::OsString;
 
@@ -56,7 +61,8 @@ pub fn main_with_args(args: Vec<OsString>) -> i32 {
     if let cli::Command::Status { max_age } = invocation.command {
         // No secret, no credential: only where the status file is. It copes with a
         // configuration it cannot read.
-        logging::init(false);
+        let timestamps = invocation.flags.values.contains_key("log-timestamps");
+        logging::init(false, timestamps.then_some(true));
         return app::run_status(&invocation, max_age);
     }
     // Every command from here on may read a password or token.
@@ -65,11 +71,11 @@ pub fn main_with_args(args: Vec<OsString>) -> i32 {
     let config = match config::load(&invocation.flags, credentials.as_deref()) {
         Ok(config) => config,
         Err(e) => {
-            logging::init(false);
+            logging::init(false, None);
             return report(&e);
         }
     };
-    logging::init(config.settings.debug);
+    logging::init(config.settings.debug, config.settings.log_timestamps);
     if let Err(warning) = undumpable {
         log::warn!("{warning}");
     }

@@ -4,9 +4,11 @@
 //! ureq and rustls log at wire level (headers included, so credentials); their records are
 //! capped at `warn` whatever `RUST_LOG` or `--debug` say. Under systemd (stderr is the
 //! journal stream named by `JOURNAL_STREAM`) lines carry a `<N>` syslog priority and no
-//! timestamp, since the journal adds its own. Every record is one line: control characters
-//! in it (from an etcd key, a UFM error text) are escaped ([`crate::text::escape`]), so that no
-//! outside text can forge a record of its own or drive the terminal.
+//! timestamp, since the journal adds its own. Elsewhere a line starts with its RFC 3339 time
+//! when stderr is not a terminal (`sync >> cron.log`), or with `log-timestamps`. Every record
+//! is one line: control characters in it (from an etcd key, a UFM error text) are escaped
+//! ([`crate::text::escape`]), so that no outside text can forge a record of its own or drive
+//! the terminal.
 
 use std::io::Write;
 
@@ -21,9 +23,16 @@ const WIRE_LEVEL_PREFIXES: &[&str] = &["ureq", "rustls"];
 /// Whether ufm-pkeyd's own debug records are shown; SIGHUP may change it (`debug`).
 static DEBUG: AtomicBool = AtomicBool::new(false);
 
+/// Whether lines outside the journal start with a timestamp; decided once, in [`init`].
+static TIMESTAMPS: AtomicBool = AtomicBool::new(false);
+
 /// Installs the logger. `debug` raises ufm-pkeyd's own records to debug level; `RUST_LOG`
-/// still applies on top, except to the wire-level targets.
-pub(crate) fn init(debug: bool) {
+/// still applies on top, except to the wire-level targets. `timestamps` (`log-timestamps`):
+/// `None` puts them on when stderr is neither the journal nor a terminal.
+pub(crate) fn init(debug: bool, timestamps: Option<bool>) {
+    use std::io::IsTerminal;
+    let automatic = || !stderr_is_journal() && !std::io::stderr().is_terminal();
+    TIMESTAMPS.store(timestamps.unwrap_or_else(automatic), Ordering::Relaxed);
     let plain = build(false);
     let verbose = build(true);
     let max = plain.filter().max(verbose.filter());
@@ -70,7 +79,8 @@ fn build(debug: bool) -> env_logger::Logger {
         builder.format(|buf, record| {
             writeln!(
                 buf,
-                "ufm-pkeyd: {}: {}",
+                "{}ufm-pkeyd: {}: {}",
+                timestamp(),
                 record.level().as_str().to_ascii_lowercase(),
                 one_line(record.args())
             )
@@ -153,7 +163,16 @@ pub(crate) fn fatal_line(message: &str) -> String {
     if stderr_is_journal() {
         format!("<{}>error: {message}", syslog_priority(Level::Error))
     } else {
-        format!("ufm-pkeyd: error: {message}")
+        format!("{}ufm-pkeyd: error: {message}", timestamp())
+    }
+}
+
+/// `2026-12-07T21:19:23Z ` when lines carry timestamps, else nothing.
+fn timestamp() -> String {
+    if TIMESTAMPS.load(Ordering::Relaxed) {
+        format!("{} ", crate::utc::now())
+    } else {
+        String::new()
     }
 }
 

@@ -77,7 +77,8 @@ step "start the UFM simulator on 127.0.0.1 over HTTPS (self-signed certificate, 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
     -addext subjectAltName=IP:127.0.0.1,DNS:localhost \
     -keyout "$work/ufm.key" -out "$work/ufm.crt" 2>/dev/null
-printf 'demo-password\n' >"$work/ufm-password"
+# Mode 0600, as an admin keeps a password file (ufm-pkeyd warns about one anyone can read).
+(umask 077 && printf 'demo-password\n' >"$work/ufm-password")
 "$bin/ufm-sim" --listen 127.0.0.1:0 --tls-cert "$work/ufm.crt" --tls-key "$work/ufm.key" \
     --password-file "$work/ufm-password" >"$work/sim.out" 2>"$work/sim.log" &
 started[$!]=ufm-sim

@@ -204,10 +204,50 @@ fn check_prints_the_etcd_version_through_either_api() {
 fn v3_listing_of_data_that_only_v2_has_suggests_etcd_api_v2() {
     let etcd = Etcd::with_v2();
     etcd.put_v2(PCOCC_KEY, PCOCC_VALUE);
-    let run = tool(&etcd, &["--list", "--prefix", "/pcocc/"]);
+    let run = tool(
+        &etcd,
+        &["--etcd-api", "v3", "--list", "--prefix", "/pcocc/"],
+    );
     run.assert_ok();
     assert_eq!(run.stdout, "", "the v3 keyspace is empty");
     assert!(run.stderr.contains("--etcd-api v2"), "{}", run.stderr);
+    // Without --etcd-api, the keyspace holding pcocc's keys is found.
+    let run = tool(&etcd, &["--list", "--prefix", "/pcocc/"]);
+    run.assert_ok();
+    assert_eq!(lines(&run), [PCOCC_KEY], "{run:?}");
+}
+
+#[test]
+fn list_sorts_pkey_names_by_number_as_ufm_list_does() {
+    let etcd = Etcd::plain();
+    let prefix = "/pcocc/global/opensm/pkeys/";
+    for name in ["0x200e", "0x3", "0x1a", "0x7ffe", "note"] {
+        etcd.put_v3(&format!("{prefix}{name}"), VALUE);
+    }
+    etcd.put_v3("/pcocc/global/other", "x");
+    let run = tool(
+        &etcd,
+        &["--etcd-api", "v3", "--list", "--prefix", "/pcocc/"],
+    );
+    run.assert_ok();
+    let names: Vec<String> = [
+        "/pcocc/global/other",
+        "/pcocc/global/opensm/pkeys/note",
+        "/pcocc/global/opensm/pkeys/0x3",
+        "/pcocc/global/opensm/pkeys/0x1a",
+        "/pcocc/global/opensm/pkeys/0x200e",
+        "/pcocc/global/opensm/pkeys/0x7ffe",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(lines(&run), names);
+    let run = tool(
+        &etcd,
+        &["--etcd-api", "v3", "--list", "--prefix", prefix, "--json"],
+    );
+    let listed: Vec<Value> = serde_json::from_str(&run.stdout).expect("--json");
+    let keys: Vec<&str> = listed.iter().filter_map(|kv| kv["key"].as_str()).collect();
+    assert_eq!(keys, names[1..]);
 }
 
 #[test]

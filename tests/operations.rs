@@ -141,8 +141,9 @@ fn a_fatal_error_reaches_the_journal_at_priority_err_and_warnings_at_warning() {
 fn a_fatal_error_on_a_terminal_or_file_is_a_plain_line() {
     let run = pkeyd(&["sync", "--no-pcocc", "--ufm-host", "127.0.0.1:9", "--http"]);
     run.assert_code(2);
+    // Written to a file, the line starts with its time (`2026-12-07T21:19:23Z `), no priority.
     assert!(
-        run.stderr.starts_with("ufm-pkeyd: error: no UFM password")
+        log_message(&run.stderr).starts_with("ufm-pkeyd: error: no UFM password")
             && run.stderr.contains("/etc/ufm-pkeyd/ufm-password"),
         "names the file the unit loads and how to fill it: {run:?}"
     );

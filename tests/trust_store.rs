@@ -96,11 +96,11 @@ fn a_ca_in_ssl_cert_dir_is_trusted_under_any_file_name_and_a_broken_file_there_i
         .find(|l| l.contains("failed to read PEM"))
         .unwrap_or_else(|| panic!("the broken file is logged:\n{}", run.stderr));
     assert!(
-        debug.starts_with("ufm-pkeyd: debug: UFM: CA store SSL_CERT_FILE="),
+        log_message(debug).starts_with("ufm-pkeyd: debug: UFM: CA store SSL_CERT_FILE="),
         "at debug, not higher, naming the store: {debug}"
     );
     // Other warnings (a password file readable by others) are not the store's business.
-    let above_debug = run.stderr.lines().find(|l| {
+    let above_debug = run.stderr.lines().map(log_message).find(|l| {
         (l.starts_with("ufm-pkeyd: warn: ") || l.starts_with("ufm-pkeyd: error: "))
             && (l.contains("CA store") || l.contains("SSL_CERT") || l.contains("PEM"))
     });
@@ -221,7 +221,7 @@ fn an_ssl_cert_file_that_does_not_exist_is_named_with_the_fix() {
         .find(|l| l.contains(missing))
         .unwrap_or_else(|| panic!("the missing file is named:\n{}", run.stderr));
     assert!(
-        warning.starts_with("ufm-pkeyd: warn: UFM: CA store SSL_CERT_FILE=")
+        log_message(warning).starts_with("ufm-pkeyd: warn: UFM: CA store SSL_CERT_FILE=")
             && warning.contains("No such file or directory"),
         "{warning}"
     );

@@ -6,6 +6,7 @@ use serde_json::json;
 use super::Output;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::net::etcd::ApiChoice;
 use crate::net::ufm::Auth;
 
 /// `config --check`: whether the configuration would start the daemon: it loads (that much
@@ -63,10 +64,13 @@ pub(super) fn check(config: &Config, out: &Output) -> Result<()> {
     let etcd_text = etcd.map_or_else(
         || "etcd (its password, a credential, not checked)".to_string(),
         |etcd| {
+            let keyspace = match etcd.api {
+                ApiChoice::Auto => "the keyspace holding keys (etcd-api auto)".to_string(),
+                ApiChoice::Fixed(api) => format!("{api} keyspace"),
+            };
             format!(
-                "etcd {} ({} keyspace, prefix {})",
+                "etcd {} ({keyspace}, prefix {})",
                 etcd.endpoints.join(","),
-                etcd.api,
                 settings.engine.prefix
             )
         },
@@ -92,6 +96,38 @@ pub(super) fn check(config: &Config, out: &Output) -> Result<()> {
     out.done(&line, json!({"ok": true, "warnings": warnings}))
 }
 
+/// `etcd-api` as JSON fields: `api`, and with `auto` what it resolves to now (etcd asked
+/// once, briefly): `resolved_api` and `resolution` (the counts, or why it cannot be told).
+fn api_fields(etcd: &crate::net::etcd::Settings, prefix: &str) -> serde_json::Value {
+    if etcd.api != ApiChoice::Auto {
+        return json!({"api": etcd.api.to_string()});
+    }
+    let keys = |n: Option<usize>| n.map_or_else(|| "unreadable".to_string(), |n| n.to_string());
+    match super::keyspace::preview(etcd, prefix) {
+        Ok((api, census)) => json!({
+            "api": "auto",
+            "resolved_api": api.to_string(),
+            "resolution": format!("keys under {prefix}: v2 {}, v3 {}", keys(census.v2), keys(census.v3)),
+        }),
+        Err(why) => {
+            json!({"api": "auto", "resolved_api": null, "resolution": format!("not resolved: {why}")})
+        }
+    }
+}
+
+/// The `api` part of the `etcd:` line: `auto → v2 (keys under …: v2 2045, v3 0)`.
+fn api_text(fields: &serde_json::Value) -> String {
+    let api = fields["api"].as_str().unwrap_or_default();
+    match (
+        fields["resolved_api"].as_str(),
+        fields["resolution"].as_str(),
+    ) {
+        (Some(resolved), Some(how)) => format!("{api} → {resolved} ({how})"),
+        (None, Some(how)) => format!("{api} ({how})"),
+        _ => api.to_string(),
+    }
+}
+
 /// A file the daemon will read must be readable now.
 fn readable(path: &std::path::Path, what: &str) -> Result<()> {
     std::fs::File::open(path)
@@ -105,7 +141,13 @@ pub(super) fn run(config: &Config, out: &Output) -> Result<()> {
     let settings = &config.settings;
     let prefix = &settings.engine.prefix;
     let etcd = settings.etcd().map(|s| {
-        json!({"endpoints": s.endpoints, "api": s.api.to_string(), "user": s.user, "prefix": prefix})
+        let mut value = json!({"endpoints": s.endpoints, "user": s.user, "prefix": prefix});
+        if let (Some(target), serde_json::Value::Object(api)) =
+            (value.as_object_mut(), api_fields(s, prefix))
+        {
+            target.extend(api);
+        }
+        value
     });
     let ufm = settings.ufm().map(|s| {
         json!({"urls": s.urls, "auth": match s.auth { Auth::Basic { .. } => "basic", Auth::Token(_) => "token" }})
@@ -115,7 +157,7 @@ pub(super) fn run(config: &Config, out: &Output) -> Result<()> {
             .iter()
             .map(|row| {
                 let value =
-                    json!({"value": row.value, "source": row.source, "description": row.help});
+                    json!({"value": row.typed, "source": row.source, "description": row.help});
                 (row.name.to_string(), value)
             })
             .collect();
@@ -152,10 +194,13 @@ pub(super) fn run(config: &Config, out: &Output) -> Result<()> {
             .join("; ")
     };
     match etcd {
-        Ok(v) => text.push_str(&format!(
-            "etcd: {}\n",
-            summary(&v, &["endpoints", "api", "user", "prefix"])
-        )),
+        Ok(mut v) => {
+            v["api"] = json!(api_text(&v));
+            text.push_str(&format!(
+                "etcd: {}\n",
+                summary(&v, &["endpoints", "api", "user", "prefix"])
+            ));
+        }
         Err(e) => text.push_str(&format!("etcd: not usable: {e}\n")),
     }
     match ufm {

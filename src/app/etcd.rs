@@ -6,6 +6,7 @@ use super::{Output, etcd_client};
 use crate::cli::EtcdOp;
 use crate::config::Settings;
 use crate::error::{Error, Result};
+use crate::model::PKey;
 use crate::net::etcd::{EtcdClient, KeyValue};
 use crate::text::escape;
 
@@ -28,7 +29,10 @@ pub(super) fn run(op: &EtcdOp, settings: &Settings, out: &Output) -> Result<()> 
             )
         }
         EtcdOp::List { prefix: wanted } => {
-            let listing = client.list(wanted)?;
+            let mut listing = client.list(wanted)?;
+            listing
+                .kvs
+                .sort_by(|a, b| reading_order(&a.key).cmp(&reading_order(&b.key)));
             if listing.kvs.is_empty() {
                 hint_other_keyspace(&client, wanted, true);
             }
@@ -95,6 +99,13 @@ fn hint_other_keyspace(client: &EtcdClient, what: &str, is_prefix: bool) {
             other.api()
         );
     }
+}
+
+/// The order keys are listed in: by directory, and in one directory names that are PKeys
+/// (`0x1a`, `0x200e`) by number, as `ufm --list` shows partitions, after any other names.
+fn reading_order(key: &str) -> (&str, Option<PKey>, &str) {
+    let (dir, name) = key.rsplit_once('/').unwrap_or(("", key));
+    (dir, name.parse().ok(), name)
 }
 
 fn kv_json(kv: &KeyValue) -> serde_json::Value {

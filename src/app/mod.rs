@@ -6,6 +6,7 @@
 
 mod config;
 mod etcd;
+mod keyspace;
 mod metrics;
 mod monitor;
 mod report;
@@ -27,6 +28,7 @@ use crate::engine::Engine;
 use crate::error::{EXIT_OK, Error, Result};
 use crate::net::etcd::EtcdClient;
 use crate::net::ufm::UfmClient;
+use keyspace::{Count, Patience};
 
 /// Runs a parsed sub-command with its configuration and returns the exit code.
 pub(crate) fn run(invocation: &Invocation, config: &Config) -> Result<i32> {
@@ -34,20 +36,44 @@ pub(crate) fn run(invocation: &Invocation, config: &Config) -> Result<i32> {
         json: invocation.json,
     };
     let settings = &config.settings;
+    if is_one_shot(&invocation.command) {
+        crate::signals::install_one_shot().map_err(Error::Failed)?;
+    }
     let done = match &invocation.command {
         Command::Ufm(op) => ufm::run(op, settings, &out),
         Command::Etcd(op) => etcd::run(op, settings, &out),
         Command::Config { check: false } => config::run(config, &out),
         Command::Config { check: true } => config::check(config, &out),
         Command::Monitor { dry_run } => {
-            return monitor::run_monitor(invocation, settings, *dry_run);
+            monitor::register_signals()?;
+            let Some(settings) = with_keyspace_counted(settings, Patience::Daemon)? else {
+                log::info!("stopping before etcd answered");
+                return Ok(EXIT_OK);
+            };
+            return monitor::run_monitor(invocation, &settings, *dry_run);
         }
-        Command::Sync { dry_run } => return sync::run_sync(settings, &out, *dry_run),
+        Command::Sync { dry_run } => {
+            let settings = with_keyspace_counted(settings, Patience::None)?.ok_or_else(stopped)?;
+            return sync::run_sync(&settings, &out, *dry_run);
+        }
         Command::Status { max_age } => return Ok(status::run(invocation, *max_age)),
         Command::State(op) => return state::run_state(settings, *op, &out),
         Command::Help(_) | Command::Version => Ok(()),
     };
     done.map(|()| EXIT_OK)
+}
+
+/// Whether the command ends by itself and talks to etcd or UFM: it gets the one-shot signal
+/// handling (`crate::signals`). The daemon keeps its own; `status` reads one file.
+fn is_one_shot(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Ufm(_)
+            | Command::Etcd(_)
+            | Command::Sync { .. }
+            | Command::State(_)
+            | Command::Config { .. }
+    )
 }
 
 /// `ufm-pkeyd status`: it loads the configuration itself, and does without it when it cannot
@@ -61,9 +87,30 @@ pub(crate) fn status_usage_error(error: &Error, json: bool) -> i32 {
     status::usage_error(&error.to_string(), json)
 }
 
-/// The etcd client of the configuration.
+/// The settings of a writer of the status file (`monitor`, `sync`), with the etcd keyspace
+/// decided and the keys of both counted for the status file (`keyspace`); `None` when the
+/// daemon was stopped while it waited for etcd.
+fn with_keyspace_counted(settings: &Settings, patience: Patience) -> Result<Option<Settings>> {
+    // A configuration error is said before etcd is asked anything (or waited for).
+    ufm_client(settings)?;
+    let etcd = settings.etcd()?;
+    let api = keyspace::resolve(etcd, &settings.engine.prefix, Count::Always, patience)?;
+    Ok(api.map(|api| settings.with_etcd_api(api)))
+}
+
+/// A one-shot command never waits for etcd (only the daemon does, and may be stopped then).
+fn stopped() -> Error {
+    Error::failed("stopped before etcd answered")
+}
+
+/// The etcd client of the configuration, in the keyspace `etcd-api` says (`auto`: the one
+/// holding keys under the prefix, found out here).
 fn etcd_client(settings: &Settings) -> Result<EtcdClient> {
-    EtcdClient::new(settings.etcd()?).map_err(Error::Usage)
+    let etcd = settings.etcd()?;
+    let prefix = &settings.engine.prefix;
+    let api =
+        keyspace::resolve(etcd, prefix, Count::IfAuto, Patience::None)?.ok_or_else(stopped)?;
+    EtcdClient::new(etcd, api).map_err(Error::Usage)
 }
 
 /// The UFM client of the configuration.
@@ -115,6 +162,12 @@ impl Output {
 
     pub(crate) fn print_json(&self, value: &serde_json::Value) -> Result<()> {
         let text = serde_json::to_string_pretty(value).unwrap_or_default();
+        self.print(&format!("{text}\n"))
+    }
+
+    /// One compact JSON document on one line (JSON Lines), for output that goes on.
+    pub(crate) fn print_json_line(&self, value: &serde_json::Value) -> Result<()> {
+        let text = serde_json::to_string(value).unwrap_or_default();
         self.print(&format!("{text}\n"))
     }
 

@@ -500,7 +500,7 @@ impl Monitor<'_> {
         if self.last_plan.as_ref() != Some(&plan) {
             let printed = if self.out.json {
                 self.out
-                    .print_json(&report::plan_json(&plan, self.engine.owned()))
+                    .print_json_line(&report::plan_json(&plan, self.engine.owned()))
             } else {
                 self.out.print(&report::plan_text(&plan))
             };

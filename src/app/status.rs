@@ -244,6 +244,7 @@ pub(crate) fn judge(s: &Status, now: f64, max_age: f64, running: Option<bool>) -
         };
     }
     let mut warnings = outages;
+    warnings.extend(wrong_keyspace(s));
     if !standby {
         for (n, what) in [
             (c.pending, "changes pending"),
@@ -305,6 +306,22 @@ pub(crate) fn judge(s: &Status, now: f64, max_age: f64, running: Option<bool>) -
         summary,
         reasons: warnings,
         age,
+    }
+}
+
+/// The keyspace followed was empty under the prefix at the start while the other one held
+/// keys: the writer is most likely watching the wrong one, and would do nothing.
+fn wrong_keyspace(s: &Status) -> Option<String> {
+    let k = s.keyspaces.as_ref()?;
+    match k.followed_and_other() {
+        (Some(0), Some(other @ 1..)) => Some(format!(
+            "the {} keyspace followed was empty under {} at the start while {} held {other} keys (set etcd-api: {} or auto)",
+            k.followed,
+            s.etcd_prefix,
+            k.other(),
+            k.other()
+        )),
+        _ => None,
     }
 }
 
@@ -389,6 +406,18 @@ impl Check {
             ),
         };
         text.push_str(&format!("role:       {role}\n"));
+        if let Some(k) = &s.keyspaces {
+            let keys =
+                |n: Option<usize>| n.map_or_else(|| "unreadable".to_string(), |n| n.to_string());
+            text.push_str(&format!(
+                "etcd:       {} keyspace followed (etcd-api {}); keys under {} at the start: v2 {}, v3 {}\n",
+                k.followed,
+                k.asked,
+                s.etcd_prefix,
+                keys(k.v2_keys),
+                keys(k.v3_keys)
+            ));
+        }
         let limit = format!("CRITICAL after {} (--max-age)", format_age(self.max_age));
         match s.last_check {
             Some(t) => text.push_str(&format!(
@@ -536,6 +565,37 @@ mod tests {
             v.summary
                 .starts_with("last pass failed: etcd answered 500: ")
         );
+    }
+
+    #[test]
+    fn an_empty_keyspace_followed_while_the_other_holds_keys_warns() {
+        use crate::app::status_file::Keyspaces;
+        let mut s = daemon();
+        s.etcd_prefix = "/pcocc/global/opensm/pkeys/".into();
+        s.keyspaces = Some(Keyspaces {
+            followed: "v3".into(),
+            asked: "v3".into(),
+            v2_keys: Some(2045),
+            v3_keys: Some(0),
+        });
+        let v = judge(&s, NOW, 90.0, Some(true));
+        assert_eq!(v.code, WARNING);
+        assert!(
+            v.summary.starts_with(
+                "the v3 keyspace followed was empty under /pcocc/global/opensm/pkeys/ at the start while v2 held 2045 keys (set etcd-api: v2 or auto)"
+            ),
+            "{}",
+            v.summary
+        );
+        for (v2, v3) in [(Some(2045), Some(3)), (None, Some(0)), (Some(0), Some(0))] {
+            s.keyspaces = Some(Keyspaces {
+                followed: "v3".into(),
+                asked: "auto".into(),
+                v2_keys: v2,
+                v3_keys: v3,
+            });
+            assert_eq!(judge(&s, NOW, 90.0, Some(true)).code, OK, "{v2:?} {v3:?}");
+        }
     }
 
     #[test]

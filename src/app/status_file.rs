@@ -59,6 +59,40 @@ pub(crate) struct Status {
     pub etcd_unreachable_since: Option<f64>,
     /// Since when UFM does not answer.
     pub ufm_unreachable_since: Option<f64>,
+    /// The etcd keyspaces when the writer started: which one it follows and how many keys
+    /// each held under the prefix. `None` when they could not be counted.
+    #[serde(default)]
+    pub keyspaces: Option<Keyspaces>,
+}
+
+/// What the writer saw of etcd's two keyspaces under the prefix when it started.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Keyspaces {
+    /// The keyspace followed: `v2` or `v3`.
+    pub followed: String,
+    /// What the configuration asked for: `auto`, `v2` or `v3`.
+    pub asked: String,
+    /// Keys under the prefix in the v2 keyspace; `None` where it could not be read (an etcd
+    /// that does not serve the v2 API).
+    pub v2_keys: Option<usize>,
+    /// Keys under the prefix in the v3 keyspace.
+    pub v3_keys: Option<usize>,
+}
+
+impl Keyspaces {
+    /// Keys in the keyspace followed and in the other one.
+    pub(crate) fn followed_and_other(&self) -> (Option<usize>, Option<usize>) {
+        if self.followed == "v2" {
+            (self.v2_keys, self.v3_keys)
+        } else {
+            (self.v3_keys, self.v2_keys)
+        }
+    }
+
+    /// The other keyspace's name.
+    pub(crate) fn other(&self) -> &'static str {
+        if self.followed == "v2" { "v3" } else { "v2" }
+    }
 }
 
 /// The counts of the last pass.
@@ -189,27 +223,7 @@ pub(crate) fn pid_running(pid: u32) -> bool {
 }
 
 /// A Unix time as UTC, `2025-01-31T12:00:00Z`.
-pub(crate) fn utc(seconds: f64) -> String {
-    let secs = seconds.floor() as i64;
-    let days = secs.div_euclid(86_400);
-    let rest = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
+pub(crate) use crate::utc::utc;
 
 #[cfg(test)]
 mod tests {
@@ -229,13 +243,6 @@ mod tests {
         assert_eq!(p("/srv/a.json"), Path::new("/srv/a.status.json"));
         assert_eq!(p("/srv/owned"), Path::new("/srv/owned.status.json"));
         assert_eq!(p("state.json"), Path::new("status.json"));
-    }
-
-    #[test]
-    fn utc_formats_unix_time() {
-        assert_eq!(utc(0.0), "1970-01-01T00:00:00Z");
-        assert_eq!(utc(951_782_400.5), "2000-02-29T00:00:00Z");
-        assert_eq!(utc(1_700_000_000.0), "2023-11-14T22:13:20Z");
     }
 
     #[test]

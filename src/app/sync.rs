@@ -37,14 +37,9 @@ pub(super) fn run_sync(settings: &Settings, out: &Output, dry_run: bool) -> Resu
             EXIT_OK
         });
     }
-    super::monitor::register_signals()?;
-    let mut gate = || {
-        if super::monitor::stopping() {
-            Err("stopping (SIGTERM or SIGINT)".to_string())
-        } else {
-            Ok(())
-        }
-    };
+    // No leadership to keep; SIGINT and SIGTERM are `crate::signals`' business: they end the
+    // command at once, or after the UFM write in flight.
+    let mut gate = crate::net::ufm::open_gate;
     let started = unix_time();
     let clock = Instant::now();
     let result = engine
@@ -129,6 +124,7 @@ fn write_status(settings: &Settings, engine: &Engine, outcome: Outcome<'_>, star
         last_success: previous.as_ref().and_then(|p| p.last_success),
         last_check: previous.as_ref().and_then(|p| p.last_check),
         counts: previous.as_ref().map(|p| p.counts).unwrap_or_default(),
+        keyspaces: super::keyspace::seen(),
         ..Status::default()
     };
     match outcome {

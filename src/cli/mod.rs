@@ -143,12 +143,7 @@ pub(crate) fn parse(args: Vec<OsString>) -> Result<Invocation> {
                 let found = COMMANDS
                     .iter()
                     .find(|(n, _, _)| *n == name)
-                    .ok_or_else(|| {
-                        Error::usage(format!(
-                            "unknown command {name:?}: use one of {} (see --help)",
-                            command_names()
-                        ))
-                    })?;
+                    .ok_or_else(|| unknown_command(&name))?;
                 command = Some((found.0, found.1));
             }
             _ => return Err(arg.unexpected().into()),
@@ -191,9 +186,15 @@ pub(crate) fn parse(args: Vec<OsString>) -> Result<Invocation> {
     let command = match name {
         "ufm" => Command::Ufm(ufm_op(&mut ops)?),
         "etcd" => Command::Etcd(etcd_op(&mut ops)?),
-        "monitor" => Command::Monitor {
-            dry_run: ops.switch("--dry-run")?,
-        },
+        "monitor" => {
+            let dry_run = ops.op_switch("--dry-run")?;
+            if json && !dry_run {
+                return Err(Error::usage(
+                    "--json does not apply to `ufm-pkeyd monitor` without --dry-run (the daemon prints nothing; its log goes to stderr): leave it out",
+                ));
+            }
+            Command::Monitor { dry_run }
+        }
         "status" => Command::Status {
             max_age: ops.value("--max-age").map(|v| max_age(&v)).transpose()?,
         },
@@ -245,7 +246,55 @@ fn unknown_flag(typed: &str, command: Option<(&str, u8)>) -> Error {
     let help = command.map_or("ufm-pkeyd --help".to_string(), |(n, _)| {
         format!("ufm-pkeyd {n} --help")
     });
-    Error::usage(format!("unknown option {typed} (see {help})"))
+    let known = FLAGS
+        .iter()
+        .filter(|f| command.is_none_or(|(_, bit)| f.commands & bit != 0))
+        .flat_map(|f| f.names.iter().copied())
+        .chain(["--help", "--version"]);
+    let hint = did_you_mean(typed, known);
+    Error::usage(format!("unknown option {typed}{hint} (see {help})"))
+}
+
+fn unknown_command(name: &str) -> Error {
+    let hint = did_you_mean(name, COMMANDS.iter().map(|(n, _, _)| *n));
+    Error::usage(format!(
+        "unknown command {name:?}{hint}: use one of {} (see --help)",
+        command_names()
+    ))
+}
+
+/// `: did you mean --list?` when one of `known` is a likely typo of `typed` (a few letters
+/// wrong, missing, extra or swapped), else nothing.
+fn did_you_mean<'a>(typed: &str, known: impl Iterator<Item = &'a str>) -> String {
+    let bare = typed.trim_start_matches('-');
+    let allowed = (bare.chars().count() / 4).clamp(1, 3);
+    known
+        .map(|name| (edit_distance(bare, name.trim_start_matches('-')), name))
+        .filter(|(distance, _)| *distance <= allowed)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, name)| format!(": did you mean {name}?"))
+        .unwrap_or_default()
+}
+
+/// The edit distance between two words: insertions, deletions, substitutions and swaps of
+/// two neighbouring letters each count one (optimal string alignment).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    // Three rows of the table: two rows back (for swaps), the last one, the current one.
+    let mut before: Vec<usize> = Vec::new();
+    let mut last: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut row = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            row[j] = (last[j] + 1).min(row[j - 1] + 1).min(last[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                row[j] = row[j].min(before[j - 2] + 1);
+            }
+        }
+        before = std::mem::replace(&mut last, row);
+    }
+    last[b.len()]
 }
 
 fn command_names() -> String {
@@ -260,6 +309,9 @@ fn command_names() -> String {
 #[derive(Default)]
 struct Ops {
     values: Vec<(&'static str, String, Option<String>)>,
+    /// The operation chosen (`--list`, `--pkey`…), as typed, to name it when another flag
+    /// does not apply to it.
+    chosen: Option<String>,
 }
 
 impl Ops {
@@ -276,20 +328,50 @@ impl Ops {
     }
 
     fn switch(&mut self, name: &str) -> Result<bool> {
-        match self.take(name) {
-            None => Ok(false),
-            Some((_, None)) => Ok(true),
-            Some((typed, Some(v))) => switch_value(&typed, &v),
-        }
+        switch_of(self.take(name))
     }
 
+    /// Like [`Ops::value`], for a flag that names the operation.
+    fn op_value(&mut self, name: &str) -> Option<String> {
+        self.operation(name).and_then(|(_, v)| v)
+    }
+
+    /// Like [`Ops::switch`], for a flag that names the operation.
+    fn op_switch(&mut self, name: &str) -> Result<bool> {
+        let given = self.operation(name);
+        switch_of(given)
+    }
+
+    /// Takes an operation flag and remembers it as the one chosen.
+    fn operation(&mut self, name: &str) -> Option<(String, Option<String>)> {
+        let taken = self.take(name)?;
+        self.chosen.get_or_insert_with(|| taken.0.clone());
+        Some(taken)
+    }
+
+    /// Every flag that was given must have been used: one that does not apply to the
+    /// operation is refused, never ignored.
     fn reject_unused(&self, command: &str) -> Result<()> {
-        match self.values.first() {
-            Some((_, typed, _)) => Err(Error::usage(format!(
+        let Some((_, typed, _)) = self.values.first() else {
+            return Ok(());
+        };
+        Err(Error::usage(match &self.chosen {
+            Some(op) => format!(
+                "{typed} does not apply to `ufm-pkeyd {command} {op}`: leave it out (see ufm-pkeyd {command} --help)"
+            ),
+            None => format!(
                 "{typed} does not go with the other options given to `ufm-pkeyd {command}` (see ufm-pkeyd {command} --help)"
-            ))),
-            None => Ok(()),
-        }
+            ),
+        }))
+    }
+}
+
+/// Whether a switch is on: given alone, or as `--flag=VALUE` with a true value.
+fn switch_of(given: Option<(String, Option<String>)>) -> Result<bool> {
+    match given {
+        None => Ok(false),
+        Some((_, None)) => Ok(true),
+        Some((typed, Some(v))) => switch_value(&typed, &v),
     }
 }
 
@@ -319,18 +401,19 @@ fn apply(g: &Given, layer: &mut FlagLayer, ops: &mut Ops) -> Result<()> {
         }
         Op if name == "--config" => layer.config_file = g.value.clone().map(PathBuf::from),
         Op if name == "--etcd-prompt-password" => layer.prompt_etcd_password = true,
+        Op if name == "--ufm-prompt-password" => layer.prompt_ufm_password = true,
         Op => ops.values.push((name, g.typed.clone(), g.value.clone())),
     }
     Ok(())
 }
 
 fn ufm_op(ops: &mut Ops) -> Result<UfmOp> {
-    let list = ops.switch("--list")?;
-    let check = ops.switch("--check")?;
-    let get = ops.value("--get-pkey");
-    let create = ops.value("--create-pkey");
-    let delete = ops.value("--delete-pkey");
-    let pkey = ops.value("--pkey");
+    let list = ops.op_switch("--list")?;
+    let check = ops.op_switch("--check")?;
+    let get = ops.op_value("--get-pkey");
+    let create = ops.op_value("--create-pkey");
+    let delete = ops.op_value("--delete-pkey");
+    let pkey = ops.op_value("--pkey");
     let chosen = [
         list,
         check,
@@ -344,11 +427,8 @@ fn ufm_op(ops: &mut Ops) -> Result<UfmOp> {
             "give exactly one of --list, --get-pkey, --create-pkey, --delete-pkey, --pkey (with --guids) or --check",
         ));
     }
-    let guids = ops
-        .value("--guids")
-        .map(|g| parse_guid_list(&g))
-        .transpose()?;
-    let remove = ops.switch("--remove-guids")?;
+    // --guids goes with --create-pkey and --pkey, --remove-guids with --pkey only: taken
+    // there, so that with another operation they are refused as not applying.
     if list {
         return Ok(UfmOp::List);
     }
@@ -365,16 +445,16 @@ fn ufm_op(ops: &mut Ops) -> Result<UfmOp> {
         let (join, ip_over_ib) = join_flags(ops)?;
         return Ok(UfmOp::Create {
             pkey: PKey::parse_writable(&p)?,
-            guids: guids.unwrap_or_default(),
+            guids: guids_of(ops)?.unwrap_or_default(),
             join,
             ip_over_ib,
         });
     }
     let pkey = PKey::parse_writable(&pkey.unwrap_or_default())?;
-    let guids = guids.ok_or_else(|| {
+    let guids = guids_of(ops)?.ok_or_else(|| {
         Error::usage("--pkey needs --guids: the GUIDs to add (or to remove with --remove-guids)")
     })?;
-    if remove {
+    if ops.switch("--remove-guids")? {
         Ok(UfmOp::RemoveGuids { pkey, guids })
     } else {
         let (join, ip_over_ib) = join_flags(ops)?;
@@ -385,6 +465,14 @@ fn ufm_op(ops: &mut Ops) -> Result<UfmOp> {
             ip_over_ib,
         })
     }
+}
+
+/// `--guids`, parsed.
+fn guids_of(ops: &mut Ops) -> Result<Option<Vec<Guid>>> {
+    ops.value("--guids")
+        .map(|g| parse_guid_list(&g))
+        .transpose()
+        .map_err(Error::from)
 }
 
 /// How added GUIDs join, from `--membership` and `--index0`, and the partition's IPoIB flag
@@ -449,7 +537,7 @@ pub(crate) fn command_word(args: &[OsString]) -> Option<&'static str> {
 }
 
 fn state_op(ops: &mut Ops) -> Result<StateOp> {
-    match (ops.switch("--adopt")?, ops.switch("--reset")?) {
+    match (ops.op_switch("--adopt")?, ops.op_switch("--reset")?) {
         (false, false) => Ok(StateOp::Show),
         (true, false) => Ok(StateOp::Adopt),
         (false, true) => Ok(StateOp::Reset),
@@ -458,11 +546,11 @@ fn state_op(ops: &mut Ops) -> Result<StateOp> {
 }
 
 fn etcd_op(ops: &mut Ops) -> Result<EtcdOp> {
-    let list = ops.switch("--list")?;
-    let check = ops.switch("--check")?;
-    let get = ops.value("--get");
-    let put = ops.value("--put");
-    let delete = ops.value("--delete");
+    let list = ops.op_switch("--list")?;
+    let check = ops.op_switch("--check")?;
+    let get = ops.op_value("--get");
+    let put = ops.op_value("--put");
+    let delete = ops.op_value("--delete");
     let chosen = [list, check, get.is_some(), put.is_some(), delete.is_some()];
     if chosen.iter().filter(|c| **c).count() != 1 {
         return Err(Error::usage(
@@ -643,6 +731,78 @@ mod tests {
             assert_eq!(err.exit_code(), 2, "{args:?}");
             assert!(err.to_string().contains(needle), "{err}");
         }
+    }
+
+    #[test]
+    fn a_mistyped_flag_or_command_gets_a_suggestion() {
+        for (args, needle) in [
+            (&["ufm", "--lst"][..], "did you mean --list?"),
+            (&["sync", "--dryrun"][..], "did you mean --dry-run?"),
+            (&["sync", "--ufm-hots", "x"][..], "did you mean --ufm-host?"),
+            (&["snyc"][..], "did you mean sync?"),
+            (
+                &["etcd", "--etcd-endpoint", "x"][..],
+                "did you mean --etcd-endpoints?",
+            ),
+        ] {
+            let err = parse_args(args).expect_err(needle);
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            assert!(err.to_string().contains(needle), "{args:?}: {err}");
+        }
+        let err = parse_args(&["ufm", "--frobnicate"]).expect_err("unknown");
+        assert!(!err.to_string().contains("did you mean"), "{err}");
+    }
+
+    #[test]
+    fn edit_distance_counts_a_swap_as_one() {
+        assert_eq!(edit_distance("sync", "snyc"), 1);
+        assert_eq!(edit_distance("list", "lst"), 1);
+        assert_eq!(edit_distance("ufm-hots", "ufm-host"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn options_that_do_not_apply_to_the_operation_are_refused_by_name() {
+        for (args, flag) in [
+            (&["ufm", "--list", "--remove-guids"][..], "--remove-guids"),
+            (
+                &["ufm", "--list", "--guids", "0002c903000e0b72"][..],
+                "--guids",
+            ),
+            (
+                &["ufm", "--get-pkey", "0x10", "--remove-guids"][..],
+                "--remove-guids",
+            ),
+            (
+                &[
+                    "ufm",
+                    "--delete-pkey",
+                    "0x10",
+                    "--guids",
+                    "0002c903000e0b72",
+                ][..],
+                "--guids",
+            ),
+            (
+                &["ufm", "--create-pkey", "0x10", "--remove-guids"][..],
+                "--remove-guids",
+            ),
+            (
+                &["ufm", "--list", "--membership", "full"][..],
+                "--membership",
+            ),
+            (&["etcd", "--get", "/k", "--prefix", "/p"][..], "--prefix"),
+            (&["etcd", "--list", "--value", "v"][..], "--value"),
+            (&["monitor", "--json"][..], "--json"),
+        ] {
+            let err = parse_args(args).expect_err(flag);
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            assert!(err.to_string().starts_with(flag), "{args:?}: {err}");
+        }
+        let err = parse_args(&["ufm", "--list", "--remove-guids"]).expect_err("list");
+        assert!(err.to_string().contains("`ufm-pkeyd ufm --list`"), "{err}");
+        assert!(parse_args(&["monitor", "--dry-run", "--json"]).is_ok());
     }
 
     #[test]

@@ -55,7 +55,7 @@ pub(crate) const KEYS: &[KeyDef] = &[
     key!("etcd-host", Kind::Text, Some("127.0.0.1"), "etcd host, when etcd-endpoints is not set"),
     key!("etcd-port", Kind::Port, Some("2379"), "etcd client port, for endpoints given without one"),
     key!("etcd-protocol", Kind::Choice(&["http", "https"]), Some("http"), "scheme for endpoints given without one"),
-    key!("etcd-api", Kind::Choice(&["v2", "v3"]), Some("v3"), "etcd API and keyspace; v2 by default when the etcd settings come from pcocc's batch.yaml"),
+    key!("etcd-api", Kind::Choice(&["auto", "v2", "v3"]), Some("auto"), "etcd API and keyspace; auto: the one holding keys under etcd-prefix at the start (v2 with pcocc's batch.yaml)"),
     key!("etcd-ca-cert", Kind::Path, None, "PEM CA bundle to verify etcd's certificate"),
     key!("etcd-cert-file", Kind::Path, None, "PEM client certificate for etcd"),
     key!("etcd-key-file", Kind::Path, None, "PEM client key for etcd"),
@@ -92,6 +92,7 @@ pub(crate) const KEYS: &[KeyDef] = &[
     key!("pcocc-dir", Kind::Path, Some(DEFAULT_PCOCC_DIR), "pcocc configuration directory read for etcd and UFM settings"),
     key!("use-pcocc", Kind::Bool, Some("true"), "read pcocc's configuration files"),
     key!("debug", Kind::Bool, Some("false"), "log debug detail (never secrets)"),
+    key!("log-timestamps", Kind::Bool, None, "start each log line with its UTC time (RFC 3339); unset: when stderr is neither the journal nor a terminal"),
 ];
 
 /// Looks a key up by name.

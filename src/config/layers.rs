@@ -70,6 +70,8 @@ pub(crate) struct FlagLayer {
     pub config_file: Option<PathBuf>,
     /// `--etcd-prompt-password`.
     pub prompt_etcd_password: bool,
+    /// `--ufm-prompt-password`.
+    pub prompt_ufm_password: bool,
 }
 
 /// One row of `ufm-pkeyd config`: a key, its value (secrets and URL credentials redacted) and
@@ -77,6 +79,8 @@ pub(crate) struct FlagLayer {
 pub(crate) struct KeyReport {
     pub name: &'static str,
     pub value: Option<String>,
+    /// The value as JSON of its kind (a number, a boolean, a list, text), redacted alike.
+    pub typed: Option<serde_json::Value>,
     pub source: Option<String>,
     pub help: &'static str,
 }
@@ -221,9 +225,9 @@ impl Layers {
     pub(crate) fn load_flags(&mut self, flags: &FlagLayer) -> Result<()> {
         for (name, (value, typed)) in &flags.values {
             self.set(name, value, Source::Flag(typed.clone()))?;
-            if matches!(*name, "etcd-password" | "ufm-password") {
+            if let Some(service) = name.strip_suffix("-password") {
                 self.warnings.push(format!(
-                    "{typed} shows the password in `ps` and shell history: prefer --{name}-file or a systemd credential"
+                    "{typed} shows the password in `ps` and shell history: prefer --{name}-file, --{service}-prompt-password or a systemd credential"
                 ));
             }
         }
@@ -238,6 +242,7 @@ impl Layers {
                 KeyReport {
                     name: key.name,
                     value: entry.map(|e| redact_userinfo(&e.text)),
+                    typed: entry.map(|e| e.value.to_json()),
                     source: entry.map(|e| e.source.to_string()),
                     help: key.help,
                 }

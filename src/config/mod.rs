@@ -104,7 +104,7 @@ pub(crate) fn load(flags: &FlagLayer, credentials_dir: Option<&Path>) -> Result<
     if credentials_dir.is_none() {
         layers.load_unit_files(Path::new(UNIT_SECRETS_DIR));
     }
-    let settings = resolve::resolve(&mut layers, flags.prompt_etcd_password)?;
+    let settings = resolve::resolve(&mut layers, flags)?;
     let under_systemd = std::env::var_os("INVOCATION_ID").is_some();
     let found = file_warnings(&layers, under_systemd);
     layers.warnings.extend(found);
@@ -312,7 +312,10 @@ mod tests {
         let raw = load(&flags(&[("pcocc-dir", &dir.0.display().to_string())]), None).expect("load");
         let etcd = raw.settings.etcd().expect("etcd");
         assert_eq!(etcd.endpoints, ["http://etcd1:2379", "http://etcd2:2379"]);
-        assert_eq!(etcd.api, crate::net::etcd::Api::V2);
+        assert_eq!(
+            etcd.api,
+            crate::net::etcd::ApiChoice::Fixed(crate::net::etcd::Api::V2)
+        );
         assert_eq!(etcd.user.as_deref(), Some("root"));
         assert_eq!(etcd.password.as_ref().map(|s| s.expose()), Some("s3cret"));
     }
@@ -327,7 +330,10 @@ mod tests {
         let raw = load(&layer, None).expect("load");
         let etcd = raw.settings.etcd().expect("etcd");
         assert_eq!(etcd.endpoints, ["http://file-etcd:1"]);
-        assert_eq!(etcd.api, crate::net::etcd::Api::V3);
+        assert_eq!(
+            etcd.api,
+            crate::net::etcd::ApiChoice::Fixed(crate::net::etcd::Api::V3)
+        );
 
         layer
             .values
@@ -337,6 +343,13 @@ mod tests {
             raw.settings.etcd().expect("etcd").endpoints,
             ["http://flag-etcd:2379"]
         );
+    }
+
+    #[test]
+    fn without_pcocc_nor_a_setting_the_keyspace_is_found_out() {
+        let raw = load(&flags(&[("use-pcocc", "false")]), None).expect("load");
+        let etcd = raw.settings.etcd().expect("etcd");
+        assert_eq!(etcd.api, crate::net::etcd::ApiChoice::Auto);
     }
 
     #[test]

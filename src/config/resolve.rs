@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::keys::{DEFAULT_PREFIX, DEFAULT_STATE_FILE};
-use super::layers::{Layers, Source};
+use super::layers::{FlagLayer, Layers, Source};
 use super::values::{Value, normalize_url};
 use crate::engine::{self, election};
 use crate::error::{Error, Result};
@@ -19,7 +19,7 @@ use crate::plan::{DeleteGuard, Policy};
 use crate::secret::Secret;
 
 /// Everything the program needs to know, resolved from every layer.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Settings {
     etcd: std::result::Result<etcd::Settings, Error>,
     ufm: std::result::Result<ufm::Settings, Error>,
@@ -33,6 +33,8 @@ pub(crate) struct Settings {
     /// The Prometheus textfile the daemon writes after each pass.
     pub metrics_file: Option<PathBuf>,
     pub debug: bool,
+    /// `log-timestamps`; `None`: when stderr is neither the journal nor a terminal.
+    pub log_timestamps: Option<bool>,
 }
 
 impl Settings {
@@ -45,13 +47,23 @@ impl Settings {
     pub(crate) fn ufm(&self) -> Result<&ufm::Settings> {
         self.ufm.as_ref().map_err(Clone::clone)
     }
+
+    /// The same settings with the etcd keyspace decided (`etcd-api: auto` resolved).
+    pub(crate) fn with_etcd_api(&self, api: etcd::Api) -> Settings {
+        let mut settings = self.clone();
+        if let Ok(etcd) = &mut settings.etcd {
+            etcd.api = etcd::ApiChoice::Fixed(api);
+        }
+        settings
+    }
 }
 
-/// Resolves every setting; `prompt` asks for the etcd password on the terminal.
-pub(crate) fn resolve(layers: &mut Layers, prompt_etcd_password: bool) -> Result<Settings> {
+/// Resolves every setting; the flags say whether to ask for a password on the terminal
+/// (`--etcd-prompt-password`, `--ufm-prompt-password`).
+pub(crate) fn resolve(layers: &mut Layers, flags: &FlagLayer) -> Result<Settings> {
     let election = election_settings(layers)?;
-    let etcd = etcd_settings(layers, prompt_etcd_password, election.as_ref());
-    let ufm = ufm_settings(layers, election.as_ref());
+    let etcd = etcd_settings(layers, flags.prompt_etcd_password, election.as_ref());
+    let ufm = ufm_settings(layers, flags.prompt_ufm_password, election.as_ref());
     Ok(Settings {
         etcd,
         ufm,
@@ -61,6 +73,10 @@ pub(crate) fn resolve(layers: &mut Layers, prompt_etcd_password: bool) -> Result
         resync_interval: seconds(layers, "resync-interval"),
         metrics_file: path(layers, "metrics-file"),
         debug: flag(layers, "debug"),
+        log_timestamps: match layers.get("log-timestamps").map(|e| &e.value) {
+            Some(Value::Bool(on)) => Some(*on),
+            _ => None,
+        },
     })
 }
 
@@ -117,15 +133,17 @@ fn etcd_settings(
 ) -> Result<etcd::Settings> {
     let endpoints = etcd_endpoints(layers)?;
     let api = match text(layers, "etcd-api") {
-        Some("v2") => etcd::Api::V2,
-        _ => etcd::Api::V3,
+        Some("v2") => etcd::ApiChoice::Fixed(etcd::Api::V2),
+        Some("v3") => etcd::ApiChoice::Fixed(etcd::Api::V3),
+        _ => etcd::ApiChoice::Auto,
     };
     let user = text(layers, "etcd-user").map(str::to_string);
     let password = if prompt {
-        let secret = prompt_password(&format!(
-            "etcd password for {}: ",
-            user.as_deref().unwrap_or("root")
-        ))?;
+        let secret = prompt_password(
+            &format!("etcd password for {}: ", user.as_deref().unwrap_or("root")),
+            "--etcd-prompt-password",
+            "--etcd-password-file",
+        )?;
         layers.set("etcd-password", secret.expose(), Source::Prompt)?;
         Some(secret)
     } else {
@@ -179,7 +197,11 @@ fn etcd_endpoints(layers: &Layers) -> Result<Vec<String>> {
     Ok(endpoints)
 }
 
-fn ufm_settings(layers: &Layers, election: Option<&election::Settings>) -> Result<ufm::Settings> {
+fn ufm_settings(
+    layers: &mut Layers,
+    prompt: bool,
+    election: Option<&election::Settings>,
+) -> Result<ufm::Settings> {
     if layers.get("ufm-host").is_none() {
         return Err(Error::usage(
             "no UFM host: give --ufm-host (or --host), or ufm-host in the configuration file",
@@ -202,6 +224,17 @@ fn ufm_settings(layers: &Layers, election: Option<&election::Settings>) -> Resul
             .rank("ufm-password")
             .max(layers.rank("ufm-password-file"));
     let auth = match path(layers, "ufm-token-file") {
+        // Asked for on the command line: the answer wins over every file.
+        _ if prompt => {
+            let user = text(layers, "ufm-user").unwrap_or("admin").to_string();
+            let password = prompt_password(
+                &format!("UFM password for {user}: "),
+                "--ufm-prompt-password",
+                "--ufm-password-file",
+            )?;
+            layers.set("ufm-password", password.expose(), Source::Prompt)?;
+            ufm::Auth::Basic { user, password }
+        }
         Some(file) if token_beats_password => {
             ufm::Auth::Token(read_secret_file("UFM token", &file)?)
         }
@@ -356,13 +389,14 @@ fn read_secret_file(what: &str, path: &Path) -> Result<Secret> {
     Ok(secret)
 }
 
-/// Asks for a password on the controlling terminal, without echo.
-fn prompt_password(prompt: &str) -> Result<Secret> {
+/// Asks for a password on the controlling terminal, without echo; `flag` asked for it, and
+/// `file_flag` is the way without a terminal.
+fn prompt_password(prompt: &str, flag: &str, file_flag: &str) -> Result<Secret> {
     use std::io::{BufRead, Write};
     let no_terminal = || {
-        Error::usage(
-            "--etcd-prompt-password needs a terminal: give --etcd-password-file or a systemd credential instead",
-        )
+        Error::usage(format!(
+            "{flag} needs a terminal: give {file_flag} or a systemd credential instead"
+        ))
     };
     let tty = std::fs::OpenOptions::new()
         .read(true)

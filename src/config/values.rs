@@ -50,6 +50,29 @@ impl Kind {
     }
 }
 
+impl Value {
+    /// The value as JSON of its kind, for `ufm-pkeyd config --json`: booleans, numbers
+    /// (seconds, ports, counts), lists, text; a secret is `"<redacted>"`, and credentials in a
+    /// URL are taken out.
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            Value::Text(text) => json!(redact_userinfo(text)),
+            Value::Bool(b) => json!(b),
+            Value::Seconds(d) if d.subsec_nanos() == 0 => json!(d.as_secs()),
+            Value::Seconds(d) => json!(d.as_secs_f64()),
+            Value::Port(port) => json!(port),
+            Value::List(items) => {
+                json!(items.iter().map(|i| redact_userinfo(i)).collect::<Vec<_>>())
+            }
+            Value::Path(path) => json!(path.display().to_string()),
+            Value::Choice(choice) => json!(choice),
+            Value::Secret(_) => json!("<redacted>"),
+            Value::Count(n) => json!(n),
+        }
+    }
+}
+
 /// A boolean: `true/false`, `yes/no`, `on/off`, `1/0`, in any case.
 pub(crate) fn parse_bool(text: &str) -> Result<bool, String> {
     match text.trim().to_ascii_lowercase().as_str() {
@@ -163,6 +186,21 @@ mod tests {
         assert!(normalize_url("ftp://x", "http", 1).is_err());
         assert!(normalize_url("host:0", "http", 1).is_err());
         assert!(normalize_url("host/path", "http", 1).is_err());
+    }
+
+    #[test]
+    fn values_become_json_of_their_kind_and_secrets_stay_hidden() {
+        use serde_json::json;
+        let json = |kind: Kind, text: &str| kind.parse(text).expect(text).to_json();
+        assert_eq!(json(Kind::Bool, "yes"), json!(true));
+        assert_eq!(json(Kind::Seconds, "30"), json!(30));
+        assert_eq!(json(Kind::Seconds, "0.5"), json!(0.5));
+        assert_eq!(json(Kind::Port, "2379"), json!(2379));
+        assert_eq!(json(Kind::Count, "10"), json!(10));
+        assert_eq!(json(Kind::List, "a:1, b:2"), json!(["a:1", "b:2"]));
+        assert_eq!(json(Kind::Choice(&["v2", "v3"]), "v2"), json!("v2"));
+        assert_eq!(json(Kind::Secret, "hunter2"), json!("<redacted>"));
+        assert_eq!(json(Kind::Text, "/pcocc/"), json!("/pcocc/"));
     }
 
     #[test]

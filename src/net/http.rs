@@ -401,10 +401,12 @@ impl HttpClient {
     pub(crate) fn send(&self, request: &Request<'_>) -> Result<Response, HttpError> {
         log::debug!("{} {} {}", self.service, request.method, request.url);
         let (agent, hint) = self.agent_for(request.url)?;
+        let waiting = crate::signals::waiting(self.service, request.url);
         let mut response = agent.run(self.build(request)?).map_err(|e| {
             self.count(None);
             self.error(request.url, &e, &hint)
         })?;
+        drop(waiting);
         let status = response.status().as_u16();
         self.count(Some(status));
         let headers = header_list(response.headers());
@@ -455,10 +457,12 @@ impl HttpClient {
             .timeout_recv_response(Some(self.timeout))
             .timeout_per_read(Some(poll))
             .build();
+        let waiting = crate::signals::waiting(self.service, request.url);
         let response = agent.run(configured).map_err(|e| {
             self.count(None);
             self.error(request.url, &e, &hint)
         })?;
+        drop(waiting);
         self.count(Some(response.status().as_u16()));
         let headers = header_list(response.headers());
         let content_type = headers

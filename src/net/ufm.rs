@@ -627,7 +627,8 @@ impl UfmClient {
         self.request(method, path, body, &mut open_gate)
     }
 
-    /// Sends one write request once `gate` opens (see [`UfmClient::request`]).
+    /// Sends one write request once `gate` opens (see [`UfmClient::request`]). An interrupt
+    /// of a one-shot command lets it finish, then ends the command (`crate::signals`).
     fn write(
         &self,
         gate: &mut WriteGate<'_>,
@@ -635,7 +636,18 @@ impl UfmClient {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<Response, UfmError> {
-        self.request(method, path, body, gate)
+        let target = format!("{method} {}", shown_url(&format!("{}{path}", self.base())));
+        let in_flight = crate::signals::write_in_flight(&target, self.http.timeout());
+        let mut gate = || {
+            if crate::signals::interrupted() {
+                Err("interrupted".to_string())
+            } else {
+                gate()
+            }
+        };
+        let result = self.request(method, path, body, &mut gate);
+        in_flight.done();
+        result
     }
 
     /// Sends one request, trying the next host when one cannot be reached, and maps every

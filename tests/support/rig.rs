@@ -126,6 +126,15 @@ impl Rig {
 
     /// `ufm-pkeyd COMMAND` with every connection flag, then `extra`.
     pub fn pkeyd(&self, command: &str, extra: &[&str]) -> Pkeyd {
+        self.pkeyd_with_api(command, Some(self.api.flag()), extra)
+    }
+
+    /// Like [`Rig::pkeyd`], without `--etcd-api`: the keyspace is the default's (`auto`).
+    pub fn pkeyd_default_api(&self, command: &str, extra: &[&str]) -> Pkeyd {
+        self.pkeyd_with_api(command, None, extra)
+    }
+
+    fn pkeyd_with_api(&self, command: &str, api: Option<&str>, extra: &[&str]) -> Pkeyd {
         let state = self.state_file();
         let mut args: Vec<String> = vec![
             command.into(),
@@ -138,11 +147,12 @@ impl Rig {
             path_text(self.sim.password_file()),
             "--etcd-endpoints".into(),
             self.etcd.endpoint(),
-            "--etcd-api".into(),
-            self.api.flag().into(),
             "--state-file".into(),
             path_text(&state),
         ];
+        if let Some(api) = api {
+            args.extend(["--etcd-api".into(), api.into()]);
+        }
         match self.sim.tls() {
             Some(tls) => args.extend(["--ufm-ca-cert".into(), path_text(&tls.ca)]),
             None => args.push("--http".into()),
@@ -359,10 +369,12 @@ pub fn tail_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// The lines the daemon logged at info level or above (`ufm-pkeyd: info: …`, `warn`, `error`).
+/// The lines the daemon logged at info level or above (`ufm-pkeyd: info: …`, `warn`,
+/// `error`), without the time they start with when stderr is a file.
 pub fn info_lines(stderr: &str) -> Vec<String> {
     stderr
         .lines()
+        .map(log_message)
         .filter(|l| {
             l.starts_with("ufm-pkeyd: info:")
                 || l.starts_with("ufm-pkeyd: warn:")
@@ -370,6 +382,16 @@ pub fn info_lines(stderr: &str) -> Vec<String> {
         })
         .map(str::to_string)
         .collect()
+}
+
+/// A log line without the UTC time it starts with when stderr is not a terminal
+/// (`2026-12-07T21:19:23Z ufm-pkeyd: info: …` → `ufm-pkeyd: info: …`).
+pub fn log_message(line: &str) -> &str {
+    let stamped = line.len() > 21
+        && line.as_bytes()[10] == b'T'
+        && line.as_bytes()[19] == b'Z'
+        && line.as_bytes()[20] == b' ';
+    if stamped { &line[21..] } else { line }
 }
 
 /// A `$NOTIFY_SOCKET` for the daemon: a datagram socket bound in a temp directory, drained by

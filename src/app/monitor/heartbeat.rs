@@ -148,6 +148,7 @@ impl Monitor<'_> {
             last_error: h.last_error.clone(),
             etcd_unreachable_since: self.schedule.etcd_down.as_ref().map(|o| since(o.since)),
             ufm_unreachable_since: self.schedule.ufm_down.as_ref().map(|o| since(o.since)),
+            keyspaces: crate::app::keyspace::seen(),
         }
     }
 }

@@ -56,12 +56,29 @@ impl fmt::Display for Api {
     }
 }
 
+/// The keyspace the configuration asks for (`etcd-api`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ApiChoice {
+    /// The one that holds keys under the prefix, found out before a client is built.
+    Auto,
+    Fixed(Api),
+}
+
+impl fmt::Display for ApiChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiChoice::Auto => f.write_str("auto"),
+            ApiChoice::Fixed(api) => api.fmt(f),
+        }
+    }
+}
+
 /// Resolved etcd settings.
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
     /// Full base URLs, tried in order.
     pub endpoints: Vec<String>,
-    pub api: Api,
+    pub api: ApiChoice,
     pub tls: TlsOptions,
     pub user: Option<String>,
     pub password: Option<Secret>,
@@ -343,8 +360,9 @@ pub(crate) struct EtcdClient {
 }
 
 impl EtcdClient {
-    /// Builds a client; reads and checks the TLS files now.
-    pub(crate) fn new(settings: &Settings) -> Result<EtcdClient, String> {
+    /// Builds a client speaking `api` (the keyspace is decided before: see `settings.api`);
+    /// reads and checks the TLS files now.
+    pub(crate) fn new(settings: &Settings, api: Api) -> Result<EtcdClient, String> {
         let http = HttpClient::new(&HttpOptions {
             service: "etcd",
             tls: settings.tls.clone(),
@@ -354,7 +372,7 @@ impl EtcdClient {
         Ok(EtcdClient {
             http,
             endpoints: Endpoints::new("etcd", settings.endpoints.clone()),
-            api: settings.api,
+            api,
             user: settings.user.clone(),
             password: settings.password.clone(),
             token: RefCell::new(None),
