@@ -98,6 +98,7 @@ pub(crate) fn run_monitor(
         watch_from: None,
         watch_ended: None,
         view: View::default(),
+        quorum_checked: None,
         last_full_reason: None,
         heartbeat: Heartbeat::new(dry_run),
     };
@@ -105,8 +106,9 @@ pub(crate) fn run_monitor(
     monitor.write_status();
     systemd::notify("READY=1");
     let result = monitor.run();
+    let clean = !monitor.engine.writes_may_land();
     if let Some(election) = &mut monitor.election {
-        election.resign();
+        election.resign(clean);
     }
     systemd::notify("STOPPING=1");
     if result.is_ok() {
@@ -148,6 +150,8 @@ struct Monitor<'a> {
     watch_ended: Option<Instant>,
     /// What the whole fabric looks like, and what of it was logged.
     view: View,
+    /// When the etcd member in use last proved it is part of a quorum.
+    quorum_checked: Option<Instant>,
     /// Why the last full pass ran, so that a reason repeated every poll interval (a UFM
     /// without `last_updated`) is logged once.
     last_full_reason: Option<String>,
@@ -158,8 +162,15 @@ struct Monitor<'a> {
 /// The pause before trying again credentials that were refused after they had worked.
 const AUTH_RETRY: Duration = Duration::from_secs(60);
 
+/// How long the daemon sleeps at most between looks at its signals and its watchdog.
+const TICK: Duration = Duration::from_millis(100);
+
 /// A dry run plans everything again on each change, at most this often.
 const DRY_RUN_GAP: Duration = Duration::from_secs(1);
+
+/// With several etcd members, how often the member in use is asked whether it is part of a
+/// quorum (a watch on one cut off from its peers would wait in silence).
+const QUORUM_CHECK: Duration = Duration::from_secs(3);
 
 /// The shortest time between two watch requests after etcd (or a proxy) closed one early.
 const WATCH_REOPEN: Duration = Duration::from_secs(1);
@@ -370,7 +381,7 @@ impl Monitor<'_> {
 
     fn step_down(&mut self, why: &str) {
         if let Some(election) = &mut self.election {
-            election.step_down(why);
+            election.step_down(why, !self.engine.writes_may_land());
         }
     }
 
@@ -512,9 +523,10 @@ impl Monitor<'_> {
         Ok(revision)
     }
 
-    /// A standby checks every poll interval that UFM answers (so that it could take over),
-    /// and asks for the leadership about every second (in `Election::tick`, a read of the
-    /// election key). It reads nothing else: at rest it costs etcd no Raft proposal.
+    /// A standby checks every poll interval that UFM answers (so that it could take over) and
+    /// keeps its copy of the shared ownership record up to date, and asks for the leadership
+    /// twice a second (in `Election::tick`, a read of the election key). Every read comes from
+    /// the member's own store: at rest a standby costs etcd no Raft proposal.
     fn stand_by(&mut self) {
         if Instant::now() >= self.next_standby_check {
             self.next_standby_check = Instant::now() + self.poll_interval;
@@ -525,6 +537,7 @@ impl Monitor<'_> {
                 .unwrap_or("unknown")
                 .to_string();
             let answer = self.engine.ufm().version();
+            self.engine.copy_shared_record();
             self.heartbeat_standby(answer.as_ref().err().map(ToString::to_string).as_deref());
             self.write_metrics();
             match answer {
@@ -570,7 +583,7 @@ impl Monitor<'_> {
             .map_err(Error::Usage)?;
         if election_changed {
             if let Some(election) = &mut self.election {
-                election.resign();
+                election.resign(!self.engine.writes_may_land());
             }
             self.election = settings
                 .election
@@ -606,6 +619,11 @@ impl Monitor<'_> {
             self.sleep(reopen.min(until).saturating_duration_since(now));
             return;
         }
+        let prefix = self.engine.settings().prefix.clone();
+        let until = match self.member_in_quorum(&prefix, now) {
+            Ok(next_check) => next_check.min(until),
+            Err(e) => return self.etcd_unreachable(&e.to_string(), now),
+        };
         let watchdog = &mut self.watchdog;
         let election = &mut self.election;
         let mut keep_waiting = || {
@@ -613,7 +631,6 @@ impl Monitor<'_> {
             let leader = election.as_mut().is_none_or(|e| e.tick());
             leader && !stopping() && !RELOAD.load(Ordering::SeqCst) && Instant::now() < until
         };
-        let prefix = self.engine.settings().prefix.clone();
         let watched = self.engine.etcd().watch(&prefix, from, &mut keep_waiting);
         let now = Instant::now();
         match watched {
@@ -647,6 +664,26 @@ impl Monitor<'_> {
         }
     }
 
+    /// With several etcd members, a watch on a member cut off from its peers would wait in
+    /// silence while the others go on: every [`QUORUM_CHECK`] the member is asked one
+    /// linearizable question, and one that cannot answer is left for the next (every copy of
+    /// the client follows). Returns how long the next watch may last before the next check.
+    fn member_in_quorum(
+        &mut self,
+        prefix: &str,
+        now: Instant,
+    ) -> std::result::Result<Instant, EtcdError> {
+        let etcd = self.engine.etcd();
+        if etcd.endpoint_count() < 2 {
+            return Ok(now + self.poll_interval.max(QUORUM_CHECK));
+        }
+        if self.quorum_checked.is_none_or(|t| now >= t + QUORUM_CHECK) {
+            etcd.check_quorum(prefix)?;
+            self.quorum_checked = Some(now);
+        }
+        Ok(now + QUORUM_CHECK)
+    }
+
     /// Sleeps in short slices, waking for signals and keeping the watchdog fed.
     fn sleep(&mut self, duration: Duration) {
         let end = Instant::now() + duration;
@@ -656,7 +693,7 @@ impl Monitor<'_> {
             if left.is_zero() {
                 break;
             }
-            std::thread::sleep(left.min(Duration::from_millis(100)));
+            std::thread::sleep(left.min(TICK));
         }
     }
 }
@@ -713,10 +750,24 @@ impl Gate for DaemonGate<'_> {
         if stopping() {
             return Err("stopping (SIGTERM or SIGINT)".to_string());
         }
-        match self.election {
-            Some(election) => election.may_write(self.bound),
-            None => Ok(()),
+        let Some(election) = self.election.as_mut() else {
+            return Ok(());
+        };
+        // A new leader waits until an old leader's last request can no longer reach UFM.
+        while let Some(until) = election
+            .first_write_at(self.bound)
+            .filter(|t| Instant::now() < *t)
+        {
+            std::thread::sleep(until.saturating_duration_since(Instant::now()).min(TICK));
+            self.watchdog.tick();
+            if stopping() {
+                return Err("stopping (SIGTERM or SIGINT)".to_string());
+            }
+            if !election.tick() {
+                return Err("this instance does not lead".to_string());
+            }
         }
+        election.may_write()
     }
 
     fn make_way(&mut self) -> bool {
@@ -739,7 +790,7 @@ fn check_ufm_credentials(ufm: &UfmClient) -> Result<()> {
         );
         let until = Instant::now() + CONFIRM_AFTER;
         while Instant::now() < until && !stopping() {
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(TICK);
         }
         answer = ufm.version();
     }

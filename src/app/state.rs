@@ -21,7 +21,7 @@ pub(super) fn run_state(settings: &Settings, op: StateOp, out: &Output) -> Resul
             let before = engine.record_view().map_err(failed)?;
             let after = engine.rebind(op == StateOp::Reset).map_err(failed)?;
             log::info!(
-                "ownership record {}: {} partitions owned before, {} now; bound to etcd cluster {} and UFM {}",
+                "ownership record {}: {} partitions owned before, {} now; bound to {}",
                 if op == StateOp::Reset {
                     "reset"
                 } else {
@@ -29,8 +29,7 @@ pub(super) fn run_state(settings: &Settings, op: StateOp, out: &Output) -> Resul
                 },
                 before.record.owned.len(),
                 after.record.owned.len(),
-                after.now.cluster_id.as_deref().unwrap_or("(unknown)"),
-                after.now.ufm.join(",")
+                after.now.describe()
             );
             after
         }
@@ -67,23 +66,14 @@ fn view_json(view: &RecordView) -> serde_json::Value {
 
 fn view_text(view: &RecordView) -> String {
     let record = &view.record;
-    let owned: Vec<String> = record.owned.iter().map(ToString::to_string).collect();
     let mut text = format!(
         "owned:    {} partitions{}{}\n",
-        owned.len(),
-        if owned.is_empty() { "" } else { ": " },
-        owned.join(", ")
+        record.owned.len(),
+        if record.owned.is_empty() { "" } else { ": " },
+        super::report::pkey_list(&record.owned)
     );
     match &record.binding {
-        Some(b) => text.push_str(&format!(
-            "bound to: etcd cluster {} ({} keyspace, prefix {}, {} {}), UFM {}\n",
-            b.cluster_id.as_deref().unwrap_or("(unknown)"),
-            b.api,
-            b.prefix,
-            if b.api == "v2" { "index" } else { "revision" },
-            b.revision,
-            b.ufm.join(",")
-        )),
+        Some(b) => text.push_str(&format!("bound to: {}\n", b.describe())),
         None => text.push_str("bound to: nothing yet (bound at the next pass)\n"),
     }
     match &view.mismatch {

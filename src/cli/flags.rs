@@ -122,7 +122,7 @@ pub(crate) const FLAGS: &[FlagDef] = &[
     flag!(&["--leader-election"], None, Fixed("leader-election", "true"), MONITOR | CONFIG | STATE, "only the instance elected through etcd changes UFM; others stand by"),
     flag!(&["--election-key"], Some("KEY"), Key("election-key"), MONITOR | CONFIG | STATE, "etcd key of the leader election (default /ufm-pkeyd/leader)"),
     flag!(&["--state-key"], Some("KEY"), Key("state-key"), SYNCING | CONFIG | STATE, "with leader election: etcd key recording owned partitions (default /ufm-pkeyd/owned)"),
-    flag!(&["--election-ttl"], Some("SECONDS"), Key("election-ttl"), MONITOR | CONFIG, "a standby takes over within SECONDS when the leader dies (default 15)"),
+    flag!(&["--election-ttl"], Some("SECONDS"), Key("election-ttl"), MONITOR | CONFIG, "the claim lives SECONDS without refresh; a standby takes over within it plus ufm-timeout (default 4)"),
     // etcd operations.
     flag!(&["--prefix"], Some("PREFIX"), Op, ETCD, "with --list: only keys that start with PREFIX"),
     flag!(&["--get"], Some("KEY"), Op, ETCD, "print the value of KEY"),

@@ -102,7 +102,7 @@ fn engine_settings(layers: &Layers, shared_ownership: bool) -> engine::Settings 
             },
             ip_over_ib: flag(layers, "ip-over-ib"),
         },
-        late_write_margin: std::time::Duration::from_secs(15),
+        late_write_margin: seconds(layers, "late-write-margin"),
     }
 }
 
@@ -170,7 +170,7 @@ fn etcd_settings(
         },
         user,
         password,
-        timeout: request_timeout(layers, "etcd-timeout", election)?,
+        timeout: etcd_timeout(layers, election)?,
         proxy: text(layers, "etcd-proxy").map(str::to_string),
     })
 }
@@ -256,38 +256,54 @@ fn ufm_settings(
             client_cert: None,
             insecure: !flag(layers, "ufm-ssl-verify"),
         },
-        timeout: request_timeout(layers, "ufm-timeout", election)?,
+        timeout: ufm_timeout(layers, election),
         proxy: text(layers, "ufm-proxy").map(str::to_string),
     })
 }
 
-/// A request timeout. With leader election, no request may outlast a third of the TTL: a
-/// leader stops changing UFM two thirds into an unrefreshed claim, and a request started
-/// just before must end before the claim expires. Defaults shrink to fit; explicit values
-/// that do not fit are refused.
-fn request_timeout(
-    layers: &Layers,
-    name: &str,
-    election: Option<&election::Settings>,
-) -> Result<Duration> {
+/// The etcd request timeout. With leader election, no etcd request may block the daemon's one
+/// thread for more than half the TTL: the claim is refreshed between requests, and a leader
+/// that cannot refresh it in time hands over. The default shrinks to fit; an explicit value
+/// that does not fit is refused.
+fn etcd_timeout(layers: &Layers, election: Option<&election::Settings>) -> Result<Duration> {
+    let name = "etcd-timeout";
     let timeout = seconds(layers, name);
     let Some(election) = election else {
         return Ok(timeout);
     };
-    let cap = election.ttl / 3;
+    let cap = election.ttl / 2;
     if timeout <= cap {
         return Ok(timeout);
     }
     match layers.get(name).map(|e| &e.source) {
         Some(Source::Default) | None => Ok(cap),
         Some(source) => Err(Error::usage(format!(
-            "{name} {} s (from {source}) is longer than a third of election-ttl {} s: a leader could still be writing to UFM after its claim expired; lower {name} to {} s or raise election-ttl",
+            "{name} {} s (from {source}) is longer than half of election-ttl {} s: a leader could not refresh its claim in time while it waits on etcd; lower {name} to {} s or raise election-ttl",
             timeout.as_secs_f64(),
             election.ttl.as_secs_f64(),
             cap.as_secs_f64()
         ))),
     }
 }
+
+/// The UFM request timeout. With leader election a new leader waits this long (plus half a
+/// second) before its first write, for an old leader's last request to be over: the default
+/// is then [`ELECTION_UFM_TIMEOUT`], so that a take-over fits in pcocc's window; an explicit
+/// value is kept, and the take-over takes that much longer.
+fn ufm_timeout(layers: &Layers, election: Option<&election::Settings>) -> Duration {
+    let name = "ufm-timeout";
+    let explicit = !matches!(
+        layers.get(name).map(|e| &e.source),
+        Some(Source::Default) | None
+    );
+    match election {
+        Some(_) if !explicit => ELECTION_UFM_TIMEOUT,
+        _ => seconds(layers, name),
+    }
+}
+
+/// The default UFM request timeout with leader election.
+const ELECTION_UFM_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The password from whichever of the value key and the file key has the higher source.
 fn password(layers: &Layers, value_key: &str, file_key: &str) -> Result<Option<Secret>> {

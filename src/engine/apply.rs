@@ -59,6 +59,8 @@ pub(crate) trait UfmOps {
     fn last_updated(&self) -> Result<Option<String>, UfmError>;
     /// The UFM base URLs configured, for the ownership record's binding.
     fn hosts(&self) -> Vec<String>;
+    /// UFM's own name for its fabric (`site_name`), when it exposes it.
+    fn site(&self) -> Option<String>;
     /// The longest one request may take.
     fn request_bound(&self) -> Duration;
     /// Whether UFM answers a cheap request (its version) at all.
@@ -103,6 +105,10 @@ impl UfmOps for UfmClient {
 
     fn request_bound(&self) -> Duration {
         UfmClient::request_bound(self)
+    }
+
+    fn site(&self) -> Option<String> {
+        UfmClient::site(self)
     }
 
     fn answers(&self) -> bool {

@@ -6,11 +6,19 @@
 //! `prevValue`. Everything happens in the daemon's one thread: [`Election::tick`] is called
 //! before each UFM request and while waiting, and refreshes the claim every third of the TTL.
 //!
-//! Fencing by time: the claim is counted from when its last refresh was *sent* (etcd renews it
-//! no earlier), and this instance writes to UFM only while the claim is sure to last longer
-//! than the request can take, with a third of the TTL to spare ([`Election::may_write`]). So
-//! an instance cut off from etcd, or stopped and resumed, sends nothing once a standby may
-//! have taken over. A resigning leader deletes the claim at once.
+//! Fencing by proof, not by the local clock (ufm-pkeyd(8), HIGH AVAILABILITY):
+//! - Before each UFM write request (each batch, retry, fallback route and host), the leader
+//!   asks etcd whether it still holds the key: one linearizable read of it, which must show
+//!   this instance's identity (and with v3 its lease) ([`Election::may_write`]). A key that
+//!   etcd expired early (a clock step, a new etcd leader), was deleted, or a lease revoked
+//!   stops the writes at once.
+//! - A new leader sends no write until [`Election::first_write_at`]: the UFM request bound
+//!   plus a margin after it won. An old leader's last request went out after its last proof,
+//!   which was before the key changed hands, so it has been answered (or given up) by then.
+//!   Together the two leave no time in which both instances' requests can reach UFM, for
+//!   requests UFM applies within their time bound; one applied later than that (a UFM that
+//!   queues a request for minutes) is not covered, nor a leader frozen in the microseconds
+//!   between its proof and its request.
 //!
 //! A standby only reads the election key (from the member's own copy, no quorum round) and
 //! campaigns only when it looks free: at rest it costs etcd no Raft proposal.
@@ -20,7 +28,15 @@ use std::time::{Duration, Instant};
 use crate::net::etcd::{Claim, EtcdClient};
 
 /// How often a standby asks whether the key is free: a clean hand-over takes at most this.
-const CAMPAIGN_INTERVAL: Duration = Duration::from_secs(1);
+const CAMPAIGN_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What a new leader waits beyond the UFM request bound before its first write: for the
+/// old leader's last request to have reached UFM and been answered.
+const TAKEOVER_MARGIN: Duration = Duration::from_millis(500);
+
+/// What a leader that resigned cleanly (no UFM request of its own in flight or unsettled)
+/// leaves in the election key, followed by its identity: its successor need not wait.
+const RESIGNED: &str = "resigned:";
 
 /// Election settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,6 +58,9 @@ pub(crate) struct Election {
     due: Instant,
     /// Who holds the key, as last seen (for logs and status).
     holder: Option<String>,
+    /// When this instance won its current claim, and whether from a leader that resigned
+    /// cleanly (then its first write need not wait).
+    won: Option<(Instant, bool)>,
 }
 
 impl Election {
@@ -59,6 +78,7 @@ impl Election {
             renewed: now,
             due: now,
             holder: None,
+            won: None,
         }
     }
 
@@ -92,19 +112,39 @@ impl Election {
         !self.time_left().is_zero()
     }
 
-    /// Whether a UFM request that may take up to `bound` may start now: the claim, refreshed
-    /// first if due, lasts longer than that.
-    pub(crate) fn may_write(&mut self, bound: Duration) -> Result<(), String> {
-        self.tick();
-        let left = self.time_left();
-        if left > bound {
-            Ok(())
-        } else {
-            Err(format!(
-                "the leadership claim is sure for {:.1} s only, less than a UFM request may take ({:.1} s): not sending it",
-                left.as_secs_f64(),
-                bound.as_secs_f64()
-            ))
+    /// When a new leader may send its first UFM write: `bound` (the longest a UFM request
+    /// may take) plus a margin after it won, so that an old leader's last request is over.
+    pub(crate) fn first_write_at(&self, bound: Duration) -> Option<Instant> {
+        match self.won {
+            Some((won, false)) => Some(won + bound + TAKEOVER_MARGIN),
+            _ => None,
+        }
+    }
+
+    /// Whether a UFM write may go now: this instance leads, and etcd shows it (one
+    /// linearizable read of the election key, before every write request).
+    pub(crate) fn may_write(&mut self) -> Result<(), String> {
+        if !self.tick() {
+            return Err("this instance does not lead".to_string());
+        }
+        let Some(claim) = self.claim.clone() else {
+            return Err("this instance does not lead".to_string());
+        };
+        match self
+            .etcd
+            .holds_claim(&self.settings.key, &self.identity, &claim)
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                self.lose("etcd no longer shows its claim on the election key");
+                Err(format!(
+                    "the election key {} no longer holds this instance's claim: not sending",
+                    self.settings.key
+                ))
+            }
+            Err(e) => Err(format!(
+                "etcd could not confirm the leadership claim ({e}): not sending"
+            )),
         }
     }
 
@@ -149,16 +189,26 @@ impl Election {
     /// Gives up the leadership because another instance wrote the ownership record: logs it
     /// once, releases the election key if it is still ours (so that the next leader need not
     /// wait for it to expire), and campaigns again like a standby.
-    pub(crate) fn step_down(&mut self, why: &str) {
+    /// `clean`: none of this instance's UFM requests can still land (none unsettled).
+    pub(crate) fn step_down(&mut self, why: &str, clean: bool) {
         if let Some(claim) = self.lose(why) {
             // Conditional on our identity (v2) or our own lease (v3): never someone else's.
-            let _ = self.etcd.resign(&self.settings.key, &self.identity, &claim);
+            let mark = self.mark(clean);
+            let _ = self
+                .etcd
+                .resign(&self.settings.key, &self.identity, &claim, mark.as_deref());
         }
+    }
+
+    /// The mark a clean resignation leaves in the key.
+    fn mark(&self, clean: bool) -> Option<String> {
+        clean.then(|| format!("{RESIGNED}{}", self.identity))
     }
 
     /// Drops the claim, saying so once; returns it if there was one.
     fn lose(&mut self, why: &str) -> Option<Claim> {
         let claim = self.claim.take()?;
+        self.won = None;
         log::warn!(
             "leader election: this instance ({}) lost the leadership ({why}); standing by",
             self.identity
@@ -177,17 +227,22 @@ impl Election {
                 return;
             }
         };
-        if holder.is_some() {
+        // A key that holds the mark of a clean resignation is free, and its successor need
+        // not wait for the old leader's requests.
+        let resigned = holder.clone().filter(|h| h.starts_with(RESIGNED));
+        if resigned.is_none() && holder.is_some() {
             self.note_holder(holder);
             return;
         }
         let sent = Instant::now();
-        match self
-            .etcd
-            .campaign(&self.settings.key, &self.identity, self.ttl_secs())
-        {
+        match self.etcd.campaign(
+            &self.settings.key,
+            (&self.identity, resigned.as_deref()),
+            self.ttl_secs(),
+        ) {
             Ok(Some(claim)) => {
                 self.claim = Some(claim);
+                self.won = Some((Instant::now(), resigned.is_some()));
                 self.renewed = sent;
                 self.holder = Some(self.identity.clone());
                 self.due = sent + self.settings.ttl / 3;
@@ -228,10 +283,16 @@ impl Election {
         }
     }
 
-    /// Gives the leadership up (on a clean stop), so a standby takes over within a second.
-    pub(crate) fn resign(&mut self) {
+    /// Gives the leadership up (on a stop), so a standby takes over within a second; `clean`:
+    /// none of this instance's UFM requests can still land, so the successor need not wait.
+    pub(crate) fn resign(&mut self, clean: bool) {
+        self.won = None;
         if let Some(claim) = self.claim.take() {
-            match self.etcd.resign(&self.settings.key, &self.identity, &claim) {
+            let mark = self.mark(clean);
+            match self
+                .etcd
+                .resign(&self.settings.key, &self.identity, &claim, mark.as_deref())
+            {
                 Ok(()) => log::info!("leader election: resigned"),
                 Err(e) => {
                     log::warn!("leader election: cannot resign ({e}); the claim expires on its own")

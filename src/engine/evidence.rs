@@ -355,6 +355,7 @@ impl<E: EtcdReads, U: UfmOps> Sides<'_, E, U> {
             api: self.etcd.api().to_string(),
             prefix: self.prefix.to_string(),
             ufm: self.ufm.hosts(),
+            ufm_site: self.ufm.site(),
             revision: listing.revision,
             raft_term: listing.store.raft_term,
             dir_created_index: listing.dir.map(|d| d.created_index),

@@ -272,6 +272,10 @@ impl UfmOps for FakeUfm {
         vec!["http://ufm".to_string()]
     }
 
+    fn site(&self) -> Option<String> {
+        None
+    }
+
     fn request_bound(&self) -> std::time::Duration {
         std::time::Duration::from_secs(1)
     }

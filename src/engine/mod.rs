@@ -318,9 +318,27 @@ impl<E: EtcdReads, U: UfmOps> Engine<E, U> {
         self.ownership.new_term(fence);
     }
 
+    /// A standby's copy of the shared ownership record, kept up to date (see
+    /// [`Ownership::copy_shared`]).
+    pub(crate) fn copy_shared_record(&mut self) {
+        match self.ownership.copy_shared() {
+            Ok(true) => log::debug!("standby: local copy of the ownership record updated"),
+            Ok(false) => {}
+            Err(e) => log::warn!("standby: {e}"),
+        }
+    }
+
     /// The partitions waiting for a read to show their change done, with why.
     pub(crate) fn pending(&self) -> impl Iterator<Item = (PKey, &Why, Instant)> + '_ {
         self.work.items().map(|(p, i)| (p, &i.why, i.since))
+    }
+
+    /// Whether a write of this instance whose outcome is unknown may still land in UFM.
+    pub(crate) fn writes_may_land(&self) -> bool {
+        let now = Instant::now();
+        self.work
+            .items()
+            .any(|(_, i)| matches!(i.why, Why::Unsettled(_)) && i.due > now)
     }
 
     /// How many partitions wait.

@@ -223,6 +223,8 @@ struct Learned {
     /// Whether its version was read (and applied to `routes`).
     probed: bool,
     routes: RouteSet,
+    /// Its `site_name`, when UFM exposes it (`expose_site_name=true` in gv.cfg).
+    site: Option<String>,
 }
 
 /// The longest partition list read: 128,000 GUIDs make about 8 MB.
@@ -347,6 +349,12 @@ impl UfmClient {
         self.http.timeout()
     }
 
+    /// UFM's own name for its fabric (`site_name`), when it exposes it, as its version answer
+    /// said (the daemon reads the version at start; nothing is asked for it).
+    pub(crate) fn site(&self) -> Option<String> {
+        self.learned().site.clone()
+    }
+
     /// The configured hosts (`https://host:port`).
     pub(crate) fn hosts(&self) -> &[String] {
         &self.hosts
@@ -386,6 +394,9 @@ impl UfmClient {
             .call("GET", path, None)
             .map_err(|e| self.wrong_base(e))?;
         let value: serde_json::Value = self.json(&response, path)?;
+        if let Some(site) = value.get("site_name").and_then(|v| v.as_str()) {
+            self.learned().site = Some(site.to_string());
+        }
         let version = value
             .get("ufm_release_version")
             .and_then(|v| v.as_str())

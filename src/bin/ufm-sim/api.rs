@@ -470,7 +470,11 @@ fn route(
     };
     let response = match (req.method.as_str(), template) {
         ("GET", "/app/ufm_version") => {
-            Response::json(200, &json!({ "ufm_release_version": sim.settings.version }))
+            let mut answer = json!({ "ufm_release_version": sim.settings.version });
+            if let Some(site) = &sim.settings.site_name {
+                answer["site_name"] = json!(site);
+            }
+            Response::json(200, &answer)
         }
         ("POST", "/app/tokens") => {
             let token = Token {

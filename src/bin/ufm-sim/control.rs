@@ -163,6 +163,8 @@ pub struct Settings {
     pub user: String,
     pub password: String,
     pub version: String,
+    /// UFM's `site_name` (gv.cfg `expose_site_name=true`), in its version answer.
+    pub site_name: Option<String>,
     pub modes: Modes,
     pub tokens: Vec<String>,
 }

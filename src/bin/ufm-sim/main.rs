@@ -51,6 +51,7 @@ usage: ufm-sim [options]
                              field: true)
   --last-updated-format F    rfc3339 (default) | ctime | dmy-local
   --version-string S         ufm_release_version (default 6.19.1-4)
+  --site-name NAME           site_name in the version answer (UFM's expose_site_name=true)
   --idle-timeout SECS        close idle keep-alive connections after SECS (default 300)
   --exit-on-stdin-eof        exit when stdin reaches end of file
   -v, --verbose              log every request to stderr
@@ -86,6 +87,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, St
             user: "admin".into(),
             password: "123456".into(),
             version: "6.19.1-4".into(),
+            site_name: None,
             modes: Modes::default(),
             tokens: Vec::new(),
         },
@@ -140,6 +142,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, St
             "--ipoib-on-add" => s.modes.ipoib_on_add = IpoibOnAdd::parse(&value()?)?,
             "--last-updated-format" => s.modes.last_updated_format = StampFormat::parse(&value()?)?,
             "--version-string" => s.version = value()?,
+            "--site-name" => s.site_name = Some(value()?),
             "--idle-timeout" => {
                 let secs: u64 = value()?
                     .parse()

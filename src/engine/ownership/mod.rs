@@ -147,6 +147,15 @@ impl Ownership {
         }
     }
 
+    /// A standby keeps a copy of the shared record in its state file (see
+    /// [`Store::copy_shared`]); nothing without a shared record.
+    pub(crate) fn copy_shared(&mut self) -> Result<bool, String> {
+        match &mut self.store {
+            Some(store) => store.copy_shared(),
+            None => Ok(false),
+        }
+    }
+
     /// At the start of a leadership term: reads the shared record, then writes it back at
     /// once. The write proves this instance may write it, and moves the record's revision on,
     /// so that an old leader's next write (comparing the revision it knew) fails.
@@ -158,6 +167,11 @@ impl Ownership {
             return Ok(());
         };
         let loaded = store.load().map_err(TermError::Unreadable)?;
+        if let Some(missing) = &loaded.missing {
+            log::error!(
+                "{missing}: etcd was wiped or restored? Nothing is deleted until an operator adopts or resets the record (ufm-pkeyd state --adopt | --reset)"
+            );
+        }
         self.record = loaded.record;
         self.missing = loaded.missing;
         match store.save(&self.record) {
@@ -181,13 +195,7 @@ impl Ownership {
                 (None, Some(binding)) => binding.mismatch(now),
                 (None, None) => {
                     if self.records() {
-                        log::info!(
-                            "ownership record bound to etcd cluster {} ({} keyspace, prefix {}) and UFM {}",
-                            now.cluster_id.as_deref().unwrap_or("(unknown)"),
-                            now.api,
-                            now.prefix,
-                            now.ufm.join(",")
-                        );
+                        log::info!("ownership record bound to {}", now.describe());
                     }
                     self.record.binding = Some(now.clone());
                     None
@@ -222,6 +230,11 @@ impl Ownership {
         }
         if now.cluster_id.is_none() {
             now.cluster_id = recorded.and_then(|b| b.cluster_id.clone());
+        }
+        if now.ufm_site.is_none() {
+            // Not asked this time (a one-shot command reads no version): UFM is the one the
+            // binding check just accepted.
+            now.ufm_site = recorded.and_then(|b| b.ufm_site.clone());
         }
         self.record.binding = Some(now);
     }

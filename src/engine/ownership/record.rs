@@ -41,13 +41,18 @@ pub(crate) struct Record {
 /// The etcd and UFM a record belongs to, and how far etcd's log had got.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Binding {
-    /// etcd's cluster ID, as its answers carry it.
+    /// etcd's cluster ID, as its answers carry it: hexadecimal from v2's header, decimal in
+    /// v3's (compared and shown in hexadecimal, [`cluster_hex`]).
     pub cluster_id: Option<String>,
     /// `v2` or `v3`.
     pub api: String,
     pub prefix: String,
     /// The UFM base URLs.
     pub ufm: Vec<String>,
+    /// UFM's own name for its fabric (`site_name`), when it says it: it identifies UFM
+    /// whatever name or address each instance reaches it by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ufm_site: Option<String>,
     /// The store revision (v3) or index (v2) of the last complete read.
     pub revision: i64,
     /// The Raft term of that read.
@@ -58,29 +63,35 @@ pub(crate) struct Binding {
 }
 
 impl Binding {
-    /// Why `now` is not the etcd and UFM this record belongs to, if it is not.
+    /// Why `now` is not the etcd and UFM this record belongs to, if it is not: every field
+    /// that differs, each as "field then (now …)", in one notation.
     pub(crate) fn mismatch(&self, now: &Binding) -> Option<String> {
-        if let (Some(then), Some(id)) = (&self.cluster_id, &now.cluster_id) {
-            if then != id {
-                return Some(format!(
-                    "it was made with etcd cluster {then}, and this etcd is cluster {id}"
-                ));
+        let mut differs: Vec<String> = Vec::new();
+        let then_cluster = self
+            .cluster_id
+            .as_deref()
+            .map(|c| cluster_hex(c, &self.api));
+        let now_cluster = now.cluster_id.as_deref().map(|c| cluster_hex(c, &now.api));
+        let same_cluster = match (&then_cluster, &now_cluster) {
+            (Some(then), Some(id)) if then != id => {
+                differs.push(format!("etcd cluster {then} (now {id})"));
+                false
             }
+            _ => true,
+        };
+        if self.api != now.api {
+            differs.push(format!("the {} keyspace (now {})", self.api, now.api));
         }
-        if self.api != now.api || self.prefix != now.prefix {
-            return Some(format!(
-                "it was made with prefix {} in the {} keyspace, and this is {} in the {} keyspace",
-                self.prefix, self.api, now.prefix, now.api
-            ));
+        if self.prefix != now.prefix {
+            differs.push(format!("prefix {} (now {})", self.prefix, now.prefix));
         }
-        if !self.ufm.iter().any(|u| now.ufm.contains(u)) {
-            return Some(format!(
-                "it was made with UFM {}, and this is UFM {}",
-                self.ufm.join(","),
-                now.ufm.join(",")
-            ));
+        if !self.same_ufm(now) {
+            differs.push(format!("UFM {} (now {})", self.ufm_name(), now.ufm_name()));
         }
-        if now.revision < self.revision {
+        if !differs.is_empty() {
+            return Some(format!("it was made with {}", differs.join(", ")));
+        }
+        if same_cluster && now.revision < self.revision {
             return Some(format!(
                 "etcd's {} went back from {} to {}: a wiped or restored etcd?",
                 if self.api == "v2" {
@@ -100,6 +111,53 @@ impl Binding {
             ));
         }
         None
+    }
+
+    /// The etcd and UFM it names, for logs and `ufm-pkeyd state`.
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "etcd cluster {} ({} keyspace, prefix {}, {} {}) and UFM {}",
+            self.cluster_id
+                .as_deref()
+                .map_or("(unknown)".to_string(), |c| cluster_hex(c, &self.api)),
+            self.api,
+            self.prefix,
+            if self.api == "v2" {
+                "index"
+            } else {
+                "revision"
+            },
+            self.revision,
+            self.ufm_name()
+        )
+    }
+
+    /// Whether `now` names the same UFM: by its site name when both know it, else by one
+    /// host in common (an HA host added is the same UFM).
+    fn same_ufm(&self, now: &Binding) -> bool {
+        match (&self.ufm_site, &now.ufm_site) {
+            (Some(then), Some(site)) => then == site,
+            _ => self
+                .ufm
+                .iter()
+                .any(|u| now.ufm.iter().any(|n| n.eq_ignore_ascii_case(u))),
+        }
+    }
+
+    /// How UFM is named in messages: its site, else its hosts.
+    fn ufm_name(&self) -> String {
+        match &self.ufm_site {
+            Some(site) => format!("site {site}"),
+            None => self.ufm.join(","),
+        }
+    }
+}
+
+/// An etcd cluster ID in hexadecimal, as v2 sends it (v3 sends it in decimal).
+pub(crate) fn cluster_hex(id: &str, api: &str) -> String {
+    match (api, id.parse::<u64>()) {
+        ("v3", Ok(decimal)) => format!("{decimal:x}"),
+        _ => id.to_ascii_lowercase(),
     }
 }
 
@@ -187,6 +245,34 @@ impl Store {
     /// Whether the record is shared in etcd between the instances of a leader election.
     pub(crate) fn is_shared(&self) -> bool {
         matches!(self, Store::Etcd { .. })
+    }
+
+    /// A standby's copy of the shared record: reads it from the member's own store (no quorum
+    /// round, no Raft proposal) and writes the state file when its revision moved since the
+    /// copy was made, so that whichever instance leads next tells a wiped or restored etcd
+    /// (record gone, copy not) from a first start. Returns whether it wrote the copy.
+    pub(crate) fn copy_shared(&mut self) -> Result<bool, String> {
+        let Store::Etcd {
+            etcd, key, copy, ..
+        } = self
+        else {
+            return Ok(false);
+        };
+        let Some(kv) = etcd
+            .peek(key)
+            .map_err(|e| format!("cannot read the ownership record {key}: {e}"))?
+        else {
+            return Ok(false);
+        };
+        let copied = read_file(copy).ok().flatten();
+        let shared = parse(&kv.value)
+            .map_err(|e| format!("ownership record {key} in etcd is corrupt ({e})"))?;
+        if copied.as_ref() == Some(&shared) {
+            return Ok(false);
+        }
+        crate::atomic_file::replace(copy, &kv.value)
+            .map_err(|e| format!("copy of the ownership record not saved: {e}"))?;
+        Ok(true)
     }
 
     /// Sets the election key and identity the next writes compare (v3), for a new term.
@@ -421,6 +507,7 @@ mod tests {
             api: "v2".into(),
             prefix: "/pcocc/global/opensm/pkeys/".into(),
             ufm: vec!["https://ufm1:443".into()],
+            ufm_site: None,
             revision: 100,
             raft_term: 3,
             dir_created_index: Some(7),
@@ -521,9 +608,9 @@ mod tests {
             cluster_id: Some("99".into()),
             ..binding()
         };
-        assert!(
-            then.mismatch(&other)
-                .is_some_and(|m| m.contains("cluster 99"))
+        assert_eq!(
+            then.mismatch(&other).as_deref(),
+            Some("it was made with etcd cluster 14841639068965178418 (now 99)")
         );
         let wiped = Binding {
             revision: 5,
@@ -566,6 +653,59 @@ mod tests {
         assert!(
             then.mismatch(&ufm_other)
                 .is_some_and(|m| m.contains("ufm9"))
+        );
+    }
+
+    #[test]
+    fn a_record_of_the_other_keyspace_names_the_keyspace_not_the_same_cluster_twice() {
+        // v2 sends the cluster ID in hexadecimal, v3 in decimal: the same cluster.
+        let v2 = Binding {
+            cluster_id: Some("E379A6911E3383BB".into()),
+            ..binding()
+        };
+        let v3 = Binding {
+            cluster_id: Some(
+                u64::from_str_radix("e379a6911e3383bb", 16)
+                    .unwrap_or(0)
+                    .to_string(),
+            ),
+            api: "v3".into(),
+            revision: 3,
+            ..binding()
+        };
+        assert_eq!(
+            v2.mismatch(&v3).as_deref(),
+            Some("it was made with the v2 keyspace (now v3)"),
+            "one field differs, in one notation; revisions of two keyspaces are not compared"
+        );
+        let both = Binding {
+            prefix: "/other/".into(),
+            ufm: vec!["https://ufm9:443".into()],
+            ..v3.clone()
+        };
+        assert_eq!(
+            v2.mismatch(&both).as_deref(),
+            Some(
+                "it was made with the v2 keyspace (now v3), prefix /pcocc/global/opensm/pkeys/ (now /other/), UFM https://ufm1:443 (now https://ufm9:443)"
+            )
+        );
+    }
+
+    #[test]
+    fn ufm_is_the_same_by_its_site_name_whatever_the_host_names() {
+        let site = |name: &str, host: &str| Binding {
+            ufm: vec![host.to_string()],
+            ufm_site: Some(name.to_string()),
+            ..binding()
+        };
+        let by_name = site("fabric-a", "https://ufm.example.org:443");
+        let by_address = site("fabric-a", "https://10.0.0.5:443");
+        assert_eq!(by_name.mismatch(&by_address), None);
+        let other = site("fabric-b", "https://ufm.example.org:443");
+        assert!(
+            by_name
+                .mismatch(&other)
+                .is_some_and(|m| m.contains("UFM site fabric-a (now site fabric-b)"))
         );
     }
 }

@@ -106,12 +106,14 @@ trait Keyspace {
     ) -> Result<(), EtcdError>;
     fn delete(&self, client: &EtcdClient, base: &str, key: &str) -> Result<(), EtcdError>;
     /// Where the answering member's store stands (revision or index, cluster), from one small
-    /// read under `prefix` (where the user may read) that costs no Raft round.
+    /// read under `prefix` (where the user may read); `linearizable`: one that a member cut
+    /// off from its peers cannot answer.
     fn position(
         &self,
         client: &EtcdClient,
         base: &str,
         prefix: &str,
+        linearizable: bool,
     ) -> Result<Position, EtcdError>;
     /// Like `get`, answered by the member from its own copy (not linearizable, no quorum):
     /// for reads that decide nothing, so that they cost no Raft round.
@@ -150,12 +152,14 @@ trait Keyspace {
         revision: i64,
         keep_waiting: &mut dyn FnMut() -> bool,
     ) -> Result<Watched, EtcdError>;
+    /// Takes the election key if it is absent, or, with `over`, if it holds exactly that
+    /// value (the mark a leader that resigned left).
     fn campaign(
         &self,
         client: &EtcdClient,
         base: &str,
         key: &str,
-        identity: &str,
+        candidate: (&str, Option<&str>),
         ttl: u64,
     ) -> Result<Option<Claim>, EtcdError>;
     fn refresh(
@@ -174,12 +178,15 @@ trait Keyspace {
         election: (&str, &str),
         claim: &Claim,
     ) -> Result<bool, EtcdError>;
+    /// Gives the key up: leaves `mark` in it (a clean hand-over: the successor need not wait
+    /// for this instance's requests), or with no mark deletes it.
     fn resign(
         &self,
         client: &EtcdClient,
         base: &str,
         election: (&str, &str),
         claim: &Claim,
+        mark: Option<&str>,
     ) -> Result<(), EtcdError>;
 }
 
@@ -489,11 +496,11 @@ impl EtcdClient {
     pub(crate) fn campaign(
         &self,
         key: &str,
-        identity: &str,
+        (identity, over): (&str, Option<&str>),
         ttl: u64,
     ) -> Result<Option<Claim>, EtcdError> {
         let keyspace = self.api.keyspace();
-        self.with_failover(|base| keyspace.campaign(self, base, key, identity, ttl))
+        self.with_failover(|base| keyspace.campaign(self, base, key, (identity, over), ttl))
     }
 
     /// Extends the claim by `ttl` seconds; `false` when it was lost (expired or taken).
@@ -521,17 +528,38 @@ impl EtcdClient {
         self.with_failover(|base| keyspace.holds(self, base, (key, identity), claim))
     }
 
-    /// Gives the election key up at once, so a standby need not wait for the TTL.
-    pub(crate) fn resign(&self, key: &str, identity: &str, claim: &Claim) -> Result<(), EtcdError> {
+    /// Gives the election key up at once, so a standby need not wait for the TTL; with
+    /// `mark`, leaves it in the key to say no request of this instance is in flight.
+    pub(crate) fn resign(
+        &self,
+        key: &str,
+        identity: &str,
+        claim: &Claim,
+        mark: Option<&str>,
+    ) -> Result<(), EtcdError> {
         let keyspace = self.api.keyspace();
-        self.with_failover(|base| keyspace.resign(self, base, (key, identity), claim))
+        self.with_failover(|base| keyspace.resign(self, base, (key, identity), claim, mark))
     }
 
     /// Where the member answering stands (revision or index, cluster): one small read under
     /// `prefix`, with no Raft round.
     pub(crate) fn position(&self, prefix: &str) -> Result<Position, EtcdError> {
         let keyspace = self.api.keyspace();
-        self.with_failover(|base| keyspace.position(self, base, prefix))
+        self.with_failover(|base| keyspace.position(self, base, prefix, false))
+    }
+
+    /// Whether the member in use is part of a quorum: one small linearizable read, which a
+    /// member cut off from its peers cannot answer; the next member is asked then, and used
+    /// from now on by every copy of this client (the watch included).
+    pub(crate) fn check_quorum(&self, prefix: &str) -> Result<(), EtcdError> {
+        let keyspace = self.api.keyspace();
+        self.with_failover(|base| keyspace.position(self, base, prefix, true))
+            .map(|_| ())
+    }
+
+    /// How many endpoints are configured.
+    pub(crate) fn endpoint_count(&self) -> usize {
+        self.endpoints.urls().len()
     }
 
     /// The etcd server version (`GET /version`), as a connectivity check.

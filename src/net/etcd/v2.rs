@@ -120,10 +120,12 @@ impl Keyspace for V2 {
         client: &EtcdClient,
         base: &str,
         prefix: &str,
+        linearizable: bool,
     ) -> Result<Position, EtcdError> {
         let dir = absolute(prefix);
         let dir = &dir[..dir.rfind('/').map_or(0, |i| i + 1)];
-        let url = format!("{base}/v2/keys{}{POSITION_KEY}", encode_path(dir));
+        let quorum = if linearizable { "?quorum=true" } else { "" };
+        let url = format!("{base}/v2/keys{}{POSITION_KEY}{quorum}", encode_path(dir));
         let response = send(client, &Request::get(&url, auth(client)))?;
         match v2_error(&response) {
             Some(e) if e.error_code == KEY_NOT_FOUND => {}
@@ -347,14 +349,19 @@ impl Keyspace for V2 {
         client: &EtcdClient,
         base: &str,
         key: &str,
-        identity: &str,
+        (identity, over): (&str, Option<&str>),
         ttl: u64,
     ) -> Result<Option<Claim>, EtcdError> {
         let form = format!("value={}&ttl={ttl}", encode_form_value(identity));
-        let (url, response) = put_form(client, base, key, "prevExist=false", form)?;
+        let condition = match over {
+            Some(mark) => format!("prevValue={}", encode_form_value(mark)),
+            None => "prevExist=false".to_string(),
+        };
+        let (url, response) = put_form(client, base, key, &condition, form)?;
         match response.status {
             200 | 201 => Ok(Some(Claim::TtlKey)),
-            412 => Ok(None),
+            // Taken (412), or the mark it was to replace gone (404).
+            404 | 412 => Ok(None),
             _ => Err(classify(&url, &response)),
         }
     }
@@ -396,14 +403,25 @@ impl Keyspace for V2 {
         Ok(found.is_some_and(|kv| kv.value == identity.as_bytes()))
     }
 
-    /// Deletes the TTL key if it still holds our identity.
+    /// Replaces the TTL key by the mark (with no TTL), or without a mark deletes it, if it
+    /// still holds our identity.
     fn resign(
         &self,
         client: &EtcdClient,
         base: &str,
         (key, identity): (&str, &str),
         _claim: &Claim,
+        mark: Option<&str>,
     ) -> Result<(), EtcdError> {
+        if let Some(mark) = mark {
+            let condition = format!("prevValue={}", encode_form_value(identity));
+            let form = format!("value={}", encode_form_value(mark));
+            let (url, response) = put_form(client, base, key, &condition, form)?;
+            return match response.status {
+                200 | 201 | 404 | 412 => Ok(()),
+                _ => Err(classify(&url, &response)),
+            };
+        }
         let key = absolute(key);
         let url = format!(
             "{base}/v2/keys{}?prevValue={}",

@@ -164,10 +164,11 @@ impl Keyspace for V3 {
         client: &EtcdClient,
         base: &str,
         prefix: &str,
+        linearizable: bool,
     ) -> Result<Position, EtcdError> {
         let body = json!({
             "key": B64.encode(format!("{prefix}\0ufm-pkeyd-position")),
-            "serializable": true,
+            "serializable": !linearizable,
             "count_only": true,
         });
         let response = call(client, base, "/v3/kv/range", &body)?;
@@ -339,13 +340,21 @@ impl Keyspace for V3 {
         client: &EtcdClient,
         base: &str,
         key: &str,
-        identity: &str,
+        (identity, over): (&str, Option<&str>),
         ttl: u64,
     ) -> Result<Option<Claim>, EtcdError> {
         let lease = grant_lease(client, base, ttl)?;
         let k = B64.encode(key);
+        let free = match over {
+            Some(mark) => {
+                json!({"key": k, "target": "VALUE", "result": "EQUAL", "value": B64.encode(mark)})
+            }
+            None => {
+                json!({"key": k, "target": "CREATE", "result": "EQUAL", "create_revision": "0"})
+            }
+        };
         let body = json!({
-            "compare": [{"key": k, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
+            "compare": [free],
             "success": [{"request_put": {"key": k, "value": B64.encode(identity), "lease": lease}}],
             "failure": [],
         });
@@ -395,14 +404,25 @@ impl Keyspace for V3 {
         Ok(same_lease && decode_kv(raw)?.value == identity.as_bytes())
     }
 
-    /// Revoking the lease deletes the election key with it.
+    /// With a mark: the key, if it still holds our identity, takes the mark and no lease;
+    /// then (or without a mark) revoking the lease deletes what is still attached to it.
     fn resign(
         &self,
         client: &EtcdClient,
         base: &str,
-        _election: (&str, &str),
+        (key, identity): (&str, &str),
         claim: &Claim,
+        mark: Option<&str>,
     ) -> Result<(), EtcdError> {
+        if let Some(mark) = mark {
+            let k = B64.encode(key);
+            let body = json!({
+                "compare": [{"key": k, "target": "VALUE", "result": "EQUAL", "value": B64.encode(identity)}],
+                "success": [{"request_put": {"key": k, "value": B64.encode(mark)}}],
+                "failure": [],
+            });
+            call(client, base, "/v3/kv/txn", &body)?;
+        }
         revoke(client, base, lease_id(claim)?)
     }
 }
