@@ -70,6 +70,10 @@ _ufm_pkeyd() {
         mapfile -t COMPREPLY < <(compgen -W "full limited" -- "$cur")
         return
         ;;
+    --confirm-deletions)
+        mapfile -t COMPREPLY < <(compgen -W "all" -- "$cur")
+        return
+        ;;
     --etcd-protocol)
         mapfile -t COMPREPLY < <(compgen -W "http https" -- "$cur")
         return
@@ -102,7 +106,7 @@ _ufm_pkeyd() {
     status) opts="$common --state-file --max-age" ;;
     state)
         opts="$common $ufm_conn $etcd_conn --etcd-prefix --state-file --state-key $election
-            --adopt --reset"
+            --adopt --reset --confirm-deletions"
         ;;
     config)
         opts="$common $ufm_conn $etcd_conn $sync_opts $election --metrics-file --poll-interval

@@ -91,8 +91,9 @@ _ufm-pkeyd() {
         '--state-key=[etcd key recording owned partitions]:key: '
         '(--reset)--adopt[bind the ownership record to this etcd and UFM, keeping what it owns]'
         '(--adopt)--reset[empty the ownership record and bind it to this etcd and UFM]'
+        '--confirm-deletions=[confirm deletions the guard refused]:PKeys (all, or 0x1000-0x17cf,0x2000): '
     )
-    local ttl='--election-ttl=[seconds a standby waits for a dead leader]:seconds: '
+    local ttl='--election-ttl=[seconds a leader'"'"'s claim lives without refresh]:seconds: '
     local dry='--dry-run[print the plan and change nothing]'
     local max_age='--max-age=[CRITICAL when the last check is older than SECONDS]:seconds: '
     local status_state='--state-file=[read the status file beside this state FILE]:state file:_files'
@@ -145,7 +146,7 @@ _ufm-pkeyd_commands() {
         'ufm:one-shot UFM PKey operations'
         'etcd:one-shot etcd operations'
         'status:monitoring check from the status file (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)'
-        'state:show, adopt or reset the ownership record'
+        'state:show, adopt or reset the ownership record, confirm refused deletions'
         'config:print the effective configuration'
     )
     _describe -t commands command commands

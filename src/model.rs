@@ -74,10 +74,45 @@ impl FromStr for PKey {
     }
 }
 
+/// A PKey in JSON: its text, as UFM prints it (`"0x1a"`); read back through `FromStr`.
+impl serde::Serialize for PKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_string())
+    }
+}
+
 impl fmt::Display for PKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "0x{:x}", self.0)
     }
+}
+
+/// A set of PKeys as an operator types it: PKeys and ranges, comma-separated
+/// (`0x1000-0x17cf,0x2000`).
+pub(crate) fn parse_pkey_set(text: &str) -> Result<BTreeSet<PKey>, ModelError> {
+    let mut set = BTreeSet::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        match item.split_once('-') {
+            Some((first, last)) => {
+                let (first, last): (PKey, PKey) = (first.trim().parse()?, last.trim().parse()?);
+                if first > last {
+                    return Err(ModelError::new(format!(
+                        "invalid PKey range {item:?}: the first PKey is above the last"
+                    )));
+                }
+                set.extend((first.0..=last.0).map(PKey));
+            }
+            None => {
+                set.insert(item.parse()?);
+            }
+        }
+    }
+    if set.is_empty() {
+        return Err(ModelError::new(format!(
+            "no PKey in {text:?}: give PKeys or ranges, e.g. 0x1000-0x17cf,0x2000"
+        )));
+    }
+    Ok(set)
 }
 
 /// An InfiniBand port GUID: 64 bits, written as 16 hex digits.

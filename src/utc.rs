@@ -26,6 +26,13 @@ pub(crate) fn utc(seconds: f64) -> String {
     )
 }
 
+/// The current Unix time in whole seconds.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// The current time as UTC.
 pub(crate) fn now() -> String {
     let seconds = SystemTime::now()

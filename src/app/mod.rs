@@ -57,7 +57,7 @@ pub(crate) fn run(invocation: &Invocation, config: &Config) -> Result<i32> {
             return sync::run_sync(&settings, &out, *dry_run);
         }
         Command::Status { max_age } => return Ok(status::run(invocation, *max_age)),
-        Command::State(op) => return state::run_state(settings, *op, &out),
+        Command::State(op) => return state::run_state(settings, op.clone(), &out),
         Command::Help(_) | Command::Version => Ok(()),
     };
     done.map(|()| EXIT_OK)

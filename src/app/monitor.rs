@@ -450,8 +450,14 @@ impl Monitor<'_> {
         }
     }
 
-    /// Every poll interval: did someone change UFM by hand? One small request.
+    /// Every poll interval: did someone change UFM by hand? One small request. And did an
+    /// operator leave a request (`ufm-pkeyd state --confirm-deletions`)? A look beside the
+    /// record; a full pass carries it out.
     fn check_drift(&mut self) {
+        if self.engine.request_waiting() {
+            self.schedule
+                .want_full("an operator's request waits (ufm-pkeyd state)".to_string());
+        }
         match self.engine.check_drift() {
             Ok(Drift::Unchanged) => {
                 self.metrics.drift_checks.unchanged += 1;

@@ -1,22 +1,48 @@
 //! `ufm-pkeyd state`: the ownership record, and what an operator does when it belongs to
 //! another etcd or UFM: adopt it (the etcd or UFM was replaced, the partitions are still ours)
-//! or reset it (start afresh; the partitions then count as unmanaged, never deleted).
+//! or reset it (start afresh; the partitions then count as unmanaged, never deleted); and
+//! confirm deletions the guard refused. While the daemon holds the record (or with leader
+//! election, for a confirmation), the operator's word is left beside the record as a request
+//! that the daemon carries out at its next full pass, and logs.
 
 use serde_json::json;
 
-use super::{Output, engine};
+use super::{Output, engine, etcd_client};
 use crate::cli::StateOp;
 use crate::config::Settings;
 use crate::engine::RecordView;
+use crate::engine::ownership::{Lock, Request, RequestOp, leave_request};
 use crate::error::{EXIT_OK, Error, Result};
 
-/// Shows, adopts or resets the record. Adopting and resetting take the state file's lock, so
-/// they refuse while the daemon runs.
+/// Shows, adopts or resets the record, or confirms refused deletions.
 pub(super) fn run_state(settings: &Settings, op: StateOp, out: &Output) -> Result<i32> {
+    let request = match &op {
+        StateOp::Show => None,
+        StateOp::Confirm(pkeys) => Some(Request::new(
+            RequestOp::ConfirmDeletions,
+            pkeys.clone(),
+            crate::utc::unix_now(),
+        )),
+        // The daemon holds the state file: it is asked, instead of stopped.
+        StateOp::Adopt | StateOp::Reset
+            if settings.engine.state_key.is_none()
+                && Lock::held_elsewhere(&settings.engine.state_file) =>
+        {
+            let op = if op == StateOp::Reset {
+                RequestOp::Reset
+            } else {
+                RequestOp::Adopt
+            };
+            Some(Request::new(op, None, crate::utc::unix_now()))
+        }
+        StateOp::Adopt | StateOp::Reset => None,
+    };
+    if let Some(request) = request {
+        return leave(settings, &request, out);
+    }
     let mut engine = engine(settings, op == StateOp::Show)?;
     let failed = Error::from;
     let view = match op {
-        StateOp::Show => engine.record_view().map_err(failed)?,
         StateOp::Adopt | StateOp::Reset => {
             let before = engine.record_view().map_err(failed)?;
             let after = engine.rebind(op == StateOp::Reset).map_err(failed)?;
@@ -33,12 +59,36 @@ pub(super) fn run_state(settings: &Settings, op: StateOp, out: &Output) -> Resul
             );
             after
         }
+        _ => engine.record_view().map_err(failed)?,
     };
     if out.json {
         out.print_json(&view_json(&view))?;
     } else {
         out.print(&view_text(&view))?;
     }
+    Ok(EXIT_OK)
+}
+
+/// Leaves `request` beside the record, and says what happens next.
+fn leave(settings: &Settings, request: &Request, out: &Output) -> Result<i32> {
+    let etcd = etcd_client(settings)?;
+    let place = settings.engine.place();
+    let left = leave_request(&place, &etcd, request).map_err(Error::Failed)?;
+    let what = match (&request.op, &request.pkeys) {
+        (RequestOp::ConfirmDeletions, None) => "every deletion refused".to_string(),
+        (RequestOp::ConfirmDeletions, Some(pkeys)) => {
+            format!("the deletion of {}", super::report::pkey_list(pkeys))
+        }
+        (RequestOp::Adopt, _) => "adopting the ownership record".to_string(),
+        (RequestOp::Reset, _) => "resetting the ownership record".to_string(),
+    };
+    let line = format!(
+        "{what}: left in {left} for the daemon (or the next `ufm-pkeyd sync`), which carries it out at its next full pass (within a poll interval) and logs it; it is used once, and expires unused in an hour"
+    );
+    out.done(
+        &line,
+        json!({"request": request.op.command(), "left_in": left, "expires_in_seconds": 3600}),
+    )?;
     Ok(EXIT_OK)
 }
 

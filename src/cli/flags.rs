@@ -119,6 +119,7 @@ pub(crate) const FLAGS: &[FlagDef] = &[
     // The ownership record.
     flag!(&["--adopt"], None, Op, STATE, "bind the ownership record to the etcd and UFM configured now, keeping what it owns"),
     flag!(&["--reset"], None, Op, STATE, "empty the ownership record and bind it to the etcd and UFM configured now"),
+    flag!(&["--confirm-deletions"], Some("PKEYS"), Op, STATE, "confirm deletions the guard refused: all, or PKeys and ranges (0x1000-0x17cf,0x2000); carried out at the next full pass, also while the daemon runs"),
     flag!(&["--leader-election"], None, Fixed("leader-election", "true"), MONITOR | CONFIG | STATE, "only the instance elected through etcd changes UFM; others stand by"),
     flag!(&["--election-key"], Some("KEY"), Key("election-key"), MONITOR | CONFIG | STATE, "etcd key of the leader election (default /ufm-pkeyd/leader)"),
     flag!(&["--state-key"], Some("KEY"), Key("state-key"), SYNCING | CONFIG | STATE, "with leader election: etcd key recording owned partitions (default /ufm-pkeyd/owned)"),
@@ -140,6 +141,6 @@ pub(crate) const COMMANDS: &[(&str, u8, &str)] = &[
     ("ufm", UFM, "one-shot UFM PKey operations: list, get, create, delete PKeys; add and remove GUIDs"),
     ("etcd", ETCD, "one-shot etcd operations: list, get, put, delete keys"),
     ("status", STATUS, "a monitoring check from the daemon's status file: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN"),
-    ("state", STATE, "show the ownership record, or adopt or reset it (--adopt, --reset)"),
+    ("state", STATE, "show the ownership record, adopt or reset it, confirm refused deletions"),
     ("config", CONFIG, "print the effective configuration and where each value comes from"),
 ];

@@ -67,11 +67,13 @@ pub(crate) enum EtcdOp {
 }
 
 /// What `ufm-pkeyd state` does with the ownership record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum StateOp {
     Show,
     Adopt,
     Reset,
+    /// Confirm refused deletions: these PKeys, or every one (`all`).
+    Confirm(Option<std::collections::BTreeSet<crate::model::PKey>>),
 }
 
 /// What to do.
@@ -537,11 +539,22 @@ pub(crate) fn command_word(args: &[OsString]) -> Option<&'static str> {
 }
 
 fn state_op(ops: &mut Ops) -> Result<StateOp> {
-    match (ops.op_switch("--adopt")?, ops.op_switch("--reset")?) {
-        (false, false) => Ok(StateOp::Show),
-        (true, false) => Ok(StateOp::Adopt),
-        (false, true) => Ok(StateOp::Reset),
-        (true, true) => Err(Error::usage("give --adopt or --reset, not both")),
+    let confirm = ops.op_value("--confirm-deletions");
+    match (
+        ops.op_switch("--adopt")?,
+        ops.op_switch("--reset")?,
+        confirm,
+    ) {
+        (false, false, None) => Ok(StateOp::Show),
+        (true, false, None) => Ok(StateOp::Adopt),
+        (false, true, None) => Ok(StateOp::Reset),
+        (false, false, Some(pkeys)) if pkeys == "all" => Ok(StateOp::Confirm(None)),
+        (false, false, Some(pkeys)) => Ok(StateOp::Confirm(Some(crate::model::parse_pkey_set(
+            &pkeys,
+        )?))),
+        _ => Err(Error::usage(
+            "give one of --adopt, --reset or --confirm-deletions PKEYS",
+        )),
     }
 }
 

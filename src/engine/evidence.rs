@@ -22,13 +22,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::PassError;
 use super::apply::{UfmOps, with_retries};
-use super::ownership::{Binding, Ownership};
+use super::ownership::{Binding, Ownership, Request, RequestOp};
 use super::removals::{self, pkey_of};
 use super::stamp::Read;
 use crate::model::{PKey, Partition};
 use crate::net::etcd::{Api, Deletion, EtcdClient, EtcdError, History, KeyValue, Listing};
 use crate::net::ufm::UfmError;
-use crate::plan::{self, Actual, Desired, Policy, Removals};
+use crate::plan::{self, Actual, Desired, Policy, Removal, Removals};
 
 /// The etcd reads a pass makes. [`EtcdClient`] is the real one.
 pub(crate) trait EtcdReads {
@@ -126,6 +126,9 @@ pub(crate) struct Evidence {
     /// The owned partitions among those covered.
     pub owned: BTreeSet<PKey>,
     pub removals: Removals,
+    /// A key under the prefix that names each partition etcd wants (or names invalidly), as
+    /// read: recorded with the partition's ownership.
+    pub keys: BTreeMap<PKey, String>,
     /// The revision (v3) or index (v2) of a complete read: the watch goes on after it.
     pub revision: i64,
     /// UFM's `last_updated`, read just before its list (a complete read by the daemon).
@@ -160,10 +163,16 @@ pub(crate) struct Sides<'a, E, U> {
 impl<E: EtcdReads, U: UfmOps> Sides<'_, E, U> {
     /// Reads the whole prefix and UFM's whole list, checks that the ownership record belongs
     /// to them, and judges how the keys of owned partitions left.
+    ///
+    /// An operator's request (`request`) is carried out here: `state --adopt` or `--reset`
+    /// before the record is checked against what was read, `state --confirm-deletions` on the
+    /// deletions it names (recorded as one-by-one removals, so that a retry needs no new
+    /// confirmation).
     pub(crate) fn read_everything(
         &mut self,
         ownership: &mut Ownership,
         spellings: &mut Spellings,
+        request: Option<&Request>,
     ) -> Result<Evidence, PassError> {
         let listing = self.etcd.list(self.prefix).map_err(PassError::Etcd)?;
         let now = self.binding_of(&listing);
@@ -173,6 +182,7 @@ impl<E: EtcdReads, U: UfmOps> Sides<'_, E, U> {
             .map(|kv| (kv.key.as_str(), &kv.value[..]));
         let desired = plan::desired_from_listing(self.prefix, entries, self.policy);
         spellings.replace(self.prefix, listing.kvs.iter().map(|kv| kv.key.as_str()));
+        let keys = keys_of(self.prefix, listing.kvs.iter().map(|kv| kv.key.as_str()));
         // The raw listing is not needed any more: free it before UFM's list arrives.
         drop(listing);
         // Read before the list: a change made after it moves the stamp on, so it is seen.
@@ -186,6 +196,9 @@ impl<E: EtcdReads, U: UfmOps> Sides<'_, E, U> {
             partitions: list.partitions.into_iter().map(|p| (p.pkey, p)).collect(),
             unreadable: list.unreadable.into_iter().collect(),
         };
+        if let Some(request) = request.filter(|r| r.op != RequestOp::ConfirmDeletions) {
+            adopt_or_reset(ownership, &now, request);
+        }
         let locked = ownership.lock_for(&now);
         let mut removals = Removals {
             locked: locked.clone(),
@@ -197,6 +210,15 @@ impl<E: EtcdReads, U: UfmOps> Sides<'_, E, U> {
             if desired.keys_read == 0 {
                 removals.suspect = self.wrong_keyspace();
             }
+            if let Some(request) = request {
+                removals.confirmed = candidates
+                    .iter()
+                    .filter(|p| request.covers(**p))
+                    .copied()
+                    .collect();
+                let confirmed = removals.confirmed.iter().map(|p| (*p, Removal::OneByOne));
+                ownership.judged(confirmed);
+            }
         }
         if locked.is_none() {
             ownership.progressed(now.clone());
@@ -207,6 +229,7 @@ impl<E: EtcdReads, U: UfmOps> Sides<'_, E, U> {
             desired,
             actual,
             removals,
+            keys,
             revision: now.revision,
             stamp,
             ..Evidence::default()
@@ -245,6 +268,7 @@ impl<E: EtcdReads, U: UfmOps> Sides<'_, E, U> {
             })
             .map(|(k, v)| (k.as_str(), &v[..]));
         evidence.desired = plan::desired_from_listing(self.prefix, listed, self.policy);
+        evidence.keys = keys_of(self.prefix, read.iter().map(|(k, _)| k.as_str()));
         for pkey in pkeys.difference(&evidence.raced) {
             match self.retrying(|ufm| ufm.get(*pkey)) {
                 Ok(Some(partition)) => {
@@ -377,6 +401,8 @@ impl<E: EtcdReads, U: UfmOps> Sides<'_, E, U> {
             .filter(|p| ownership.verdict(**p).is_none())
             .copied()
             .collect();
+        // v3's history shows each key leaving: a verdict from it proves the key existed.
+        let mut by_history = false;
         let (verdicts, unknown) = match ownership.binding() {
             _ if unjudged.is_empty() => (BTreeMap::new(), None),
             None => (
@@ -390,9 +416,22 @@ impl<E: EtcdReads, U: UfmOps> Sides<'_, E, U> {
                     .map(|created_index| crate::net::etcd::Dir { created_index }),
                 then.dir_created_index,
             ),
-            Some(then) => self.judge_by_history(&unjudged, then.revision),
+            Some(then) => {
+                by_history = true;
+                self.judge_by_history(&unjudged, then.revision)
+            }
         };
+        // A partition the record owns but whose key it never saw, nor etcd's history shows
+        // leaving, may have been claimed by a restored or edited record: it is not deleted on
+        // the absence of its key alone.
+        let unproven: Vec<(PKey, Removal)> = unjudged
+            .iter()
+            .filter(|p| ownership.key_of(**p).is_none())
+            .filter(|p| !(by_history && verdicts.contains_key(*p)))
+            .map(|p| (*p, Removal::Bulk(UNPROVEN.to_string())))
+            .collect();
         ownership.judged(verdicts);
+        ownership.judged(unproven);
         removals.verdicts = candidates
             .iter()
             .filter_map(|p| ownership.verdict(*p).map(|r| (*p, r.clone())))
@@ -432,6 +471,36 @@ impl<E: EtcdReads, U: UfmOps> Sides<'_, E, U> {
                 self.etcd.api().other()
             )
         })
+    }
+}
+
+/// Why a deletion is refused for a partition the record claims with no evidence of its key.
+const UNPROVEN: &str = "the ownership record claims them but never saw their keys in etcd, nor does etcd's history show the keys leaving (a restored or edited record?); confirm with `ufm-pkeyd state --confirm-deletions` if they are ufm-pkeyd's";
+
+/// A key naming each partition among `keys` (the last one read of several spellings).
+fn keys_of<'a>(prefix: &str, keys: impl IntoIterator<Item = &'a str>) -> BTreeMap<PKey, String> {
+    keys.into_iter()
+        .filter_map(|key| Some((pkey_of(prefix, key)?, key.to_string())))
+        .collect()
+}
+
+/// Carries out an operator's `state --adopt` or `--reset`, and says so.
+fn adopt_or_reset(ownership: &mut Ownership, now: &Binding, request: &Request) {
+    let reset = request.op == RequestOp::Reset;
+    match ownership.adopt_or_reset(now, reset) {
+        Ok(()) => log::info!(
+            "ownership record {} at the request of {} (`ufm-pkeyd {}`): {} partitions owned; bound to {}",
+            if reset { "reset" } else { "adopted" },
+            request.by,
+            request.op.command(),
+            ownership.owned().len(),
+            now.describe()
+        ),
+        Err(e) => log::error!(
+            "`ufm-pkeyd {}` by {} could not be carried out: {e}",
+            request.op.command(),
+            request.by
+        ),
     }
 }
 

@@ -60,7 +60,8 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
-    fn place(&self) -> Place {
+    /// Where the ownership record lives.
+    pub(crate) fn place(&self) -> Place {
         Place {
             state_file: self.state_file.clone(),
             state_key: self.state_key.clone(),
@@ -180,6 +181,8 @@ pub(crate) struct PassReport {
     pub done: Vec<(PKey, Duration)>,
     /// Partitions waiting in the work set after the pass.
     pub pending: usize,
+    /// Deletions an operator's confirmation allowed in this pass.
+    pub confirmed: usize,
 }
 
 impl PassReport {
@@ -411,7 +414,7 @@ impl<E: EtcdReads, U: UfmOps> Engine<E, U> {
 
     /// Reads both sides in full and plans, changing nothing in UFM.
     pub(crate) fn plan(&mut self) -> Result<(Plan, i64), PassError> {
-        let evidence = self.read(Scope::Full, Instant::now())?;
+        let evidence = self.read(Scope::Full, Instant::now(), None)?;
         Ok((self.plan_from(&evidence), evidence.revision))
     }
 
@@ -463,12 +466,51 @@ impl<E: EtcdReads, U: UfmOps> Engine<E, U> {
     ) -> Result<PassReport, PassError> {
         self.ownership.start_term()?;
         let now = Instant::now();
-        let evidence = self.read(scope, now)?;
+        // An operator's request is carried out by a pass that reads everything.
+        let request = match scope {
+            Scope::Full => self.ownership.request(),
+            Scope::Due => None,
+        };
+        let evidence = self.read(scope, now, request.as_ref())?;
         let plan = self.plan_from(&evidence);
-        self.carry_out(evidence, plan, gate, now)
+        let report = self.carry_out(evidence, plan, gate, now)?;
+        if let Some(request) = request {
+            self.request_carried_out(&request, &report);
+        }
+        Ok(report)
     }
 
-    fn read(&mut self, scope: Scope, now: Instant) -> Result<Evidence, PassError> {
+    /// An operator's request was carried out by a full pass: it is removed, and a confirmation
+    /// says what it confirmed.
+    fn request_carried_out(&mut self, request: &ownership::Request, report: &PassReport) {
+        if request.op == ownership::RequestOp::ConfirmDeletions {
+            let refused = report.plan.refused_deletes.len();
+            log::info!(
+                "`ufm-pkeyd {}` by {} carried out: {} deletions confirmed{}",
+                request.op.command(),
+                request.by,
+                report.confirmed,
+                if refused > 0 {
+                    format!(", {refused} still refused (not named, or the record is held)")
+                } else {
+                    String::new()
+                }
+            );
+        }
+        self.ownership.request_done();
+    }
+
+    /// Whether an operator's request waits for a full pass.
+    pub(crate) fn request_waiting(&self) -> bool {
+        self.ownership.request_waiting()
+    }
+
+    fn read(
+        &mut self,
+        scope: Scope,
+        now: Instant,
+        request: Option<&ownership::Request>,
+    ) -> Result<Evidence, PassError> {
         let mut sides = Sides {
             etcd: &self.etcd,
             ufm: &self.ufm,
@@ -478,7 +520,9 @@ impl<E: EtcdReads, U: UfmOps> Engine<E, U> {
             stamp: self.tracks_drift,
         };
         let evidence = match scope {
-            Scope::Full => sides.read_everything(&mut self.ownership, &mut self.spellings)?,
+            Scope::Full => {
+                sides.read_everything(&mut self.ownership, &mut self.spellings, request)?
+            }
             Scope::Due => {
                 let due = self.work.due(now, DUE_PER_PASS).pkeys.into_iter().collect();
                 sides.read_named(&due, &self.ownership, &mut self.spellings)?
@@ -511,9 +555,11 @@ impl<E: EtcdReads, U: UfmOps> Engine<E, U> {
         let mut report = PassReport {
             revision: evidence.revision,
             covered: evidence.covered.clone(),
+            confirmed: evidence.removals.confirmed.len(),
             ..PassReport::default()
         };
-        let unrecorded = self.record_ahead(&plan, &mut report)?;
+        let unrecorded = self.record_ahead(&plan, &evidence.keys, &mut report)?;
+        self.ownership.saw_keys(&evidence.keys);
         let actions = self.in_order(&plan, &unrecorded, now, &mut report);
         let before = self.stamp_before(&actions, &mut report);
         let applied = apply::apply(&actions, &self.ufm, gate);
@@ -558,6 +604,7 @@ impl<E: EtcdReads, U: UfmOps> Engine<E, U> {
     fn record_ahead(
         &mut self,
         plan: &Plan,
+        keys: &BTreeMap<PKey, String>,
         report: &mut PassReport,
     ) -> Result<BTreeMap<PKey, String>, PassError> {
         let touched = plan
@@ -566,7 +613,7 @@ impl<E: EtcdReads, U: UfmOps> Engine<E, U> {
             .filter(|a| matches!(a, Action::Add { .. }))
             .map(Action::pkey)
             .chain(plan.in_sync.iter().copied());
-        let unrecorded = match self.ownership.record_ahead(touched) {
+        let unrecorded = match self.ownership.record_ahead(touched, keys) {
             Ok(unrecorded) => unrecorded,
             Err(lost) => return Err(PassError::LostLeadership(lost.to_string())),
         };
@@ -842,7 +889,7 @@ impl<E: EtcdReads, U: UfmOps> Engine<E, U> {
         match self.ownership.save() {
             Ok(()) => {}
             Err(SaveError::Lost(e)) => report.lost_leadership = Some(e),
-            Err(SaveError::Failed(e)) => {
+            Err(SaveError::Failed(e) | SaveError::Changed(e)) => {
                 report.state_error.get_or_insert(e);
             }
         }

@@ -11,8 +11,9 @@
 //!   writes do not count as drift. A change by someone else *between* those two reads is not
 //!   told apart from ours: that window is as long as the pass's writes.
 //! - A value that did not move although the read-back shows that UFM applied writes is not a
-//!   stamp UFM keeps: nothing is trusted until the next full read, so the next check lists
-//!   everything.
+//!   stamp UFM keeps: every check lists everything from then on, until the value is seen to
+//!   move with writes again (a UFM whose stamp is frozen, or an object that never changes, is
+//!   followed as one that does not serve it).
 //! - A UFM that answers 404 or something odd is asked again at the next check; meanwhile each
 //!   check is a full list. Nothing is believed for ever.
 //!
@@ -42,6 +43,9 @@ pub(crate) struct Stamp {
     trusted: Option<String>,
     /// Why the last value could not be trusted, for the full pass's reason.
     distrust: Option<String>,
+    /// The value was seen not to move with applied writes: why; every check lists in full
+    /// until it moves with writes again.
+    frozen: Option<String>,
 }
 
 impl Stamp {
@@ -52,6 +56,9 @@ impl Stamp {
 
     /// Every poll interval: has UFM changed since the last trusted value?
     pub(crate) fn check(&mut self, read: Read) -> Drift {
+        if let Some(why) = &self.frozen {
+            return Drift::FullPass(format!("poll-interval ({why})"));
+        }
         match (read, &self.trusted) {
             (Read::Value(now), Some(then)) if now == *then => Drift::Unchanged,
             (Read::Value(_), Some(_)) => {
@@ -100,9 +107,15 @@ impl Stamp {
         match (&before, &after) {
             (Some(Read::Value(b)), Some(Read::Value(a))) if applied && a == b => {
                 self.trusted = None;
-                self.distrust = Some(
-                    "UFM's last_updated did not move although UFM applied ufm-pkeyd's writes: it is not followed until the next full read".to_string(),
+                self.frozen = Some(
+                    "UFM's last_updated did not move although UFM applied ufm-pkeyd's writes: every check reads all partitions until it moves again".to_string(),
                 );
+            }
+            (Some(Read::Value(b)), Some(Read::Value(a)))
+                if applied && a != b && self.frozen.is_some() =>
+            {
+                self.frozen = None;
+                self.trust(after);
             }
             _ if !before_trusted => {
                 // A change by someone else was seen before the writes: keep distrusting until
@@ -170,15 +183,20 @@ mod tests {
     }
 
     #[test]
-    fn a_value_that_does_not_move_after_applied_writes_is_not_trusted() {
+    fn a_value_that_does_not_move_after_applied_writes_is_not_trusted_until_it_moves_again() {
         let mut stamp = Stamp::default();
         stamp.full_read(Some(v("frozen")));
         stamp.before_writes(&Some(v("frozen")));
         stamp.after_writes(Some(v("frozen")), Some(v("frozen")), true);
         assert!(full_pass(stamp.check(v("frozen"))));
-        assert!(full_pass(stamp.check(v("frozen"))), "until a full read");
         stamp.full_read(Some(v("frozen")));
-        assert_eq!(stamp.check(v("frozen")), Drift::Unchanged);
+        assert!(
+            full_pass(stamp.check(v("frozen"))),
+            "a full read does not make a frozen stamp trustworthy: hand changes made later count"
+        );
+        // UFM's stamp moves with writes again (restarted, fixed): followed again.
+        stamp.after_writes(Some(v("frozen")), Some(v("t9")), true);
+        assert_eq!(stamp.check(v("t9")), Drift::Unchanged);
     }
 
     #[test]

@@ -264,6 +264,9 @@ pub(crate) struct Removals {
     /// Candidates left for a pass that reads the whole prefix to judge (a pass that read only
     /// some keys found no verdict for them): neither deleted nor refused now.
     pub deferred: BTreeSet<PKey>,
+    /// Candidates an operator confirmed (`ufm-pkeyd state --confirm-deletions`): deleted
+    /// whatever the guard says, unless the record is locked.
+    pub confirmed: BTreeSet<PKey>,
 }
 
 /// Everything one pass should do and report.
@@ -404,10 +407,12 @@ fn guard_deletions(
     if guard.allow_mass_delete {
         return (all, Vec::new(), Vec::new());
     }
+    let (mut allowed, all): (Vec<PKey>, Vec<PKey>) = all
+        .into_iter()
+        .partition(|p| removals.confirmed.contains(p));
     if let Some(reason) = &removals.suspect {
-        return (Vec::new(), all, vec![reason.clone()]);
+        return (allowed, all, vec![reason.clone()]);
     }
-    let mut allowed = Vec::new();
     let mut refused = Vec::new();
     let mut reasons: Vec<String> = Vec::new();
     let mut unknown = Vec::new();

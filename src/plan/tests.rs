@@ -571,6 +571,7 @@ fn random_removals(rng: &mut Rng, owned: &BTreeSet<PKey>) -> Removals {
         suspect: rng.chance(10).then(|| "wrong keyspace".to_string()),
         unknown: None,
         deferred: BTreeSet::new(),
+        confirmed: BTreeSet::new(),
     }
 }
 

@@ -7,6 +7,7 @@
 //! election an etcd key with a local copy) are in [`record`].
 
 mod record;
+mod request;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -15,7 +16,8 @@ use crate::model::PKey;
 use crate::net::etcd::EtcdClient;
 use crate::plan::Removal;
 use record::Store;
-pub(crate) use record::{Binding, Record, SaveError};
+pub(crate) use record::{Binding, Lock, Record, SaveError};
+pub(crate) use request::{Op as RequestOp, Request};
 
 /// Where the record lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +48,8 @@ pub(crate) struct Ownership {
     stale: bool,
     /// The shared record vanished from etcd although this host had a copy.
     missing: Option<String>,
+    /// Where operators leave requests for this record; `None` in a dry run.
+    mailbox: Option<Mailbox>,
 }
 
 impl Ownership {
@@ -53,12 +57,14 @@ impl Ownership {
     /// read before the first pass of each leadership term. In a dry run nothing is locked and
     /// a missing state directory is tolerated; a corrupt state file never is.
     pub(crate) fn open(place: &Place, etcd: &EtcdClient, dry_run: bool) -> Result<Self, String> {
+        let mailbox = (!dry_run).then(|| Mailbox::of(place, etcd));
         let ownership = |store, record, stale, missing| Ownership {
             store,
             record,
             dirty: false,
             stale,
             missing,
+            mailbox: mailbox.clone(),
         };
         match &place.state_key {
             Some(key) => {
@@ -98,6 +104,7 @@ impl Ownership {
             dirty: false,
             stale: false,
             missing: None,
+            mailbox: None,
         }
     }
 
@@ -119,6 +126,20 @@ impl Ownership {
     /// The binding recorded with the last complete read, if any.
     pub(crate) fn binding(&self) -> Option<&Binding> {
         self.record.binding.as_ref()
+    }
+
+    /// The etcd key last seen naming `pkey`, recorded with its ownership.
+    pub(crate) fn key_of(&self, pkey: PKey) -> Option<&str> {
+        self.record.keys.get(&pkey).map(String::as_str)
+    }
+
+    /// The keys a read saw naming owned partitions (kept in memory, saved with the record).
+    pub(crate) fn saw_keys(&mut self, keys: &std::collections::BTreeMap<PKey, String>) {
+        for (pkey, key) in keys {
+            if self.record.owned.contains(pkey) && self.record.keys.get(pkey) != Some(key) {
+                self.record.keys.insert(*pkey, key.clone());
+            }
+        }
     }
 
     /// How `pkey`'s key left etcd, if that was judged.
@@ -177,7 +198,9 @@ impl Ownership {
         match store.save(&self.record) {
             Ok(()) => {}
             Err(SaveError::Lost(e)) => return Err(TermError::Lost(e)),
-            Err(SaveError::Failed(e)) => return Err(TermError::Unreadable(e)),
+            Err(SaveError::Failed(e) | SaveError::Changed(e)) => {
+                return Err(TermError::Unreadable(e));
+            }
         }
         self.stale = false;
         self.dirty = false;
@@ -241,9 +264,11 @@ impl Ownership {
 
     /// Records as owned, before any request, the partitions a pass may create or adopt.
     /// Returns those whose ownership could not be recorded: their changes wait.
+    /// With each, the key that names it (`keys`): the evidence that it came from etcd.
     pub(crate) fn record_ahead(
         &mut self,
         pkeys: impl IntoIterator<Item = PKey>,
+        keys: &std::collections::BTreeMap<PKey, String>,
     ) -> Result<Unrecorded, SaveError> {
         let new: BTreeSet<PKey> = pkeys
             .into_iter()
@@ -253,9 +278,10 @@ impl Ownership {
             return Ok(Unrecorded::default());
         }
         self.record.owned.extend(new.iter().copied());
+        self.saw_keys(keys);
         match self.save() {
             Ok(()) => Ok(Unrecorded::default()),
-            Err(SaveError::Failed(e)) => {
+            Err(SaveError::Failed(e) | SaveError::Changed(e)) => {
                 for p in &new {
                     self.record.owned.remove(p);
                 }
@@ -273,6 +299,7 @@ impl Ownership {
         for pkey in pkeys {
             self.record.owned.remove(pkey);
             self.record.removals.remove(pkey);
+            self.record.keys.remove(pkey);
         }
     }
 
@@ -295,8 +322,66 @@ impl Ownership {
                 self.dirty = true;
                 Err(SaveError::Failed(e))
             }
+            Err(SaveError::Changed(e)) => {
+                if self.record.held.is_none() {
+                    log::error!(
+                        "{e}; nothing is created or deleted until an operator decides: `ufm-pkeyd state --adopt` takes the file on disk as it is, `--reset` starts afresh"
+                    );
+                    self.record.held = Some(
+                        "the state file was changed on disk by another writer while this process held it"
+                            .to_string(),
+                    );
+                }
+                self.dirty = true;
+                Err(SaveError::Changed(e))
+            }
             Err(lost) => Err(lost),
         }
+    }
+
+    /// The operator's request waiting for this record, if one does and may be used: an
+    /// expired one is removed, and said so.
+    pub(crate) fn request(&self) -> Option<Request> {
+        let mailbox = self.mailbox.as_ref()?;
+        let request = match mailbox.read() {
+            Ok(request) => request?,
+            Err(e) => {
+                log::warn!("{e}");
+                return None;
+            }
+        };
+        if request.expired(crate::utc::unix_now()) {
+            log::warn!(
+                "the request `ufm-pkeyd {}` by {} expired unused after an hour: removed",
+                request.op.command(),
+                request.by
+            );
+            mailbox.clear();
+            return None;
+        }
+        Some(request)
+    }
+
+    /// Whether an operator's request waits (a cheap look, for the daemon's loop).
+    pub(crate) fn request_waiting(&self) -> bool {
+        self.mailbox.as_ref().is_some_and(Mailbox::waiting)
+    }
+
+    /// A request was carried out: it is removed (used once).
+    pub(crate) fn request_done(&self) {
+        if let Some(mailbox) = &self.mailbox {
+            mailbox.clear();
+        }
+    }
+
+    /// An operator's `state --adopt` or `--reset` made while this process held the record:
+    /// the record as it is now on disk (or in etcd) is taken, or emptied, and bound to `now`.
+    pub(crate) fn adopt_or_reset(&mut self, now: &Binding, reset: bool) -> Result<(), String> {
+        if let Some(store) = &mut self.store {
+            let loaded = store.load()?;
+            self.record = loaded.record;
+        }
+        self.rebind(now.clone(), reset).map(|_| ())
     }
 
     /// The record, read again, and how it compares with `now` (the etcd and UFM configured
@@ -334,6 +419,7 @@ impl Ownership {
     pub(crate) fn rebind(&mut self, now: Binding, reset: bool) -> Result<RecordView, String> {
         if reset {
             self.record.owned.clear();
+            self.record.keys.clear();
         }
         self.record.removals.clear();
         self.record.binding = Some(now.clone());
@@ -348,6 +434,119 @@ impl Ownership {
             mismatch: None,
         })
     }
+}
+
+/// Where operators leave requests for a record: a file beside the state file, or an etcd key
+/// beside the shared record.
+#[derive(Clone)]
+enum Mailbox {
+    File(PathBuf),
+    Etcd { etcd: Box<EtcdClient>, key: String },
+}
+
+impl Mailbox {
+    fn of(place: &Place, etcd: &EtcdClient) -> Mailbox {
+        match &place.state_key {
+            Some(key) => Mailbox::Etcd {
+                etcd: Box::new(etcd.clone()),
+                key: format!("{key}.request"),
+            },
+            None => {
+                let mut name = place.state_file.as_os_str().to_os_string();
+                name.push(".request");
+                Mailbox::File(PathBuf::from(name))
+            }
+        }
+    }
+
+    /// Where it is, for messages.
+    fn name(&self) -> String {
+        match self {
+            Mailbox::File(path) => path.display().to_string(),
+            Mailbox::Etcd { key, .. } => format!("etcd key {key}"),
+        }
+    }
+
+    fn put(&self, request: &Request) -> Result<(), String> {
+        let text = request.render();
+        match self {
+            Mailbox::File(path) => {
+                crate::atomic_file::replace_with_mode(path, &text, crate::atomic_file::READABLE)
+            }
+            Mailbox::Etcd { etcd, key } => etcd
+                .put(key, &text, None)
+                .map_err(|e| format!("cannot write {key}: {e}")),
+        }
+    }
+
+    /// The request, if one is there. A file owned by anyone but root or this process's user,
+    /// or a link, is not a request.
+    fn read(&self) -> Result<Option<Request>, String> {
+        let bytes = match self {
+            Mailbox::File(path) => {
+                use std::os::unix::fs::MetadataExt;
+                let meta = match std::fs::symlink_metadata(path) {
+                    Ok(meta) => meta,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+                };
+                // SAFETY: geteuid has no preconditions and cannot fail.
+                let me = unsafe { libc::geteuid() };
+                if !meta.is_file() || (meta.uid() != 0 && meta.uid() != me) {
+                    return Err(format!(
+                        "{} is not a regular file of root or of this process's user: ignored; remove it",
+                        path.display()
+                    ));
+                }
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            }
+            Mailbox::Etcd { etcd, key } => match etcd.get(key) {
+                Ok(Some(kv)) => kv.value,
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(format!("cannot read {key}: {e}")),
+            },
+        };
+        Request::parse(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{} is not a request ({e}): ignored", self.name()))
+    }
+
+    fn waiting(&self) -> bool {
+        match self {
+            Mailbox::File(path) => path.exists(),
+            Mailbox::Etcd { etcd, key } => etcd.peek(key).is_ok_and(|kv| kv.is_some()),
+        }
+    }
+
+    fn clear(&self) {
+        let cleared = match self {
+            Mailbox::File(path) => match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(format!("cannot remove {}: {e}", path.display()))
+                }
+                _ => Ok(()),
+            },
+            Mailbox::Etcd { etcd, key } => match etcd.delete(key) {
+                Err(crate::net::etcd::EtcdError::NotFound(_)) | Ok(()) => Ok(()),
+                Err(e) => Err(format!("cannot remove {key}: {e}")),
+            },
+        };
+        if let Err(e) = cleared {
+            log::warn!("{e}: the request may be carried out again");
+        }
+    }
+}
+
+/// Leaves an operator's request for the process that holds the record at `place`; returns
+/// where it was left.
+pub(crate) fn leave_request(
+    place: &Place,
+    etcd: &EtcdClient,
+    request: &Request,
+) -> Result<String, String> {
+    let mailbox = Mailbox::of(place, etcd);
+    mailbox.put(request)?;
+    Ok(mailbox.name())
 }
 
 /// Partitions whose ownership could not be recorded before a pass would create or adopt

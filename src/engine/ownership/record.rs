@@ -32,6 +32,10 @@ pub(crate) struct Record {
     pub binding: Option<Binding>,
     /// How the keys of owned partitions still in UFM left etcd, once judged.
     pub removals: BTreeMap<PKey, Removal>,
+    /// The etcd key last seen naming each owned partition, recorded with its ownership: the
+    /// evidence that the partition came from etcd, without which its key's absence deletes
+    /// nothing (a restored or edited record may claim partitions made by hand).
+    pub keys: BTreeMap<PKey, String>,
     /// Why the record was found not to belong to the etcd and UFM it was used with. Kept
     /// until an operator adopts or resets the record: a wiped etcd's revision soon passes the
     /// old one again, and must not make the doubt go away.
@@ -169,12 +173,15 @@ pub(crate) enum SaveError {
     Lost(String),
     /// The file or etcd could not be written.
     Failed(String),
+    /// The state file changed on disk since this process read or wrote it (another writer, a
+    /// restore): it is not overwritten.
+    Changed(String),
 }
 
 impl std::fmt::Display for SaveError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SaveError::Lost(m) | SaveError::Failed(m) => f.write_str(m),
+            SaveError::Lost(m) | SaveError::Failed(m) | SaveError::Changed(m) => f.write_str(m),
         }
     }
 }
@@ -189,8 +196,13 @@ pub(crate) struct Loaded {
 
 /// Where the record lives.
 pub(crate) enum Store {
-    /// The state file (one daemon), locked while it is open.
-    File { path: PathBuf, _lock: Option<Lock> },
+    /// The state file (one daemon), locked while it is open; `seen`: how it looked when this
+    /// process last read or wrote it.
+    File {
+        path: PathBuf,
+        _lock: Option<Lock>,
+        seen: Option<Fingerprint>,
+    },
     /// An etcd key shared by the instances of a leader election, with a copy in the state file.
     Etcd {
         etcd: Box<EtcdClient>,
@@ -225,6 +237,7 @@ impl Store {
             Store::File {
                 path: path.to_path_buf(),
                 _lock: lock,
+                seen: fingerprint(path),
             },
             record,
         ))
@@ -290,10 +303,14 @@ impl Store {
                 record: Record::default(),
                 missing: None,
             }),
-            Store::File { path, .. } => Ok(Loaded {
-                record: read_file(path)?.unwrap_or_default(),
-                missing: None,
-            }),
+            Store::File { path, seen, .. } => {
+                let record = read_file(path)?.unwrap_or_default();
+                *seen = fingerprint(path);
+                Ok(Loaded {
+                    record,
+                    missing: None,
+                })
+            }
             Store::Etcd {
                 etcd,
                 key,
@@ -337,8 +354,21 @@ impl Store {
         match self {
             #[cfg(test)]
             Store::Memory => Ok(()),
-            Store::File { path, .. } => crate::atomic_file::replace(path, &text)
-                .map_err(|e| SaveError::Failed(format!("state file not saved: {e}"))),
+            Store::File { path, seen, .. } => {
+                // Another file where this process's was (not a file gone, which is written
+                // again from memory, nor something in the way, which fails to be written).
+                let now = fingerprint(path);
+                if now.is_some_and(|n| n.file && Some(n) != *seen) {
+                    return Err(SaveError::Changed(format!(
+                        "state file {} was changed on disk since this process read or wrote it (another writer, or a restore): not overwriting it",
+                        path.display()
+                    )));
+                }
+                crate::atomic_file::replace(path, &text)
+                    .map_err(|e| SaveError::Failed(format!("state file not saved: {e}")))?;
+                *seen = fingerprint(path);
+                Ok(())
+            }
             Store::Etcd {
                 etcd,
                 key,
@@ -370,6 +400,35 @@ impl Store {
     }
 }
 
+/// How a lock held by another process is said.
+const HELD: &str = "another ufm-pkeyd process holds";
+
+/// How a file looked: another writer (a replace, an edit, a restore) changes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Fingerprint {
+    /// A regular file (not a directory or anything else in the way).
+    file: bool,
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+/// How `path` looks now; `None` when it does not exist.
+fn fingerprint(path: &Path) -> Option<Fingerprint> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).ok()?;
+    Some(Fingerprint {
+        file: m.is_file(),
+        dev: m.dev(),
+        ino: m.ino(),
+        len: m.len(),
+        mtime: m.mtime(),
+        mtime_nsec: m.mtime_nsec(),
+    })
+}
+
 /// A lock on the state file (`flock` on `<state file>.lock`), held while a process may change
 /// UFM from it: a second daemon, or a `sync` while the daemon runs, stops at start-up instead of
 /// acting on the same partitions.
@@ -378,6 +437,12 @@ pub(crate) struct Lock {
 }
 
 impl Lock {
+    /// Whether another process holds the lock of the state file at `state` (the daemon): the
+    /// lock is tried and, when free, let go at once.
+    pub(crate) fn held_elsewhere(state: &Path) -> bool {
+        matches!(Lock::take(state), Err(e) if e.starts_with(HELD))
+    }
+
     fn take(state: &Path) -> Result<Lock, String> {
         use std::os::fd::AsRawFd;
         let mut name = state.as_os_str().to_os_string();
@@ -388,7 +453,7 @@ impl Lock {
         let taken = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
         if !taken {
             return Err(format!(
-                "another ufm-pkeyd process holds {} (the daemon?): one process at a time acts on a state file; stop it first (systemctl stop ufm-pkeyd), or use sync --dry-run",
+                "{HELD} {} (the daemon?): one process at a time acts on a state file; stop it first (systemctl stop ufm-pkeyd), or use sync --dry-run; to confirm refused deletions while it runs, `ufm-pkeyd state --confirm-deletions`",
                 path.display()
             ));
         }
@@ -396,7 +461,7 @@ impl Lock {
     }
 }
 
-/// The on-disk format, version 2; version 1 had `owned` only.
+/// The record as written to the state file or etcd.
 #[derive(Serialize, Deserialize)]
 struct OnDisk {
     version: u32,
@@ -409,9 +474,14 @@ struct OnDisk {
     /// Why the record is held: it did not belong to the etcd and UFM it was used with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     held: Option<String>,
+    /// PKey → the etcd key last seen naming it (version 3).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    keys: BTreeMap<String, String>,
 }
 
-const FORMAT_VERSION: u32 = 2;
+/// The on-disk format: version 1 had `owned` only, 2 added the binding, the removals and the
+/// hold, 3 the keys.
+const FORMAT_VERSION: u32 = 3;
 const ONE_BY_ONE: &str = "one-by-one";
 
 fn render(record: &Record) -> Vec<u8> {
@@ -431,6 +501,11 @@ fn render(record: &Record) -> Vec<u8> {
             })
             .collect(),
         held: record.held.clone(),
+        keys: record
+            .keys
+            .iter()
+            .map(|(p, k)| (p.to_string(), k.clone()))
+            .collect(),
     };
     let mut text = serde_json::to_vec_pretty(&data).unwrap_or_default();
     text.push(b'\n');
@@ -460,7 +535,13 @@ fn parse(bytes: &[u8]) -> Result<Record, String> {
             pkey(p).map(|p| (p, removal))
         })
         .collect::<Result<_, _>>()?;
+    let keys = data
+        .keys
+        .iter()
+        .map(|(p, k)| pkey(p).map(|p| (p, k.clone())))
+        .collect::<Result<_, _>>()?;
     Ok(Record {
+        keys,
         owned,
         binding: data.binding,
         removals,
@@ -532,6 +613,11 @@ mod tests {
             )]
             .into(),
             held: Some("another etcd".into()),
+            keys: [(
+                "0x1a".parse().expect("pkey"),
+                "/pcocc/global/opensm/pkeys/0x1a".to_string(),
+            )]
+            .into(),
         };
         store.save(&record).expect("save");
         drop(store);
