@@ -817,11 +817,16 @@ impl<E: EtcdReads, U: UfmOps> Engine<E, U> {
             self.work.settle(pkey, outcome, now);
         }
         if let Some(why) = applied.stopped.as_ref().or(applied.ufm_down.as_ref()) {
-            let tried = applied.tried.len();
+            // The partition the gate stopped half-way was tried, but it is pending, not done.
+            let done = applied
+                .tried
+                .iter()
+                .filter(|p| !report.not_sent.contains_key(p))
+                .count();
             if !report.not_sent.is_empty() {
                 log::warn!(
-                    "pass stopped after {tried} of {} partitions: {why}; {} partitions pending",
-                    tried + report.not_sent.len(),
+                    "pass stopped after {done} of {} partitions: {why}; {} partitions pending",
+                    done + report.not_sent.len(),
                     report.not_sent.len()
                 );
             }

@@ -217,7 +217,8 @@ impl UfmSim {
     /// selects by `method`, `route`, `pkey`, `query`, lives `count` requests or `seconds`, and
     /// does `delay_ms` and at most one of: `status` (Apache's error page), `page` (`"apache"`,
     /// `"login"` or `"text"` instead of the API, with `status` or 200), `noop`, `reset`,
-    /// `reset_after`, `body` (with `status` or 200; see `src/bin/ufm-sim/faults.rs`). Returns the new rules' ids.
+    /// `reset_after`, `apply_after_ms` (no answer; the write is applied that late), `body`
+    /// (with `status` or 200; see `src/bin/ufm-sim/faults.rs`). Returns the new rules' ids.
     /// Panics (with the simulator's one-line reason) on a bad rule.
     pub fn add_faults(&self, rules: Value) -> Vec<u64> {
         let reply = self.control("POST", "/_sim/faults", Some(json!({ "rules": rules })));

@@ -309,13 +309,21 @@ fn handle_api(sim: &Sim, req: &Request, route: &str) -> Response {
         Some(Outcome::Reset) => return Response::dropped(),
         Some(Outcome::Body(status, text)) => return Response::new(*status, JSON, text.clone()),
         Some(Outcome::Noop) => Apply::Noop,
+        Some(Outcome::ApplyAfter(after)) => {
+            // No answer: the client gives up first (its timeout), the change lands later.
+            std::thread::sleep(*after);
+            Apply::Real
+        }
         Some(Outcome::ResetAfter) | None => Apply::Real,
     };
     let response = match sim.modes().route_set {
         RouteSet::Full => full_api(sim, req, apply),
         RouteSet::NvidiaMock => mock::handle(sim, req, apply),
     };
-    if verdict.outcome == Some(Outcome::ResetAfter) {
+    if matches!(
+        verdict.outcome,
+        Some(Outcome::ResetAfter | Outcome::ApplyAfter(_))
+    ) {
         Response::dropped()
     } else {
         response

@@ -6,7 +6,8 @@
 //! How rules combine (checked in the order they were added, expired ones dropped first):
 //! - The delays of **every** matching rule add up.
 //! - The **first** matching rule with an outcome (`status`, `page`, `noop`, `reset`,
-//!   `reset_after`, `body`) decides the outcome; later outcome rules are not consulted.
+//!   `reset_after`, `apply_after_ms`, `body`) decides the outcome; later outcome rules are not
+//!   consulted.
 //! - `status` alone answers Apache's error page for that status; with `body`, that body (JSON,
 //!   or a string as it is) with that status. `page` answers a web page
 //!   instead of the API, with `status` (default 200), as UFM behind Apache does while it
@@ -18,6 +19,10 @@
 //!   no delay is left alone.
 //! - A `noop` rule only ever matches writes (anything but GET and HEAD): a read has nothing
 //!   to leave unapplied.
+//! - `apply_after_ms` (writes only, like `noop`) answers nothing: the request's change is
+//!   applied that many milliseconds after it arrived (after the delays), then the connection
+//!   is dropped. With a client timeout shorter than that, this is a write that timed out at
+//!   the client and landed in UFM later, as a UFM busy committing to its database does.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -91,6 +96,17 @@ pub enum Outcome {
     Reset,
     /// Apply the request, then close the connection without answering.
     ResetAfter,
+    /// Answer nothing; apply the request this long after it arrived, then close the
+    /// connection.
+    ApplyAfter(Duration),
+}
+
+impl Outcome {
+    /// Whether only writes can have this outcome: a read has nothing to leave unapplied or
+    /// to apply late.
+    fn writes_only(&self) -> bool {
+        matches!(self, Outcome::Noop | Outcome::ApplyAfter(_))
+    }
 }
 
 /// Which page a `page` rule answers.
@@ -152,7 +168,7 @@ impl Rule {
                 .query
                 .iter()
                 .all(|(name, value)| req.query_value(name) == Some(value.as_str()))
-            && !(self.outcome == Some(Outcome::Noop) && is_read(req.method))
+            && !(self.outcome.as_ref().is_some_and(Outcome::writes_only) && is_read(req.method))
     }
 
     fn expired(&self, now: Instant) -> bool {
@@ -172,7 +188,11 @@ impl Rule {
             Some(Outcome::Noop) => (None, true, false, false),
             Some(Outcome::Reset) => (None, false, true, false),
             Some(Outcome::ResetAfter) => (None, false, false, true),
-            None => (None, false, false, false),
+            Some(Outcome::ApplyAfter(_)) | None => (None, false, false, false),
+        };
+        let apply_after_ms = match &self.outcome {
+            Some(Outcome::ApplyAfter(after)) => Some(after.as_millis() as u64),
+            _ => None,
         };
         let body = match &self.outcome {
             Some(Outcome::Body(_, text)) => Some(text.clone()),
@@ -199,6 +219,7 @@ impl Rule {
             "noop": noop,
             "reset": reset,
             "reset_after": reset_after,
+            "apply_after_ms": apply_after_ms,
             "body": body,
             "count": self.count,
             "remaining": self.remaining,
@@ -229,6 +250,7 @@ pub struct RuleSpec {
     noop: Option<bool>,
     reset: Option<bool>,
     reset_after: Option<bool>,
+    apply_after_ms: Option<u64>,
     body: Option<Value>,
     count: Option<u64>,
     seconds: Option<f64>,
@@ -286,6 +308,14 @@ fn spec_outcome(spec: &RuleSpec) -> Result<Option<Outcome>, String> {
             outcomes.push(outcome);
         }
     }
+    match spec.apply_after_ms {
+        Some(0) => return Err("apply_after_ms must be at least 1".into()),
+        Some(ms) if ms > MAX_DELAY_MS => {
+            return Err(format!("apply_after_ms {ms} is over {MAX_DELAY_MS}"));
+        }
+        Some(ms) => outcomes.push(Outcome::ApplyAfter(Duration::from_millis(ms))),
+        None => {}
+    }
     if let Some(body) = &spec.body {
         // A string is sent as it is (not JSON-encoded); anything else as its JSON.
         let text = match body {
@@ -306,7 +336,10 @@ fn spec_outcome(spec: &RuleSpec) -> Result<Option<Outcome>, String> {
     match outcomes.as_slice() {
         [] => Ok(None),
         [one] => Ok(Some(one.clone())),
-        _ => Err("give at most one of status (or page), noop, reset, reset_after, body".into()),
+        _ => Err(
+            "give at most one of status (or page), noop, reset, reset_after, apply_after_ms, body"
+                .into(),
+        ),
     }
 }
 
@@ -336,7 +369,7 @@ impl RuleSpec {
         };
         if delay.is_none() && outcome.is_none() {
             return Err(
-                "the rule has no effect: give delay_ms, status, page, noop, reset, reset_after or body"
+                "the rule has no effect: give delay_ms, status, page, noop, reset, reset_after, apply_after_ms or body"
                     .into(),
             );
         }
@@ -631,6 +664,51 @@ mod tests {
         let v = r.decide(&facts("POST", "/resources/pkeys", &[]), now);
         assert_eq!(v.outcome, Some(Outcome::Noop));
         assert!(r.is_empty(), "count 1 is spent");
+    }
+
+    #[test]
+    fn apply_after_ms_is_an_outcome_for_writes_only_and_is_listed() {
+        let now = Instant::now();
+        let mut r = rules(
+            now,
+            json!([{"method": "DELETE", "route": "/resources/pkeys/{pkey}",
+                    "pkey": "0x900", "apply_after_ms": 12000, "count": 1}]),
+        );
+        let listed = r.listing(now);
+        assert_eq!(listed[0]["apply_after_ms"], 12000, "{listed}");
+        assert_eq!(listed[0]["reset_after"], false, "{listed}");
+        let mut req = facts("DELETE", "/resources/pkeys/{pkey}", &[]);
+        req.pkey = Some(0x900);
+        let v = r.decide(&req, now);
+        assert_eq!(
+            v.outcome,
+            Some(Outcome::ApplyAfter(Duration::from_secs(12)))
+        );
+        assert_eq!(
+            v.delay,
+            Duration::ZERO,
+            "the wait is the outcome's, not a delay"
+        );
+        assert!(r.is_empty(), "count 1 is spent");
+
+        let mut any = rules(now, json!([{"apply_after_ms": 5}]));
+        assert_eq!(
+            any.decide(&facts("GET", "/resources/pkeys", &[]), now)
+                .outcome,
+            None,
+            "a read has nothing to apply late"
+        );
+        assert_eq!(
+            any.decide(&facts("POST", "/resources/pkeys", &[]), now)
+                .outcome,
+            Some(Outcome::ApplyAfter(Duration::from_millis(5)))
+        );
+
+        assert!(add_error(json!({"apply_after_ms": 0})).contains("at least 1"));
+        assert!(add_error(json!({"apply_after_ms": 600_001})).contains("apply_after_ms"));
+        assert!(add_error(json!({"apply_after_ms": 10, "noop": true})).contains("at most one"));
+        assert!(add_error(json!({"apply_after_ms": 10, "status": 500})).contains("at most one"));
+        assert!(add_error(json!({"apply_after_ms": 10, "delay_ms": 5})).is_empty());
     }
 
     #[test]
