@@ -400,11 +400,9 @@ fn a_last_updated_that_is_an_object_hides_no_hand_change_once_writes_show_it_fro
 }
 
 /// A `last_updated` once seen not to move after the daemon's own applied writes is not a stamp
-/// UFM keeps: a hand change made later, while no job writes, should still be found within a
-/// couple of poll intervals. Today the next full read trusts the frozen value again, so such a
-/// change waits for the next write or the resync.
+/// UFM keeps: a hand change made later, while no job writes, is still found within a couple of
+/// poll intervals (every check lists in full until the stamp moves with writes again).
 #[test]
-#[ignore = "engine/stamp.rs: a last_updated seen frozen after applied writes is trusted again at the next full read; a later hand change waits for the next write or the resync"]
 fn a_last_updated_seen_frozen_stays_distrusted_for_hand_changes_made_later() {
     let rig = Rig::new(Api::V3);
     rig.sim.add_faults(json!([
