@@ -18,7 +18,7 @@ use super::{Output, engine, etcd_client, report, ufm_client};
 use crate::cli::Invocation;
 use crate::config::{self, Settings};
 use crate::engine::election::Election;
-use crate::engine::{Drift, Engine, Gate, PassError, PassReport, Scope};
+use crate::engine::{Drift, Engine, Gate, MOVED, PassError, PassReport, Scope};
 use crate::error::{EXIT_OK, Error, Result};
 use crate::net::etcd::{EtcdClient, EtcdError, Watched};
 use crate::net::ufm::{UfmClient, UfmError};
@@ -99,6 +99,7 @@ pub(crate) fn run_monitor(
         watch_ended: None,
         view: View::default(),
         quorum_checked: None,
+        other_writer: OtherWriter::default(),
         last_full_reason: None,
         heartbeat: Heartbeat::new(dry_run),
     };
@@ -152,6 +153,8 @@ struct Monitor<'a> {
     view: View,
     /// When the etcd member in use last proved it is part of a quorum.
     quorum_checked: Option<Instant>,
+    /// Whether UFM keeps being changed, by someone else, into what etcd says.
+    other_writer: OtherWriter,
     /// Why the last full pass ran, so that a reason repeated every poll interval (a UFM
     /// without `last_updated`) is logged once.
     last_full_reason: Option<String>,
@@ -167,6 +170,40 @@ const TICK: Duration = Duration::from_millis(100);
 
 /// A dry run plans everything again on each change, at most this often.
 const DRY_RUN_GAP: Duration = Duration::from_secs(1);
+
+/// Another writer syncing the same partitions (a second ufm-pkeyd without leader election, on
+/// its own state file): UFM's `last_updated` moves although this instance wrote nothing, and
+/// the full pass that follows finds UFM already as etcd wants it. Said once an hour when seen
+/// [`OTHER_WRITER_SEEN`] times within an hour; it costs no request.
+#[derive(Debug, Default)]
+struct OtherWriter {
+    /// The last drift check found `last_updated` moved: the next full pass tells.
+    moved: bool,
+    /// When a full pass after such a move found nothing to do.
+    mirrored: Vec<Instant>,
+    warned: Option<Instant>,
+}
+
+const OTHER_WRITER_SEEN: usize = 3;
+const HOUR: Duration = Duration::from_secs(3600);
+
+impl OtherWriter {
+    fn full_pass(&mut self, report: &PassReport, now: Instant) {
+        if !std::mem::take(&mut self.moved) || !report.plan.actions.is_empty() {
+            return;
+        }
+        self.mirrored.retain(|t| now.duration_since(*t) < HOUR);
+        self.mirrored.push(now);
+        let due = self.warned.is_none_or(|t| now.duration_since(t) >= HOUR);
+        if self.mirrored.len() >= OTHER_WRITER_SEEN && due {
+            self.warned = Some(now);
+            log::warn!(
+                "UFM was changed {} times within an hour by someone else, each time into what etcd says: is a second ufm-pkeyd, on its own state file and without leader election, syncing the same partitions? Two such daemons each delete only what they own and report the other's partitions as unmanaged: stop one, or run both with leader-election",
+                self.mirrored.len()
+            );
+        }
+    }
+}
 
 /// With several etcd members, how often the member in use is asked whether it is part of a
 /// quorum (a watch on one cut off from its peers would wait in silence).
@@ -255,6 +292,7 @@ impl Monitor<'_> {
                 } else {
                     self.schedule.want_full(why.to_string());
                 }
+                self.other_writer.full_pass(&report, Instant::now());
                 self.passed(report);
                 Ok(())
             }
@@ -462,6 +500,12 @@ impl Monitor<'_> {
             Ok(Drift::Unchanged) => {
                 self.metrics.drift_checks.unchanged += 1;
                 self.heartbeat_checked();
+            }
+            Ok(Drift::Moved) => {
+                self.metrics.drift_checks.changed += 1;
+                self.heartbeat_checked();
+                self.schedule.want_full(MOVED.to_string());
+                self.other_writer.moved = true;
             }
             Ok(Drift::FullPass(why)) => {
                 self.metrics.drift_checks.changed += 1;

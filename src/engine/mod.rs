@@ -38,7 +38,7 @@ use evidence::Sides;
 pub(crate) use evidence::{EtcdReads, Evidence};
 pub(crate) use ownership::RecordView;
 use ownership::{Ownership, Place, SaveError, TermError};
-pub(crate) use stamp::Drift;
+pub(crate) use stamp::{Drift, MOVED};
 use stamp::{Read, Stamp};
 pub(crate) use work::Why;
 use work::{Outcome, Work};

@@ -33,9 +33,14 @@ pub(crate) enum Read {
 pub(crate) enum Drift {
     /// Nothing changed since the last trusted value.
     Unchanged,
-    /// UFM changed, or nothing trusted to compare with: a full pass, and why.
+    /// The value moved: someone else changed UFM; a full pass.
+    Moved,
+    /// Nothing trusted to compare with: a full pass, and why.
     FullPass(String),
 }
+
+/// Why a full pass follows a stamp that moved.
+pub(crate) const MOVED: &str = "UFM's partitions changed outside ufm-pkeyd (last_updated moved)";
 
 /// The last trusted value.
 #[derive(Debug, Default)]
@@ -63,9 +68,7 @@ impl Stamp {
             (Read::Value(now), Some(then)) if now == *then => Drift::Unchanged,
             (Read::Value(_), Some(_)) => {
                 self.trusted = None;
-                Drift::FullPass(
-                    "UFM's partitions changed outside ufm-pkeyd (last_updated moved)".to_string(),
-                )
+                Drift::Moved
             }
             (Read::Value(_), None) => Drift::FullPass(self.distrust.clone().unwrap_or_else(|| {
                 "UFM's last_updated not known since the last full read".to_string()
@@ -152,7 +155,7 @@ mod tests {
     }
 
     fn full_pass(drift: Drift) -> bool {
-        matches!(drift, Drift::FullPass(_))
+        matches!(drift, Drift::FullPass(_) | Drift::Moved)
     }
 
     #[test]
@@ -160,7 +163,7 @@ mod tests {
         let mut stamp = Stamp::default();
         stamp.full_read(Some(v("t1")));
         assert_eq!(stamp.check(v("t1")), Drift::Unchanged);
-        assert!(full_pass(stamp.check(v("t2"))));
+        assert_eq!(stamp.check(v("t2")), Drift::Moved);
         stamp.full_read(Some(v("t2")));
         assert_eq!(stamp.check(v("t2")), Drift::Unchanged);
     }
