@@ -13,7 +13,7 @@ use support::{Api, Daemon, EtcdCluster, Pkeyd, Rig, TempDir, UfmSim, path_text, 
 const TTL: u64 = 3;
 
 /// What a new leader waits before its first write after a crash: the UFM request bound with
-/// leader election (3 s by default) and half a second.
+/// leader election (3 s by default) and a second.
 const FIRST_WRITE_WAIT: u64 = 4;
 
 const PREFIX: &str = "/pcocc/global/opensm/pkeys";

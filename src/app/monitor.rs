@@ -358,9 +358,15 @@ impl Monitor<'_> {
         if report.made_way {
             self.schedule.made_way();
         }
-        match &report.ufm_down {
-            Some(e) => self.ufm_unreachable(e, Instant::now()),
-            None => self.schedule.succeeded(),
+        match (&report.ufm_down, &report.stopped) {
+            (Some(e), _) => self.ufm_unreachable(e, Instant::now()),
+            // The gate closed (a leadership that etcd did not confirm in time): what was not
+            // sent waits a pause, not a tight loop of passes.
+            (None, Some(why)) if !stopping() => {
+                let pause = self.schedule.failed(Instant::now());
+                log::warn!("{why}; trying again in {} s", pause.as_secs());
+            }
+            (None, _) => self.schedule.succeeded(),
         }
         for (_, waited) in &report.done {
             self.metrics.change_latency.observe(waited.as_secs_f64());

@@ -286,7 +286,7 @@ fn etcd_timeout(layers: &Layers, election: Option<&election::Settings>) -> Resul
     }
 }
 
-/// The UFM request timeout. With leader election a new leader waits this long (plus half a
+/// The UFM request timeout. With leader election a new leader waits this long (plus a
 /// second) before its first write, for an old leader's last request to be over: the default
 /// is then [`ELECTION_UFM_TIMEOUT`], so that a take-over fits in pcocc's window; an explicit
 /// value is kept, and the take-over takes that much longer.

@@ -32,7 +32,12 @@ const CAMPAIGN_INTERVAL: Duration = Duration::from_millis(500);
 
 /// What a new leader waits beyond the UFM request bound before its first write: for the
 /// old leader's last request to have reached UFM and been answered.
-const TAKEOVER_MARGIN: Duration = Duration::from_millis(500);
+const TAKEOVER_MARGIN: Duration = Duration::from_secs(1);
+
+/// The longest a proof of leadership may take, from sending the read to sending the UFM
+/// request it allows: less than [`TAKEOVER_MARGIN`], so that a request sent after a proof
+/// cannot reach UFM after a successor's first write.
+const PROOF_MAX: Duration = Duration::from_millis(500);
 
 /// What a leader that resigned cleanly (no UFM request of its own in flight or unsettled)
 /// leaves in the election key, followed by its identity: its successor need not wait.
@@ -130,11 +135,17 @@ impl Election {
         let Some(claim) = self.claim.clone() else {
             return Err("this instance does not lead".to_string());
         };
+        let asked = Instant::now();
         match self
             .etcd
             .holds_claim(&self.settings.key, &self.identity, &claim)
         {
-            Ok(true) => Ok(()),
+            Ok(true) if asked.elapsed() <= PROOF_MAX => Ok(()),
+            Ok(true) => Err(format!(
+                "etcd took {:.2} s to confirm the leadership claim, more than {:.2} s: not sending (a successor may be about to write)",
+                asked.elapsed().as_secs_f64(),
+                PROOF_MAX.as_secs_f64()
+            )),
             Ok(false) => {
                 self.lose("etcd no longer shows its claim on the election key");
                 Err(format!(
