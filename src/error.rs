@@ -21,6 +21,10 @@ pub(crate) const EXIT_PENDING: i32 = 4;
 /// Exit code: UFM or etcd refused the credentials. The unit does not restart on it
 /// (`RestartPreventExitStatus=`): retrying a wrong password locks accounts.
 pub(crate) const EXIT_AUTH: i32 = 5;
+/// Exit codes of a one-shot command ended by SIGINT or SIGTERM: 128 + the signal, as a shell
+/// reports it (a UFM write in flight is finished first).
+pub(crate) const EXIT_SIGINT: i32 = 130;
+pub(crate) const EXIT_SIGTERM: i32 = 143;
 
 /// The monitoring plugins' codes, which `status` returns instead of the codes above.
 pub(crate) const STATUS_OK: i32 = 0;
@@ -76,6 +80,8 @@ pub(crate) const COMMAND_EXITS: &[(&str, &[Exit])] = &[
         exit(EXIT_USAGE, "usage or configuration error, the daemon holds the state file, or leader election is on: nothing was done"),
         exit(EXIT_PENDING, "--dry-run: changes pending"),
         exit(EXIT_AUTH, "UFM or etcd refused the credentials"),
+        exit(EXIT_SIGINT, "interrupted by SIGINT (a UFM write in flight was finished first)"),
+        exit(EXIT_SIGTERM, "ended by SIGTERM (a UFM write in flight was finished first)"),
     ]),
     ("ufm", &[
         exit(EXIT_OK, "success"),
@@ -83,6 +89,8 @@ pub(crate) const COMMAND_EXITS: &[(&str, &[Exit])] = &[
         exit(EXIT_USAGE, "usage or configuration error: nothing was attempted"),
         exit(EXIT_NOT_FOUND, "the PKey does not exist, as UFM's single-PKey read says"),
         exit(EXIT_AUTH, "UFM refused the credentials"),
+        exit(EXIT_SIGINT, "interrupted by SIGINT (a UFM write in flight was finished first)"),
+        exit(EXIT_SIGTERM, "ended by SIGTERM (a UFM write in flight was finished first)"),
     ]),
     ("etcd", &[
         exit(EXIT_OK, "success"),
@@ -90,6 +98,8 @@ pub(crate) const COMMAND_EXITS: &[(&str, &[Exit])] = &[
         exit(EXIT_USAGE, "usage or configuration error: nothing was attempted"),
         exit(EXIT_NOT_FOUND, "the key does not exist (--get, --delete)"),
         exit(EXIT_AUTH, "etcd refused the credentials"),
+        exit(EXIT_SIGINT, "interrupted by SIGINT (a UFM write in flight was finished first)"),
+        exit(EXIT_SIGTERM, "ended by SIGTERM (a UFM write in flight was finished first)"),
     ]),
     ("status", &[
         exit(STATUS_OK, "OK: UFM is in step with etcd"),
@@ -100,13 +110,17 @@ pub(crate) const COMMAND_EXITS: &[(&str, &[Exit])] = &[
     ("state", &[
         exit(EXIT_OK, "success"),
         exit(EXIT_FAILED, "etcd could not be read, or the record could not be saved"),
-        exit(EXIT_USAGE, "usage or configuration error, a corrupt state file, or the daemon holds it (--adopt, --reset)"),
+        exit(EXIT_USAGE, "usage or configuration error, a corrupt state file: nothing was done"),
         exit(EXIT_AUTH, "etcd refused the credentials"),
+        exit(EXIT_SIGINT, "interrupted by SIGINT (a UFM write in flight was finished first)"),
+        exit(EXIT_SIGTERM, "ended by SIGTERM (a UFM write in flight was finished first)"),
     ]),
     ("config", &[
         exit(EXIT_OK, "printed (--check: the configuration would start the daemon)"),
         exit(EXIT_FAILED, "the output could not be written"),
         exit(EXIT_USAGE, "the configuration does not load (--check: or a file it names cannot be read)"),
+        exit(EXIT_SIGINT, "interrupted by SIGINT (a UFM write in flight was finished first)"),
+        exit(EXIT_SIGTERM, "ended by SIGTERM (a UFM write in flight was finished first)"),
     ]),
 ];
 

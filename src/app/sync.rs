@@ -39,7 +39,7 @@ pub(super) fn run_sync(settings: &Settings, out: &Output, dry_run: bool) -> Resu
     }
     // No leadership to keep; SIGINT and SIGTERM are `crate::signals`' business: they end the
     // command at once, or after the UFM write in flight.
-    let mut gate = crate::net::ufm::open_gate;
+    let mut gate = Progress::on_terminal();
     let started = unix_time();
     let clock = Instant::now();
     let result = engine
@@ -67,6 +67,41 @@ pub(super) fn run_sync(settings: &Settings, out: &Output, dry_run: bool) -> Resu
         Ok(EXIT_OK)
     } else {
         Err(Error::failed(failure_summary(&report)))
+    }
+}
+
+/// `sync`'s write gate: always open; on a terminal, a pass with many partitions to change says
+/// how far it got, every few seconds.
+struct Progress {
+    terminal: bool,
+    said: Instant,
+}
+
+/// A pass changing more partitions than this says how far it got.
+const PROGRESS_FROM: usize = 50;
+/// At most this often.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+impl Progress {
+    fn on_terminal() -> Progress {
+        use std::io::IsTerminal;
+        Progress {
+            terminal: std::io::stderr().is_terminal(),
+            said: Instant::now(),
+        }
+    }
+}
+
+impl crate::engine::Gate for Progress {
+    fn before_write(&mut self) -> std::result::Result<(), String> {
+        Ok(())
+    }
+
+    fn progress(&mut self, done: usize, total: usize) {
+        if self.terminal && total > PROGRESS_FROM && self.said.elapsed() >= PROGRESS_EVERY {
+            self.said = Instant::now();
+            log::info!("progress: {done}/{total} partitions");
+        }
     }
 }
 

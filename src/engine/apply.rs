@@ -130,6 +130,9 @@ pub(crate) trait Gate {
     fn make_way(&mut self) -> bool {
         false
     }
+
+    /// Told after each partition's actions: `done` of `total` partitions so far.
+    fn progress(&mut self, _done: usize, _total: usize) {}
 }
 
 /// A gate that always opens (tests, one-shot commands without leader election).
@@ -214,9 +217,19 @@ impl Applied {
 pub(crate) fn apply(actions: &[Action], ufm: &dyn UfmOps, gate: &mut dyn Gate) -> Applied {
     let mut applied = Applied::default();
     let mut previous: Option<PKey> = None;
+    let total = actions
+        .iter()
+        .map(Action::pkey)
+        .collect::<BTreeSet<PKey>>()
+        .len();
+    let mut done = 0;
     for action in actions {
         let pkey = action.pkey();
         let first_of_partition = previous != Some(pkey);
+        if first_of_partition && previous.is_some() {
+            done += 1;
+            gate.progress(done, total);
+        }
         previous = Some(pkey);
         if applied.stop_reason().is_none() && first_of_partition && gate.make_way() {
             applied.made_way = true;
