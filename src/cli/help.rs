@@ -101,6 +101,6 @@ mod tests {
             .lines()
             .filter_map(|l| l.strip_prefix("  ")?.split_whitespace().next())
             .collect();
-        assert_eq!(codes, ["0", "1", "2"], "{help}");
+        assert_eq!(codes, ["0", "1", "2", "130", "143"], "{help}");
     }
 }
