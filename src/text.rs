@@ -3,6 +3,8 @@
 //! cursor, retitle or clear a terminal (`ESC ] 0 ; … BEL`, `ESC [ 2 J`), or start a line of its
 //! own in a log (a forged `info:` record is a journal entry of its own under journald).
 //!
+//! Also how a count is said ("1 partition", "2 partitions").
+//!
 //! The one rule, used by the logger for every record, by the text renderers of the commands
 //! for every field that came from outside, and for sd_notify's `STATUS=`. JSON output
 //! (`--json`) does not use it: serde_json escapes control characters itself and keeps every
@@ -38,6 +40,11 @@ pub(crate) fn escape(text: &str) -> Cow<'_, str> {
 /// terminal show text in another order than it is (U+202A–U+202E, U+2066–U+2069).
 fn needs_escape(c: char) -> bool {
     c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A count with its noun: "1 partition", "2 partitions".
+pub(crate) fn count(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]

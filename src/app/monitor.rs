@@ -59,12 +59,12 @@ pub(crate) fn run_monitor(
         .clone()
         .map(|election| Election::new(election, engine.etcd().clone()));
     log::info!(
-        "monitoring {} ({} keyspace): changes as etcd reports them, UFM checked for changes made by hand every {} s, everything read again every {} s; {} partitions owned{}{}",
+        "monitoring {} ({} keyspace): changes as etcd reports them, UFM checked for changes made by hand every {} s, everything read again every {} s; {} owned{}{}",
         engine.settings().prefix,
         engine.etcd().api(),
         settings.poll_interval.as_secs_f64(),
         settings.resync_interval.as_secs_f64(),
-        engine.owned().len(),
+        crate::text::count(engine.owned().len(), "partition"),
         if election.is_some() {
             "; leader election on"
         } else {
@@ -116,8 +116,8 @@ pub(crate) fn run_monitor(
         monitor.heartbeat_stopped();
     }
     log::info!(
-        "stopping: {} partitions owned",
-        monitor.engine.owned().len()
+        "stopping: {} owned",
+        crate::text::count(monitor.engine.owned().len(), "partition")
     );
     result
 }

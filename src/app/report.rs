@@ -9,6 +9,7 @@ use serde_json::json;
 use crate::engine::PassReport;
 use crate::model::PKey;
 use crate::plan::{Action, Plan};
+use crate::text::count;
 use crate::text::escape;
 
 /// How many PKeys a list in a log line or message names before "… and N more".
@@ -102,11 +103,6 @@ pub(crate) fn status_line(report: &PassReport, owned: &BTreeSet<PKey>) -> String
         report.applied(),
         report.failures.len()
     )
-}
-
-/// "1 GUID", "2 GUIDs".
-pub(crate) fn count(n: usize, what: &str) -> String {
-    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
 /// The pass summary, logged after the line each change got as it was applied; nothing for a

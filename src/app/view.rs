@@ -10,6 +10,7 @@ use super::report::pkey_list;
 use crate::engine::PassReport;
 use crate::model::{Guid, PKey};
 use crate::plan::Invalid;
+use crate::text::count;
 
 /// What the whole fabric looks like, as far as the passes so far saw it.
 #[derive(Debug, Default)]
@@ -109,8 +110,8 @@ impl View {
             }
         } else {
             log::info!(
-                "{} unmanaged partitions in UFM (not in etcd, never owned; left alone): {}",
-                self.unmanaged.len(),
+                "{} in UFM (not in etcd, never owned; left alone): {}",
+                count(self.unmanaged.len(), "unmanaged partition"),
                 pkey_list(&self.unmanaged)
             );
         }
@@ -127,8 +128,8 @@ impl View {
                 "; confirm with --allow-mass-delete (or allow-mass-delete: true) if this is intended"
             };
             log::error!(
-                "refusing to delete {} partitions: {reason}{way_out}: {}",
-                refused.len(),
+                "refusing to delete {}: {reason}{way_out}: {}",
+                count(refused.len(), "partition"),
                 pkey_list(&refused)
             );
         } else if self.logged_refusal.is_some() && report.covered.is_none() {

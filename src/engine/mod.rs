@@ -621,8 +621,8 @@ impl<E: EtcdReads, U: UfmOps> Engine<E, U> {
             return Ok(BTreeMap::new());
         };
         log::error!(
-            "{why}; not creating or adopting {} partitions until it is saved",
-            unrecorded.pkeys.len()
+            "{why}; not creating or adopting {} until it is saved",
+            crate::text::count(unrecorded.pkeys.len(), "partition")
         );
         let reason = format!("its ownership could not be recorded first ({why})");
         report.state_error = Some(why);
@@ -825,9 +825,9 @@ impl<E: EtcdReads, U: UfmOps> Engine<E, U> {
                 .count();
             if !report.not_sent.is_empty() {
                 log::warn!(
-                    "pass stopped after {done} of {} partitions: {why}; {} partitions pending",
+                    "pass stopped after {done} of {} partitions: {why}; {} pending",
                     done + report.not_sent.len(),
-                    report.not_sent.len()
+                    crate::text::count(report.not_sent.len(), "partition")
                 );
             }
         }
