@@ -3,7 +3,7 @@
 //! cursor, retitle or clear a terminal (`ESC ] 0 ; … BEL`, `ESC [ 2 J`), or start a line of its
 //! own in a log (a forged `info:` record is a journal entry of its own under journald).
 //!
-//! Also how a count is said ("1 partition", "2 partitions").
+//! Also how a count is said ("1 partition", "2 partitions"), and a list of PKeys kept short.
 //!
 //! The one rule, used by the logger for every record, by the text renderers of the commands
 //! for every field that came from outside, and for sd_notify's `STATUS=`. JSON output
@@ -11,6 +11,9 @@
 //! other character exact.
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
+
+use crate::model::PKey;
 
 /// `text` with every control character (C0, DEL, C1) and every Unicode bidirectional
 /// override written as an escape: `\n`, `\r`, `\t`, `\x1b`, `\u{202e}`. Other characters,
@@ -45,6 +48,42 @@ fn needs_escape(c: char) -> bool {
 /// A count with its noun: "1 partition", "2 partitions".
 pub(crate) fn count(n: usize, noun: &str) -> String {
     format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
+/// How many PKeys a list in a log line or message names before "… and N more".
+const LISTED: usize = 10;
+
+/// A list of PKeys for a log line or a message, kept short: runs of consecutive PKeys as one
+/// range (`0x1000-0x17cf`), at most ten items, then how many more and where to see them all.
+pub(crate) fn pkey_list(pkeys: &BTreeSet<PKey>) -> String {
+    let mut runs: Vec<(PKey, PKey)> = Vec::new();
+    for pkey in pkeys {
+        match runs.last_mut() {
+            Some((_, last)) if last.value().checked_add(1) == Some(pkey.value()) => {
+                *last = *pkey;
+            }
+            _ => runs.push((*pkey, *pkey)),
+        }
+    }
+    let mut items: Vec<String> = runs
+        .iter()
+        .take(LISTED)
+        .map(|(first, last)| {
+            if first == last {
+                first.to_string()
+            } else {
+                format!("{first}-{last}")
+            }
+        })
+        .collect();
+    if runs.len() > LISTED {
+        let more: usize = runs[LISTED..]
+            .iter()
+            .map(|(first, last)| usize::from(last.value() - first.value()) + 1)
+            .sum();
+        items.push(format!("… and {more} more (ufm-pkeyd state --json)"));
+    }
+    items.join(", ")
 }
 
 #[cfg(test)]

@@ -121,7 +121,7 @@ fn a_state_file_that_cannot_be_saved_holds_creations_back_and_is_retried_and_rep
     std::fs::remove_file(&state).expect("removing the state file");
     std::fs::create_dir_all(state.join("in-the-way")).expect("blocking the state file");
     rig.put("0x11", &[host(2)], &[]);
-    daemon.wait_for_stderr("not creating or adopting 1 partitions", PROPAGATION);
+    daemon.wait_for_stderr("not creating or adopting 1 partition until", PROPAGATION);
     assert_eq!(
         rig.partition("0x11"),
         None,

@@ -12,42 +12,6 @@ use crate::plan::{Action, Plan};
 use crate::text::count;
 use crate::text::escape;
 
-/// How many PKeys a list in a log line or message names before "… and N more".
-const LISTED: usize = 10;
-
-/// A list of PKeys for a log line or a message, kept short: runs of consecutive PKeys as one
-/// range (`0x1000-0x17cf`), at most ten items, then how many more and where to see them all.
-pub(crate) fn pkey_list(pkeys: &BTreeSet<PKey>) -> String {
-    let mut runs: Vec<(PKey, PKey)> = Vec::new();
-    for pkey in pkeys {
-        match runs.last_mut() {
-            Some((_, last)) if last.value().checked_add(1) == Some(pkey.value()) => {
-                *last = *pkey;
-            }
-            _ => runs.push((*pkey, *pkey)),
-        }
-    }
-    let mut items: Vec<String> = runs
-        .iter()
-        .take(LISTED)
-        .map(|(first, last)| {
-            if first == last {
-                first.to_string()
-            } else {
-                format!("{first}-{last}")
-            }
-        })
-        .collect();
-    if runs.len() > LISTED {
-        let more: usize = runs[LISTED..]
-            .iter()
-            .map(|(first, last)| usize::from(last.value() - first.value()) + 1)
-            .sum();
-        items.push(format!("… and {more} more (ufm-pkeyd state --json)"));
-    }
-    items.join(", ")
-}
-
 /// Whether a plan would change UFM (refused deletions count: they wait for an operator).
 pub(crate) fn plan_pending(plan: &Plan) -> bool {
     !plan.actions.is_empty() || !plan.refused_deletes.is_empty()

@@ -77,7 +77,7 @@ fn leave(settings: &Settings, request: &Request, out: &Output) -> Result<i32> {
     let what = match (&request.op, &request.pkeys) {
         (RequestOp::ConfirmDeletions, None) => "every deletion refused".to_string(),
         (RequestOp::ConfirmDeletions, Some(pkeys)) => {
-            format!("the deletion of {}", super::report::pkey_list(pkeys))
+            format!("the deletion of {}", crate::text::pkey_list(pkeys))
         }
         (RequestOp::Adopt, _) => "adopting the ownership record".to_string(),
         (RequestOp::Reset, _) => "resetting the ownership record".to_string(),
@@ -120,7 +120,7 @@ fn view_text(view: &RecordView) -> String {
         "owned:    {} partitions{}{}\n",
         record.owned.len(),
         if record.owned.is_empty() { "" } else { ": " },
-        super::report::pkey_list(&record.owned)
+        crate::text::pkey_list(&record.owned)
     );
     match &record.binding {
         Some(b) => text.push_str(&format!("bound to: {}\n", b.describe())),

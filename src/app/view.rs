@@ -6,11 +6,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::report::pkey_list;
 use crate::engine::PassReport;
 use crate::model::{Guid, PKey};
 use crate::plan::Invalid;
 use crate::text::count;
+use crate::text::pkey_list;
 
 /// What the whole fabric looks like, as far as the passes so far saw it.
 #[derive(Debug, Default)]

@@ -607,17 +607,34 @@ impl<E: EtcdReads, U: UfmOps> Engine<E, U> {
         keys: &BTreeMap<PKey, String>,
         report: &mut PassReport,
     ) -> Result<BTreeMap<PKey, String>, PassError> {
+        // Every partition etcd lists is owned from then on: those the pass changes, and
+        // those already as etcd wants them.
         let touched = plan
             .actions
             .iter()
-            .filter(|a| matches!(a, Action::Add { .. }))
+            .filter(|a| !matches!(a, Action::Delete { .. }))
             .map(Action::pkey)
             .chain(plan.in_sync.iter().copied());
+        // Partitions already as etcd wants them, owned from now on: said, so that a fresh
+        // state file's take-over of a running fabric is in the log.
+        let adopted: BTreeSet<PKey> = plan
+            .in_sync
+            .iter()
+            .filter(|p| !self.ownership.owned().contains(p))
+            .copied()
+            .collect();
         let unrecorded = match self.ownership.record_ahead(touched, keys) {
             Ok(unrecorded) => unrecorded,
             Err(lost) => return Err(PassError::LostLeadership(lost.to_string())),
         };
         let Some(why) = unrecorded.why else {
+            if !adopted.is_empty() && self.ownership.records() {
+                log::info!(
+                    "adopting {} already as etcd wants them (owned from now on): {}",
+                    crate::text::count(adopted.len(), "partition"),
+                    crate::text::pkey_list(&adopted)
+                );
+            }
             return Ok(BTreeMap::new());
         };
         log::error!(
@@ -888,7 +905,8 @@ impl<E: EtcdReads, U: UfmOps> Engine<E, U> {
 
     /// Saves the record if it changed or an earlier save failed.
     fn save(&mut self, report: &mut PassReport) {
-        if report.lost_leadership.is_some() {
+        // Lost, or already failed in this pass (recording ahead): it is tried next pass.
+        if report.lost_leadership.is_some() || report.state_error.is_some() {
             return;
         }
         match self.ownership.save() {
