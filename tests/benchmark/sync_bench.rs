@@ -1,5 +1,5 @@
 //! `make bench` (`cargo bench --bench sync`): ufm-pkeyd against a real etcd and the UFM
-//! simulator, at pcocc's scale (issues #5 and #10). It prints a table and writes
+//! simulator, at pcocc's scale (issues #5, #10 and #15). It prints a table and writes
 //! `target/bench/results.json`.
 //!
 //! 1. Initial sync of 2,000 partitions x 64 GUIDs (16 host + 48 VF, pcocc's Python-literal
@@ -16,6 +16,10 @@
 //!    its default settings: idle UFM bytes and requests per minute, single-change latency, a
 //!    burst of 50 new partitions, recovery after 75 s UFM outages (connections refused, then
 //!    503s) and 20 consecutive 503s on writes.
+//! 6. Issue #15, on the same slow fabric and daemon: what a single change costs UFM now that
+//!    every written partition is read back (also counted in rows 3); an unrelated new job
+//!    behind 50 queued writes of 1.5 s each; 1,500 keys deleted by one v3 range delete (the
+//!    guard's refusal, and a new job written 1 s later).
 //!
 //! The benchmark's own reads of UFM go through `/ufmRestV3` with an access token, so the
 //! simulator's request log tells them (`who` = `token:...`) from the daemon's (`admin`).
@@ -71,6 +75,11 @@ const TARGET_RSS_MB: f64 = 20.0;
 /// "No request per GUID": a shrinking partition's removes carry at least this many GUIDs per
 /// request on average. A target, not ufm-pkeyd's batch size (which is larger).
 const TARGET_GUIDS_PER_REMOVE: usize = 100;
+/// The reads of a targeted pass besides its writes (issue #15): the partition, `last_updated`
+/// before the first write, the partition read back, `last_updated` after it.
+const TARGETED_PASS_READS: u64 = 4;
+/// Issue #15: the read-back costs at most one single-PKey GET per written partition per pass.
+const TARGET_READ_BACKS_PER_WRITTEN_PARTITION: u64 = 1;
 
 /// The slow UFM of issue #10: the listing with GUIDs delayed by this much, every write by
 /// that much.
@@ -92,6 +101,20 @@ const SLOW_FIRST_PKEY: u16 = 0x6000;
 /// The access token the benchmark reads UFM with (`/ufmRestV3`), not the daemon.
 const BENCH_TOKEN: &str = "bench-token";
 
+/// Issue #15: single-GUID changes queued ahead of an unrelated new job, and how long each
+/// write takes then (a fault rule adds to the slow fabric's 200 ms).
+const QUEUED_WRITES: usize = 50;
+const QUEUED_WRITE_MS: u64 = 1_500;
+/// Issue #15: keys deleted by one request (a v3 range delete), the first of the data set, and
+/// how long after it a new job is written.
+const BULK_DELETED: usize = 1_500;
+const BULK_JOB_AFTER: Duration = Duration::from_secs(1);
+
+/// Targets of issue #15 (the read-back's is above, with the request counts).
+/// "The write in flight plus its own two writes": the floor is 3 writes, 4.5 s.
+const TARGET_HEAD_OF_LINE_SECONDS: f64 = 6.0;
+const TARGET_BULK_SECONDS: f64 = 10.0;
+
 /// Targets of issue #10.
 const TARGET_IDLE_UFM_BYTES_PER_MINUTE: f64 = 1_000_000.0;
 const TARGET_SLOW_P99_MS: f64 = 1_000.0;
@@ -105,7 +128,7 @@ fn main() {
     let started = Instant::now();
     let binary = env!("CARGO_BIN_EXE_ufm-pkeyd");
     let sim_binary = env!("CARGO_BIN_EXE_ufm-sim");
-    println!("ufm-pkeyd benchmark (issues #5 and #10)");
+    println!("ufm-pkeyd benchmark (issues #5, #10 and #15)");
     println!("daemon binary:    {binary}");
     println!("simulator binary: {sim_binary}");
     if !binary.contains("/release/") {
@@ -664,6 +687,8 @@ impl Bench {
             "the {api} daemon found UFM out of step with the {api} keyspace at start"
         );
         let auth = token_auth();
+        self.clear_log(sim);
+        let mut written: Vec<(u16, u64)> = Vec::with_capacity(LATENCY_CHANGES);
         let mut latencies = Vec::with_capacity(LATENCY_CHANGES);
         let mut passes_ms = Vec::with_capacity(LATENCY_CHANGES);
         let mut timeouts = 0;
@@ -679,6 +704,7 @@ impl Bench {
             let key = format!("{prefix}{}", pkey_name(*pkey));
             let url = bench_pkey_url(sim, *pkey);
             let needle = format!("{new_guid:016x}");
+            written.push((*pkey, wall_ms()));
             let t0 = Instant::now();
             match api {
                 "v2" => self.put_v2(etcd, &key, &value),
@@ -711,6 +737,7 @@ impl Bench {
         }
         let full_passes = last.passes_full - m.passes_full;
         let targeted_passes = last.passes_targeted - m.passes_targeted;
+        let cost = read_back_cost(&self.daemon_requests(sim), &written);
         let hwm = proc_status_kb(daemon.pid(), "VmHWM");
         let _ = daemon.stop();
         latencies.sort_by(f64::total_cmp);
@@ -725,6 +752,7 @@ impl Bench {
             "pass_duration_median_ms": round(percentile(&passes_ms, 50.0), 1),
             "pass_duration_max_ms": round(passes_ms.last().copied().unwrap_or(f64::NAN), 1),
             "full_passes": full_passes, "targeted_passes": targeted_passes,
+            "ufm_per_change": cost,
             "peak_rss_kb": hwm,
             "target_p99_ms": TARGET_P99_MS,
             "pass": p99 < TARGET_P99_MS && timeouts == 0,
@@ -763,6 +791,7 @@ impl Bench {
             "no full pass",
             Some(f("full_passes") == 0.0),
         );
+        self.read_back_row(&r["ufm_per_change"]);
         self.row(
             "daemon peak RSS after the 200 passes",
             mb(r["peak_rss_kb"].as_u64().unwrap_or(0)),
@@ -855,22 +884,30 @@ impl Bench {
             let deletes = by("DELETE /resources/pkeys/{pkey}");
             let lists = by("GET /resources/pkeys");
             let reads = by("GET /resources/pkeys/{pkey}") + by("GET /resources/pkeys/last_updated");
+            let kinds = Kinds::of(&requests.iter().collect::<Vec<_>>(), GROW_PKEY);
             let daemon_requests = requests.len() as u64;
             let removed = previous.saturating_sub(size);
             let added = size.saturating_sub(previous);
-            // A targeted pass: no list; the partition read and `last_updated` after the writes,
-            // at most two adds (host and VF groups), removes of many GUIDs each, one partition
-            // delete at 0.
-            let allowed =
-                2 + 2 + removed.div_ceil(TARGET_GUIDS_PER_REMOVE) as u64 + u64::from(size == 0);
-            let step_ok = daemon_requests <= allowed && lists == 0;
+            // A targeted pass: no list; the partition read, `last_updated` before the first
+            // write, at most two adds (host and VF groups), the check before the removes and
+            // removes of many GUIDs each, one partition delete at 0, then the partition read
+            // back once and `last_updated` after it (issue #15).
+            let allowed = TARGETED_PASS_READS
+                + 2
+                + u64::from(removed > 0)
+                + removed.div_ceil(TARGET_GUIDS_PER_REMOVE) as u64
+                + u64::from(size == 0);
+            let step_ok = daemon_requests <= allowed
+                && lists == 0
+                && kinds.read_backs <= TARGET_READ_BACKS_PER_WRITTEN_PARTITION;
             ok &= step_ok;
             steps.push(json!({
                 "from": previous, "to": size, "added": added, "removed": removed,
                 "seconds": round(visible.as_secs_f64(), 3),
                 "pass_ms": round(m.pass_duration * 1000.0, 1),
                 "ufm_requests": daemon_requests, "adds": adds, "remove_batches": removes,
-                "partition_deletes": deletes, "lists": lists, "reads": reads, "allowed": allowed,
+                "partition_deletes": deletes, "lists": lists, "reads": reads,
+                "read_backs": kinds.read_backs, "checks": kinds.checks, "allowed": allowed,
                 "ok": step_ok,
             }));
             previous = size;
@@ -913,7 +950,7 @@ impl Bench {
         );
         self.row(
             "grow step: UFM requests",
-            format!("{g_rmin}-{g_rmax} (GET + adds + last_updated)"),
+            format!("{g_rmin}-{g_rmax} (read + 2 stamps + adds + read back)"),
             "no request per GUID",
             Some(grow.iter().all(|s| s["ok"] == json!(true))),
         );
@@ -930,7 +967,7 @@ impl Bench {
         self.row(
             "shrink step: UFM requests",
             format!(
-                "{s_rmin}-{s_rmax} (GET + {}-{} DELETEs + last_updated)",
+                "{s_rmin}-{s_rmax} (read + 2 stamps + check + {}-{} DELETEs + read back)",
                 batches.iter().min().unwrap_or(&0),
                 batches.iter().max().unwrap_or(&0)
             ),
@@ -940,7 +977,7 @@ impl Bench {
         self.row(
             "last step, key deleted: time, requests",
             format!(
-                "{:.0} ms, {} (GET + {} partition DELETE + last_updated)",
+                "{:.0} ms, {} (read + 2 stamps + {} partition DELETE + read back)",
                 last["seconds"].as_f64().unwrap_or(f64::NAN) * 1000.0,
                 last["ufm_requests"],
                 last["partition_deletes"]
@@ -973,14 +1010,7 @@ impl Bench {
         entries: &mut Vec<(u16, Entry)>,
     ) {
         let metrics = dir.join("metrics.prom");
-        self.add_faults(
-            sim,
-            json!([
-                {"method": "GET", "route": "/resources/pkeys", "query": {"guids_data": "true"},
-                 "delay_ms": SLOW_LIST_MS},
-                {"method": "WRITE", "delay_ms": SLOW_WRITE_MS},
-            ]),
-        );
+        self.add_faults(sim, slow_rules());
         self.post(&format!("{}/_sim/stats/reset", sim.url()));
         self.clear_log(sim);
         let (mut daemon, start) = self.start_daemon(etcd, sim, "v3", PKEYS_PREFIX, dir, &[]);
@@ -1006,11 +1036,14 @@ impl Bench {
         let refuse = self.slow_outage(etcd, sim, &mut daemon, &metrics, entries, "refuse");
         let unavailable = self.slow_outage(etcd, sim, &mut daemon, &metrics, entries, "503");
         let flaky = self.slow_503s(etcd, sim, &mut daemon, &metrics, entries);
+        let queued = self.slow_head_of_line(etcd, sim, &mut daemon, &metrics, entries);
+        let bulk = self.slow_bulk_delete(etcd, sim, &mut daemon, &metrics, entries);
         let log = daemon.stderr();
         let _ = daemon.stop();
         self.clear_faults(sim);
         self.verify_state(sim, entries);
         self.report_slow(&idle, &latency, &burst, &refuse, &unavailable, &flaky);
+        self.report_slow_issue15(&latency, &queued, &bulk);
         let backs: Vec<&str> = log
             .lines()
             .filter(|l| l.contains("reachable again"))
@@ -1023,6 +1056,7 @@ impl Bench {
                 "daemon_flags": "defaults (--poll-interval 30, --resync-interval 600)",
                 "idle": idle, "latency": latency, "burst": burst,
                 "outage_refuse": refuse, "outage_503": unavailable, "consecutive_503": flaky,
+                "head_of_line": queued, "bulk_delete": bulk,
                 "daemon_log_reachable_again": backs,
             }),
         );
@@ -1179,6 +1213,7 @@ impl Bench {
             "daemon_histogram_mean_ms": round(histogram_mean, 1),
             "ufm_requests": log.len(), "ufm_writes": writes, "ufm_lists": lists,
             "ufm_requests_per_change": round(log.len() as f64 / SLOW_CHANGES as f64, 2),
+            "ufm_per_change": read_back_cost(&log, &written),
             "full_passes": full, "targeted_passes": m.passes_targeted - m0.passes_targeted,
             "target_p99_ms": TARGET_SLOW_P99_MS,
             "pass": p99 < TARGET_SLOW_P99_MS && timeouts == 0,
@@ -1411,6 +1446,206 @@ impl Bench {
         })
     }
 
+    /// Issue #15, head of line: `QUEUED_WRITES` single-GUID changes to partitions of the data
+    /// set, written by one etcd request (so the daemon has them all at once), each one UFM
+    /// write of `QUEUED_WRITE_MS`; as soon as the first of those writes reaches UFM, an
+    /// unrelated new job (1 host + 1 VF GUID: two writes). Measures the time from the job's key
+    /// to its partition complete in UFM. The slow fabric's rules are then put back and the
+    /// queue drains at 200 ms a write.
+    fn slow_head_of_line(
+        &self,
+        etcd: &Etcd,
+        sim: &UfmSim,
+        daemon: &mut Daemon,
+        metrics: &Path,
+        entries: &mut Vec<(u16, Entry)>,
+    ) -> Value {
+        let m0 = read_metrics(metrics).expect("the metrics file");
+        self.clear_log(sim);
+        eprintln!(
+            "bench: slow UFM: a new job behind {QUEUED_WRITES} queued writes of {:.1} s",
+            QUEUED_WRITE_MS as f64 / 1000.0
+        );
+        self.add_faults(
+            sim,
+            json!([{"method": "WRITE", "delay_ms": QUEUED_WRITE_MS - SLOW_WRITE_MS}]),
+        );
+        // 59 is prime to 2,000: QUEUED_WRITES different partitions of the data set.
+        let mut queued: Vec<(u16, Entry)> = (0..QUEUED_WRITES)
+            .map(|i| {
+                let (pkey, entry) = &mut entries[(i * 59 + 23) % PARTITIONS];
+                entry.host.push(0x0002_c906_0000_0000 | i as u64);
+                (*pkey, entry.clone())
+            })
+            .collect();
+        queued.sort_by_key(|(pkey, _)| *pkey);
+        let job = new_partitions(entries, 1);
+        let t_queue = Instant::now();
+        put_all_v3(&self.http, &etcd.endpoint(), PKEYS_PREFIX, &queued);
+        // The job comes once the first queued write is in flight: it waits for that one.
+        loop {
+            if self.daemon_requests(sim).iter().any(is_write) {
+                break;
+            }
+            if t_queue.elapsed() > Duration::from_secs(60) {
+                panic!(
+                    "no queued write reached UFM in 60 s\n{}",
+                    tail(&daemon.stderr(), 30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let job_wall = wall_ms();
+        let t0 = Instant::now();
+        self.put_v3(etcd, &job_key(&job), &job[0].1.pcocc_value());
+        let done = self.wait_complete(sim, daemon, &job, t0, Duration::from_secs(120));
+        let log = self.daemon_requests(sim);
+        // Back to the slow fabric (200 ms a write) for the rest of the queue.
+        self.clear_faults(sim);
+        self.add_faults(sim, slow_rules());
+        self.wait_complete(sim, daemon, &queued, t_queue, Duration::from_secs(180));
+        let m = wait_metrics(daemon, metrics, Duration::from_secs(60), |s| {
+            s.guids_added >= m0.guids_added + (QUEUED_WRITES + 2) as f64
+        });
+        let job_name = json!(pkey_name(job[0].0));
+        let at = |r: &Value| r["at_ms"].as_u64().unwrap_or(0);
+        let after_job: Vec<&Value> = log.iter().filter(|r| at(r) >= job_wall).collect();
+        // Queued writes that reached UFM after the job's key and before the job's first write.
+        let writes_ahead = after_job
+            .iter()
+            .take_while(|r| !(is_write(r) && r["pkey"] == job_name))
+            .filter(|r| is_write(r))
+            .count();
+        let timeline: Vec<String> = after_job
+            .iter()
+            .map(|r| {
+                format!(
+                    "+{} {} {}",
+                    at(r) - job_wall,
+                    route_key(r),
+                    r["pkey"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        entries.extend(job);
+        let seconds = done.as_secs_f64();
+        json!({
+            "queued_writes": QUEUED_WRITES, "write_ms": QUEUED_WRITE_MS,
+            "seconds": round(seconds, 2),
+            "floor_seconds": round(3.0 * QUEUED_WRITE_MS as f64 / 1000.0, 1),
+            "writes_ahead_of_the_job": writes_ahead,
+            "requests_after_the_job": timeline,
+            "full_passes": m.passes_full - m0.passes_full,
+            "targeted_passes": m.passes_targeted - m0.passes_targeted,
+            "target_seconds": TARGET_HEAD_OF_LINE_SECONDS,
+            "pass": seconds < TARGET_HEAD_OF_LINE_SECONDS,
+        })
+    }
+
+    /// Issue #15, bulk delete: the first `BULK_DELETED` keys of the data set deleted by one v3
+    /// range delete (as `etcdctl del --prefix` of part of the keyspace), and a new job written
+    /// `BULK_JOB_AFTER` later. Measures the time until the guard's refusal is logged (from the
+    /// delete) and until the job's partition is complete in UFM (from its key). No partition
+    /// may be deleted. The keys are then written back, and the daemon reads them in full.
+    fn slow_bulk_delete(
+        &self,
+        etcd: &Etcd,
+        sim: &UfmSim,
+        daemon: &mut Daemon,
+        metrics: &Path,
+        entries: &mut Vec<(u16, Entry)>,
+    ) -> Value {
+        let end = FIRST_PKEY + BULK_DELETED as u16;
+        let deleted: Vec<(u16, Entry)> = entries
+            .iter()
+            .filter(|(pkey, _)| (FIRST_PKEY..end).contains(pkey))
+            .cloned()
+            .collect();
+        assert_eq!(
+            deleted.len(),
+            BULK_DELETED,
+            "the data set's first partitions"
+        );
+        let job = new_partitions(entries, 1);
+        let m0 = read_metrics(metrics).expect("the metrics file");
+        self.clear_log(sim);
+        eprintln!(
+            "bench: slow UFM: {BULK_DELETED} keys deleted by one request, a new job {} s later",
+            BULK_JOB_AFTER.as_secs()
+        );
+        let refusal = format!("refusing to delete {BULK_DELETED} partitions");
+        let refusals_before = daemon.stderr().matches(&refusal).count();
+        let key = |pkey: u16| format!("{PKEYS_PREFIX}{}", pkey_name(pkey));
+        let t0 = Instant::now();
+        let reply = post_v3(
+            &self.http,
+            &etcd.endpoint(),
+            "kv/deleterange",
+            &json!({"key": B64.encode(key(FIRST_PKEY)), "range_end": B64.encode(key(end))}),
+        );
+        let removed = reply["deleted"]
+            .as_str()
+            .and_then(|n| n.parse::<usize>().ok());
+        assert_eq!(removed, Some(BULK_DELETED), "the range delete: {reply}");
+        // The job comes a moment later (a moment chosen, not a condition awaited).
+        std::thread::sleep(BULK_JOB_AFTER.saturating_sub(t0.elapsed()));
+        let t1 = Instant::now();
+        self.put_v3(etcd, &job_key(&job), &job[0].1.pcocc_value());
+        let auth = token_auth();
+        let (mut refused_after, mut job_after) = (None, None);
+        let deadline = Duration::from_secs(120);
+        while (refused_after.is_none() || job_after.is_none()) && t0.elapsed() < deadline {
+            if refused_after.is_none()
+                && daemon.stderr().matches(&refusal).count() > refusals_before
+            {
+                refused_after = Some(t0.elapsed());
+            }
+            if job_after.is_none() {
+                let complete = try_get(&self.http, &bench_pkey_url(sim, job[0].0), Some(&auth))
+                    .filter(|(status, _)| *status == 200)
+                    .and_then(|(_, body)| serde_json::from_slice::<Value>(&body).ok())
+                    .is_some_and(|p| members_of(&p) == job[0].1.expected_members());
+                if complete {
+                    job_after = Some(t1.elapsed());
+                }
+            }
+            if !daemon.is_running() {
+                panic!("ufm-pkeyd exited\n{}", tail(&daemon.stderr(), 30));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let m = read_metrics(metrics).expect("the metrics file");
+        let log = self.daemon_requests(sim);
+        let partition_deletes = log
+            .iter()
+            .filter(|r| route_key(r) == "DELETE /resources/pkeys/{pkey}")
+            .count();
+        // The keys back (as an operator restores them), and a full read of them.
+        let restored = load_v3(etcd, PKEYS_PREFIX, &deleted);
+        let full = read_metrics(metrics).map_or(0, |s| s.passes_full);
+        wait_metrics(daemon, metrics, Duration::from_secs(60), |s| {
+            s.passes_full > full
+        });
+        entries.extend(job);
+        let secs =
+            |d: Option<Duration>| d.map_or(Value::Null, |d| json!(round(d.as_secs_f64(), 2)));
+        let within = |d: Option<Duration>| d.is_some_and(|d| d.as_secs_f64() < TARGET_BULK_SECONDS);
+        json!({
+            "keys_deleted": BULK_DELETED, "job_written_after_seconds": BULK_JOB_AFTER.as_secs_f64(),
+            "refusal_logged_seconds": secs(refused_after),
+            "job_complete_seconds": secs(job_after),
+            "partitions_deleted": partition_deletes,
+            "ufm_requests": log.len(),
+            "ufm_requests_by_route": count_routes(&log.iter().collect::<Vec<_>>()),
+            "etcd_requests": m.etcd_requests - m0.etcd_requests,
+            "full_passes": m.passes_full - m0.passes_full,
+            "targeted_passes": m.passes_targeted - m0.passes_targeted,
+            "restore_seconds": round(restored.as_secs_f64(), 2),
+            "target_seconds": TARGET_BULK_SECONDS,
+            "pass": within(refused_after) && within(job_after) && partition_deletes == 0,
+        })
+    }
+
     /// Waits until etcd has started more v3 watch streams than `seen` and holds a watcher,
     /// none of them lagging; returns the streams started.
     fn wait_watch_stream(&self, etcd: &Etcd, daemon: &mut Daemon, seen: f64) -> f64 {
@@ -1629,6 +1864,86 @@ impl Bench {
         );
     }
 
+    /// Issue #15's rows: the read-back's cost, head of line, bulk delete (same slow fabric).
+    fn report_slow_issue15(&mut self, latency: &Value, queued: &Value, bulk: &Value) {
+        let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        self.section(
+            "Slow UFM, issue #15: every write read back, head of line, bulk delete (same fabric, daemon)",
+        );
+        self.read_back_row(&latency["ufm_per_change"]);
+        self.row(
+            &format!(
+                "new job behind {QUEUED_WRITES} queued writes of {:.1} s: complete",
+                QUEUED_WRITE_MS as f64 / 1000.0
+            ),
+            format!(
+                "{:.2} s (floor {:.1} s; {} queued writes went first)",
+                f(queued, "seconds"),
+                f(queued, "floor_seconds"),
+                f(queued, "writes_ahead_of_the_job")
+            ),
+            &format!("< {TARGET_HEAD_OF_LINE_SECONDS:.0} s"),
+            Some(queued["pass"] == json!(true)),
+        );
+        let shown = |v: &Value| {
+            v.as_f64()
+                .map_or("never".to_string(), |s| format!("{s:.2} s"))
+        };
+        let within = |v: &Value| v.as_f64().is_some_and(|s| s < TARGET_BULK_SECONDS);
+        self.row(
+            &format!("{BULK_DELETED} keys deleted by one request: refusal logged"),
+            format!(
+                "{} ({} partitions deleted)",
+                shown(&bulk["refusal_logged_seconds"]),
+                f(bulk, "partitions_deleted")
+            ),
+            &format!("< {TARGET_BULK_SECONDS:.0} s, none deleted"),
+            Some(within(&bulk["refusal_logged_seconds"]) && f(bulk, "partitions_deleted") == 0.0),
+        );
+        self.row(
+            &format!(
+                "  a new job written {} s later: complete after its key",
+                BULK_JOB_AFTER.as_secs()
+            ),
+            format!(
+                "{} ({} UFM requests, passes targeted / full {} / {})",
+                shown(&bulk["job_complete_seconds"]),
+                f(bulk, "ufm_requests"),
+                f(bulk, "targeted_passes"),
+                f(bulk, "full_passes")
+            ),
+            &format!("< {TARGET_BULK_SECONDS:.0} s"),
+            Some(within(&bulk["job_complete_seconds"])),
+        );
+    }
+
+    /// Issue #15's row: the daemon's UFM requests per single change, by kind, and the most
+    /// read-backs one change cost (see [`read_back_cost`]).
+    fn read_back_row(&mut self, cost: &Value) {
+        let f = |k: &str| cost[k].as_f64().unwrap_or(f64::NAN);
+        let ok = cost["pass"] == json!(true);
+        self.row(
+            "UFM requests per change: read, stamps, writes, check, read back",
+            format!(
+                "{}: {} + {} + {} + {} + {} (max {} read back{})",
+                short(f("requests")),
+                short(f("reads")),
+                short(f("stamps")),
+                short(f("writes")),
+                short(f("checks")),
+                short(f("read_backs")),
+                f("read_backs_max"),
+                if f("lists") > 0.0 {
+                    format!(", {:.2} lists", f("lists"))
+                } else {
+                    String::new()
+                }
+            ),
+            &format!("<= {TARGET_READ_BACKS_PER_WRITTEN_PARTITION} read back per write"),
+            Some(ok),
+        );
+    }
+
     // ---------------------------------------------------------------------------------------
     // Output
 
@@ -1839,6 +2154,52 @@ fn put_v3_with(http: &ureq::Agent, endpoint: &str, key: &str, value: &str) {
     assert_eq!(status, 200, "POST {url} ({key})");
 }
 
+/// The slow fabric of issue #10 (persistent fault rules): the listing with GUIDs delayed by
+/// `SLOW_LIST_MS`, every write by `SLOW_WRITE_MS`.
+fn slow_rules() -> Value {
+    json!([
+        {"method": "GET", "route": "/resources/pkeys", "query": {"guids_data": "true"},
+         "delay_ms": SLOW_LIST_MS},
+        {"method": "WRITE", "delay_ms": SLOW_WRITE_MS},
+    ])
+}
+
+/// A v3 request through etcd's JSON gateway; its answer.
+fn post_v3(http: &ureq::Agent, endpoint: &str, rpc: &str, body: &Value) -> Value {
+    let url = format!("{endpoint}/v3/{rpc}");
+    let mut response = http
+        .post(&url)
+        .header("Content-Type", "application/json")
+        .send(body.to_string().as_bytes())
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    assert_eq!(status, 200, "POST {url}: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("POST {url}: {e}: {text}"))
+}
+
+/// Writes every entry by one v3 transaction: one revision, one watch event batch.
+fn put_all_v3(http: &ureq::Agent, endpoint: &str, prefix: &str, entries: &[(u16, Entry)]) {
+    let puts: Vec<Value> = entries
+        .iter()
+        .map(|(pkey, entry)| {
+            let key = format!("{prefix}{}", pkey_name(*pkey));
+            json!({"request_put": {"key": B64.encode(key), "value": B64.encode(entry.pcocc_value())}})
+        })
+        .collect();
+    let reply = post_v3(http, endpoint, "kv/txn", &json!({"success": puts}));
+    assert_eq!(
+        reply["succeeded"],
+        json!(true),
+        "the v3 transaction: {reply}"
+    );
+}
+
+/// The etcd key of the one partition in `job`.
+fn job_key(job: &[(u16, Entry)]) -> String {
+    format!("{PKEYS_PREFIX}{}", pkey_name(job[0].0))
+}
+
 /// Writes every entry through v2 with a few keep-alive clients in parallel.
 fn load_v2(etcd: &Etcd, prefix: &str, entries: &[(u16, Entry)]) -> Duration {
     load(etcd, prefix, entries, put_v2_with)
@@ -1931,6 +2292,118 @@ fn route_key(entry: &Value) -> String {
 
 fn is_write(entry: &Value) -> bool {
     !matches!(entry["method"].as_str(), Some("GET" | "HEAD"))
+}
+
+/// One pass's UFM requests for one partition, by kind (issue #15).
+#[derive(Clone, Copy, Debug, Default)]
+struct Kinds {
+    total: u64,
+    /// Reads of the partition before its first write: the pass's own.
+    reads: u64,
+    /// Reads of the partition right before a remove (the check that the remove keeps what it
+    /// must and leaves a member; older than issue #15).
+    checks: u64,
+    /// Reads of the partition after a write, other than checks: the read-back.
+    read_backs: u64,
+    stamps: u64,
+    writes: u64,
+    lists: u64,
+}
+
+impl Kinds {
+    /// Sorts `requests` (the daemon's, oldest first) about `pkey`.
+    fn of(requests: &[&Value], pkey: u16) -> Kinds {
+        let name = json!(pkey_name(pkey));
+        let mut kinds = Kinds {
+            total: requests.len() as u64,
+            ..Kinds::default()
+        };
+        let mut written = false;
+        for (i, r) in requests.iter().enumerate() {
+            let route = route_key(r);
+            let ours = r["pkey"] == name;
+            match route.as_str() {
+                "GET /resources/pkeys/{pkey}" if ours => {
+                    let next = requests.get(i + 1);
+                    let before_remove = next.is_some_and(|n| {
+                        route_key(n) == "DELETE /resources/pkeys/{pkey}/guids" && n["pkey"] == name
+                    });
+                    match (before_remove, written) {
+                        (true, _) => kinds.checks += 1,
+                        (false, true) => kinds.read_backs += 1,
+                        (false, false) => kinds.reads += 1,
+                    }
+                }
+                "GET /resources/pkeys/{pkey}" => kinds.reads += 1,
+                "GET /resources/pkeys/last_updated" => kinds.stamps += 1,
+                "GET /resources/pkeys" => kinds.lists += 1,
+                _ if is_write(r) => {
+                    kinds.writes += 1;
+                    written |= ours;
+                }
+                _ => {}
+            }
+        }
+        kinds
+    }
+
+    fn add(&mut self, other: Kinds) {
+        self.total += other.total;
+        self.reads += other.reads;
+        self.checks += other.checks;
+        self.read_backs += other.read_backs;
+        self.stamps += other.stamps;
+        self.writes += other.writes;
+        self.lists += other.lists;
+    }
+}
+
+/// What single changes cost UFM (issue #15), from the daemon's requests while the changes
+/// were made one at a time, each applied before the next: `changes` holds each change's
+/// partition and when it was written to etcd (the log's clock, ms since the epoch), in order.
+/// A change's requests are those until the next change ([`Kinds`] sorts them). Per change on
+/// average: every request and each kind; the most read-backs of one change (one partition
+/// written per change); one change's requests in order (the first with no drift check).
+fn read_back_cost(log: &[Value], changes: &[(u16, u64)]) -> Value {
+    let at = |r: &Value| r["at_ms"].as_u64().unwrap_or(0);
+    let mut totals = Kinds::default();
+    let mut read_backs_max = 0;
+    let mut sample: Option<Vec<String>> = None;
+    for (i, (pkey, from)) in changes.iter().enumerate() {
+        let until = changes.get(i + 1).map_or(u64::MAX, |(_, t)| *t);
+        let window: Vec<&Value> = log
+            .iter()
+            .filter(|r| (*from..until).contains(&at(r)))
+            .collect();
+        let kinds = Kinds::of(&window, *pkey);
+        totals.add(kinds);
+        read_backs_max = read_backs_max.max(kinds.read_backs);
+        if sample.is_none() && kinds.stamps == 2 && kinds.lists == 0 {
+            sample = Some(
+                window
+                    .iter()
+                    .map(|r| {
+                        let pkey = r["pkey"]
+                            .as_str()
+                            .map_or(String::new(), |p| format!(" {p}"));
+                        format!("{}{pkey}", route_key(r))
+                    })
+                    .collect(),
+            );
+        }
+    }
+    let n = changes.len().max(1) as f64;
+    let per = |total: u64| round(total as f64 / n, 2);
+    json!({
+        "changes": changes.len(),
+        "requests": per(totals.total), "reads": per(totals.reads), "checks": per(totals.checks),
+        "read_backs": per(totals.read_backs), "stamps": per(totals.stamps),
+        "writes": per(totals.writes), "lists": per(totals.lists),
+        "read_backs_max": read_backs_max,
+        "one_change": sample,
+        "target_read_backs_per_written_partition": TARGET_READ_BACKS_PER_WRITTEN_PARTITION,
+        "pass": read_backs_max <= TARGET_READ_BACKS_PER_WRITTEN_PARTITION,
+    })
 }
 
 /// Request-log entries counted by route.
@@ -2130,6 +2603,15 @@ fn results_path() -> PathBuf {
 
 fn path_text(path: &Path) -> String {
     path.to_str().expect("temp paths are UTF-8").to_string()
+}
+
+/// A count as it reads best: whole numbers without decimals, others with two.
+fn short(value: f64) -> String {
+    if value.fract() == 0.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.2}")
+    }
 }
 
 fn mb(kb: u64) -> String {
