@@ -160,7 +160,25 @@ pub(crate) struct Sides<'a, E, U> {
     pub stamp: bool,
 }
 
-impl<E: EtcdReads, U: UfmOps> Sides<'_, E, U> {
+impl<'a, E: EtcdReads, U: UfmOps> Sides<'a, E, U> {
+    /// Both sides with what a read needs of `settings`; `stamp`: read UFM's `last_updated`
+    /// with its list.
+    pub(crate) fn new(
+        (etcd, ufm): (&'a E, &'a U),
+        settings: &'a super::Settings,
+        retried: &'a mut u64,
+        stamp: bool,
+    ) -> Self {
+        Sides {
+            etcd,
+            ufm,
+            prefix: &settings.prefix,
+            policy: &settings.policy,
+            retried,
+            stamp,
+        }
+    }
+
     /// Reads the whole prefix and UFM's whole list, checks that the ownership record belongs
     /// to them, and judges how the keys of owned partitions left.
     ///

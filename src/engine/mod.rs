@@ -445,14 +445,12 @@ impl<E: EtcdReads, U: UfmOps> Engine<E, U> {
 
     /// Both sides, for one read.
     fn sides(&mut self) -> Sides<'_, E, U> {
-        Sides {
-            etcd: &self.etcd,
-            ufm: &self.ufm,
-            prefix: &self.settings.prefix,
-            policy: &self.settings.policy,
-            retried: &mut self.retried,
-            stamp: self.tracks_drift,
-        }
+        Sides::new(
+            (&self.etcd, &self.ufm),
+            &self.settings,
+            &mut self.retried,
+            self.tracks_drift,
+        )
     }
 
     /// One pass over `scope`: read, plan, record what it will own, apply, read back what it
@@ -511,14 +509,13 @@ impl<E: EtcdReads, U: UfmOps> Engine<E, U> {
         now: Instant,
         request: Option<&ownership::Request>,
     ) -> Result<Evidence, PassError> {
-        let mut sides = Sides {
-            etcd: &self.etcd,
-            ufm: &self.ufm,
-            prefix: &self.settings.prefix,
-            policy: &self.settings.policy,
-            retried: &mut self.retried,
-            stamp: self.tracks_drift,
-        };
+        // The sides borrow other fields than the ownership record and the spellings.
+        let mut sides = Sides::new(
+            (&self.etcd, &self.ufm),
+            &self.settings,
+            &mut self.retried,
+            self.tracks_drift,
+        );
         let evidence = match scope {
             Scope::Full => {
                 sides.read_everything(&mut self.ownership, &mut self.spellings, request)?
