@@ -748,7 +748,8 @@ impl<E: EtcdReads, U: UfmOps> Engine<E, U> {
             .collect()
     }
 
-    /// Updates the work set with what the pass found for each partition it covered.
+    /// Updates the work set with what the pass found for each partition it covered, and the
+    /// report with what is pending and why.
     #[allow(clippy::too_many_arguments)]
     fn settle(
         &mut self,
@@ -760,90 +761,65 @@ impl<E: EtcdReads, U: UfmOps> Engine<E, U> {
         now: Instant,
         report: &mut PassReport,
     ) {
-        let planned: BTreeSet<PKey> = plan.actions.iter().map(Action::pkey).collect();
-        let failed: BTreeMap<PKey, &str> = applied
-            .failures
-            .iter()
-            .map(|(a, why)| (a.pkey(), why.as_str()))
-            .collect();
+        let window = self.ufm.request_bound() + self.settings.late_write_margin;
+        let findings = Findings {
+            evidence,
+            applied,
+            shown,
+            unrecorded,
+            planned: plan.actions.iter().map(Action::pkey).collect(),
+            hold_until: now + window,
+        };
         let mut seen = evidence.pkeys();
         if evidence.covered.is_none() {
             // A full pass saw everything: what waits and is not in it needs nothing.
             seen.extend(self.work.items().map(|(p, _)| p));
         }
-        let window = self.ufm.request_bound() + self.settings.late_write_margin;
         for pkey in seen {
-            let outcome = if let Some(why) = applied.unknown.get(&pkey) {
+            match findings.of(pkey) {
+                Found::Forget => self.work.forget(pkey),
+                Found::Keep => {}
+                Found::Outcome(outcome) => {
+                    self.note(pkey, &outcome, applied, window, now, report);
+                    self.work.settle(pkey, outcome, now);
+                }
+            }
+        }
+        log_stop(applied, report);
+    }
+
+    /// Says in the report (and for a held partition, in the log) what the pass found.
+    fn note(
+        &self,
+        pkey: PKey,
+        outcome: &Outcome,
+        applied: &apply::Applied,
+        window: Duration,
+        now: Instant,
+        report: &mut PassReport,
+    ) {
+        match outcome {
+            Outcome::Done => {
+                if let Some(item) = self.work.get(pkey) {
+                    let waited = now.saturating_duration_since(item.since);
+                    report.done.push((pkey, waited));
+                }
+            }
+            Outcome::Hold(why, _) => {
                 log::warn!(
-                    "{pkey}: a write's outcome is unknown ({why}); holding writes to {pkey} for {} s",
+                    "{pkey}: {}; holding writes to {pkey} for {} s",
+                    why.describe(),
                     window.as_secs()
                 );
-                report
-                    .unconfirmed
-                    .insert(pkey, format!("a write's outcome is unknown ({why})"));
-                Outcome::Hold(
-                    Why::Unsettled(format!(
-                        "a write's outcome is unknown ({why}); held until UFM can no longer apply it"
-                    )),
-                    now + window,
-                )
-            } else if evidence.raced.contains(&pkey) {
-                self.work.forget(pkey);
-                continue;
-            } else if let Some(why) = evidence.unread.get(&pkey) {
-                Outcome::Again(Why::Unread(why.clone()))
-            } else if let Some(why) = unrecorded.get(&pkey) {
-                Outcome::Again(Why::Unconfirmed(why.clone()))
-            } else if let Some(result) = shown.get(&pkey) {
-                match result {
-                    Ok(()) => Outcome::Done,
-                    Err(missing) => {
-                        let why = match (failed.get(&pkey), applied.not_sent.get(&pkey)) {
-                            (_, Some(not_sent)) => {
-                                report.not_sent.insert(pkey, not_sent.clone());
-                                Why::NotSent(not_sent.clone())
-                            }
-                            (Some(failure), _) => Why::Unconfirmed(failure.to_string()),
-                            (None, None) => Why::Unconfirmed(missing.clone()),
-                        };
-                        if !matches!(why, Why::NotSent(_)) {
-                            report.unconfirmed.insert(pkey, why.describe().to_string());
-                        }
-                        Outcome::Again(why)
-                    }
-                }
-            } else if let Some(why) = applied.not_sent.get(&pkey) {
+                report.unconfirmed.insert(pkey, why.describe().to_string());
+            }
+            Outcome::Again(Why::NotSent(why)) => {
                 report.not_sent.insert(pkey, why.clone());
-                Outcome::Again(Why::NotSent(why.clone()))
-            } else if planned.contains(&pkey) {
-                // Skipped: waiting for its own retry, or held. It keeps its place.
-                continue;
-            } else {
-                Outcome::Done
-            };
-            if outcome == Outcome::Done {
-                if let Some(item) = self.work.get(pkey) {
-                    report
-                        .done
-                        .push((pkey, now.saturating_duration_since(item.since)));
-                }
             }
-            self.work.settle(pkey, outcome, now);
-        }
-        if let Some(why) = applied.stopped.as_ref().or(applied.ufm_down.as_ref()) {
-            // The partition the gate stopped half-way was tried, but it is pending, not done.
-            let done = applied
-                .tried
-                .iter()
-                .filter(|p| !report.not_sent.contains_key(p))
-                .count();
-            if !report.not_sent.is_empty() {
-                log::warn!(
-                    "pass stopped after {done} of {} partitions: {why}; {} pending",
-                    done + report.not_sent.len(),
-                    crate::text::count(report.not_sent.len(), "partition")
-                );
+            Outcome::Again(why) if applied.tried.contains(&pkey) => {
+                report.unconfirmed.insert(pkey, why.describe().to_string());
             }
+            Outcome::Again(_) => {}
         }
     }
 
@@ -914,6 +890,93 @@ impl<E: EtcdReads, U: UfmOps> Engine<E, U> {
             }
         }
     }
+}
+
+/// What a pass found for one partition, for the work set.
+enum Found {
+    Outcome(Outcome),
+    /// One of its keys left etcd after the watch last said: the watch will report how.
+    Forget,
+    /// Not looked at this time (waiting for its own retry, or held): it keeps its place.
+    Keep,
+}
+
+/// What one pass read, wrote and read back: what it found for each partition.
+struct Findings<'a> {
+    evidence: &'a Evidence,
+    applied: &'a apply::Applied,
+    shown: &'a BTreeMap<PKey, Result<(), String>>,
+    unrecorded: &'a BTreeMap<PKey, String>,
+    planned: BTreeSet<PKey>,
+    /// Until when a partition whose write may still land takes no write.
+    hold_until: Instant,
+}
+
+impl Findings<'_> {
+    fn of(&self, pkey: PKey) -> Found {
+        let again = |why| Found::Outcome(Outcome::Again(why));
+        if let Some(why) = self.applied.unknown.get(&pkey) {
+            let why = Why::Unsettled(format!("a write's outcome is unknown ({why})"));
+            return Found::Outcome(Outcome::Hold(why, self.hold_until));
+        }
+        if self.evidence.raced.contains(&pkey) {
+            return Found::Forget;
+        }
+        if let Some(why) = self.evidence.unread.get(&pkey) {
+            return again(Why::Unread(why.clone()));
+        }
+        if let Some(why) = self.unrecorded.get(&pkey) {
+            return again(Why::Unconfirmed(why.clone()));
+        }
+        match self.shown.get(&pkey) {
+            Some(Ok(())) => return Found::Outcome(Outcome::Done),
+            Some(Err(missing)) => return again(self.not_shown(pkey, missing)),
+            None => {}
+        }
+        if let Some(why) = self.applied.not_sent.get(&pkey) {
+            return again(Why::NotSent(why.clone()));
+        }
+        if self.planned.contains(&pkey) {
+            return Found::Keep;
+        }
+        Found::Outcome(Outcome::Done)
+    }
+
+    /// Why a partition written is not shown done: what stopped its changes, or what failed,
+    /// or what the read-back misses.
+    fn not_shown(&self, pkey: PKey, missing: &str) -> Why {
+        if let Some(why) = self.applied.not_sent.get(&pkey) {
+            return Why::NotSent(why.clone());
+        }
+        let failure = self
+            .applied
+            .failures
+            .iter()
+            .find(|(a, _)| a.pkey() == pkey)
+            .map(|(_, why)| why.as_str());
+        Why::Unconfirmed(failure.unwrap_or(missing).to_string())
+    }
+}
+
+/// A pass that stopped early says how far it got and what is pending.
+fn log_stop(applied: &apply::Applied, report: &PassReport) {
+    let Some(why) = applied.stopped.as_ref().or(applied.ufm_down.as_ref()) else {
+        return;
+    };
+    if report.not_sent.is_empty() {
+        return;
+    }
+    // The partition the gate stopped half-way was tried, but it is pending, not done.
+    let done = applied
+        .tried
+        .iter()
+        .filter(|p| !report.not_sent.contains_key(p))
+        .count();
+    log::warn!(
+        "pass stopped after {done} of {} partitions: {why}; {} pending",
+        done + report.not_sent.len(),
+        crate::text::count(report.not_sent.len(), "partition")
+    );
 }
 
 #[cfg(test)]
