@@ -172,8 +172,9 @@ const TICK: Duration = Duration::from_millis(100);
 const DRY_RUN_GAP: Duration = Duration::from_secs(1);
 
 /// Another writer syncing the same partitions (a second ufm-pkeyd without leader election, on
-/// its own state file): UFM's `last_updated` moves although this instance wrote nothing, and
-/// the full pass that follows finds UFM already as etcd wants it. Said once an hour when seen
+/// its own state file): UFM's `last_updated` moves just before this instance's writes (both
+/// act on the same change at once), or moves while this instance wrote nothing and the full
+/// pass that follows finds UFM already as etcd wants it. Said once an hour when seen
 /// [`OTHER_WRITER_SEEN`] times within an hour; it costs no request.
 #[derive(Debug, Default)]
 struct OtherWriter {
@@ -188,10 +189,21 @@ const OTHER_WRITER_SEEN: usize = 3;
 const HOUR: Duration = Duration::from_secs(3600);
 
 impl OtherWriter {
+    /// After a full pass: one that followed a move and found nothing to do counts.
     fn full_pass(&mut self, report: &PassReport, now: Instant) {
-        if !std::mem::take(&mut self.moved) || !report.plan.actions.is_empty() {
-            return;
+        if std::mem::take(&mut self.moved) && report.plan.actions.is_empty() {
+            self.seen(now);
         }
+    }
+
+    /// After any pass: a move just before its writes counts.
+    fn pass(&mut self, report: &PassReport, now: Instant) {
+        if report.moved_before_writes {
+            self.seen(now);
+        }
+    }
+
+    fn seen(&mut self, now: Instant) {
         self.mirrored.retain(|t| now.duration_since(*t) < HOUR);
         self.mirrored.push(now);
         let due = self.warned.is_none_or(|t| now.duration_since(t) >= HOUR);
@@ -371,6 +383,7 @@ impl Monitor<'_> {
         for (_, waited) in &report.done {
             self.metrics.change_latency.observe(waited.as_secs_f64());
         }
+        self.other_writer.pass(&report, Instant::now());
         self.view.log(&report);
         report::log_pass(&report);
         self.write_metrics();

@@ -83,7 +83,7 @@ fn leave(settings: &Settings, request: &Request, out: &Output) -> Result<i32> {
         (RequestOp::Reset, _) => "resetting the ownership record".to_string(),
     };
     let line = format!(
-        "{what}: left in {left} for the daemon (or the next `ufm-pkeyd sync`), which carries it out at its next full pass (within a poll interval) and logs it; it is used once, and expires unused in an hour"
+        "{what}: left in {left} for the daemon (or the next `ufm-pkeyd sync`), which carries it out at its next full pass (the daemon looks every poll interval; full passes are at least 5 s apart) and logs it; it is used once, and expires unused in an hour"
     );
     out.done(
         &line,

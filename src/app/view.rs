@@ -26,6 +26,7 @@ pub(crate) struct View {
     logged_invalid: Vec<Invalid>,
     logged_unreadable: BTreeMap<PKey, String>,
     logged_refusal: Option<String>,
+    logged_hold: Option<String>,
 }
 
 impl View {
@@ -98,6 +99,22 @@ impl View {
         }
         self.logged_rejected = self.rejected.clone();
         self.log_refusal(report);
+        self.log_hold(report);
+    }
+
+    /// A held ownership record is said when it is first seen, also with nothing to delete
+    /// (a refusal says it again at every pass), and when it is no longer held.
+    fn log_hold(&mut self, report: &PassReport) {
+        let locked = &report.plan.locked;
+        if *locked == self.logged_hold || report.covered.is_some() && locked.is_none() {
+            return;
+        }
+        match locked {
+            Some(why) if report.plan.refusal.is_none() => log::error!("{why}"),
+            Some(_) => {}
+            None => log::info!("the ownership record is no longer held"),
+        }
+        self.logged_hold = locked.clone();
     }
 
     fn log_unmanaged(&mut self) {
@@ -125,7 +142,7 @@ impl View {
             let way_out = if plan.locked.is_some() {
                 ""
             } else {
-                "; confirm with --allow-mass-delete (or allow-mass-delete: true) if this is intended"
+                "; if this is intended, confirm with `ufm-pkeyd state --confirm-deletions all` (or the PKeys), also while the daemon runs"
             };
             log::error!(
                 "refusing to delete {}: {reason}{way_out}: {}",

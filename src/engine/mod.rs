@@ -148,6 +148,8 @@ pub(crate) struct PassReport {
     pub covered: Option<BTreeSet<PKey>>,
     /// The etcd revision (v3) or index (v2) of a full read: the watch starts after it.
     pub revision: i64,
+    /// UFM's `last_updated` moved just before the pass's writes: someone else changed UFM.
+    pub moved_before_writes: bool,
     /// Actions that failed, with the reason; their partitions are tried again on their own.
     pub failures: Vec<(Action, String)>,
     /// Actions not tried: after a failure on their partition, after the gate closed, when
@@ -463,6 +465,7 @@ impl<E: EtcdReads, U: UfmOps> Engine<E, U> {
         scope: Scope,
     ) -> Result<PassReport, PassError> {
         self.ownership.start_term()?;
+        self.ownership.check_disk();
         let now = Instant::now();
         // An operator's request is carried out by a pass that reads everything.
         let request = match scope {
@@ -470,6 +473,13 @@ impl<E: EtcdReads, U: UfmOps> Engine<E, U> {
             Scope::Due => None,
         };
         let evidence = self.read(scope, now, request.as_ref())?;
+        if request
+            .as_ref()
+            .is_some_and(|r| r.op != ownership::RequestOp::ConfirmDeletions)
+        {
+            // Adopted or reset: what waited on the record goes now, not after its pause.
+            self.work.retry_now(now);
+        }
         let plan = self.plan_from(&evidence);
         let report = self.carry_out(evidence, plan, gate, now)?;
         if let Some(request) = request {
@@ -499,7 +509,7 @@ impl<E: EtcdReads, U: UfmOps> Engine<E, U> {
     }
 
     /// Whether an operator's request waits for a full pass.
-    pub(crate) fn request_waiting(&self) -> bool {
+    pub(crate) fn request_waiting(&mut self) -> bool {
         self.ownership.request_waiting()
     }
 
@@ -692,6 +702,7 @@ impl<E: EtcdReads, U: UfmOps> Engine<E, U> {
         let read = self.sides().read_stamp().ok();
         if let Some(why) = self.stamp.before_writes(&read) {
             report.want_full = Some(why);
+            report.moved_before_writes = true;
         }
         read
     }

@@ -182,6 +182,17 @@ impl Work {
         item.why = why;
     }
 
+    /// Every partition waiting after failures is tried at once (the operator just changed
+    /// what held them); one held for a write of unknown outcome stays held.
+    pub(crate) fn retry_now(&mut self, now: Instant) {
+        for item in self.items.values_mut() {
+            if !matches!(item.why, Why::Unsettled(_)) {
+                item.due = item.due.min(now);
+                item.pause = None;
+            }
+        }
+    }
+
     /// Makes every partition due now (tests: as if their time had come).
     #[cfg(test)]
     pub(crate) fn make_all_due(&mut self) {

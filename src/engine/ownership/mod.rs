@@ -50,6 +50,8 @@ pub(crate) struct Ownership {
     missing: Option<String>,
     /// Where operators leave requests for this record; `None` in a dry run.
     mailbox: Option<Mailbox>,
+    /// What was last said of a request that cannot be used, so that it is said once.
+    unusable: Option<String>,
 }
 
 impl Ownership {
@@ -65,6 +67,7 @@ impl Ownership {
             stale,
             missing,
             mailbox: mailbox.clone(),
+            unusable: None,
         };
         match &place.state_key {
             Some(key) => {
@@ -105,6 +108,7 @@ impl Ownership {
             stale: false,
             missing: None,
             mailbox: None,
+            unusable: None,
         }
     }
 
@@ -207,6 +211,20 @@ impl Ownership {
         Ok(())
     }
 
+    /// Before a pass acts: a state file changed on disk by another writer holds the record
+    /// (nothing created or deleted until an operator decides), said once.
+    pub(crate) fn check_disk(&mut self) {
+        let Some(changed) = self.store.as_ref().and_then(Store::changed_on_disk) else {
+            return;
+        };
+        if self.record.held.is_none() {
+            log::error!(
+                "{changed}; nothing is created or deleted until an operator decides: `ufm-pkeyd state --adopt` takes the file on disk as it is, `--reset` starts afresh"
+            );
+            self.record.held = Some(REPLACED.to_string());
+        }
+    }
+
     /// Why nothing may be deleted: the record belongs to another etcd or UFM, or etcd went
     /// back in time, now (`now`, from a complete read) or since it was first noticed (the
     /// record keeps the doubt until an operator adopts or resets it). A record with no binding
@@ -232,9 +250,14 @@ impl Ownership {
     /// new read of etcd: for passes that read only some keys.
     pub(crate) fn refusal(&self) -> Option<String> {
         let why = self.record.held.as_ref()?;
+        let adopt = if why == REPLACED {
+            "if the file on disk is the right one, take it with `ufm-pkeyd state --adopt`"
+        } else {
+            "if this etcd and UFM replace the old ones, adopt the record with `ufm-pkeyd state --adopt`"
+        };
         Some(format!(
-            "the ownership record does not belong to this etcd and UFM ({why}): nothing is deleted; if this etcd and UFM replace the old ones, adopt the record with `ufm-pkeyd state --adopt`, or start afresh with `ufm-pkeyd state --reset` (its {} partitions then count as unmanaged)",
-            self.record.owned.len()
+            "the ownership record is held ({why}): nothing is deleted; {adopt}, or start afresh with `ufm-pkeyd state --reset` (its {} then count as unmanaged)",
+            crate::text::count(self.record.owned.len(), "partition")
         ))
     }
 
@@ -323,15 +346,7 @@ impl Ownership {
                 Err(SaveError::Failed(e))
             }
             Err(SaveError::Changed(e)) => {
-                if self.record.held.is_none() {
-                    log::error!(
-                        "{e}; nothing is created or deleted until an operator decides: `ufm-pkeyd state --adopt` takes the file on disk as it is, `--reset` starts afresh"
-                    );
-                    self.record.held = Some(
-                        "the state file was changed on disk by another writer while this process held it"
-                            .to_string(),
-                    );
-                }
+                self.check_disk();
                 self.dirty = true;
                 Err(SaveError::Changed(e))
             }
@@ -341,12 +356,19 @@ impl Ownership {
 
     /// The operator's request waiting for this record, if one does and may be used: an
     /// expired one is removed, and said so.
-    pub(crate) fn request(&self) -> Option<Request> {
+    pub(crate) fn request(&mut self) -> Option<Request> {
         let mailbox = self.mailbox.as_ref()?;
         let request = match mailbox.read() {
-            Ok(request) => request?,
+            Ok(request) => {
+                self.unusable = None;
+                request?
+            }
             Err(e) => {
-                log::warn!("{e}");
+                // Said once; it costs no full pass (see `request_waiting`).
+                if self.unusable.as_ref() != Some(&e) {
+                    log::warn!("{e}");
+                    self.unusable = Some(e);
+                }
                 return None;
             }
         };
@@ -362,9 +384,14 @@ impl Ownership {
         Some(request)
     }
 
-    /// Whether an operator's request waits (a cheap look, for the daemon's loop).
-    pub(crate) fn request_waiting(&self) -> bool {
-        self.mailbox.as_ref().is_some_and(Mailbox::waiting)
+    /// Whether an operator's request that may be used waits (a small read, for the daemon's
+    /// loop): one that cannot be used is said once and asks for nothing.
+    pub(crate) fn request_waiting(&mut self) -> bool {
+        if !self.mailbox.as_ref().is_some_and(Mailbox::waiting) {
+            self.unusable = None;
+            return false;
+        }
+        self.request().is_some()
     }
 
     /// A request was carried out: it is removed (used once).
@@ -435,6 +462,10 @@ impl Ownership {
         })
     }
 }
+
+/// Why a record is held when its state file was replaced under the process.
+const REPLACED: &str =
+    "the state file was changed on disk by another writer while this process held it";
 
 /// Where operators leave requests for a record: a file beside the state file, or an etcd key
 /// beside the shared record.

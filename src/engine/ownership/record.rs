@@ -255,6 +255,16 @@ impl Store {
         }
     }
 
+    /// Whether the state file was changed on disk since this process read or wrote it
+    /// (another writer, a restore), and how it is said; `None` for a shared record or an
+    /// unchanged file.
+    pub(crate) fn changed_on_disk(&self) -> Option<String> {
+        match self {
+            Store::File { path, seen, .. } => changed_file(path, *seen),
+            _ => None,
+        }
+    }
+
     /// Whether the record is shared in etcd between the instances of a leader election.
     pub(crate) fn is_shared(&self) -> bool {
         matches!(self, Store::Etcd { .. })
@@ -355,14 +365,8 @@ impl Store {
             #[cfg(test)]
             Store::Memory => Ok(()),
             Store::File { path, seen, .. } => {
-                // Another file where this process's was (not a file gone, which is written
-                // again from memory, nor something in the way, which fails to be written).
-                let now = fingerprint(path);
-                if now.is_some_and(|n| n.file && Some(n) != *seen) {
-                    return Err(SaveError::Changed(format!(
-                        "state file {} was changed on disk since this process read or wrote it (another writer, or a restore): not overwriting it",
-                        path.display()
-                    )));
+                if let Some(changed) = changed_file(path, *seen) {
+                    return Err(SaveError::Changed(changed));
                 }
                 crate::atomic_file::replace(path, &text)
                     .map_err(|e| SaveError::Failed(format!("state file not saved: {e}")))?;
@@ -413,6 +417,19 @@ pub(crate) struct Fingerprint {
     len: u64,
     mtime: i64,
     mtime_nsec: i64,
+}
+
+/// Whether the file at `path` is another than the one `seen` (another writer, a restore), and
+/// how it is said. A file gone is not (it is written again from memory), nor something else in
+/// the way (it fails to be written).
+fn changed_file(path: &Path, seen: Option<Fingerprint>) -> Option<String> {
+    let now = fingerprint(path)?;
+    (now.file && Some(now) != seen).then(|| {
+        format!(
+            "state file {} was changed on disk since this process read or wrote it (another writer, or a restore): not overwriting it",
+            path.display()
+        )
+    })
 }
 
 /// How `path` looks now; `None` when it does not exist.
