@@ -261,6 +261,22 @@ impl Monitor<'_> {
     /// Does the next thing on the agenda.
     fn lead(&mut self) -> Result<()> {
         let now = Instant::now();
+        // A new leader reads nothing before an old leader's last request is over: a plan
+        // made from a read taken meanwhile could undo what that request does.
+        let bound = self.engine.ufm().request_bound();
+        if let Some(until) = self
+            .election
+            .as_ref()
+            .and_then(|e| e.first_write_at(bound))
+            .filter(|t| now < *t)
+        {
+            log::debug!(
+                "new leader: first read and write in {:.1} s, once the old leader's last request is over",
+                until.saturating_duration_since(now).as_secs_f64()
+            );
+            self.sleep(until.saturating_duration_since(now));
+            return Ok(());
+        }
         let (due, next_due) = self.engine.due(now);
         match self.schedule.next(now, due, next_due) {
             Next::ProbeEtcd => self.probe_etcd(),
@@ -754,10 +770,17 @@ impl Monitor<'_> {
     }
 
     /// Sleeps in short slices, waking for signals and keeping the watchdog fed.
+    ///
+    /// A leader's claim is refreshed meanwhile (a sleep may outlast two thirds of the TTL:
+    /// the gap before a full pass is 5 s), and a leader that lost it stops sleeping.
     fn sleep(&mut self, duration: Duration) {
         let end = Instant::now() + duration;
+        let leading = self.was_leader;
         while !stopping() && !RELOAD.load(Ordering::SeqCst) {
             self.watchdog.tick();
+            if leading && self.election.as_mut().is_some_and(|e| !e.tick()) {
+                break;
+            }
             let left = end.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
