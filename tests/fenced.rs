@@ -294,7 +294,8 @@ fn fail_over_then_end_a_job(
     let api = Api::V3;
     let endpoint = etcd.endpoint();
     let instance = |i: usize, ufm_host: &str| {
-        let flags = ["--poll-interval", "60"];
+        // The default TTL, given so that a take-over is as quick with the code before issue 16.
+        let flags = ["--election-ttl", "4", "--poll-interval", "60"];
         Instance {
             dir,
             name: ["a", "b"][i],
@@ -450,7 +451,7 @@ fn a_clean_stop_hands_over_at_once_and_a_crash_after_the_old_leaders_last_reques
     a.signal("KILL");
     let crashed = Instant::now();
     put_hosts(&etcd, api, "0x3302", &[host(2)]);
-    let elected = wait_term(&b, 1, secs(15));
+    let elected = wait_term(&b, 1, secs(20));
     wait_for(
         "B to create 0x3302",
         PCOCC_WINDOW + secs(5),
