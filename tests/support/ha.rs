@@ -473,10 +473,10 @@ impl DeposedMidBatch {
         self.sim.clear_faults();
         let mut regrown = ended;
         if regrowth == Regrowth::OnceElected {
-            // Once the successor has started its term (it lists UFM's partitions after
-            // reading etcd), so that its first plan is the removal etcd then wanted.
+            // Once the successor has started its first pass (it reads UFM after etcd), so
+            // that its first plan is the removal etcd then wanted.
             wait_for(
-                "the new leader to list UFM's partitions",
+                "the new leader to read UFM",
                 Duration::from_secs(5),
                 || self.context(),
                 || {
@@ -484,8 +484,7 @@ impl DeposedMidBatch {
                     log.iter()
                         .any(|e| {
                             e["who"].as_str() == Some(who(new_token).as_str())
-                                && method(e) == "GET"
-                                && e["route"].as_str() == Some("/resources/pkeys")
+                                && at_ms(e) >= elected
                         })
                         .then_some(())
                 },
