@@ -361,7 +361,9 @@ fn instances_naming_one_ufm_differently_fail_over_and_delete_on_schedule() {
     assert!(ufm_has(&sim, RUNNING_JOB), "{}", log_tail(&b));
     let log = b.stderr();
     assert!(
-        !log.contains("refusing to delete") && !log.contains("does not belong"),
+        !log.contains("refusing to delete")
+            && !log.contains("does not belong")
+            && !log.contains("record is held"),
         "the new leader held deletions:\n{}",
         log_tail(&b)
     );
@@ -391,7 +393,7 @@ fn an_instance_pointed_at_another_ufm_holds_deletions_and_names_both_sites() {
         (&sim_a, &sim_a.host_port()),
         &sim_b.host_port(),
     );
-    b.wait_for_stderr("refusing to delete 1 partitions", secs(15));
+    b.wait_for_stderr("refusing to delete 1 partition", secs(15));
     let refusal = b
         .stderr()
         .lines()

@@ -319,9 +319,9 @@ enum Regrowth {
     InFlight,
 }
 
-/// A new leader's first write waits `ufm-timeout` (3 s in [`DEPOSED_FLAGS`]) and half a
-/// second after its election.
-pub const FIRST_WRITE_WAIT_MS: u64 = 3_500;
+/// A new leader's first write waits `ufm-timeout` (3 s in [`DEPOSED_FLAGS`]) and a margin
+/// (half a second, or a second) after its election: a run is settled only past this.
+pub const FIRST_WRITE_WAIT_MS: u64 = 4_000;
 
 /// What one run of [`DeposedMidBatch::run`] saw.
 #[derive(Debug, Clone)]
