@@ -19,7 +19,8 @@ help:
 	@echo "make demo      run the main job end to end: real etcd + UFM simulator + ufm-pkeyd monitor"
 	@echo "make test      run the whole test suite (installs etcd-server, openssl, curl if missing)"
 	@echo "make lint      cargo fmt --check and clippy with warnings as errors"
-	@echo "make bench     benchmark: 2,000 x 64-GUID initial sync, idle, latency, memory; slow UFM, outages, head of line, bulk delete"
+	@echo "make bench     benchmark: 2,000 x 64-GUID initial sync, idle, latency, memory; slow UFM, outages, head of line,"
+	@echo "               bulk delete; HA take-over, etcd member faults, deposed leader (target/bench/ha.json)"
 	@echo "make build     release binary in $(BIN)"
 	@echo "make man-lint  mandoc -Tlint on the man pages"
 	@echo "make install   install into \$$DESTDIR\$$PREFIX (default /usr)"
@@ -49,6 +50,7 @@ demo: test-deps
 
 bench: test-deps
 	$(CARGO) bench --locked --bench sync
+	$(CARGO) bench --locked --bench ha
 
 man-lint: test-deps
 	mandoc -Tlint -W warning man/ufm-pkeyd.8 man/ufm-pkeyd.yaml.5

@@ -11,6 +11,8 @@
 //!   network namespace; [`TcpProxy`]: a TCP proxy a test can cut, between one client and etcd.
 //! * [`Rig`]: one etcd, one simulator and the `ufm-pkeyd` command lines for them; [`Notify`],
 //!   a `$NOTIFY_SOCKET` that records sd_notify messages; pcocc entry and UFM partition shapes.
+//! * [`ha`]: HA pairs of `monitor --leader-election` instances that the simulator's request
+//!   log tells apart, the election key as etcd holds it, and a leader deposed mid-batch.
 //! * [`TempDir`], [`wait_until`], [`wait_for`], [`free_port`], [`dead_endpoint`], [`curl`]:
 //!   the small pieces the above are built from.
 //!
@@ -25,6 +27,7 @@
 mod cluster; // EtcdCluster: three members, for fail-over and partitions
 mod curl; // curl(), CurlReply, form_urlencode()
 mod etcd; // Etcd and its options
+pub mod ha; // HA pairs: instances told apart by token, the election key, a leader deposed mid-batch
 mod pkeyd; // running the ufm-pkeyd binary
 mod process; // Proc: a child process with log files
 mod proxy; // TcpProxy: a cuttable TCP proxy
