@@ -791,8 +791,9 @@ impl Monitor<'_> {
 }
 
 /// Asked before each UFM write of a pass: keeps systemd's watchdog fed through a long sync,
-/// stops on SIGTERM, and with leader election lets a request go only while the claim is sure
-/// to outlast it.
+/// stops on SIGTERM, and with leader election lets a request go only once etcd has shown the
+/// claim (and a new leader's first write only once the old leader's last request is over);
+/// before each partition, makes way for newer changes (the daemon's slices).
 struct DaemonGate<'a> {
     watchdog: &'a mut Watchdog,
     election: &'a mut Option<Election>,

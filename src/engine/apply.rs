@@ -2,9 +2,11 @@
 //! request at a time, apart from the HTTP client so that they are tested on their own.
 //!
 //! - Actions are applied in the plan's order (the planner puts adds before removes).
-//! - Before every write request the [`Gate`] is asked: it says no on SIGTERM, and when this
-//!   instance may no longer be sure it leads for as long as the request can take. The
-//!   remaining writes wait for the next pass. One operation may be several requests (a route
+//! - Before every write request the [`Gate`] is asked: it says no on SIGTERM, and when etcd
+//!   does not show this instance's leadership. The remaining writes wait for the next pass.
+//!   Before each partition's first action the gate may also make the pass end there, so that
+//!   newer changes go first (the daemon's slices).
+//! - One log line per action as it is applied; whether UFM holds it is the engine's read-back. One operation may be several requests (a route
 //!   and its `/actions/*` fallback; a delete as one remove per batch of GUIDs), so the gate
 //!   goes down into the client with each operation, which asks it before each of them. A
 //!   delete stopped half-way is neither deleted nor failed: it is finished next pass.
@@ -16,7 +18,8 @@
 //! - A request whose connection is refused or reset, or answered 502/503/504 (UFM restarting
 //!   or overloaded), is sent again twice after a short, jittered pause (every PKey operation
 //!   is idempotent); each try goes through the gate. A request that timed out is not sent
-//!   again. If there is still no answer, one cheap request asks whether UFM answers at all:
+//!   again. A try that timed out, or whose connection was cut once made, may still be applied
+//!   later: its partition is reported in [`Applied::unknown`]. If there is still no answer, one cheap request asks whether UFM answers at all:
 //!   if it does, only this partition failed (it waits for its own retry, the others go on);
 //!   if not, the pass stops writing and the rest waits until UFM answers again, instead of
 //!   each partition waiting out a timeout.
