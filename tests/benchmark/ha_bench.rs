@@ -23,11 +23,11 @@
 
 #[path = "../support/mod.rs"]
 mod support;
+mod table;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use support::ha::{
     self, DeposedMidBatch, Deposition, Instance, TOKENS, etcd_for, losses, now_ms, put_hosts,
@@ -37,6 +37,7 @@ use support::{
     Api, Daemon, EtcdCluster, PKEYS_PREFIX, TempDir, UfmSim, host, json_value, pcocc_value,
     tail_lines, wait_for,
 };
+use table::Table;
 
 /// pcocc gives a job's VFs about this long to find their partition.
 const TARGET_SECONDS: f64 = 10.0;
@@ -87,7 +88,7 @@ fn main() {
         "total_seconds".into(),
         json!(round(started.elapsed().as_secs_f64(), 1)),
     );
-    bench.print_and_save(started.elapsed());
+    bench.print_and_save("HA benchmark", "ha.json", started.elapsed());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -444,106 +445,6 @@ fn deposed(bench: &mut Table, api: Api) {
             "pass": late == 0 && late_writes == 0 && converged == DEPOSED_RUNS,
         }),
     );
-}
-
-// ---------------------------------------------------------------------------------------------
-// The table and the JSON results
-// ---------------------------------------------------------------------------------------------
-
-struct Row {
-    label: String,
-    value: String,
-    target: String,
-    result: Option<bool>,
-}
-
-#[derive(Default)]
-struct Table {
-    rows: Vec<Row>,
-    results: serde_json::Map<String, Value>,
-    meta: serde_json::Map<String, Value>,
-}
-
-impl Table {
-    fn section(&mut self, title: &str) {
-        self.rows.push(Row {
-            label: title.to_string(),
-            value: String::new(),
-            target: String::new(),
-            result: None,
-        });
-    }
-
-    fn row(&mut self, label: &str, value: String, target: &str, result: Option<bool>) {
-        self.rows.push(Row {
-            label: format!("  {label}"),
-            value,
-            target: target.to_string(),
-            result,
-        });
-    }
-
-    fn record(&mut self, name: &str, values: Value) {
-        self.results.insert(name.to_string(), values);
-    }
-
-    fn print_and_save(&self, elapsed: Duration) {
-        // Section titles stand on their own line and do not widen the columns.
-        let measures = || self.rows.iter().filter(|r| !r.value.is_empty());
-        let width = measures().map(|r| r.label.len()).max().unwrap_or(0);
-        let value_width = measures().map(|r| r.value.len()).max().unwrap_or(0);
-        let target_width = measures().map(|r| r.target.len()).max().unwrap_or(0);
-        println!();
-        let mut failed = Vec::new();
-        for row in &self.rows {
-            if row.value.is_empty() {
-                println!("{}", row.label);
-                continue;
-            }
-            let verdict = match row.result {
-                Some(true) => "PASS",
-                Some(false) => {
-                    failed.push(row.label.trim().to_string());
-                    "FAIL"
-                }
-                None => "",
-            };
-            println!(
-                "{:<width$}  {:<value_width$}  {:<target_width$}  {verdict}",
-                row.label, row.value, row.target
-            );
-        }
-        println!();
-        println!(
-            "total HA benchmark time {:.0} s; {} target(s) missed{}",
-            elapsed.as_secs_f64(),
-            failed.len(),
-            if failed.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", failed.join("; "))
-            }
-        );
-        let mut all = self.results.clone();
-        all.insert("meta".into(), Value::Object(self.meta.clone()));
-        all.insert("failed".into(), json!(failed));
-        let path = results_path();
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .unwrap_or_else(|e| panic!("creating {}: {e}", parent.display()));
-        }
-        let text = serde_json::to_string_pretty(&Value::Object(all)).expect("results JSON");
-        std::fs::write(&path, text + "\n")
-            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-        println!("results: {}", path.display());
-    }
-}
-
-fn results_path() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target.join("bench").join("ha.json")
 }
 
 /// Seconds as `1.23, 4.56 s`.

@@ -30,9 +30,10 @@
 
 #[path = "../support/mod.rs"]
 mod support;
+mod table;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -40,6 +41,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
 use support::{Daemon, Etcd, PKEYS_PREFIX, Pkeyd, SimOptions, TempDir, UfmSim, form_urlencode};
+use table::Table;
 
 /// The main data set: partitions, host GUIDs and VF GUIDs per partition.
 const PARTITIONS: usize = 2_000;
@@ -138,12 +140,11 @@ fn main() {
         println!("warning: panic=abort: a failing benchmark may leave processes behind");
     }
     let mut bench = Bench::new();
-    bench.meta.insert("binary".into(), json!(binary));
-    bench.meta.insert("sim_binary".into(), json!(sim_binary));
-    bench
-        .meta
-        .insert("clock_ticks_per_second".into(), json!(bench.clk_tck));
-    bench.meta.insert(
+    let meta = &mut bench.table.meta;
+    meta.insert("binary".into(), json!(binary));
+    meta.insert("sim_binary".into(), json!(sim_binary));
+    meta.insert("clock_ticks_per_second".into(), json!(bench.clk_tck));
+    meta.insert(
         "cpus".into(),
         json!(std::thread::available_parallelism().map_or(0, |n| n.get())),
     );
@@ -156,11 +157,13 @@ fn main() {
     bench.main_data_set(&etcd);
     bench.growth(&etcd);
 
-    bench.meta.insert(
+    bench.table.meta.insert(
         "total_seconds".into(),
         json!(round(started.elapsed().as_secs_f64(), 1)),
     );
-    bench.print_and_save(started.elapsed());
+    bench
+        .table
+        .print_and_save("benchmark", "results.json", started.elapsed());
 }
 
 /// One partition as pcocc writes it.
@@ -211,21 +214,11 @@ fn pkey_name(pkey: u16) -> String {
     format!("0x{pkey:x}")
 }
 
-/// One row of the table.
-struct Row {
-    label: String,
-    value: String,
-    target: String,
-    result: Option<bool>,
-}
-
 /// Measurements, the table and the JSON results.
 struct Bench {
     http: ureq::Agent,
     clk_tck: f64,
-    rows: Vec<Row>,
-    results: serde_json::Map<String, Value>,
-    meta: serde_json::Map<String, Value>,
+    table: Table,
 }
 
 impl Bench {
@@ -233,32 +226,20 @@ impl Bench {
         Bench {
             http: agent(),
             clk_tck: clock_ticks(),
-            rows: Vec::new(),
-            results: serde_json::Map::new(),
-            meta: serde_json::Map::new(),
+            table: Table::default(),
         }
     }
 
     fn section(&mut self, title: &str) {
-        self.rows.push(Row {
-            label: title.to_string(),
-            value: String::new(),
-            target: String::new(),
-            result: None,
-        });
+        self.table.section(title);
     }
 
     fn row(&mut self, label: &str, value: String, target: &str, result: Option<bool>) {
-        self.rows.push(Row {
-            label: format!("  {label}"),
-            value,
-            target: target.to_string(),
-            result,
-        });
+        self.table.row(label, value, target, result);
     }
 
     fn record(&mut self, section: &str, values: Value) {
-        self.results.insert(section.to_string(), values);
+        self.table.record(section, values);
     }
 
     // ---------------------------------------------------------------------------------------
@@ -1945,60 +1926,6 @@ impl Bench {
     }
 
     // ---------------------------------------------------------------------------------------
-    // Output
-
-    fn print_and_save(&self, elapsed: Duration) {
-        // Section titles stand on their own line and do not widen the columns.
-        let measures = || self.rows.iter().filter(|r| !r.value.is_empty());
-        let width = measures().map(|r| r.label.len()).max().unwrap_or(0);
-        let value_width = measures().map(|r| r.value.len()).max().unwrap_or(0);
-        let target_width = measures().map(|r| r.target.len()).max().unwrap_or(0);
-        println!();
-        let mut failed = Vec::new();
-        for row in &self.rows {
-            if row.value.is_empty() && row.result.is_none() {
-                println!("{}", row.label);
-                continue;
-            }
-            let verdict = match row.result {
-                Some(true) => "PASS",
-                Some(false) => {
-                    failed.push(row.label.trim().to_string());
-                    "FAIL"
-                }
-                None => "",
-            };
-            println!(
-                "{:<width$}  {:<value_width$}  {:<target_width$}  {verdict}",
-                row.label, row.value, row.target
-            );
-        }
-        println!();
-        println!(
-            "total benchmark time {:.0} s; {} target(s) missed{}",
-            elapsed.as_secs_f64(),
-            failed.len(),
-            if failed.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", failed.join("; "))
-            }
-        );
-        let mut all = self.results.clone();
-        all.insert("meta".into(), Value::Object(self.meta.clone()));
-        all.insert("failed".into(), json!(failed));
-        let path = results_path();
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .unwrap_or_else(|e| panic!("creating {}: {e}", parent.display()));
-        }
-        let text = serde_json::to_string_pretty(&Value::Object(all)).expect("results JSON");
-        std::fs::write(&path, text + "\n")
-            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-        println!("results: {}", path.display());
-    }
-
-    // ---------------------------------------------------------------------------------------
     // HTTP helpers (a keep-alive agent of our own, not the code under test)
 
     fn get(&self, url: &str, auth: Option<&str>) -> (u16, Vec<u8>) {
@@ -2593,13 +2520,6 @@ fn clock_ticks() -> f64 {
 
 // -------------------------------------------------------------------------------------------
 // Small things
-
-fn results_path() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target.join("bench").join("results.json")
-}
 
 fn path_text(path: &Path) -> String {
     path.to_str().expect("temp paths are UTF-8").to_string()
