@@ -1,5 +1,6 @@
 //! UTC timestamps in RFC 3339 (`2026-12-07T21:19:23Z`), for log lines and the status file,
-//! formatted here from Unix time: the one place that turns seconds into a civil date.
+//! formatted here from Unix time: the daemon's one place that turns seconds into a civil date
+//! (the simulator, which stands in for UFM and shares no code with the daemon, has its own).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

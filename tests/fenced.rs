@@ -23,8 +23,8 @@ use support::ha::{
     wait_term, writes_by,
 };
 use support::{
-    Api, Daemon, EtcdCluster, PKEYS_PREFIX, Pkeyd, TempDir, UfmSim, host, partition, path_text,
-    pcocc_value, secs, tail_lines, wait_for, wait_until,
+    Api, Daemon, EtcdCluster, PKEYS_PREFIX, TempDir, UfmSim, host, partition, pcocc_value, secs,
+    tail_lines, wait_for, wait_until,
 };
 
 /// pcocc gives a job's VFs about this long to find their partition.
@@ -521,34 +521,6 @@ fn a_clean_stop_hands_over_at_once_and_a_crash_after_the_old_leaders_last_reques
 // 4. One view of the etcd members
 // ---------------------------------------------------------------------------------------------
 
-/// One daemon (no leader election) following a three-member cluster, member 0 first in its
-/// list: it talks to member 0 until that fails. etcd timeout 2 s, no drift checks.
-fn cluster_daemon(cluster: &EtcdCluster, sim: &UfmSim, dir: &TempDir) -> Daemon {
-    let endpoints = cluster.endpoints();
-    let password = path_text(sim.password_file());
-    let state = path_text(&dir.join("state.json"));
-    Pkeyd::new(&[
-        "monitor",
-        "--no-pcocc",
-        "--etcd-endpoints",
-        &endpoints,
-        "--etcd-api",
-        "v2",
-        "--etcd-timeout",
-        "2",
-        "--ufm-host",
-        &sim.host_port(),
-        "--http",
-        "--ufm-password-file",
-        &password,
-        "--state-file",
-        &state,
-        "--poll-interval",
-        "60",
-    ])
-    .spawn()
-}
-
 fn cluster_put(cluster: &EtcdCluster, pkey: &str, n: u64) {
     cluster.put_v2(
         &format!("{PKEYS_PREFIX}{pkey}"),
@@ -575,7 +547,7 @@ fn a_job_written_while_the_daemons_etcd_member_is_cut_off_gets_its_partition_wit
     let mut cluster = EtcdCluster::start_isolatable(0);
     let sim = UfmSim::http();
     let dir = TempDir::new("cut-off-first");
-    let daemon = cluster_daemon(&cluster, &sim, &dir);
+    let daemon = cluster.monitor(&sim, &dir);
     cluster_put(&cluster, "0x3401", 1);
     wait_for(
         "0x3401 in UFM",
@@ -600,7 +572,7 @@ fn a_hung_etcd_member_costs_the_daemon_one_timeout_at_most() {
     let mut cluster = EtcdCluster::start();
     let sim = UfmSim::http();
     let dir = TempDir::new("hung-first");
-    let daemon = cluster_daemon(&cluster, &sim, &dir);
+    let daemon = cluster.monitor(&sim, &dir);
     cluster_put(&cluster, "0x3501", 1);
     wait_for(
         "0x3501 in UFM",

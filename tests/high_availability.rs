@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{Api, Daemon, EtcdCluster, Pkeyd, Rig, TempDir, UfmSim, path_text, secs, wait_until};
+use support::{Api, Daemon, EtcdCluster, Rig, TempDir, UfmSim, path_text, secs, wait_until};
 
 /// The election TTL the tests use: short, so a crash is noticed quickly.
 const TTL: u64 = 3;
@@ -157,29 +157,7 @@ fn daemon_goes_on_when_the_etcd_member_it_talks_to_stops() {
     let mut cluster = EtcdCluster::start();
     let sim = UfmSim::http();
     let dir = TempDir::new("failover");
-    let password = sim.password_file().display().to_string();
-    let state = dir.join("state.json").display().to_string();
-    let endpoints = cluster.endpoints();
-    let mut daemon = Pkeyd::new(&[
-        "monitor",
-        "--no-pcocc",
-        "--etcd-endpoints",
-        &endpoints,
-        "--etcd-api",
-        "v2",
-        "--etcd-timeout",
-        "2",
-        "--ufm-host",
-        &sim.host_port(),
-        "--http",
-        "--ufm-password-file",
-        &password,
-        "--state-file",
-        &state,
-        "--poll-interval",
-        "60",
-    ])
-    .spawn();
+    let mut daemon = cluster.monitor(&sim, &dir);
     cluster.put_v2(&format!("{PREFIX}/0x2001"), &entry(1));
     wait_until("0x2001 in UFM", secs(10), || ufm_has(&sim, "0x2001"));
 

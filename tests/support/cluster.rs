@@ -22,7 +22,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
 use super::{
-    CurlReply, Proc, TempDir, curl, form_urlencode, free_port, tail, wait_for, wait_until,
+    CurlReply, Daemon, Pkeyd, Proc, TempDir, UfmSim, curl, form_urlencode, free_port, path_text,
+    tail, wait_for, wait_until,
 };
 
 /// How long the cluster may take to elect a leader and report healthy.
@@ -87,6 +88,35 @@ impl EtcdCluster {
     pub fn start_isolatable(isolated: usize) -> EtcdCluster {
         assert!(isolated < 3, "a cluster has members 0, 1 and 2");
         EtcdCluster::launch_all(Some(isolated))
+    }
+
+    /// `ufm-pkeyd monitor` over the v2 API against all three members, in the order of the
+    /// list: it talks to member 0 until that fails. etcd timeout 2 s, no drift checks, state
+    /// in `dir`.
+    pub fn monitor(&self, sim: &UfmSim, dir: &TempDir) -> Daemon {
+        let endpoints = self.endpoints();
+        let password = path_text(sim.password_file());
+        let state = path_text(&dir.join("state.json"));
+        Pkeyd::new(&[
+            "monitor",
+            "--no-pcocc",
+            "--etcd-endpoints",
+            &endpoints,
+            "--etcd-api",
+            "v2",
+            "--etcd-timeout",
+            "2",
+            "--ufm-host",
+            &sim.host_port(),
+            "--http",
+            "--ufm-password-file",
+            &password,
+            "--state-file",
+            &state,
+            "--poll-interval",
+            "60",
+        ])
+        .spawn()
     }
 
     /// Every member's client endpoint, comma-separated, for `--etcd-endpoints`.

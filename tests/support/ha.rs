@@ -92,34 +92,20 @@ impl Instance<'_> {
 
     /// The command line, `extra` last.
     pub fn pkeyd(&self, extra: &[&str]) -> Pkeyd {
-        let state = path_text(&self.state_file());
-        let token_file = self.token_file();
-        let mut args = vec![
-            "monitor",
-            "--no-pcocc",
-            "--ufm-host",
-            self.ufm_host,
-            "--http",
-            "--ufm-token-file",
-            &token_file,
-            "--etcd-endpoints",
-            self.endpoints,
-            "--etcd-api",
-            self.api.flag(),
-            "--state-file",
-            &state,
-            "--leader-election",
-        ];
-        args.extend_from_slice(extra);
-        Pkeyd::new(&args)
+        self.command("monitor", extra)
     }
 
     /// `ufm-pkeyd state` (the ownership record as this instance sees it), with `extra`.
     pub fn state_command(&self, extra: &[&str]) -> Pkeyd {
+        self.command("state", extra)
+    }
+
+    /// `ufm-pkeyd SUBCOMMAND` with this instance's UFM, etcd and state options, `extra` last.
+    fn command(&self, subcommand: &str, extra: &[&str]) -> Pkeyd {
         let state = path_text(&self.state_file());
         let token_file = self.token_file();
         let mut args = vec![
-            "state",
+            subcommand,
             "--no-pcocc",
             "--ufm-host",
             self.ufm_host,
